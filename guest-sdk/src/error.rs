@@ -1,0 +1,116 @@
+//! Errors a task returns and errors of subtask submission.
+
+use std::fmt;
+
+use crate::bindings::exports::tessera::task::tasks as wit_exports;
+use crate::bindings::tessera::task::types as wit;
+
+/// Why a task attempt failed: a message for people and an optional machine-readable code.
+///
+/// Any `std::error::Error` converts into it, so `?` works on most results.
+pub struct TaskError {
+    message: String,
+    code: Option<String>,
+}
+
+impl TaskError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        TaskError {
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// Adds a machine-readable code, e.g. `not-found`.
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The code, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} [{code}]", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl<E: std::error::Error> From<E> for TaskError {
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        TaskError::new(message)
+    }
+}
+
+impl From<TaskError> for wit_exports::TaskError {
+    fn from(e: TaskError) -> Self {
+        wit_exports::TaskError {
+            message: e.message,
+            code: e.code,
+        }
+    }
+}
+
+/// Why the host refused a subtask submission; nothing of it was kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The attempt would exceed its subtask limit (the payload).
+    TooMany(u32),
+    /// A `depends_on` index (the payload) names no earlier subtask of the same submission.
+    BadDependency(u32),
+    /// The submission is malformed; the payload says how.
+    Invalid(String),
+}
+
+impl fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::TooMany(limit) => write!(
+                f,
+                "too many subtasks: one attempt may submit at most {limit}"
+            ),
+            SubmitError::BadDependency(i) => write!(
+                f,
+                "depends_on index {i} does not name an earlier subtask of the same submission"
+            ),
+            SubmitError::Invalid(why) => write!(f, "invalid subtask submission: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+impl From<wit::SubmitError> for SubmitError {
+    fn from(e: wit::SubmitError) -> Self {
+        match e {
+            wit::SubmitError::TooMany(n) => SubmitError::TooMany(n),
+            wit::SubmitError::BadDependency(i) => SubmitError::BadDependency(i),
+            wit::SubmitError::Invalid(why) => SubmitError::Invalid(why),
+        }
+    }
+}

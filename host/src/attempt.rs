@@ -1,0 +1,382 @@
+//! Running one task attempt: a fresh store and instance, limits, and an outcome a person can act on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tessera_api::{ProgressUpdate, SubtaskSpec, TaskIdentifier};
+use wasmtime::{Store, Trap, WasmBacktrace};
+use wasmtime_wasi::WasiCtx;
+
+use crate::bindings::{TaskContext, WitIdentifier};
+use crate::component::TaskComponent;
+use crate::limits::{Limits, MemoryLimiter, human_bytes, human_duration};
+use crate::log::{AttemptLog, LogSink};
+use crate::output::{GuestStream, StreamKind};
+use crate::sandbox::Host;
+use crate::state::TaskState;
+
+/// One attempt to run: which task, with which input.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    /// The task's job.
+    pub job_id: String,
+    /// The task.
+    pub task_id: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The task type asked for.
+    pub identifier: TaskIdentifier,
+    /// The input, JSON text.
+    pub input: String,
+}
+
+/// What a successful attempt hands back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Computed {
+    /// Subtasks to record with the task's success.
+    pub subtasks: Vec<SubtaskSpec>,
+    /// The display name the task set, if any.
+    pub display: Option<String>,
+    /// Progress indicators the task advanced.
+    pub progress: Vec<ProgressUpdate>,
+    /// Whether log lines were dropped past the log limit.
+    pub logs_truncated: bool,
+}
+
+/// Why an attempt failed, in categories a runner can count and a person can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The guest returned an error.
+    Guest {
+        /// The guest's error code, if it gave one.
+        code: Option<String>,
+    },
+    /// The guest panicked.
+    Panic,
+    /// The guest trapped (unreachable, out-of-bounds access, …).
+    Trap,
+    /// The guest overflowed its call stack.
+    StackOverflow,
+    /// The guest tried to grow memory past the limit.
+    MemoryLimit,
+    /// The attempt ran past its wall-clock deadline.
+    Deadline,
+    /// The input is larger than allowed.
+    InputTooLarge,
+    /// No loaded component implements the task type.
+    UnknownTask,
+    /// The host could not start the attempt (for example the instance pool is full).
+    Host,
+}
+
+/// A failed attempt: what kind of failure, and a message that says what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The category.
+    pub kind: FailureKind,
+    /// A message for people.
+    pub message: String,
+    /// The display name the task set before failing, if any.
+    pub display: Option<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The end of an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `execute` returned Ok.
+    Computed(Computed),
+    /// It did not; the reason says why.
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// The failure, if the attempt failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Outcome::Failed(f) => Some(f),
+            Outcome::Computed(_) => None,
+        }
+    }
+
+    /// What was computed, if the attempt succeeded.
+    pub fn computed(&self) -> Option<&Computed> {
+        match self {
+            Outcome::Computed(c) => Some(c),
+            Outcome::Failed(_) => None,
+        }
+    }
+}
+
+fn failed(kind: FailureKind, message: String) -> Outcome {
+    Outcome::Failed(Failure {
+        kind,
+        message,
+        display: None,
+    })
+}
+
+pub(crate) struct Streams {
+    stdout: GuestStream,
+    stderr: GuestStream,
+}
+
+impl Host {
+    /// A fresh store state: WASI with no files, no environment, no network; output to the log.
+    pub(crate) fn new_state(
+        &self,
+        limits: &Limits,
+        sink: Arc<dyn LogSink>,
+        job_id: Arc<str>,
+        task_id: Arc<str>,
+        attempt: u32,
+    ) -> (TaskState, Streams) {
+        let log = Arc::new(Mutex::new(AttemptLog::new(
+            sink,
+            job_id.clone(),
+            task_id.clone(),
+            attempt,
+            limits.log_bytes,
+        )));
+        let stdout = GuestStream::new(StreamKind::Stdout, log.clone());
+        let stderr = GuestStream::new(StreamKind::Stderr, log.clone());
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        let state = TaskState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            log,
+            context: TaskContext {
+                job_id: job_id.to_string(),
+                task_id: task_id.to_string(),
+                attempt,
+            },
+            subtask_limit: limits.subtasks,
+            subtasks: Vec::new(),
+            display: None,
+            progress: BTreeMap::new(),
+        };
+        (state, Streams { stdout, stderr })
+    }
+
+    /// Applies the memory limiter and CPU-fairness yielding to a store.
+    pub(crate) fn configure_store(&self, store: &mut Store<TaskState>, limits: &Limits) {
+        store.limiter(|s| &mut s.limiter);
+        let slice = limits.cpu_slice_ticks.max(1);
+        store.set_epoch_deadline(slice);
+        store.epoch_deadline_async_yield_and_update(slice);
+    }
+
+    /// Runs one attempt of a task in a fresh instance of `component`, under `limits`.
+    ///
+    /// Log lines leave through `sink` as they are written. Dropping the returned future
+    /// cancels the attempt at once.
+    pub async fn run(
+        &self,
+        component: &TaskComponent,
+        spec: AttemptSpec,
+        limits: &Limits,
+        sink: Arc<dyn LogSink>,
+    ) -> Outcome {
+        if spec.input.len() > limits.input_bytes {
+            return failed(
+                FailureKind::InputTooLarge,
+                format!(
+                    "input of {} exceeds the limit of {} per task; pass large data by \
+                     reference (a URL or object key) instead",
+                    human_bytes(spec.input.len()),
+                    human_bytes(limits.input_bytes)
+                ),
+            );
+        }
+        let Some(own) = component.resolve(&spec.identifier) else {
+            let have: Vec<String> = component
+                .identifiers()
+                .iter()
+                .map(|i| i.to_string())
+                .collect();
+            return failed(
+                FailureKind::UnknownTask,
+                format!(
+                    "{} does not implement {} (it implements {})",
+                    component.path().display(),
+                    spec.identifier,
+                    have.join(", ")
+                ),
+            );
+        };
+        let identifier = WitIdentifier {
+            name: own.name.clone(),
+            version: own.version.to_string(),
+        };
+        let (state, streams) = self.new_state(
+            limits,
+            sink,
+            spec.job_id.into(),
+            spec.task_id.into(),
+            spec.attempt,
+        );
+        let mut store = Store::new(&self.engine, state);
+        self.configure_store(&mut store, limits);
+
+        let result = tokio::time::timeout(limits.deadline, async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            instance
+                .tessera_task_tasks()
+                .call_execute(&mut store, &identifier, &spec.input)
+                .await
+        })
+        .await;
+        streams.stdout.finish();
+        streams.stderr.finish();
+        let state = store.into_data();
+        let display = state.display.clone();
+        let outcome = match result {
+            Err(_elapsed) => failed(
+                FailureKind::Deadline,
+                format!(
+                    "deadline of {} exceeded; the attempt was stopped \
+                     (raise the runner's deadline if the task needs longer)",
+                    human_duration(limits.deadline)
+                ),
+            ),
+            Ok(Ok(Ok(()))) => Outcome::Computed(Computed {
+                progress: state.progress_updates(),
+                logs_truncated: state.log.lock().unwrap().truncated(),
+                subtasks: state.subtasks,
+                display: state.display,
+            }),
+            Ok(Ok(Err(guest))) => failed(
+                FailureKind::Guest {
+                    code: guest.code.clone(),
+                },
+                match guest.code {
+                    Some(code) => format!("{} [{code}]", guest.message),
+                    None => guest.message,
+                },
+            ),
+            Ok(Err(error)) => classify(error, &state, &streams.stderr.tail(), limits),
+        };
+        match outcome {
+            Outcome::Failed(mut f) => {
+                f.display = display;
+                Outcome::Failed(f)
+            }
+            computed => computed,
+        }
+    }
+}
+
+/// Turns a wasmtime error into a failure a person can act on.
+fn classify(
+    error: wasmtime::Error,
+    state: &TaskState,
+    stderr_tail: &str,
+    limits: &Limits,
+) -> Outcome {
+    let trap = error.downcast_ref::<Trap>().copied();
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(short_backtrace)
+        .unwrap_or_default();
+    if let Some(asked) = state.limiter.refused {
+        return failed(
+            FailureKind::MemoryLimit,
+            format!(
+                "memory limit of {} exceeded (the guest asked for {}); \
+                 use less memory or raise the runner's memory limit",
+                human_bytes(limits.memory_bytes),
+                human_bytes(asked)
+            ),
+        );
+    }
+    if let Some(panic) = panic_message(stderr_tail) {
+        return failed(FailureKind::Panic, format!("guest panicked: {panic}"));
+    }
+    match trap {
+        Some(Trap::StackOverflow) => failed(
+            FailureKind::StackOverflow,
+            format!("guest overflowed its call stack (too deep recursion?){backtrace}"),
+        ),
+        Some(trap) => failed(
+            FailureKind::Trap,
+            format!("guest trapped: {trap}{backtrace}"),
+        ),
+        None => {
+            let text = format!("{error:#}");
+            let hint = if text.contains("instance") && text.contains("limit") {
+                "; the host's instance pool is full: lower the runner's concurrency or raise its pool size"
+            } else {
+                ""
+            };
+            failed(
+                FailureKind::Host,
+                format!("the attempt could not run: {text}{hint}"),
+            )
+        }
+    }
+}
+
+/// The innermost named frames of a guest backtrace, one per line.
+fn short_backtrace(bt: &WasmBacktrace) -> String {
+    let frames: Vec<&str> = bt
+        .frames()
+        .iter()
+        .filter_map(|f| f.func_name())
+        .take(5)
+        .collect();
+    if frames.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nguest backtrace:");
+    for f in frames {
+        out.push_str("\n  at ");
+        out.push_str(f);
+    }
+    out
+}
+
+/// Finds a Rust panic message (`panicked at FILE:LINE:COL:\nMESSAGE`) in stderr output.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let rest = &stderr[start + "panicked at ".len()..];
+    let (location, after) = rest.split_once('\n').unwrap_or((rest, ""));
+    let location = location.trim_end_matches(':');
+    let message: Vec<&str> = after
+        .lines()
+        .take_while(|l| !l.starts_with("note: ") && !l.starts_with("stack backtrace"))
+        .collect();
+    let message = message.join("\n");
+    if message.trim().is_empty() {
+        Some(format!("at {location}"))
+    } else {
+        Some(format!("{} (at {location})", message.trim()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_found_in_stderr() {
+        let stderr = "some output\nthread '<unnamed>' panicked at src/lib.rs:10:5:\nboom: 42\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("boom: 42 (at src/lib.rs:10:5)")
+        );
+        assert_eq!(panic_message("nothing to see\n"), None);
+    }
+}

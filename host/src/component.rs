@@ -1,0 +1,247 @@
+//! Loading task components: validation, compilation through the cache, and their task types.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera_api::TaskIdentifier;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use crate::bindings::{TaskComponentPre, WitIdentifier};
+use crate::cache::{CacheOutcome, digest};
+use crate::limits::Limits;
+use crate::log::DiscardLogs;
+use crate::sandbox::Host;
+
+/// A loaded, compiled task component, ready to run attempts.
+pub struct TaskComponent {
+    pub(crate) path: PathBuf,
+    pub(crate) pre: TaskComponentPre<crate::state::TaskState>,
+    identifiers: Vec<TaskIdentifier>,
+    digest: String,
+    cache: CacheOutcome,
+}
+
+impl std::fmt::Debug for TaskComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskComponent")
+            .field("path", &self.path)
+            .field("identifiers", &self.identifiers)
+            .field("digest", &self.digest)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl TaskComponent {
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The task types it exports.
+    pub fn identifiers(&self) -> &[TaskIdentifier] {
+        &self.identifiers
+    }
+
+    /// Hex SHA-256 of the component file.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Whether its compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// The exported task type that can run a task submitted as `task`: same name and major
+    /// version, minor version not older than the task's (the newest such, if several).
+    pub fn resolve(&self, task: &TaskIdentifier) -> Option<&TaskIdentifier> {
+        self.identifiers
+            .iter()
+            .filter(|own| own.can_run(task))
+            .max_by_key(|own| own.version)
+    }
+}
+
+/// Why a component file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("could not read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a Tessera task component; the reason says what it is instead.
+    #[error("{} is not a Tessera task component: {reason}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The compiled-code cache failed.
+    #[error("could not compile {}: {reason}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+const WASM_MAGIC: &[u8] = b"\0asm";
+const BUILD_HINT: &str = "build it with the tessera-guest SDK: \
+    cargo build --release --target wasm32-wasip2 (or cargo component build --release)";
+
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(format!("it is not a WebAssembly file; {BUILD_HINT}"));
+    }
+    // A component's layer field (bytes 6..8) is 1; a core module's is 0.
+    if bytes[6..8] == [0, 0] {
+        return Err(format!(
+            "it is a core WebAssembly module, not a component (was it built for wasm32-unknown-unknown \
+             or wasm32-wasip1 without an adapter?); {BUILD_HINT}"
+        ));
+    }
+    Ok(())
+}
+
+impl Host {
+    /// Loads a component file: checks it, compiles it (or reads the cache), links it against
+    /// the host and asks it for its task types.
+    pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<TaskComponent>, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        let invalid = |reason: String| LoadError::Invalid {
+            path: path.clone(),
+            reason,
+        };
+        check_header(&bytes).map_err(invalid)?;
+        let digest = digest(&bytes);
+
+        let engine = self.engine.clone();
+        let cache = self.cache.clone();
+        let key = digest.clone();
+        let compiled = tokio::task::spawn_blocking(move || match cache {
+            Some(cache) => cache
+                .load_or_compile(&engine, &key, &bytes)
+                .map_err(|e| e.to_string()),
+            None => Component::new(&engine, &bytes)
+                .map(|c| (c, CacheOutcome::Uncached))
+                .map_err(|e| format!("{e:#}")),
+        })
+        .await
+        .map_err(|e| LoadError::Compile {
+            path: path.clone(),
+            reason: format!("compilation was interrupted: {e}"),
+        })?;
+        let (component, cache) = compiled.map_err(|reason| {
+            if reason.contains("failed to parse WebAssembly") || reason.contains("invalid") {
+                invalid(format!("it does not validate: {reason}"))
+            } else {
+                LoadError::Compile {
+                    path: path.clone(),
+                    reason,
+                }
+            }
+        })?;
+
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            invalid(format!(
+                "it imports something the Tessera host does not provide ({e:#}); \
+                 task components may import only tessera:task/host and WASI 0.2"
+            ))
+        })?;
+        let pre = TaskComponentPre::new(instance_pre).map_err(|e| {
+            invalid(format!(
+                "it does not export tessera:task/tasks@0.1.0 ({e:#}); {BUILD_HINT}"
+            ))
+        })?;
+
+        let identifiers = self.task_types(&pre).await.map_err(invalid)?;
+        Ok(Arc::new(TaskComponent {
+            path,
+            pre,
+            identifiers,
+            digest,
+            cache,
+        }))
+    }
+
+    /// Instantiates once in a scratch store to ask for the exported task types.
+    async fn task_types(
+        &self,
+        pre: &TaskComponentPre<crate::state::TaskState>,
+    ) -> Result<Vec<TaskIdentifier>, String> {
+        let limits = Limits::default();
+        let (state, _streams) = self.new_state(
+            &limits,
+            Arc::new(DiscardLogs),
+            "load".into(),
+            "load".into(),
+            0,
+        );
+        let mut store = Store::new(&self.engine, state);
+        self.configure_store(&mut store, &limits);
+        let listed: Vec<WitIdentifier> = tokio::time::timeout(
+            limits.deadline.min(std::time::Duration::from_secs(60)),
+            async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance
+                    .tessera_task_tasks()
+                    .call_task_types(&mut store)
+                    .await
+            },
+        )
+        .await
+        .map_err(|_| "it did not list its task types within 60 s".to_string())?
+        .map_err(|e| format!("listing its task types failed: {e:#}"))?;
+        if listed.is_empty() {
+            return Err(
+                "it exports no task types; register them with tessera_guest::export_tasks!".into(),
+            );
+        }
+        let mut ids = Vec::with_capacity(listed.len());
+        for id in listed {
+            let parsed = TaskIdentifier::parse(&id.name, &id.version)
+                .map_err(|e| format!("it exports a bad task identifier: {e}"))?;
+            if ids.contains(&parsed) {
+                return Err(format!("it exports {parsed} twice"));
+            }
+            ids.push(parsed);
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(
+            check_header(b"hello world")
+                .unwrap_err()
+                .contains("not a WebAssembly file")
+        );
+        let core = b"\0asm\x01\0\0\0";
+        assert!(
+            check_header(core)
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
+        let component = b"\0asm\x0d\0\x01\0";
+        assert!(check_header(component).is_ok());
+    }
+}

@@ -1,0 +1,134 @@
+//! Per-attempt sandbox limits and the memory limiter that enforces the memory one.
+
+use std::time::Duration;
+
+/// Limits that apply to every task attempt; each has a default suited to a shared host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory one attempt may use, in bytes (all its memories together).
+    pub memory_bytes: usize,
+    /// Wall-clock time one attempt may take, sleeping included.
+    pub deadline: Duration,
+    /// CPU a guest may use before it must yield its thread to other tasks, in epoch ticks.
+    pub cpu_slice_ticks: u64,
+    /// Bytes of log text (messages, fields, stdout, stderr) one attempt may write before the
+    /// rest is dropped behind a truncation marker.
+    pub log_bytes: usize,
+    /// Subtasks one attempt may submit.
+    pub subtasks: usize,
+    /// Size of a task's JSON input, in bytes.
+    pub input_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 256 << 20,
+            deadline: Duration::from_secs(30 * 60),
+            cpu_slice_ticks: 1,
+            log_bytes: 1 << 20,
+            subtasks: 100_000,
+            input_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Renders a byte count for people: `64 MiB`, `1.5 KiB`, `12 bytes`.
+pub fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0} {unit}")
+    } else {
+        format!("{value:.1} {unit}")
+    }
+}
+
+/// Renders a duration for people: `30 s`, `1.5 s`, `250 ms`.
+pub fn human_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Enforces [`Limits::memory_bytes`] on a store and remembers whether a guest hit it.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    /// The size a refused growth asked for, if any was refused.
+    pub(crate) refused: Option<usize>,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(limit: usize) -> Self {
+        MemoryLimiter {
+            limit,
+            refused: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.limit && maximum.is_none_or(|max| desired <= max);
+        if !allowed {
+            self.refused = Some(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million entries is far beyond any real guest.
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humans_read_sizes_and_durations() {
+        assert_eq!(human_bytes(12), "12 bytes");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");
+    }
+
+    #[test]
+    fn limiter_refuses_growth_past_the_limit_and_remembers() {
+        use wasmtime::ResourceLimiter;
+        let mut l = MemoryLimiter::new(1 << 20);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.refused.is_none());
+        assert!(!l.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert_eq!(l.refused, Some(2 << 20));
+    }
+}

@@ -1,0 +1,49 @@
+//! [`Host`]: one per process; holds the engine, the linker and the component cache.
+
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings::TaskComponent as World;
+use crate::cache::ComponentCache;
+use crate::engine::{AllocationInUse, EngineError, EpochTicker, HostConfig, build_engine};
+use crate::state::TaskState;
+
+/// The sandbox host: loads task components and runs task attempts in them.
+///
+/// Create one per process and share it (it is `Send + Sync`); every attempt gets a fresh
+/// store and instance.
+pub struct Host {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<TaskState>,
+    pub(crate) cache: Option<ComponentCache>,
+    allocation: AllocationInUse,
+    _ticker: EpochTicker,
+}
+
+impl Host {
+    /// Builds the engine, links WASI and the Tessera host functions, and starts the epoch ticker.
+    pub fn new(config: HostConfig) -> Result<Host, EngineError> {
+        let (engine, allocation) = build_engine(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
+        World::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(EngineError::Config)?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(Host {
+            engine,
+            linker,
+            cache: config.cache_dir.map(ComponentCache::new),
+            allocation,
+            _ticker: ticker,
+        })
+    }
+
+    /// The allocation strategy in use (pooling may have fallen back to on demand).
+    pub fn allocation(&self) -> AllocationInUse {
+        self.allocation
+    }
+
+    /// The compiled-component cache directory, if caching is on.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.as_ref().map(|c| c.dir())
+    }
+}

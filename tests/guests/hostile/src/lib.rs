@@ -1,0 +1,275 @@
+//! Guests that misbehave, for the host's sandbox tests, plus a few well-behaved ones.
+//!
+//! Each task type tries one thing a sandboxed task must not be able to do (or must not be
+//! able to do to anyone else). Where the sandbox holds, the attempt fails with a clear reason.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tessera_guest::{Context, Subtask, Task, TaskError, export_tasks, info};
+
+/// Does nothing: the cost of an attempt itself.
+#[derive(Serialize, Deserialize)]
+pub struct Noop {}
+
+impl Task for Noop {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Spins forever without calling the host.
+#[derive(Serialize, Deserialize)]
+pub struct InfiniteLoop {}
+
+impl Task for InfiniteLoop {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+}
+
+/// Allocates until something stops it.
+#[derive(Serialize, Deserialize)]
+pub struct MemoryBomb {}
+
+impl Task for MemoryBomb {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(vec![1u8; 8 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    }
+}
+
+#[inline(never)]
+fn recurse(depth: u64, acc: &mut [u64; 4]) -> u64 {
+    let mut local = [depth; 4];
+    std::hint::black_box(&mut local);
+    acc[0] = acc[0].wrapping_add(local[1]);
+    if depth == 0 {
+        return acc[0];
+    }
+    recurse(depth - 1, acc).wrapping_add(local[2])
+}
+
+/// Recurses without end.
+#[derive(Serialize, Deserialize)]
+pub struct StackOverflow {}
+
+impl Task for StackOverflow {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        let mut acc = [0u64; 4];
+        let n = recurse(std::hint::black_box(u64::MAX), &mut acc);
+        Err(TaskError::new(format!("recursion returned {n}")))
+    }
+}
+
+/// Panics with a message.
+#[derive(Serialize, Deserialize)]
+pub struct Panic {
+    /// The panic message.
+    pub message: String,
+}
+
+impl Task for Panic {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        panic!("{}", self.message);
+    }
+}
+
+/// Executes `unreachable`.
+#[derive(Serialize, Deserialize)]
+pub struct Trap {}
+
+impl Task for Trap {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        #[cfg(target_arch = "wasm32")]
+        core::arch::wasm32::unreachable();
+        #[cfg(not(target_arch = "wasm32"))]
+        std::process::abort();
+    }
+}
+
+/// Tries to read a file of the host.
+#[derive(Serialize, Deserialize)]
+pub struct ReadFile {
+    /// The path to read.
+    pub path: String,
+}
+
+impl Task for ReadFile {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                info!(ctx, bytes = bytes.len(), "read the host's file");
+                Ok(())
+            }
+            Err(e) => {
+                Err(TaskError::new(format!("cannot read {}: {e}", self.path)).with_code("denied"))
+            }
+        }
+    }
+}
+
+/// Tries to read an environment variable of the host.
+#[derive(Serialize, Deserialize)]
+pub struct ReadEnv {
+    /// The variable's name.
+    pub name: String,
+}
+
+impl Task for ReadEnv {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let all = std::env::vars().count();
+        match std::env::var(&self.name) {
+            Ok(value) => {
+                info!(ctx, value = value, "read the host's environment");
+                Ok(())
+            }
+            Err(e) => Err(TaskError::new(format!(
+                "cannot read {}: {e} ({all} variables visible)",
+                self.name
+            ))
+            .with_code("denied")),
+        }
+    }
+}
+
+/// Tries to open a TCP connection.
+#[derive(Serialize, Deserialize)]
+pub struct OpenSocket {
+    /// `host:port` to connect to.
+    pub address: String,
+}
+
+impl Task for OpenSocket {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        match std::net::TcpStream::connect(&self.address) {
+            Ok(_) => {
+                info!(ctx, "connected");
+                Ok(())
+            }
+            Err(e) => Err(
+                TaskError::new(format!("cannot connect to {}: {e}", self.address))
+                    .with_code("denied"),
+            ),
+        }
+    }
+}
+
+/// Writes `lines` log lines through the host and to stdout, then succeeds.
+#[derive(Serialize, Deserialize)]
+pub struct LogFlood {
+    /// How many lines of each kind.
+    pub lines: u32,
+}
+
+impl Task for LogFlood {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        for i in 0..self.lines {
+            info!(
+                ctx,
+                i = i,
+                "flooding the log with line number {i} and some padding text"
+            );
+            println!("stdout flood line {i}");
+        }
+        Ok(())
+    }
+}
+
+/// Submits subtasks in batches until the host refuses.
+#[derive(Serialize, Deserialize)]
+pub struct SubtaskBomb {
+    /// Subtasks per submission.
+    pub batch: u32,
+}
+
+impl Task for SubtaskBomb {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        loop {
+            ctx.submit_subtasks((0..self.batch).map(|_| Subtask::new(&Noop {})))?;
+        }
+    }
+}
+
+/// Prints to stdout and stderr, reports progress and returns an error with a code.
+#[derive(Serialize, Deserialize)]
+pub struct Chatty {
+    /// Whether to fail at the end.
+    pub fail: bool,
+}
+
+impl Task for Chatty {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        println!("hello from stdout");
+        eprintln!("hello from stderr");
+        print!("no newline at the end");
+        ctx.progress("items").add_total(10).done(4);
+        ctx.set_display("Chatty!");
+        info!(
+            ctx,
+            job = ctx.job_id(),
+            task = ctx.task_id(),
+            attempt = ctx.attempt(),
+            "who am i"
+        );
+        if self.fail {
+            return Err(TaskError::new("the chatty task gave up").with_code("gave-up"));
+        }
+        Ok(())
+    }
+}
+
+/// Spins on the CPU for `millis` (wall clock), then succeeds.
+#[derive(Serialize, Deserialize)]
+pub struct Busy {
+    /// How long to spin.
+    pub millis: u64,
+}
+
+impl Task for Busy {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(self.millis) {
+            std::hint::black_box(0);
+        }
+        Ok(())
+    }
+}
+
+/// A newer minor version of a task, to check version resolution.
+#[derive(Serialize, Deserialize)]
+pub struct Versioned {}
+
+impl Task for Versioned {
+    fn identifier() -> tessera_guest::TaskIdentifier {
+        tessera_guest::TaskIdentifier::new("Versioned", "v1.3")
+    }
+
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        info!(ctx, "versioned ran");
+        Ok(())
+    }
+}
+
+export_tasks!(
+    Noop,
+    InfiniteLoop,
+    MemoryBomb,
+    StackOverflow,
+    Panic,
+    Trap,
+    ReadFile,
+    ReadEnv,
+    OpenSocket,
+    LogFlood,
+    SubtaskBomb,
+    Chatty,
+    Busy,
+    Versioned,
+);

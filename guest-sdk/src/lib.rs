@@ -128,7 +128,10 @@ pub mod __private {
             .with_code("bad-input")
         })?;
         let mut ctx = Context::new();
-        task.execute(&mut ctx).map_err(Into::into)
+        let result = task.execute(&mut ctx);
+        // A last `print!` without a newline would otherwise stay in the guest's buffer.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        result.map_err(Into::into)
     }
 
     /// The error for an identifier that no registered type has.

@@ -310,10 +310,14 @@ fn classify(
             FailureKind::StackOverflow,
             format!("guest overflowed its call stack (too deep recursion?){backtrace}"),
         ),
-        Some(trap) => failed(
-            FailureKind::Trap,
-            format!("guest trapped: {trap}{backtrace}"),
-        ),
+        Some(trap) => {
+            let text = trap.to_string();
+            let text = text.strip_prefix("wasm trap: ").unwrap_or(&text);
+            failed(
+                FailureKind::Trap,
+                format!("guest trapped: {text}{backtrace}"),
+            )
+        }
         None => {
             let text = format!("{error:#}");
             let hint = if text.contains("instance") && text.contains("limit") {
@@ -331,11 +335,14 @@ fn classify(
 
 /// The innermost named frames of a guest backtrace, one per line.
 fn short_backtrace(bt: &WasmBacktrace) -> String {
-    let frames: Vec<&str> = bt
+    let frames: Vec<String> = bt
         .frames()
         .iter()
-        .filter_map(|f| f.func_name())
         .take(5)
+        .map(|f| match f.func_name() {
+            Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+            None => format!("<wasm function {}>", f.func_index()),
+        })
         .collect();
     if frames.is_empty() {
         return String::new();
@@ -343,7 +350,7 @@ fn short_backtrace(bt: &WasmBacktrace) -> String {
     let mut out = String::from("\nguest backtrace:");
     for f in frames {
         out.push_str("\n  at ");
-        out.push_str(f);
+        out.push_str(&f);
     }
     out
 }

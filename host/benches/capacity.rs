@@ -1,0 +1,177 @@
+//! Capacity of one host: memory per sleeping task with 10,000 asleep at once, and no-op
+//! attempts per second across both cores.
+//!
+//! `cargo bench -p tessera-host --bench capacity [-- SLEEPERS NOOPS]`; results in `bench/README.md`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tessera_host::{
+    AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogRecord, LogSink, TaskIdentifier,
+};
+
+/// Counts "Starting sleep task" lines.
+struct CountStarts(AtomicUsize);
+
+impl LogSink for CountStarts {
+    fn emit(&self, record: LogRecord) {
+        if record.message == "Starting sleep task" {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
+
+fn spec(name: &str, task: usize, input: String) -> AttemptSpec {
+    AttemptSpec {
+        job_id: "bench".into(),
+        task_id: format!("t{task}"),
+        attempt: 1,
+        identifier: TaskIdentifier::parse(name, "v0.0").unwrap(),
+        input,
+    }
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sleepers = args.first().copied().unwrap_or(10_000);
+    let noops = args.get(1).copied().unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = Arc::new(
+        Host::new(HostConfig {
+            cache_dir: Some(support::shared_cache()),
+            max_instances: (sleepers as u32).max(64) + 64,
+            ..HostConfig::default()
+        })
+        .unwrap(),
+    );
+    println!("allocation: {:?}", host.allocation());
+    let sleep = rt
+        .block_on(host.load(support::guest("parallel-sleep")))
+        .unwrap();
+    let noop = rt
+        .block_on(host.load(support::guest("hostile-guest")))
+        .unwrap();
+    let limits = Limits::default();
+
+    // Warm up, then measure memory with `sleepers` tasks asleep at once.
+    rt.block_on(host.run(
+        &sleep,
+        spec("SleepTask", 0, r#"{"index":0,"seconds":0}"#.into()),
+        &limits,
+        Arc::new(DiscardLogs),
+    ));
+    let rss_before = status_kib("VmRSS:");
+    let maps_before = map_count();
+    let starts = Arc::new(CountStarts(AtomicUsize::new(0)));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..sleepers)
+        .map(|i| {
+            let (host, sleep, limits, starts) =
+                (host.clone(), sleep.clone(), limits.clone(), starts.clone());
+            rt.spawn(async move {
+                let input = format!(r#"{{"index":{i},"seconds":10}}"#);
+                host.run(&sleep, spec("SleepTask", i, input), &limits, starts)
+                    .await
+            })
+        })
+        .collect();
+    while starts.0.load(Ordering::Relaxed) < sleepers {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            started.elapsed() < Duration::from_secs(9),
+            "sleepers did not all start in time"
+        );
+    }
+    let all_started = started.elapsed();
+    let rss_during = status_kib("VmRSS:");
+    let maps_during = map_count();
+    let failed = rt.block_on(async {
+        let mut failed = 0;
+        for h in handles {
+            if h.await.unwrap().failure().is_some() {
+                failed += 1;
+            }
+        }
+        failed
+    });
+    println!(
+        "sleepers: {sleepers} started in {:.2} s, {failed} failed",
+        all_started.as_secs_f64()
+    );
+    println!(
+        "rss: {rss_before} KiB before, {rss_during} KiB with all asleep: {:.1} KiB per sleeping task",
+        (rss_during.saturating_sub(rss_before)) as f64 / sleepers as f64
+    );
+    println!(
+        "memory mappings: {maps_before} before, {maps_during} with all asleep ({:.2} per task; vm.max_map_count {})",
+        (maps_during.saturating_sub(maps_before)) as f64 / sleepers as f64,
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!("peak rss (VmHWM): {} KiB", status_kib("VmHWM:"));
+
+    // Throughput: `noops` no-op attempts, 64 in flight at a time per worker.
+    let started = Instant::now();
+    let done = rt.block_on(async {
+        let per = noops / 128;
+        let workers: Vec<_> = (0..128)
+            .map(|w| {
+                let (host, noop, limits) = (host.clone(), noop.clone(), limits.clone());
+                tokio::spawn(async move {
+                    let sink: Arc<dyn LogSink> = Arc::new(DiscardLogs);
+                    for i in 0..per {
+                        let o = host
+                            .run(
+                                &noop,
+                                spec("Noop", w * per + i, "{}".into()),
+                                &limits,
+                                sink.clone(),
+                            )
+                            .await;
+                        assert!(o.computed().is_some());
+                    }
+                    per
+                })
+            })
+            .collect();
+        let mut n = 0;
+        for w in workers {
+            n += w.await.unwrap();
+        }
+        n
+    });
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "no-op attempts: {done} in {secs:.2} s = {:.0} attempts/s on 2 worker threads",
+        done as f64 / secs
+    );
+}

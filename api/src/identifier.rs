@@ -80,11 +80,13 @@ impl<'de> Deserialize<'de> for Version {
 
 /// Names a task type: its name and version, e.g. `SleepTask` `v0.0`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskIdentifier {
     /// The task type's name, e.g. `SleepTask`.
     pub name: String,
-    /// The task type's version.
+    /// The task type's version, `v<major>.<minor>`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "v0.0"))]
     pub version: Version,
 }
 

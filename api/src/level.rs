@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The severity of a log line, least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Very fine detail.

@@ -1,11 +1,36 @@
-//! Tessera's wire types, shared by the runner host, the server and the CLI.
+//! Tessera's wire types, shared by the runner host, the server and the CLI, and (with the
+//! `client` feature) the HTTP client of the server's API.
 //!
-//! Everything here is plain data with serde derives: no I/O, no async runtime.
+//! Everything outside `client` is plain data with serde derives: no I/O, no async runtime.
 
+#[cfg(feature = "client")]
+mod client;
+mod error;
 mod identifier;
+mod jobs;
 mod level;
+mod runner;
 mod subtask;
+mod telemetry;
 
+#[cfg(feature = "client")]
+pub use client::{Client, ClientError};
+pub use error::ErrorBody;
 pub use identifier::{IdentifierError, TaskIdentifier, Version};
+pub use jobs::{
+    Job, JobFilter, JobPage, JobState, RootTask, SubmitJob, Task, TaskCounts, TaskPage, TaskQuery,
+    TaskState, progress_map,
+};
 pub use level::Level;
+pub use runner::{
+    ClaimRequest, ClaimResponse, ClaimedTask, ExtendRequest, ExtendResponse, LeaseRef,
+    LeaseStatus, Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult,
+    TaskReport,
+};
 pub use subtask::{ProgressUpdate, SubtaskSpec};
+pub use telemetry::{
+    LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery,
+};
+
+/// The default server address of clients (`TESSERA_SERVER` overrides it).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";

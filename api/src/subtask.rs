@@ -6,11 +6,13 @@ use crate::TaskIdentifier;
 
 /// A subtask submitted by a task attempt, recorded when the attempt succeeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubtaskSpec {
     /// Which task type runs it.
     pub identifier: TaskIdentifier,
     /// Its input, a JSON value.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input: serde_json::Value,
     /// A name for people; defaults to the task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -28,6 +30,7 @@ pub struct SubtaskSpec {
 
 /// Increments to a named progress indicator of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProgressUpdate {
     /// The indicator's name, e.g. `tiles`.

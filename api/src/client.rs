@@ -1,0 +1,230 @@
+//! The HTTP client of the server's API, used by the runner and the CLI.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{
+    ClaimRequest, ClaimResponse, ErrorBody, ExtendRequest, ExtendResponse, Job, JobFilter,
+    JobPage, LogBatch, LogPage, LogQuery, Outlook, OutlookRequest, ReportRequest, ReportResponse,
+    SpanPage, SpanQuery, SubmitJob, Task, TaskPage, TaskQuery,
+};
+
+/// Why a request to the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error(
+        "could not reach the Tessera server at {url}: {source}; start one with `tessera server` \
+         or point TESSERA_SERVER at it"
+    )]
+    Unreachable {
+        /// The server's base URL.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error code from the body.
+        code: String,
+        /// The message from the body.
+        message: String,
+    },
+    /// The answer could not be read.
+    #[error("the server's answer to {what} could not be read: {reason}")]
+    Decode {
+        /// Which request.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one Tessera server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8420`), with an optional token.
+    pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
+        let base = base.into().trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .expect("building the HTTP client");
+        Client { base, token, http }
+    }
+
+    /// A client configured from `TESSERA_SERVER` and `TESSERA_TOKEN`.
+    pub fn from_env() -> Self {
+        let base = std::env::var("TESSERA_SERVER").unwrap_or_else(|_| crate::DEFAULT_SERVER.into());
+        let token = std::env::var("TESSERA_TOKEN").ok().filter(|t| !t.is_empty());
+        Client::new(base, token)
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request.send().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.code, body.message),
+                Err(_) => (
+                    "http_error".to_string(),
+                    format!("{what} failed: {}", String::from_utf8_lossy(&bytes)),
+                ),
+            };
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned, Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(path, self.http.get(url).query(query)).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Option<Duration>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.post(url).json(body);
+        if let Some(t) = timeout {
+            request = request.timeout(t);
+        }
+        self.send(path, request).await
+    }
+
+    /// `GET /v1/health`.
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/v1/health", &()).await
+    }
+
+    /// Submits a job.
+    pub async fn submit(&self, job: &SubmitJob) -> Result<Job, ClientError> {
+        self.post("/v1/jobs", job, None).await
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        self.get(&format!("/v1/jobs/{id}"), &()).await
+    }
+
+    /// A page of jobs, newest first.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, ClientError> {
+        self.get("/v1/jobs", filter).await
+    }
+
+    /// A page of a job's tasks, depth-first.
+    pub async fn tasks(&self, job: &str, query: &TaskQuery) -> Result<TaskPage, ClientError> {
+        self.get(&format!("/v1/jobs/{job}/tasks"), query).await
+    }
+
+    /// One task.
+    pub async fn task(&self, id: &str) -> Result<Task, ClientError> {
+        self.get(&format!("/v1/tasks/{id}"), &()).await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, job: &str) -> Result<Job, ClientError> {
+        self.post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({}), None)
+            .await
+    }
+
+    /// Requeues a job's failed and canceled tasks.
+    pub async fn retry(&self, job: &str) -> Result<Job, ClientError> {
+        self.post(&format!("/v1/jobs/{job}/retry"), &serde_json::json!({}), None)
+            .await
+    }
+
+    /// A page of a job's logs in time order.
+    pub async fn logs(&self, job: &str, query: &LogQuery) -> Result<LogPage, ClientError> {
+        self.get(&format!("/v1/jobs/{job}/logs"), query).await
+    }
+
+    /// A page of a job's spans.
+    pub async fn spans(&self, job: &str, query: &SpanQuery) -> Result<SpanPage, ClientError> {
+        self.get(&format!("/v1/jobs/{job}/spans"), query).await
+    }
+
+    /// Claims tasks, waiting up to `wait_ms` for work.
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
+        let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(30);
+        self.post("/v1/runner/claim", request, Some(timeout)).await
+    }
+
+    /// Reports attempts (and optionally claims the next in the same round trip).
+    pub async fn report(&self, request: &ReportRequest) -> Result<ReportResponse, ClientError> {
+        let wait = request.claim.as_ref().map_or(0, |c| c.wait_ms);
+        let timeout = Duration::from_millis(wait) + Duration::from_secs(30);
+        self.post("/v1/runner/report", request, Some(timeout)).await
+    }
+
+    /// Extends leases.
+    pub async fn extend(&self, request: &ExtendRequest) -> Result<ExtendResponse, ClientError> {
+        self.post("/v1/runner/extend", request, None).await
+    }
+
+    /// Whether there is work a runner could still do.
+    pub async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, ClientError> {
+        self.post("/v1/runner/outlook", request, None).await
+    }
+
+    /// Sends a batch of log lines.
+    pub async fn send_logs(&self, batch: &LogBatch) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/logs", batch, None).await
+    }
+}

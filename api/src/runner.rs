@@ -1,0 +1,205 @@
+//! The runner protocol: claim, complete, fail, abandon, extend, outlook.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ProgressUpdate, SubtaskSpec, TaskIdentifier};
+
+/// Work a runner asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The runner's id (any stable string; a UUID is typical).
+    pub runner_id: String,
+    /// The cluster it serves.
+    pub cluster: String,
+    /// The task types (with versions) it can run.
+    pub identifiers: Vec<TaskIdentifier>,
+    /// At most this many tasks.
+    pub max: u32,
+    /// Wait up to this long for work before answering empty (long-poll), in ms.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// A task handed to a runner under a lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimedTask {
+    /// The task.
+    pub task_id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Its task type as submitted.
+    pub identifier: TaskIdentifier,
+    /// Its input.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The lease token (fencing): quote it in every report about this attempt.
+    pub lease: u64,
+    /// How long the lease lasts unless extended, in ms.
+    pub lease_ms: u64,
+}
+
+/// Tasks handed out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimResponse {
+    /// Possibly empty when the wait ran out.
+    pub tasks: Vec<ClaimedTask>,
+}
+
+/// How an attempt ended, as its runner reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    /// `execute` returned Ok: record the subtasks with the task's success.
+    Computed {
+        /// Subtasks submitted by the attempt.
+        #[serde(default)]
+        subtasks: Vec<SubtaskSpec>,
+        /// The display name set by the attempt.
+        #[serde(default)]
+        display: Option<String>,
+        /// Progress increments.
+        #[serde(default)]
+        progress: Vec<ProgressUpdate>,
+    },
+    /// The attempt failed: retry with backoff while retries remain.
+    Failed {
+        /// Why, for people.
+        reason: String,
+        /// The display name set by the attempt.
+        #[serde(default)]
+        display: Option<String>,
+    },
+    /// The runner gave the task back (shutting down): requeue without spending a retry.
+    Abandoned,
+    /// The attempt stopped because its job was canceled.
+    Canceled,
+}
+
+/// One report about one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TaskReport {
+    /// The task.
+    pub task_id: String,
+    /// The lease token from the claim.
+    pub lease: u64,
+    /// How the attempt ended.
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// `POST /v1/runner/report`: reports, and optionally the next claim in the same round trip.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// The reporting runner.
+    pub runner_id: String,
+    /// The reports.
+    pub reports: Vec<TaskReport>,
+    /// Claim more work after recording the reports.
+    #[serde(default)]
+    pub claim: Option<ClaimRequest>,
+}
+
+/// The verdict on one report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportResult {
+    /// The task.
+    pub task_id: String,
+    /// Whether it was recorded.
+    pub accepted: bool,
+    /// Why not, if refused (for example an expired lease).
+    pub error: Option<String>,
+}
+
+/// Answer to a report request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportResponse {
+    /// One result per report, in order.
+    pub results: Vec<ReportResult>,
+    /// Newly claimed tasks, if a claim was asked for.
+    pub tasks: Vec<ClaimedTask>,
+}
+
+/// A lease to extend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRef {
+    /// The task.
+    pub task_id: String,
+    /// The lease token.
+    pub lease: u64,
+}
+
+/// `POST /v1/runner/extend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// The runner.
+    pub runner_id: String,
+    /// The leases it holds.
+    pub leases: Vec<LeaseRef>,
+}
+
+/// The verdict on one lease extension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseStatus {
+    /// The task.
+    pub task_id: String,
+    /// Whether the lease is still held (false: stop the attempt, its result will be refused).
+    pub held: bool,
+    /// Whether the task's job was canceled (stop the attempt and report `canceled`).
+    pub canceled: bool,
+    /// How long the lease now lasts, in ms.
+    pub lease_ms: u64,
+}
+
+/// Answer to an extend request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExtendResponse {
+    /// One status per lease, in order.
+    pub leases: Vec<LeaseStatus>,
+}
+
+/// `POST /v1/runner/outlook`: is there work this runner could ever do?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OutlookRequest {
+    /// The cluster it serves.
+    pub cluster: String,
+    /// The task types it can run.
+    pub identifiers: Vec<TaskIdentifier>,
+}
+
+/// Answer to an outlook request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Outlook {
+    /// Queued tasks it could run (some may wait for dependencies or a retry backoff).
+    pub queued: u64,
+    /// Running tasks of its cluster (any may still submit subtasks).
+    pub running: u64,
+}
+
+impl Outlook {
+    /// Whether a run-all runner should keep going.
+    pub fn has_work(&self) -> bool {
+        self.queued > 0 || self.running > 0
+    }
+}

@@ -1,0 +1,72 @@
+//! Job endpoints: submit, list, get, tasks, cancel, retry.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use tessera_api::{ErrorBody, Job, JobFilter, JobPage, SubmitJob, Task, TaskPage, TaskQuery};
+
+use super::AppState;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use crate::now_unix_nano;
+
+/// Submits a job: its root task is queued.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJob,
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody)))]
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(job): ApiJson<SubmitJob>,
+) -> Result<Json<Job>, ApiError> {
+    let job = state.store.submit(&job, now_unix_nano()).await?;
+    state.wake.notify();
+    Ok(Json(job))
+}
+
+/// Lists jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobFilter),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(filter): ApiQuery<JobFilter>,
+) -> Result<Json<JobPage>, ApiError> {
+    Ok(Json(state.store.jobs(&filter).await?))
+}
+
+/// One job: state, task counts, progress, times.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.store.job(&id).await?))
+}
+
+/// A job's tasks, depth-first from the root, one page (or one parent's children).
+#[utoipa::path(get, path = "/v1/jobs/{id}/tasks", tag = "jobs", params(("id" = String, Path), TaskQuery),
+    responses((status = 200, body = TaskPage), (status = 404, body = ErrorBody)))]
+pub async fn tasks(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<TaskQuery>,
+) -> Result<Json<TaskPage>, ApiError> {
+    Ok(Json(state.store.tasks(&id, &query).await?))
+}
+
+/// One task.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
+pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Task>, ApiError> {
+    Ok(Json(state.store.task(&id).await?))
+}
+
+/// Cancels a job: queued tasks are canceled; running attempts stop at their next lease extension.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.store.cancel(&id, now_unix_nano()).await?))
+}
+
+/// Requeues a job's failed and canceled tasks with fresh retries.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    let job = state.store.retry(&id, now_unix_nano()).await?;
+    state.wake.notify();
+    Ok(Json(job))
+}

@@ -1,0 +1,130 @@
+//! The HTTP/JSON API under `/v1`, its OpenAPI description and the token check.
+
+pub mod error;
+mod jobs;
+mod runner;
+mod telemetry;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::watch;
+use utoipa::OpenApi;
+
+use crate::store::Store;
+use crate::wake::Wake;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The job store.
+    pub store: Arc<dyn Store>,
+    /// Wakes long-polling claims.
+    pub wake: Wake,
+    /// Turns true when the server shuts down (ends long polls).
+    pub shutdown: watch::Receiver<bool>,
+    /// The bearer token every request must carry, if set.
+    pub token: Option<Arc<str>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tessera", description = "Workflow orchestration for sandboxed WebAssembly tasks."),
+    paths(
+        health,
+        jobs::submit, jobs::list, jobs::get, jobs::tasks, jobs::task, jobs::cancel, jobs::retry,
+        runner::claim, runner::report, runner::extend, runner::outlook,
+        telemetry::ingest, telemetry::logs, telemetry::spans,
+    ),
+    components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport))
+)]
+struct ApiDoc;
+
+/// The OpenAPI description of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Answers 200 once the server is ready.
+#[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Object)))]
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(openapi())
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            let message = if given.is_some() {
+                "the bearer token is wrong; use the server's --token (TESSERA_TOKEN)"
+            } else {
+                "this server requires a bearer token: set TESSERA_TOKEN (Authorization: Bearer …)"
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!(
+            "there is no {} {}; the API is described at /v1/openapi.json",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; the API is described at /v1/openapi.json",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// The API router.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    let api = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/logs", get(telemetry::logs))
+        .route("/v1/jobs/{id}/spans", get(telemetry::spans))
+        .route("/v1/tasks/{id}", get(jobs::task))
+        .route("/v1/logs", post(telemetry::ingest))
+        .route("/v1/runner/claim", post(runner::claim))
+        .route("/v1/runner/report", post(runner::report))
+        .route("/v1/runner/extend", post(runner::extend))
+        .route("/v1/runner/outlook", post(runner::outlook))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    api.with_state(state)
+}

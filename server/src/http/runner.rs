@@ -1,0 +1,141 @@
+//! The runner protocol: claim (long-poll), report (+ claim), extend, outlook.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use tessera_api::{
+    ClaimRequest, ClaimResponse, ClaimedTask, ErrorBody, ExtendRequest, ExtendResponse, Outlook,
+    OutlookRequest, ReportRequest, ReportResponse,
+};
+
+use super::AppState;
+use super::error::{ApiError, ApiJson};
+use crate::now_unix_nano;
+use crate::store::check_name;
+
+/// Longest long-poll a claim may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+fn check_runner(runner_id: &str) -> Result<(), ApiError> {
+    if runner_id.is_empty() || runner_id.len() > 200 {
+        return Err(ApiError::bad_request(
+            "runner_id must be 1 to 200 characters (a UUID is typical)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
+    check_runner(&c.runner_id)?;
+    check_name("cluster", &c.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if c.identifiers.len() > 1000 {
+        return Err(ApiError::bad_request("a runner may serve at most 1000 task identifiers"));
+    }
+    if c.max == 0 || c.max > 1000 {
+        return Err(ApiError::bad_request("max must be between 1 and 1000"));
+    }
+    Ok(())
+}
+
+/// Claims, waiting until work appears or the wait runs out (never a fixed-interval poll:
+/// submissions, reports, retries and expired leases wake the wait).
+async fn claim_waiting(state: &AppState, request: &ClaimRequest) -> Result<Vec<ClaimedTask>, ApiError> {
+    let deadline = Instant::now() + Duration::from_millis(request.wait_ms).min(MAX_WAIT);
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let mut woken = state.wake.subscribe();
+        let tasks = state.store.claim(request, now_unix_nano()).await?;
+        let now = Instant::now();
+        if !tasks.is_empty() || now >= deadline || *shutdown.borrow() {
+            return Ok(tasks);
+        }
+        // A task waiting out a retry backoff becomes claimable without any event.
+        let mut until = deadline;
+        if let Some(at) = state.store.next_retry_at().await? {
+            let wall = now_unix_nano();
+            let delay = Duration::from_nanos(at.saturating_sub(wall)).max(Duration::from_millis(5));
+            until = until.min(now + delay);
+        }
+        tokio::select! {
+            _ = woken.changed() => {}
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Claims up to `max` tasks, long-polling up to `wait_ms`.
+#[utoipa::path(post, path = "/v1/runner/claim", tag = "runner", request_body = ClaimRequest,
+    responses((status = 200, body = ClaimResponse), (status = 400, body = ErrorBody)))]
+pub async fn claim(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    check_claim(&request)?;
+    let tasks = claim_waiting(&state, &request).await?;
+    Ok(Json(ClaimResponse { tasks }))
+}
+
+/// Reports attempts (computed, failed, abandoned, canceled) and optionally claims more.
+///
+/// Each report is accepted or refused on its own: a report on a lease that expired or was
+/// taken over is refused (fencing), and answered with `accepted: false`. If every report was
+/// refused the answer is 409.
+#[utoipa::path(post, path = "/v1/runner/report", tag = "runner", request_body = ReportRequest,
+    responses((status = 200, body = ReportResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ReportRequest>,
+) -> Result<Json<ReportResponse>, ApiError> {
+    check_runner(&request.runner_id)?;
+    if let Some(c) = &request.claim {
+        check_claim(c)?;
+    }
+    let results = state
+        .store
+        .report(&request.runner_id, &request.reports, now_unix_nano())
+        .await?;
+    if results.iter().any(|r| r.accepted) {
+        state.wake.notify();
+    }
+    if !results.is_empty() && results.iter().all(|r| !r.accepted) && request.claim.is_none() {
+        let why = results[0].error.clone().unwrap_or_default();
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "lease_lost",
+            why,
+        ));
+    }
+    let tasks = match &request.claim {
+        Some(c) => claim_waiting(&state, c).await?,
+        None => Vec::new(),
+    };
+    Ok(Json(ReportResponse { results, tasks }))
+}
+
+/// Extends the leases a runner holds; tells it which it lost and which jobs were canceled.
+#[utoipa::path(post, path = "/v1/runner/extend", tag = "runner", request_body = ExtendRequest,
+    responses((status = 200, body = ExtendResponse), (status = 400, body = ErrorBody)))]
+pub async fn extend(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ExtendRequest>,
+) -> Result<Json<ExtendResponse>, ApiError> {
+    check_runner(&request.runner_id)?;
+    let leases = state
+        .store
+        .extend(&request.runner_id, &request.leases, now_unix_nano())
+        .await?;
+    Ok(Json(ExtendResponse { leases }))
+}
+
+/// Whether anything a runner could serve is queued, or anything in its cluster is running.
+#[utoipa::path(post, path = "/v1/runner/outlook", tag = "runner", request_body = OutlookRequest,
+    responses((status = 200, body = Outlook), (status = 400, body = ErrorBody)))]
+pub async fn outlook(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<OutlookRequest>,
+) -> Result<Json<Outlook>, ApiError> {
+    check_name("cluster", &request.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(state.store.outlook(&request).await?))
+}

@@ -1,0 +1,215 @@
+//! The Tessera server: holds every job and hands work to runners.
+//!
+//! [`start`] opens the store (SQLite by default), starts the lease reaper and serves the
+//! HTTP API under `/v1` (see [`http::openapi`]). The server never compiles wasmtime: it only
+//! knows task identifiers and JSON inputs.
+
+pub mod http;
+pub mod store;
+mod wake;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use store::{SqliteStore, Store, StoreConfig, StoreError};
+pub use wake::Wake;
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Where the server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (the embedded default).
+    Sqlite(PathBuf),
+}
+
+impl std::str::FromStr for Database {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite:///var/lib/tessera/tessera.db".into());
+            }
+            return Ok(Database::Sqlite(PathBuf::from(path)));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Err(
+                "PostgreSQL is not supported by this build yet; use sqlite://PATH".into(),
+            );
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "unknown database {s:?}: use sqlite://PATH (or a plain file path)"
+            ));
+        }
+        Ok(Database::Sqlite(PathBuf::from(s)))
+    }
+}
+
+/// The default database: `tessera.db` in the user's data directory.
+pub fn default_database() -> Database {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    Database::Sqlite(base.join("tessera").join("tessera.db"))
+}
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the state lives.
+    pub database: Database,
+    /// Leases, retries.
+    pub store: StoreConfig,
+    /// Bearer token required on every request, if set.
+    pub token: Option<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8420".parse().expect("a valid address"),
+            database: default_database(),
+            store: StoreConfig::default(),
+            token: None,
+            max_body: 32 << 20,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("could not listen on {addr}: {source} (is another server running there? pick another with --listen)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    reaper: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:8420`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, ends long polls, and waits for in-flight requests.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.serve.await;
+        self.reaper.abort();
+    }
+
+    /// Waits until the server stops (it stops on its own only if serving fails).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        match (&mut self.serve).await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Opens the store, binds the address and serves the API until shut down.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let store: Arc<dyn Store> = match &config.database {
+        Database::Sqlite(path) => {
+            let path = path.clone();
+            let store_config = config.store.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_config))
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))??,
+            )
+        }
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let wake = Wake::default();
+    let state = http::AppState {
+        store: store.clone(),
+        wake: wake.clone(),
+        shutdown: shutdown_rx.clone(),
+        token: config.token.as_deref().map(Arc::from),
+    };
+    let app = http::router(state, config.max_body);
+    let mut stop = shutdown_rx.clone();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let reaper = tokio::spawn(reap_forever(store, wake, config.store.lease));
+    tracing::info!(%addr, "tessera server listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        serve,
+        reaper,
+    })
+}
+
+/// Requeues expired leases every quarter lease (at most every second).
+async fn reap_forever(store: Arc<dyn Store>, wake: Wake, lease: Duration) {
+    let every = (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.reap(now_unix_nano()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(tasks = n, "requeued tasks whose lease expired");
+                wake.notify();
+            }
+            Err(e) => tracing::warn!("lease reaper failed: {e}"),
+        }
+    }
+}

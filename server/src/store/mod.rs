@@ -1,0 +1,141 @@
+//! The job store: a trait with one conformance suite and two implementations (SQLite here,
+//! PostgreSQL later). Every method takes the current time so the suite can move the clock.
+
+mod schema;
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tessera_api::{
+    ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine, LogPage,
+    LogQuery, Outlook, OutlookRequest, ReportResult, SpanPage, SpanQuery, SubmitJob, Task,
+    TaskPage, TaskQuery, TaskReport,
+};
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such job or task.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// `job` or `task`.
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The request is malformed; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("the job store failed: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// Settings every store shares.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How long a claim lasts unless extended.
+    pub lease: Duration,
+    /// First retry delay; doubles per retry spent, with ±25 % jitter.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            lease: Duration::from_secs(30),
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The delay before retry number `spent + 1`, with jitter.
+    pub fn backoff(&self, spent: u32) -> Duration {
+        let base = self.retry_base.as_secs_f64() * 2f64.powi(spent.min(30) as i32);
+        let capped = base.min(self.retry_max.as_secs_f64());
+        let jitter = 0.75 + rand::random::<f64>() * 0.5;
+        Duration::from_secs_f64(capped * jitter)
+    }
+}
+
+/// Where Tessera's state lives. All methods are atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a job and its root task (queued).
+    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError>;
+    /// One job, with counts, progress and times.
+    async fn job(&self, id: &str) -> Result<Job, StoreError>;
+    /// Jobs newest first, filtered, one page.
+    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError>;
+    /// A job's tasks depth-first, one page.
+    async fn tasks(&self, job: &str, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+    /// One task.
+    async fn task(&self, id: &str) -> Result<Task, StoreError>;
+    /// Cancels a job: its queued tasks are canceled, its running ones learn it on extension.
+    async fn cancel(&self, job: &str, now: u64) -> Result<Job, StoreError>;
+    /// Requeues a job's failed and canceled tasks with fresh retries.
+    async fn retry(&self, job: &str, now: u64) -> Result<Job, StoreError>;
+    /// Hands out up to `max` eligible tasks under fresh leases (never waits).
+    async fn claim(&self, request: &ClaimRequest, now: u64) -> Result<Vec<ClaimedTask>, StoreError>;
+    /// Records attempt reports; each is accepted or refused on its own (fencing).
+    async fn report(
+        &self,
+        runner_id: &str,
+        reports: &[TaskReport],
+        now: u64,
+    ) -> Result<Vec<ReportResult>, StoreError>;
+    /// Extends leases that are still held.
+    async fn extend(
+        &self,
+        runner_id: &str,
+        leases: &[LeaseRef],
+        now: u64,
+    ) -> Result<Vec<LeaseStatus>, StoreError>;
+    /// Work a runner could still do: queued tasks it serves, running tasks of its cluster.
+    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError>;
+    /// Requeues tasks whose lease expired (no retry spent); returns how many.
+    async fn reap(&self, now: u64) -> Result<u64, StoreError>;
+    /// Stores log lines; refuses the batch if a line names an unknown task.
+    async fn add_logs(&self, logs: Vec<LogLine>) -> Result<u64, StoreError>;
+    /// A job's log lines in time order, one page.
+    async fn logs(&self, job: &str, query: &LogQuery) -> Result<LogPage, StoreError>;
+    /// A job's spans in start order, one page.
+    async fn spans(&self, job: &str, query: &SpanQuery) -> Result<SpanPage, StoreError>;
+    /// The earliest time a queued task waiting for a retry becomes claimable, if any.
+    async fn next_retry_at(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// Checks a job name or cluster name.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
+    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{what} {name:?} is not valid: use 1 to 200 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a page size against its default and maximum.
+pub(crate) fn page_size(limit: Option<u32>, default: u32, max: u32) -> Result<u32, StoreError> {
+    match limit {
+        None => Ok(default),
+        Some(0) => Err(StoreError::Invalid("limit must be at least 1".into())),
+        Some(n) if n > max => Err(StoreError::Invalid(format!(
+            "limit {n} is too large: at most {max} per page (follow next_cursor for more)"
+        ))),
+        Some(n) => Ok(n),
+    }
+}

@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    ClaimRequest, ClaimResponse, ErrorBody, ExtendRequest, ExtendResponse, Job, JobFilter,
-    JobPage, LogBatch, LogPage, LogQuery, Outlook, OutlookRequest, ReportRequest, ReportResponse,
-    SpanPage, SpanQuery, SubmitJob, Task, TaskPage, TaskQuery,
+    ClaimRequest, ClaimResponse, ErrorBody, ExtendRequest, ExtendResponse, Job, JobFilter, JobPage,
+    LogBatch, LogPage, LogQuery, Outlook, OutlookRequest, ReportRequest, ReportResponse, SpanPage,
+    SpanQuery, SubmitJob, Task, TaskPage, TaskQuery,
 };
 
 /// Why a request to the server failed.
@@ -78,7 +78,9 @@ impl Client {
     /// A client configured from `TESSERA_SERVER` and `TESSERA_TOKEN`.
     pub fn from_env() -> Self {
         let base = std::env::var("TESSERA_SERVER").unwrap_or_else(|_| crate::DEFAULT_SERVER.into());
-        let token = std::env::var("TESSERA_TOKEN").ok().filter(|t| !t.is_empty());
+        let token = std::env::var("TESSERA_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
         Client::new(base, token)
     }
 
@@ -96,15 +98,21 @@ impl Client {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: self.base.clone(),
+                source,
+            })?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => (body.code, body.message),
@@ -180,14 +188,22 @@ impl Client {
 
     /// Cancels a job.
     pub async fn cancel(&self, job: &str) -> Result<Job, ClientError> {
-        self.post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({}), None)
-            .await
+        self.post(
+            &format!("/v1/jobs/{job}/cancel"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
     }
 
     /// Requeues a job's failed and canceled tasks.
     pub async fn retry(&self, job: &str) -> Result<Job, ClientError> {
-        self.post(&format!("/v1/jobs/{job}/retry"), &serde_json::json!({}), None)
-            .await
+        self.post(
+            &format!("/v1/jobs/{job}/retry"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
     }
 
     /// A page of a job's logs in time order.

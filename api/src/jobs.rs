@@ -79,7 +79,10 @@ text_enum!(TaskState { Queued = "queued", Running = "running", Computed = "compu
 impl JobState {
     /// Whether the job can change no more without a retry.
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed | JobState::Canceled)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Canceled
+        )
     }
 }
 

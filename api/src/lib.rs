@@ -23,14 +23,11 @@ pub use jobs::{
 };
 pub use level::Level;
 pub use runner::{
-    ClaimRequest, ClaimResponse, ClaimedTask, ExtendRequest, ExtendResponse, LeaseRef,
-    LeaseStatus, Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult,
-    TaskReport,
+    ClaimRequest, ClaimResponse, ClaimedTask, ExtendRequest, ExtendResponse, LeaseRef, LeaseStatus,
+    Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult, TaskReport,
 };
 pub use subtask::{ProgressUpdate, SubtaskSpec};
-pub use telemetry::{
-    LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery,
-};
+pub use telemetry::{LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery};
 
 /// The default server address of clients (`TESSERA_SERVER` overrides it).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";

@@ -41,14 +41,14 @@ impl std::str::FromStr for Database {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(path) = s.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err("sqlite:// needs a file path, e.g. sqlite:///var/lib/tessera/tessera.db".into());
+                return Err(
+                    "sqlite:// needs a file path, e.g. sqlite:///var/lib/tessera/tessera.db".into(),
+                );
             }
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Err(
-                "PostgreSQL is not supported by this build yet; use sqlite://PATH".into(),
-            );
+            return Err("PostgreSQL is not supported by this build yet; use sqlite://PATH".into());
         }
         if s.contains("://") {
             return Err(format!(
@@ -102,7 +102,9 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The address could not be bound.
-    #[error("could not listen on {addr}: {source} (is another server running there? pick another with --listen)")]
+    #[error(
+        "could not listen on {addr}: {source} (is another server running there? pick another with --listen)"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,

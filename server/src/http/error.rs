@@ -86,7 +86,11 @@ impl From<JsonRejection> for ApiError {
                 "body_too_large",
                 "the body is larger than the server accepts (see the server's --max-body option)",
             ),
-            _ => (StatusCode::BAD_REQUEST, "bad_request", "the body could not be read"),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the body could not be read",
+            ),
         };
         ApiError::new(status, code, format!("{hint}: {}", r.body_text()))
     }

@@ -33,7 +33,10 @@ pub async fn list(
 /// One job: state, task counts, progress, times.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.store.job(&id).await?))
 }
 
@@ -51,21 +54,30 @@ pub async fn tasks(
 /// One task.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
-pub async fn task(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Task>, ApiError> {
+pub async fn task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Task>, ApiError> {
     Ok(Json(state.store.task(&id).await?))
 }
 
 /// Cancels a job: queued tasks are canceled; running attempts stop at their next lease extension.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.store.cancel(&id, now_unix_nano()).await?))
 }
 
 /// Requeues a job's failed and canceled tasks with fresh retries.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     let job = state.store.retry(&id, now_unix_nano()).await?;
     state.wake.notify();
     Ok(Json(job))

@@ -35,12 +35,26 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tessera", description = "Workflow orchestration for sandboxed WebAssembly tasks."),
+    info(
+        title = "Tessera",
+        description = "Workflow orchestration for sandboxed WebAssembly tasks."
+    ),
     paths(
         health,
-        jobs::submit, jobs::list, jobs::get, jobs::tasks, jobs::task, jobs::cancel, jobs::retry,
-        runner::claim, runner::report, runner::extend, runner::outlook,
-        telemetry::ingest, telemetry::logs, telemetry::spans,
+        jobs::submit,
+        jobs::list,
+        jobs::get,
+        jobs::tasks,
+        jobs::task,
+        jobs::cancel,
+        jobs::retry,
+        runner::claim,
+        runner::report,
+        runner::extend,
+        runner::outlook,
+        telemetry::ingest,
+        telemetry::logs,
+        telemetry::spans,
     ),
     components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport))
 )]
@@ -74,7 +88,8 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             } else {
                 "this server requires a bearer token: set TESSERA_TOKEN (Authorization: Bearer …)"
             };
-            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+                .into_response();
         }
     }
     next.run(request).await

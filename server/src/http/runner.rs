@@ -30,7 +30,9 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
     check_runner(&c.runner_id)?;
     check_name("cluster", &c.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if c.identifiers.len() > 1000 {
-        return Err(ApiError::bad_request("a runner may serve at most 1000 task identifiers"));
+        return Err(ApiError::bad_request(
+            "a runner may serve at most 1000 task identifiers",
+        ));
     }
     if c.max == 0 || c.max > 1000 {
         return Err(ApiError::bad_request("max must be between 1 and 1000"));
@@ -40,7 +42,10 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
 
 /// Claims, waiting until work appears or the wait runs out (never a fixed-interval poll:
 /// submissions, reports, retries and expired leases wake the wait).
-async fn claim_waiting(state: &AppState, request: &ClaimRequest) -> Result<Vec<ClaimedTask>, ApiError> {
+async fn claim_waiting(
+    state: &AppState,
+    request: &ClaimRequest,
+) -> Result<Vec<ClaimedTask>, ApiError> {
     let deadline = Instant::now() + Duration::from_millis(request.wait_ms).min(MAX_WAIT);
     let mut shutdown = state.shutdown.clone();
     loop {

@@ -89,7 +89,8 @@ pub trait Store: Send + Sync + 'static {
     /// Requeues a job's failed and canceled tasks with fresh retries.
     async fn retry(&self, job: &str, now: u64) -> Result<Job, StoreError>;
     /// Hands out up to `max` eligible tasks under fresh leases (never waits).
-    async fn claim(&self, request: &ClaimRequest, now: u64) -> Result<Vec<ClaimedTask>, StoreError>;
+    async fn claim(&self, request: &ClaimRequest, now: u64)
+    -> Result<Vec<ClaimedTask>, StoreError>;
     /// Records attempt reports; each is accepted or refused on its own (fencing).
     async fn report(
         &self,

@@ -287,17 +287,13 @@ fn load_job(tx: &Connection, id: &str) -> Result<Job, StoreError> {
         progress,
         submitted_at,
         started_at,
-        finished_at: if state.is_finished() && counts_settled(state) {
+        finished_at: if state.is_finished() {
             last_stop.or(completed_at)
         } else {
             None
         },
         task_time_ns: task_time.unwrap_or(0),
     })
-}
-
-fn counts_settled(state: JobState) -> bool {
-    state.is_finished()
 }
 
 /// SQL for the derived job state, matching [`load_job`].
@@ -348,7 +344,11 @@ fn insert_task(
         depends_on.len() as i64,
         spec.max_retries,
         now,
-        if state == TaskState::Canceled { Some(now) } else { None },
+        if state == TaskState::Canceled {
+            Some(now)
+        } else {
+            None
+        },
     ])?;
     for dep in depends_on {
         tx.prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?
@@ -402,7 +402,14 @@ fn close_span(
         "UPDATE spans SET end = ?3, outcome = ?4, error = ?5, name = COALESCE(?6, name) \
          WHERE task_id = ?1 AND attempt = ?2 AND end IS NULL",
     )?
-    .execute(params![task_id, attempt, now, outcome_str(outcome), error, display])?;
+    .execute(params![
+        task_id,
+        attempt,
+        now,
+        outcome_str(outcome),
+        error,
+        display
+    ])?;
     Ok(())
 }
 
@@ -418,7 +425,12 @@ struct Held {
 }
 
 /// The task if `lease` still holds it at `now`, else why not.
-fn held(tx: &Connection, task_id: &str, lease: u64, now: u64) -> Result<Result<Held, String>, StoreError> {
+fn held(
+    tx: &Connection,
+    task_id: &str,
+    lease: u64,
+    now: u64,
+) -> Result<Result<Held, String>, StoreError> {
     let row = tx
         .prepare_cached(
             "SELECT t.state, t.lease, t.lease_expires_at, t.job_id, t.cluster, t.path, t.depth, \
@@ -480,7 +492,8 @@ fn record_report(
         } => {
             if let Some(why) = check_subtasks(subtasks) {
                 let reason = format!("the attempt submitted invalid subtasks: {why}");
-                return fail_task(tx, config, task_id, &h, &reason, display.as_deref(), now).map(Ok);
+                return fail_task(tx, config, task_id, &h, &reason, display.as_deref(), now)
+                    .map(Ok);
             }
             let state = if h.job_canceled {
                 TaskState::Canceled
@@ -489,8 +502,11 @@ fn record_report(
             };
             let mut ids: Vec<String> = Vec::with_capacity(subtasks.len());
             for (i, spec) in subtasks.iter().enumerate() {
-                let deps: Vec<String> =
-                    spec.depends_on.iter().map(|&d| ids[d as usize].clone()).collect();
+                let deps: Vec<String> = spec
+                    .depends_on
+                    .iter()
+                    .map(|&d| ids[d as usize].clone())
+                    .collect();
                 let cluster = spec.cluster.as_deref().unwrap_or(&h.cluster);
                 let id = insert_task(
                     tx,
@@ -519,7 +535,15 @@ fn record_report(
                 )?
                 .execute(params![h.job_id, p.label, p.done, p.total])?;
             }
-            close_span(tx, task_id, h.attempt, SpanOutcome::Computed, None, display.as_deref(), now)?;
+            close_span(
+                tx,
+                task_id,
+                h.attempt,
+                SpanOutcome::Computed,
+                None,
+                display.as_deref(),
+                now,
+            )?;
             if subtasks.is_empty() {
                 mark_completed(tx, task_id, now)?;
             }
@@ -534,7 +558,15 @@ fn record_report(
                  WHERE id = ?1",
             )?
             .execute(params![task_id, state])?;
-            close_span(tx, task_id, h.attempt, SpanOutcome::Abandoned, None, None, now)?;
+            close_span(
+                tx,
+                task_id,
+                h.attempt,
+                SpanOutcome::Abandoned,
+                None,
+                None,
+                now,
+            )?;
         }
         Report::Canceled => {
             tx.prepare_cached(
@@ -542,7 +574,15 @@ fn record_report(
                  finished_at = ?2 WHERE id = ?1",
             )?
             .execute(params![task_id, now])?;
-            close_span(tx, task_id, h.attempt, SpanOutcome::Canceled, None, None, now)?;
+            close_span(
+                tx,
+                task_id,
+                h.attempt,
+                SpanOutcome::Canceled,
+                None,
+                None,
+                now,
+            )?;
         }
     }
     Ok(Ok(()))
@@ -576,7 +616,15 @@ fn fail_task(
     display: Option<&str>,
     now: u64,
 ) -> Result<(), StoreError> {
-    close_span(tx, task_id, h.attempt, SpanOutcome::Failed, Some(reason), display, now)?;
+    close_span(
+        tx,
+        task_id,
+        h.attempt,
+        SpanOutcome::Failed,
+        Some(reason),
+        display,
+        now,
+    )?;
     if h.job_canceled {
         tx.prepare_cached(
             "UPDATE tasks SET state = 'canceled', error = ?2, display = COALESCE(?3, display), \
@@ -692,7 +740,9 @@ impl Store for SqliteStore {
             params.push(Value::Integer(i64::from(limit) + 1));
             let mut stmt = tx.prepare(&sql)?;
             let mut ids = stmt
-                .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(0))?
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(0)
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             let more = ids.len() > limit as usize;
             ids.truncate(limit as usize);
@@ -735,7 +785,11 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
-            let next_cursor = if more { rows.last().map(|(_, p)| p.clone()) } else { None };
+            let next_cursor = if more {
+                rows.last().map(|(_, p)| p.clone())
+            } else {
+                None
+            };
             Ok(TaskPage {
                 tasks: rows.into_iter().map(|(t, _)| t).collect(),
                 next_cursor,
@@ -781,7 +835,10 @@ impl Store for SqliteStore {
         let job = job.to_string();
         self.write(move |tx, _| {
             let current = load_job(tx, &job)?;
-            if current.task_counts.failed == 0 && current.task_counts.canceled == 0 && !current.canceled {
+            if current.task_counts.failed == 0
+                && current.task_counts.canceled == 0
+                && !current.canceled
+            {
                 return Err(StoreError::Invalid(format!(
                     "job {job} has no failed or canceled tasks to retry (it is {})",
                     current.state
@@ -799,7 +856,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim(&self, request: &ClaimRequest, now: u64) -> Result<Vec<ClaimedTask>, StoreError> {
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: u64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
         if request.identifiers.is_empty() || request.max == 0 {
             return Ok(Vec::new());
         }
@@ -1137,7 +1198,8 @@ impl Store for SqliteStore {
             let more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
             let next_cursor = if more {
-                rows.last().map(|(id, s)| format!("{}:{id}", s.start_time_unix_nano))
+                rows.last()
+                    .map(|(id, s)| format!("{}:{id}", s.start_time_unix_nano))
             } else {
                 None
             };

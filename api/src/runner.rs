@@ -20,6 +20,10 @@ pub struct ClaimRequest {
     /// Wait up to this long for work before answering empty (long-poll), in ms.
     #[serde(default)]
     pub wait_ms: u64,
+    /// Answer empty as soon as the runner's outlook shows no work at all (run-all runners
+    /// use it to exit the moment their job finishes).
+    #[serde(default)]
+    pub return_when_idle: bool,
 }
 
 /// A task handed to a runner under a lease.
@@ -92,7 +96,6 @@ pub struct TaskReport {
     /// The lease token from the claim.
     pub lease: u64,
     /// How the attempt ended.
-    #[serde(flatten)]
     pub report: Report,
 }
 
@@ -201,5 +204,29 @@ impl Outlook {
     /// Whether a run-all runner should keep going.
     pub fn has_work(&self) -> bool {
         self.queued > 0 || self.running > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip_through_json() {
+        let r = TaskReport {
+            task_id: "t".into(),
+            lease: 3,
+            report: Report::Failed {
+                reason: "boom".into(),
+                display: None,
+            },
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["report"]["outcome"], "failed");
+        assert_eq!(serde_json::from_value::<TaskReport>(json).unwrap(), r);
+        let abandoned: TaskReport =
+            serde_json::from_str(r#"{"task_id":"t","lease":1,"report":{"outcome":"abandoned"}}"#)
+                .unwrap();
+        assert_eq!(abandoned.report, Report::Abandoned);
     }
 }

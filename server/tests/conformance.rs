@@ -49,6 +49,7 @@ fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
         identifiers: ids.to_vec(),
         max,
         wait_ms: 0,
+        return_when_idle: false,
     }
 }
 

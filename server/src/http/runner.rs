@@ -55,6 +55,15 @@ async fn claim_waiting(
         if !tasks.is_empty() || now >= deadline || *shutdown.borrow() {
             return Ok(tasks);
         }
+        if request.return_when_idle {
+            let outlook = OutlookRequest {
+                cluster: request.cluster.clone(),
+                identifiers: request.identifiers.clone(),
+            };
+            if !state.store.outlook(&outlook).await?.has_work() {
+                return Ok(tasks);
+            }
+        }
         // A task waiting out a retry backoff becomes claimable without any event.
         let mut until = deadline;
         if let Some(at) = state.store.next_retry_at().await? {

@@ -1,0 +1,226 @@
+//! `tessera jobs list|show|cancel|retry`.
+
+use std::process::ExitCode;
+
+use tessera_api::{Job, JobFilter, JobState, TaskQuery};
+
+use super::ServerRef;
+use crate::format;
+
+/// Options of `tessera jobs`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+    #[command(flatten)]
+    server: ServerRef,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Jobs, newest first.
+    List {
+        /// Only jobs in this state (queued, running, completed, failed, canceled).
+        #[arg(long)]
+        state: Option<JobState>,
+        /// Only jobs whose name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: state, task counts, progress, times and its first tasks.
+    Show {
+        /// The job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: queued tasks stop, running ones stop at their next lease extension.
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue a job's failed and canceled tasks.
+    Retry {
+        /// The job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn counts(job: &Job) -> String {
+    format!("{}/{}", job.task_counts.computed, job.task_counts.total())
+}
+
+fn duration(job: &Job) -> String {
+    match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) => format::duration_ns(f.saturating_sub(s)),
+        (Some(s), None) => format!(
+            "{} so far",
+            format::duration_ns(tessera_server::now_unix_nano().saturating_sub(s))
+        ),
+        _ => "-".into(),
+    }
+}
+
+fn print_job(job: &Job) {
+    println!("Job:        {} ({})", job.id, job.name);
+    println!("State:      {}", job.state);
+    println!("Cluster:    {}", job.cluster);
+    let c = &job.task_counts;
+    println!(
+        "Tasks:      {} in all: {} queued, {} running, {} computed, {} failed, {} canceled",
+        c.total(),
+        c.queued,
+        c.running,
+        c.computed,
+        c.failed,
+        c.canceled
+    );
+    for p in &job.progress {
+        println!("Progress:   {} {}/{}", p.label, p.done, p.total);
+    }
+    println!("Submitted:  {}", format::timestamp(job.submitted_at));
+    if let Some(s) = job.started_at {
+        println!("Started:    {}", format::timestamp(s));
+    }
+    if let Some(f) = job.finished_at {
+        println!("Finished:   {}", format::timestamp(f));
+    }
+    println!("Duration:   {}", duration(job));
+    if job.task_time_ns > 0 {
+        let wall = match (job.started_at, job.finished_at) {
+            (Some(s), Some(f)) if f > s => Some(f - s),
+            _ => None,
+        };
+        let parallelism =
+            wall.map(|w| format!(" (parallelism {:.1})", job.task_time_ns as f64 / w as f64));
+        println!(
+            "Task time:  {}{}",
+            format::duration_ns(job.task_time_ns),
+            parallelism.unwrap_or_default()
+        );
+    }
+}
+
+/// Runs the action.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = args.server.client();
+    match args.action {
+        Action::List {
+            state,
+            name,
+            limit,
+            json,
+        } => {
+            let page = client
+                .jobs(&JobFilter {
+                    state,
+                    name,
+                    limit: Some(limit.clamp(1, 500)),
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                return format::json(&page.jobs).map(|_| ExitCode::SUCCESS);
+            }
+            if page.jobs.is_empty() {
+                println!("No jobs yet: submit one with `tessera submit TASK`.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = page
+                .jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.id.clone(),
+                        j.name.clone(),
+                        j.state.to_string(),
+                        counts(j),
+                        j.task_counts.failed.to_string(),
+                        format::timestamp(j.submitted_at),
+                        duration(j),
+                    ]
+                })
+                .collect();
+            format::table(
+                &[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "COMPUTED",
+                    "FAILED",
+                    "SUBMITTED (UTC)",
+                    "DURATION",
+                ],
+                &rows,
+            );
+        }
+        Action::Show { id, json } => {
+            let job = client.job(&id).await?;
+            if json {
+                return format::json(&job).map(|_| ExitCode::SUCCESS);
+            }
+            print_job(&job);
+            let page = client
+                .tasks(
+                    &id,
+                    &TaskQuery {
+                        limit: Some(20),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            println!();
+            let rows: Vec<Vec<String>> = page
+                .tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        format!("{}{}", "  ".repeat(t.depth as usize), t.display),
+                        t.state.to_string(),
+                        t.attempts.to_string(),
+                        t.id.clone(),
+                        t.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            format::table(&["TASK", "STATE", "ATTEMPTS", "ID", "ERROR"], &rows);
+            if page.next_cursor.is_some() {
+                println!("… more tasks in the console: {}/jobs/{id}", client.base());
+            }
+        }
+        Action::Cancel { id, json } => {
+            let job = client.cancel(&id).await?;
+            if json {
+                return format::json(&job).map(|_| ExitCode::SUCCESS);
+            }
+            println!(
+                "Canceled job {}: {} tasks canceled, {} still running will stop at their next lease extension",
+                job.id, job.task_counts.canceled, job.task_counts.running
+            );
+        }
+        Action::Retry { id, json } => {
+            let job = client.retry(&id).await?;
+            if json {
+                return format::json(&job).map(|_| ExitCode::SUCCESS);
+            }
+            println!(
+                "Retrying job {}: {} tasks queued again",
+                job.id, job.task_counts.queued
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,83 @@
+//! `tessera server`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tessera_server::{Database, ServerConfig, StoreConfig, default_database};
+
+/// Options of `tessera server`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (loopback by default; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8420")]
+    listen: SocketAddr,
+    /// Database: sqlite://PATH (default: tessera.db in the user's data directory).
+    #[arg(long)]
+    db: Option<String>,
+    /// How long a runner's claim lasts unless extended, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    lease_seconds: f64,
+    /// Require this bearer token on every request.
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 32)]
+    max_body_mib: usize,
+    /// First retry delay in seconds (doubles per retry, ±25 % jitter).
+    #[arg(long, default_value_t = 0.5)]
+    retry_base_seconds: f64,
+}
+
+/// Parses `--db`.
+pub fn database(db: Option<&str>) -> anyhow::Result<Database> {
+    match db {
+        None => Ok(default_database()),
+        Some(text) => text.parse::<Database>().map_err(anyhow::Error::msg),
+    }
+}
+
+fn seconds(what: &str, value: f64) -> anyhow::Result<Duration> {
+    if !(value.is_finite() && value > 0.0) {
+        anyhow::bail!("{what} must be a positive number of seconds, got {value}");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let database = database(args.db.as_deref())?;
+    let config = ServerConfig {
+        listen: args.listen,
+        database: database.clone(),
+        store: StoreConfig {
+            lease: seconds("--lease-seconds", args.lease_seconds)?,
+            retry_base: seconds("--retry-base-seconds", args.retry_base_seconds)?,
+            ..StoreConfig::default()
+        },
+        token: args.token.filter(|t| !t.is_empty()),
+        max_body: args.max_body_mib.max(1) << 20,
+    };
+    let server = tessera_server::start(config)
+        .await
+        .context("could not start the server")?;
+    let Database::Sqlite(path) = &database;
+    println!("Tessera server listening on {}", server.url());
+    println!("Database: sqlite://{}", path.display());
+    println!("Console: {}/", server.url());
+    shutdown_signal().await;
+    eprintln!("Shutting down…");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

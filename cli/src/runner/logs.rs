@@ -1,0 +1,108 @@
+//! Ships attempts' log lines to the server in batches, off the guests' path.
+
+use std::time::Duration;
+
+use tessera_api::{Client, LogBatch, LogLine};
+use tessera_host::{LogRecord, LogSink};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Most lines in one batch.
+const BATCH: usize = 2000;
+/// Longest a line waits for its batch to fill.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// The sink attempts write to: converts and queues, never blocks.
+pub struct Shipper {
+    runner_id: String,
+    tx: mpsc::UnboundedSender<LogLine>,
+}
+
+/// Turns a field's text into JSON: numbers and booleans stay typed when they round-trip.
+fn field_value(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))
+            if v.to_string() == text =>
+        {
+            v
+        }
+        _ => serde_json::Value::String(text.to_string()),
+    }
+}
+
+impl LogSink for Shipper {
+    fn emit(&self, r: LogRecord) {
+        let fields = r
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), field_value(v)))
+            .collect();
+        let _ = self.tx.send(LogLine {
+            time_unix_nano: r.time_unix_nano,
+            level: r.level,
+            message: r.message,
+            task_id: r.task_id.to_string(),
+            job_id: r.job_id.to_string(),
+            runner_id: self.runner_id.clone(),
+            attempt: r.attempt,
+            fields,
+        });
+    }
+}
+
+/// Starts the shipping task; it ends once every [`Shipper`] is dropped and the queue is sent.
+pub fn start(client: Client, runner_id: String) -> (Shipper, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+    let task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while batch.len() < BATCH {
+                tokio::select! {
+                    line = rx.recv() => match line {
+                        Some(line) => batch.push(line),
+                        None => break,
+                    },
+                    _ = &mut linger => break,
+                }
+            }
+            send(&client, batch).await;
+        }
+    });
+    (Shipper { runner_id, tx }, task)
+}
+
+async fn send(client: &Client, logs: Vec<LogLine>) {
+    let n = logs.len();
+    let batch = LogBatch { logs };
+    for attempt in 0..5u32 {
+        match client.send_logs(&batch).await {
+            Ok(_) => return,
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                tracing::warn!("the server refused {n} log lines: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("shipping {n} log lines failed (try {}): {e}", attempt + 1);
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+        }
+    }
+    tracing::error!("dropped {n} log lines: the server stayed unreachable");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_numbers_and_booleans() {
+        assert_eq!(field_value("7"), serde_json::json!(7));
+        assert_eq!(field_value("0.5"), serde_json::json!(0.5));
+        assert_eq!(field_value("true"), serde_json::json!(true));
+        assert_eq!(field_value("007"), serde_json::json!("007"));
+        assert_eq!(field_value("1e3"), serde_json::json!("1e3"));
+        assert_eq!(field_value("hello"), serde_json::json!("hello"));
+    }
+}

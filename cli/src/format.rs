@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01 00:00:00.000");
         assert_eq!(
             timestamp(1_795_000_000_123_000_000),
-            "2026-11-18 09:46:40.123"
+            "2026-11-18 11:06:40.123"
         );
         assert_eq!(duration_ns(350_000_000), "350 ms");
         assert_eq!(duration_ns(1_250_000_000), "1.25 s");

@@ -81,13 +81,29 @@ impl<'de> Deserialize<'de> for Version {
 /// Names a task type: its name and version, e.g. `SleepTask` `v0.0`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawIdentifier")]
 pub struct TaskIdentifier {
     /// The task type's name, e.g. `SleepTask`.
     pub name: String,
     /// The task type's version, `v<major>.<minor>`.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "v0.0"))]
     pub version: Version,
+}
+
+/// The unchecked wire form, checked on the way in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentifier {
+    name: String,
+    version: Version,
+}
+
+impl TryFrom<RawIdentifier> for TaskIdentifier {
+    type Error = IdentifierError;
+
+    fn try_from(raw: RawIdentifier) -> Result<Self, Self::Error> {
+        TaskIdentifier::new(raw.name, raw.version)
+    }
 }
 
 impl TaskIdentifier {
@@ -178,5 +194,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("v<major>.<minor>"), "{err}");
+        let err = serde_json::from_str::<TaskIdentifier>(r#"{"name":"a b","version":"v0.0"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not valid"), "{err}");
     }
 }

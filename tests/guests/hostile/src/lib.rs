@@ -242,6 +242,22 @@ impl Task for Busy {
     }
 }
 
+/// Allocates and touches `mib` MiB, then succeeds: fails under a smaller memory limit.
+#[derive(Serialize, Deserialize)]
+pub struct Allocate {
+    /// How much to allocate.
+    pub mib: u32,
+}
+
+impl Task for Allocate {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let block = vec![7u8; (self.mib as usize) << 20];
+        let sum: u64 = block.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        info!(ctx, mib = self.mib, touched = sum, "allocated");
+        Ok(())
+    }
+}
+
 /// A newer minor version of a task, to check version resolution.
 #[derive(Serialize, Deserialize)]
 pub struct Versioned {}
@@ -271,5 +287,6 @@ export_tasks!(
     SubtaskBomb,
     Chatty,
     Busy,
+    Allocate,
     Versioned,
 );

@@ -118,8 +118,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    // A copy's own children may hold its output open after it exits: do not wait on them long.
     for p in pumps {
-        let _ = p.await;
+        if tokio::time::timeout(Duration::from_secs(2), p)
+            .await
+            .is_err()
+        {
+            break;
+        }
     }
     let mut worst: Option<u8> = None;
     for (i, status) in statuses {

@@ -83,7 +83,10 @@ pub async fn extend_forever(
     lease: Arc<Mutex<Duration>>,
 ) {
     loop {
-        let every = (*lease.lock().unwrap() / 3).max(Duration::from_millis(50));
+        // A third of the lease, at most a second: a task claimed just after this sleep began
+        // must still be extended well before its lease runs out.
+        let every =
+            (*lease.lock().unwrap() / 3).clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::time::sleep(every).await;
         let leases = in_flight.leases();
         if leases.is_empty() {

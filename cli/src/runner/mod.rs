@@ -283,7 +283,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (shipper, shipping) = logs::start(client.clone(), runner_id.clone());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let in_flight = InFlight::default();
-    let lease = Arc::new(Mutex::new(Duration::from_secs(30)));
+    // Until a claim tells the server's lease, assume a short one so extensions start early.
+    let lease = Arc::new(Mutex::new(Duration::from_secs(1)));
     let extender = tokio::spawn(leases::extend_forever(
         client.clone(),
         runner_id.clone(),

@@ -1,0 +1,476 @@
+//! The user's story end to end with real processes: the built `tessera` binary, a real server
+//! on a free loopback port, the real example component built from source.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{ServerProc, finished, guest, output, runner, signal, tessera, until};
+use tessera_api::{JobState, LogQuery, Span, SpanOutcome, SpanQuery, TaskQuery};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Submits through the CLI and returns the job id read from its output.
+fn submit(server: &ServerProc, args: &[&str]) -> String {
+    let mut cmd = tessera();
+    cmd.arg("submit")
+        .args(args)
+        .env("TESSERA_SERVER", &server.url);
+    let (status, out, err) = output(cmd, MINUTE);
+    assert!(status.success(), "submit failed: {err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Submitted job: "))
+        .unwrap_or_else(|| panic!("no job id in {out:?}"))
+        .to_string();
+    assert!(
+        out.contains(&format!("Open in Console: {}/jobs/{id}", server.url)),
+        "{out}"
+    );
+    id
+}
+
+fn sleep_job(server: &ServerProc, count: u32, seconds: f64) -> String {
+    let input = format!(r#"{{"count":{count},"seconds":{seconds}}}"#);
+    submit(
+        server,
+        &[
+            "ParallelSleepWorkflow",
+            "--name",
+            "parallel-sleep-workflow",
+            "--input",
+            &input,
+        ],
+    )
+}
+
+/// The largest number of spans running at one instant.
+fn overlap(spans: &[&Span]) -> usize {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for s in spans {
+        edges.push((s.start_time_unix_nano, 1));
+        edges.push((s.end_time_unix_nano.expect("ended"), -1));
+    }
+    edges.sort();
+    let (mut now, mut best) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        best = best.max(now);
+    }
+    best as usize
+}
+
+async fn spans(server: &ServerProc, job: &str) -> Vec<Span> {
+    server
+        .client()
+        .spans(job, &SpanQuery::default())
+        .await
+        .unwrap()
+        .spans
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let job = sleep_job(&server, 20, 0.5);
+    let mut cmd = tessera();
+    cmd.args([
+        "parallel",
+        "-n",
+        "5",
+        "--",
+        env!("CARGO_BIN_EXE_tessera"),
+        "runner",
+    ])
+    .arg(&wasm)
+    .env("TESSERA_SERVER", &server.url);
+    let (status, out, err) = output(cmd, 3 * MINUTE);
+    assert!(status.success(), "parallel runners failed:\n{out}\n{err}");
+    assert!(
+        out.contains("[1] ✓") && out.contains("[5] ✓"),
+        "every copy's lines are prefixed:\n{out}"
+    );
+
+    let c = server.client();
+    let j = c.job(&job).await.unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(j.task_counts.computed, 21);
+    let all = spans(&server, &job).await;
+    let sleeps: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.name.starts_with("SleepTask("))
+        .collect();
+    assert_eq!(sleeps.len(), 20);
+    let runners: HashSet<&str> = sleeps.iter().map(|s| s.runner_id.as_str()).collect();
+    assert_eq!(runners.len(), 5, "spans from five runners");
+    assert!(
+        overlap(&sleeps) >= 5,
+        "at least five sleeps at once, got {}",
+        overlap(&sleeps)
+    );
+    let logs = c.logs(&job, &LogQuery::default()).await.unwrap().logs;
+    let sleep_lines = logs
+        .iter()
+        .filter(|l| l.message == "Starting sleep task" || l.message == "Finished sleep task")
+        .count();
+    assert_eq!(sleep_lines, 40);
+    assert!(logs.iter().all(|l| l.job_id == job));
+    let names: HashSet<String> = c
+        .tasks(&job, &TaskQuery::default())
+        .await
+        .unwrap()
+        .tasks
+        .into_iter()
+        .map(|t| t.display)
+        .collect();
+    for i in 0..20 {
+        assert!(names.contains(&format!("SleepTask({i})")), "{names:?}");
+    }
+
+    // The CLI's JSON contract.
+    let mut cmd = tessera();
+    cmd.args(["spans", &job, "--json"])
+        .env("TESSERA_SERVER", &server.url);
+    let (status, out, _) = output(cmd, MINUTE);
+    assert!(status.success());
+    let spans_json: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(spans_json.len(), 21);
+    for key in [
+        "name",
+        "task_id",
+        "runner_id",
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+    ] {
+        assert!(
+            spans_json.iter().all(|s| !s[key].is_null()),
+            "spans lack {key}"
+        );
+    }
+    let mut cmd = tessera();
+    cmd.args(["logs", &job, "--json"])
+        .env("TESSERA_SERVER", &server.url);
+    let (status, out, _) = output(cmd, MINUTE);
+    assert!(status.success());
+    let logs_json: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(logs_json.len(), 41);
+    for key in ["time_unix_nano", "level", "message", "task_id", "fields"] {
+        assert!(
+            logs_json.iter().all(|l| !l[key].is_null()),
+            "logs lack {key}"
+        );
+    }
+    assert!(
+        logs_json.iter().any(|l| l["fields"]["index"] == 7),
+        "index is a number field"
+    );
+    let mut cmd = tessera();
+    cmd.args(["jobs", "list", "--json"])
+        .env("TESSERA_SERVER", &server.url);
+    let (_, out, _) = output(cmd, MINUTE);
+    let jobs: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs[0]["id"], job.as_str());
+    assert_eq!(jobs[0]["state"], "completed");
+    assert_eq!(jobs[0]["task_counts"]["computed"], 21);
+    // People's views print without error.
+    for args in [
+        vec!["spans", job.as_str()],
+        vec!["logs", job.as_str()],
+        vec!["jobs", "show", job.as_str()],
+        vec!["jobs", "list"],
+    ] {
+        let mut cmd = tessera();
+        cmd.args(&args).env("TESSERA_SERVER", &server.url);
+        let (status, out, err) = output(cmd, MINUTE);
+        assert!(status.success(), "{args:?}: {err}");
+        assert!(
+            out.contains("SleepTask(3)") || args[0] == "jobs",
+            "{args:?}:\n{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_runner_at_concurrency_twenty_overlaps_every_sleep() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let job = sleep_job(&server, 20, 1.0);
+    let mut cmd = runner(&server, &[&wasm]);
+    cmd.args(["--concurrency", "20"]);
+    let (status, _, err) = output(cmd, 2 * MINUTE);
+    assert!(status.success(), "{err}");
+    let all = spans(&server, &job).await;
+    let sleeps: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.name.starts_with("SleepTask("))
+        .collect();
+    assert_eq!(sleeps.len(), 20);
+    assert_eq!(overlap(&sleeps), 20, "all twenty sleeps at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_runners_tasks_run_again_elsewhere_and_finish_once() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--lease-seconds", "1"]);
+    let job = sleep_job(&server, 10, 3.0);
+    let start = |id: &str| {
+        let mut cmd = runner(&server, &[&wasm]);
+        cmd.args(["--concurrency", "5", "--runner-id", id, "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let mut a = start("runner-a");
+    let mut b = start("runner-b");
+    until(MINUTE, "both runners running sleep tasks", || async {
+        let all = spans(&server, &job).await;
+        let busy = |r: &str| {
+            all.iter().any(|s| {
+                s.runner_id == r
+                    && s.outcome == SpanOutcome::Running
+                    && s.name.starts_with("SleepTask")
+            })
+        };
+        busy("runner-a") && busy("runner-b")
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let j = finished(&server.client(), &job, 2 * MINUTE).await;
+    assert_eq!(j.state, JobState::Completed);
+    let status = b.wait().unwrap();
+    assert!(status.success());
+    let all = spans(&server, &job).await;
+    let mut computed: HashMap<&str, Vec<&Span>> = HashMap::new();
+    for s in all.iter().filter(|s| s.outcome == SpanOutcome::Computed) {
+        computed.entry(s.task_id.as_str()).or_default().push(s);
+    }
+    assert_eq!(computed.len(), 11, "every task computed");
+    assert!(
+        computed.values().all(|v| v.len() == 1),
+        "a task was recorded computed twice"
+    );
+    let expired: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.outcome == SpanOutcome::Expired)
+        .collect();
+    assert!(!expired.is_empty(), "the killed runner held tasks");
+    for e in expired {
+        assert_eq!(e.runner_id, "runner-a");
+        assert_eq!(
+            computed[e.task_id.as_str()][0].runner_id,
+            "runner-b",
+            "ran again elsewhere"
+        );
+        assert_eq!(
+            server.client().task(&e.task_id).await.unwrap().retries_used,
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_requeues_running_tasks_without_spending_a_retry() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let job = sleep_job(&server, 2, 5.0);
+    let mut cmd = runner(&server, &[&wasm]);
+    cmd.args([
+        "--concurrency",
+        "2",
+        "--runner-id",
+        "runner-a",
+        "--grace-seconds",
+        "0.2",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let a = cmd.spawn().unwrap();
+    until(MINUTE, "runner-a running both sleeps", || async {
+        spans(&server, &job)
+            .await
+            .iter()
+            .filter(|s| s.name.starts_with("SleepTask") && s.outcome == SpanOutcome::Running)
+            .count()
+            == 2
+    })
+    .await;
+    signal(a.id(), "TERM");
+    let out = a.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("SIGTERM: no new claims"), "{err}");
+    let c = server.client();
+    let queued = c
+        .tasks(
+            &job,
+            &TaskQuery {
+                state: Some(tessera_api::TaskState::Queued),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.tasks.len(), 2, "both sleeps back in the queue");
+    assert!(
+        queued
+            .tasks
+            .iter()
+            .all(|t| t.retries_used == 0 && t.attempts == 1)
+    );
+
+    let mut cmd = runner(&server, &[&wasm]);
+    cmd.args(["--concurrency", "2", "--runner-id", "runner-b"]);
+    let (status, _, err) = output(cmd, MINUTE);
+    assert!(status.success(), "{err}");
+    assert_eq!(c.job(&job).await.unwrap().state, JobState::Completed);
+    let all = spans(&server, &job).await;
+    let abandoned = all
+        .iter()
+        .filter(|s| s.outcome == SpanOutcome::Abandoned && s.runner_id == "runner-a")
+        .count();
+    let by_b = all
+        .iter()
+        .filter(|s| {
+            s.outcome == SpanOutcome::Computed
+                && s.runner_id == "runner-b"
+                && s.name.starts_with("SleepTask")
+        })
+        .count();
+    assert_eq!((abandoned, by_b), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_then_job_retry_once_the_cause_is_gone() {
+    let hostile = guest("hostile-guest");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--retry-base-seconds", "0.1"]);
+    // `submit --wait` follows the job and exits 1 when it fails.
+    let mut waiter = tessera();
+    waiter
+        .args([
+            "submit",
+            "Allocate",
+            "--input",
+            r#"{"mib": 100}"#,
+            "--max-retries",
+            "2",
+            "--wait",
+        ])
+        .env("TESSERA_SERVER", &server.url);
+    let waiter = std::thread::spawn(move || output(waiter, 2 * MINUTE));
+    let c = server.client();
+    until(MINUTE, "the job to be submitted", || async {
+        !c.jobs(&Default::default()).await.unwrap().jobs.is_empty()
+    })
+    .await;
+    let job = c.jobs(&Default::default()).await.unwrap().jobs[0]
+        .id
+        .clone();
+    let mut cmd = runner(&server, &[&hostile]);
+    cmd.args(["--memory-mib", "32"]);
+    let (status, out, err) = output(cmd, 2 * MINUTE);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out.matches("memory limit of 32 MiB exceeded").count(),
+        3,
+        "{out}"
+    );
+    let (status, out, _) = waiter.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "submit --wait exits 1 for a failed job:\n{out}"
+    );
+    assert!(out.contains("failed"), "{out}");
+    let j = c.job(&job).await.unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    let attempts = spans(&server, &job).await;
+    assert_eq!(attempts.len(), 3, "max-retries 2 runs three times");
+    assert!(attempts.iter().all(|s| s.outcome == SpanOutcome::Failed));
+
+    let mut cmd = tessera();
+    cmd.args(["jobs", "retry", &job])
+        .env("TESSERA_SERVER", &server.url);
+    let (status, out, err) = output(cmd, MINUTE);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("1 tasks queued again"), "{out}");
+    let mut cmd = runner(&server, &[&hostile]);
+    cmd.args(["--memory-mib", "256"]);
+    let (status, _, err) = output(cmd, 2 * MINUTE);
+    assert!(status.success(), "{err}");
+    assert_eq!(c.job(&job).await.unwrap().state, JobState::Completed);
+}
+
+#[test]
+fn parallel_forwards_sigterm_to_every_copy() {
+    let script = r#"trap 'echo got-term; kill $!; exit 0' TERM; echo ready; sleep 30 & wait"#;
+    let mut cmd = tessera();
+    cmd.args(["parallel", "-n", "3", "--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (out, err) = {
+        let mut child = child;
+        let stdout = child.stdout.take().unwrap();
+        let seen = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                seen.lock().unwrap().push_str(&line);
+                seen.lock().unwrap().push('\n');
+            }
+        });
+        let started = std::time::Instant::now();
+        while lines.lock().unwrap().matches("ready").count() < 3 {
+            assert!(started.elapsed() < MINUTE, "copies did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal(pid, "TERM");
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+        assert!(status.success(), "{err}");
+        (lines.lock().unwrap().clone(), err)
+    };
+    for i in 1..=3 {
+        assert!(out.contains(&format!("[{i}] ready")), "{out}");
+        assert!(
+            out.contains(&format!("[{i}] got-term")),
+            "copy {i} did not get SIGTERM:\n{out}"
+        );
+    }
+    assert!(err.contains("forwarding SIGTERM to 3 copies"), "{err}");
+}
+
+#[test]
+fn parallel_reports_a_failing_copy_and_its_exit_code() {
+    let mut cmd = tessera();
+    cmd.args([
+        "parallel",
+        "-n",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        r#"echo "copy $TESSERA_PARALLEL_INDEX"; [ "$TESSERA_PARALLEL_INDEX" != 2 ] || exit 7"#,
+    ]);
+    let (status, out, err) = output(cmd, MINUTE);
+    assert_eq!(status.code(), Some(7), "{err}");
+    assert!(err.contains("copy 2 exited with code 7"), "{err}");
+    assert!(
+        out.contains("[1] copy 1") && out.contains("[3] copy 3"),
+        "{out}"
+    );
+}

@@ -13,7 +13,7 @@ use tessera_host::{
 fn host_with_cache(dir: &std::path::Path) -> Host {
     Host::new(HostConfig {
         cache_dir: Some(dir.to_path_buf()),
-        max_instances: 1100,
+        max_instances: 64,
         ..HostConfig::default()
     })
     .unwrap()
@@ -74,7 +74,7 @@ async fn a_corrupt_cache_entry_is_recompiled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sleeping_tasks_all_start_before_any_finishes() {
-    let host = std::sync::Arc::new(support::host());
+    let host = std::sync::Arc::new(support::host_for(1100));
     let component = host.load(guest("parallel-sleep")).await.unwrap();
     let logs = Collect::default();
     let mut handles = Vec::new();

@@ -4,6 +4,7 @@
 //! HTTP API under `/v1` (see [`http::openapi`]). The server never compiles wasmtime: it only
 //! knows task identifiers and JSON inputs.
 
+mod console;
 pub mod http;
 pub mod store;
 mod wake;

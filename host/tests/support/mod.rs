@@ -8,11 +8,16 @@ use tessera_host::{Host, HostConfig, LogRecord, LogSink};
 
 pub use tessera_testkit::{guest, shared_cache};
 
-/// A host with the shared cache and a small pool.
+/// A host with the shared cache and a small pool (tests may share one process).
 pub fn host() -> Host {
+    host_for(64)
+}
+
+/// A host with the shared cache and a pool for `instances` attempts at once.
+pub fn host_for(instances: u32) -> Host {
     Host::new(HostConfig {
         cache_dir: Some(shared_cache()),
-        max_instances: 2000,
+        max_instances: instances,
         ..HostConfig::default()
     })
     .expect("creating the host")

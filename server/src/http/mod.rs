@@ -141,5 +141,5 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    api.with_state(state)
+    crate::console::router().merge(api).with_state(state)
 }

@@ -1,0 +1,492 @@
+// Tessera console: jobs, task tree, timeline and logs. Plain JavaScript, no build step, no
+// network fetch beyond this server's /v1 API. Every request asks for one page.
+"use strict";
+
+const TOKEN_KEY = "tessera-token";
+const state = { timers: [], view: null };
+
+function token() {
+  const fromUrl = new URLSearchParams(location.search).get("token");
+  if (fromUrl) localStorage.setItem(TOKEN_KEY, fromUrl);
+  return localStorage.getItem(TOKEN_KEY);
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json" };
+  const t = token();
+  if (t) headers.Authorization = "Bearer " + t;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { ...options, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
+  const conn = document.getElementById("conn");
+  if (response.status === 401) {
+    conn.textContent = "This server needs a token: open the console with ?token=…";
+    throw new Error("unauthorized");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.message || response.statusText);
+  conn.textContent = "";
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+const badge = (s) => el("span", { class: "badge s-" + s, text: s });
+const shortId = (id) => (id || "").slice(0, 8);
+
+function fmtDuration(ns) {
+  if (ns === null || ns === undefined) return "–";
+  const ms = ns / 1e6;
+  if (ms < 1000) return Math.round(ms) + " ms";
+  const s = ms / 1000;
+  if (s < 60) return s.toFixed(2) + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + Math.round(s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.round((s % 3600) / 60) + " min";
+}
+
+function fmtTime(ns) {
+  if (!ns) return "–";
+  const d = new Date(ns / 1e6);
+  return d.toLocaleString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}
+
+function progressBar(done, total, label) {
+  const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
+  return el("span", { class: "progress", role: "progressbar", "aria-label": label, "aria-valuenow": Math.round(pct), "aria-valuemin": 0, "aria-valuemax": 100 },
+    el("span", { style: "width:" + pct + "%" }));
+}
+
+function every(ms, fn) {
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); } catch (e) { console.warn(e); }
+    if (!stopped) state.timers.push(setTimeout(tick, ms));
+  };
+  state.timers.push(setTimeout(tick, ms));
+  return () => { stopped = true; };
+}
+
+function clearTimers() {
+  state.timers.forEach(clearTimeout);
+  state.timers = [];
+}
+
+function ready() {
+  document.body.dataset.ready = "1";
+}
+
+// ---------------------------------------------------------------- jobs page
+
+async function jobsPage(app) {
+  const params = new URLSearchParams(location.search);
+  const filter = { state: params.get("state") || "", name: params.get("name") || "" };
+  const cursors = [null];
+  const stateSelect = el("select", { id: "job-state", "aria-label": "Filter by state" },
+    ...["", "queued", "running", "completed", "failed", "canceled"].map((s) => el("option", { value: s, text: s || "any state" })));
+  stateSelect.value = filter.state;
+  const nameInput = el("input", { id: "job-name", type: "search", placeholder: "name contains…", "aria-label": "Filter by name", value: filter.name });
+  const body = el("tbody");
+  const older = el("button", { id: "older", text: "Older →", "aria-label": "Older jobs" });
+  const newer = el("button", { id: "newer", text: "← Newer", "aria-label": "Newer jobs" });
+  const pageInfo = el("span", { class: "muted" });
+  app.replaceChildren(
+    el("div", { class: "panel" },
+      el("div", { class: "row" }, el("h1", { text: "Jobs" }),
+        el("label", {}, "State", stateSelect), el("label", {}, "Name", nameInput)),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["Name", "State", "Progress", "Tasks", "Failed", "Submitted", "Duration"].map((h) => el("th", { text: h })))), body),
+      el("div", { class: "pager" }, newer, older, pageInfo)));
+
+  async function load() {
+    const q = new URLSearchParams({ limit: "25" });
+    if (filter.state) q.set("state", filter.state);
+    if (filter.name) q.set("name", filter.name);
+    const cursor = cursors[cursors.length - 1];
+    if (cursor) q.set("cursor", cursor);
+    const page = await api("/v1/jobs?" + q);
+    body.replaceChildren(...page.jobs.map((j) => {
+      const c = j.task_counts;
+      const total = c.queued + c.running + c.computed + c.failed + c.canceled;
+      const dur = j.started_at ? (j.finished_at || Date.now() * 1e6) - j.started_at : null;
+      return el("tr", { "data-job-id": j.id },
+        el("td", {}, el("a", { href: "/jobs/" + j.id, text: j.name }), " ", el("span", { class: "muted mono", text: shortId(j.id) })),
+        el("td", {}, badge(j.state)),
+        el("td", {}, progressBar(c.computed, total, "tasks computed")),
+        el("td", { text: c.computed + " / " + total }),
+        el("td", { text: c.failed }),
+        el("td", { text: fmtTime(j.submitted_at) }),
+        el("td", { text: fmtDuration(dur) }));
+    }));
+    if (page.jobs.length === 0) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No jobs. Submit one with: tessera submit TASK --input '{…}'" })));
+    older.disabled = !page.next_cursor;
+    older.onclick = () => { cursors.push(page.next_cursor); load(); };
+    newer.disabled = cursors.length === 1;
+    newer.onclick = () => { cursors.pop(); load(); };
+    pageInfo.textContent = "page " + cursors.length;
+    ready();
+  }
+  const refilter = () => {
+    filter.state = stateSelect.value;
+    filter.name = nameInput.value.trim();
+    const q = new URLSearchParams();
+    if (filter.state) q.set("state", filter.state);
+    if (filter.name) q.set("name", filter.name);
+    history.replaceState(null, "", "/" + (q.toString() ? "?" + q : ""));
+    cursors.length = 1;
+    load();
+  };
+  stateSelect.addEventListener("change", refilter);
+  nameInput.addEventListener("input", refilter);
+  await load();
+  every(2000, load);
+}
+
+// ---------------------------------------------------------------- job page
+
+async function jobPage(app, id) {
+  const job = await api("/v1/jobs/" + encodeURIComponent(id));
+  const names = new Map(); // task id -> display
+  const header = el("div", { class: "panel", id: "job-header" });
+  const treeBox = el("div", { class: "tree", role: "tree", id: "tree", "aria-label": "Task tree" });
+  const timeline = makeTimeline(id, names, (taskId) => selectTask(taskId));
+  const logs = makeLogs(id, names);
+  const taskView = el("div", { class: "panel taskview", id: "task-view", hidden: true });
+  app.replaceChildren(header,
+    el("div", { class: "grid" },
+      el("div", { class: "panel" }, el("h2", { text: "Tasks" }), treeBox),
+      el("div", { class: "panel" }, el("h2", { text: "Timeline" }), timeline.node)),
+    taskView,
+    logs.node);
+
+  let current = job;
+  function renderHeader(j) {
+    const c = j.task_counts;
+    const total = c.queued + c.running + c.computed + c.failed + c.canceled;
+    const wall = j.started_at ? (j.finished_at || Date.now() * 1e6) - j.started_at : 0;
+    const parallelism = wall > 0 ? (j.task_time_ns / wall).toFixed(1) : "–";
+    const cancel = el("button", { class: "danger", id: "cancel-job", text: "Cancel job", disabled: j.state === "completed" || j.state === "canceled" || j.state === "failed",
+      onclick: async () => { if (confirm("Cancel job " + j.name + "? Queued tasks stop; running ones stop at their next lease extension.")) { await api("/v1/jobs/" + id + "/cancel", { method: "POST", body: {} }); refresh(); } } });
+    const retry = el("button", { id: "retry-job", text: "Retry failed", disabled: !(c.failed > 0 || c.canceled > 0),
+      onclick: async () => { if (confirm("Requeue the failed and canceled tasks of " + j.name + "?")) { await api("/v1/jobs/" + id + "/retry", { method: "POST", body: {} }); refresh(); } } });
+    header.replaceChildren(
+      el("div", { class: "row" }, el("h1", { text: j.name }), badge(j.state), el("span", { class: "muted mono", text: j.id }),
+        el("span", { style: "margin-left:auto" }), cancel, retry),
+      el("div", { class: "stats" },
+        el("div", {}, el("b", { text: c.computed + " / " + total }), "tasks computed ", progressBar(c.computed, total, "tasks computed")),
+        el("div", {}, el("b", { text: c.queued + " · " + c.running + " · " + c.failed + " · " + c.canceled }), "queued · running · failed · canceled"),
+        ...j.progress.map((p) => el("div", {}, el("b", { text: p.done + " / " + p.total }), p.label + " ", progressBar(p.done, p.total, p.label))),
+        el("div", {}, el("b", { text: fmtTime(j.started_at) }), "first start"),
+        el("div", {}, el("b", { text: fmtTime(j.finished_at) }), "last stop"),
+        el("div", {}, el("b", { text: fmtDuration(j.task_time_ns) }), "summed task time"),
+        el("div", {}, el("b", { id: "parallelism", text: parallelism }), "parallelism (task time / wall time)")));
+  }
+
+  // The tree: root first, children loaded a page at a time when expanded.
+  function row(t) {
+    names.set(t.id, t.display);
+    const dur = t.started_at && t.finished_at ? t.finished_at - t.started_at : null;
+    const toggle = el("button", { class: "toggle", "aria-label": (t.children ? "Expand " : "") + t.display, text: t.children ? "▸" : "·", disabled: !t.children });
+    const item = el("div", { role: "treeitem", "data-task-id": t.id, "aria-expanded": t.children ? "false" : undefined, style: "padding-left:" + (4 + 16 * t.depth) + "px", tabindex: 0 },
+      toggle, el("span", { class: "name", text: t.display }), badge(t.state),
+      el("span", { class: "meta", text: (t.attempts > 1 ? t.attempts + " attempts · " : "") + fmtDuration(dur) }));
+    const children = el("div", { role: "group" });
+    const node = el("div", {}, item, children);
+    item.addEventListener("click", (e) => { if (e.target !== toggle) selectTask(t.id); });
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter") selectTask(t.id); });
+    toggle.addEventListener("click", () => expand(t, item, toggle, children));
+    return node;
+  }
+  async function loadChildren(t, box, cursor) {
+    const q = new URLSearchParams({ parent: t.id, limit: "100" });
+    if (cursor) q.set("cursor", cursor);
+    const page = await api("/v1/jobs/" + id + "/tasks?" + q);
+    box.querySelector(":scope > .more")?.remove();
+    box.append(...page.tasks.map(row));
+    if (page.next_cursor) {
+      box.append(el("button", { class: "more", text: "Load more children", "aria-label": "Load more children of " + t.display,
+        onclick: () => loadChildren(t, box, page.next_cursor) }));
+    }
+    logs.refreshTasks();
+  }
+  async function expand(t, item, toggle, box) {
+    const open = item.getAttribute("aria-expanded") === "true";
+    item.setAttribute("aria-expanded", open ? "false" : "true");
+    toggle.textContent = open ? "▸" : "▾";
+    if (open) { box.replaceChildren(); return; }
+    await loadChildren(t, box, null);
+  }
+  async function loadTree() {
+    const page = await api("/v1/jobs/" + id + "/tasks?limit=1");
+    const root = page.tasks[0];
+    treeBox.replaceChildren();
+    if (!root) return;
+    const node = row(root);
+    treeBox.append(node);
+    if (root.children) {
+      const item = node.firstChild;
+      await expand(root, item, item.querySelector(".toggle"), node.lastChild);
+    }
+  }
+  async function refreshTree() {
+    // Re-render the rows already shown, keeping what is expanded.
+    const expanded = [...treeBox.querySelectorAll('[aria-expanded="true"]')].map((n) => n.dataset.taskId);
+    await loadTree();
+    for (const tid of expanded) {
+      const item = treeBox.querySelector('[data-task-id="' + tid + '"]');
+      if (item && item.getAttribute("aria-expanded") === "false") item.querySelector(".toggle").click();
+    }
+  }
+
+  async function selectTask(taskId) {
+    treeBox.querySelectorAll(".sel").forEach((n) => n.classList.remove("sel"));
+    treeBox.querySelector('[data-task-id="' + taskId + '"]')?.classList.add("sel");
+    const [t, spans, lines] = await Promise.all([
+      api("/v1/tasks/" + taskId),
+      api("/v1/jobs/" + id + "/spans?task=" + taskId + "&limit=100"),
+      api("/v1/jobs/" + id + "/logs?task=" + taskId + "&limit=200"),
+    ]);
+    names.set(t.id, t.display);
+    taskView.hidden = false;
+    taskView.replaceChildren(
+      el("div", { class: "row" }, el("h2", { text: t.display }), badge(t.state), el("span", { class: "muted mono", text: t.id }),
+        el("span", { style: "margin-left:auto" }),
+        el("button", { text: "Show its logs below", onclick: () => logs.setTask(t.id) }),
+        el("button", { "aria-label": "Close task view", text: "×", onclick: () => { taskView.hidden = true; } })),
+      el("div", { class: "stats" },
+        el("div", {}, el("b", { text: t.identifier.name + "@" + t.identifier.version }), "task type"),
+        el("div", {}, el("b", { text: t.attempts }), "attempts"),
+        el("div", {}, el("b", { text: t.retries_used + " / " + t.max_retries }), "retries used"),
+        el("div", {}, el("b", { text: t.children }), "subtasks"),
+        el("div", {}, el("b", { text: t.cluster }), "cluster")),
+      t.error ? el("p", { class: "error", text: "Error: " + t.error }) : null,
+      el("h2", { text: "Input" }), el("pre", { class: "mono", text: JSON.stringify(t.input, null, 2) }),
+      el("h2", { text: "Attempts" }),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["#", "Runner", "Start", "Duration", "Outcome", "Error"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...spans.spans.map((s) => el("tr", {},
+          el("td", { text: s.attempt }), el("td", { class: "mono", text: shortId(s.runner_id) }), el("td", { text: fmtTime(s.start_time_unix_nano) }),
+          el("td", { text: fmtDuration(s.end_time_unix_nano ? s.end_time_unix_nano - s.start_time_unix_nano : null) }),
+          el("td", {}, badge(s.outcome)), el("td", { text: s.error || "" }))))),
+      el("h2", { text: "Logs" }),
+      el("div", { class: "logs", id: "task-logs" }, ...lines.logs.map((l) => logs.line(l))));
+  }
+
+  async function refresh() {
+    current = await api("/v1/jobs/" + id);
+    renderHeader(current);
+    await Promise.all([refreshTree(), timeline.load()]);
+  }
+
+  renderHeader(job);
+  await Promise.all([loadTree(), timeline.load(), logs.load()]);
+  ready();
+  let last = JSON.stringify(job.task_counts) + job.state;
+  every(1500, async () => {
+    const j = await api("/v1/jobs/" + id);
+    const now = JSON.stringify(j.task_counts) + j.state;
+    renderHeader(j);
+    if (now !== last || j.state === "running") {
+      last = now;
+      await Promise.all([refreshTree(), timeline.load()]);
+    }
+  });
+  every(1000, () => logs.follow());
+}
+
+// ---------------------------------------------------------------- timeline
+
+function makeTimeline(jobId, names, onSelect) {
+  const MAX_PAGES = 5;
+  let spans = [];
+  let more = null;
+  let msPerPx = null; // null: fit to width
+  const axis = el("div", { class: "axis" });
+  const lanes = el("div", { class: "lanes" });
+  const box = el("div", { class: "timeline", id: "timeline", tabindex: 0, "aria-label": "Timeline of task attempts, one lane per runner" }, axis, lanes);
+  const info = el("span", { class: "muted", id: "timeline-info" });
+  const loadMore = el("button", { text: "Load more attempts", hidden: true, onclick: async () => { await page(more); draw(); } });
+  const zoom = (f) => { msPerPx = (msPerPx || fitScale()) * f; draw(); };
+  const tools = el("div", { class: "timeline-tools" },
+    el("button", { "aria-label": "Zoom in", text: "+", onclick: () => zoom(0.5) }),
+    el("button", { "aria-label": "Zoom out", text: "−", onclick: () => zoom(2) }),
+    el("button", { "aria-label": "Fit to width", text: "Fit", onclick: () => { msPerPx = null; draw(); } }),
+    loadMore, info);
+  const node = el("div", {}, tools, box);
+
+  box.addEventListener("wheel", (e) => {
+    if (!e.ctrlKey && !e.metaKey) return;
+    e.preventDefault();
+    zoom(e.deltaY < 0 ? 0.8 : 1.25);
+  }, { passive: false });
+  let drag = null;
+  box.addEventListener("mousedown", (e) => { drag = { x: e.clientX, left: box.scrollLeft }; box.classList.add("dragging"); });
+  window.addEventListener("mouseup", () => { drag = null; box.classList.remove("dragging"); });
+  box.addEventListener("mousemove", (e) => { if (drag) box.scrollLeft = drag.left - (e.clientX - drag.x); });
+
+  function bounds() {
+    const now = Date.now() * 1e6;
+    let t0 = Infinity, t1 = 0;
+    for (const s of spans) {
+      t0 = Math.min(t0, s.start_time_unix_nano);
+      t1 = Math.max(t1, s.end_time_unix_nano || now);
+    }
+    return { t0, t1: Math.max(t1, t0 + 1e6), now };
+  }
+  function fitScale() {
+    const { t0, t1 } = bounds();
+    return (t1 - t0) / 1e6 / Math.max(200, box.clientWidth - 140);
+  }
+  async function page(cursor) {
+    const q = new URLSearchParams({ limit: "1000" });
+    if (cursor) q.set("cursor", cursor);
+    const p = await api("/v1/jobs/" + jobId + "/spans?" + q);
+    spans = spans.concat(p.spans);
+    more = p.next_cursor;
+  }
+  async function load() {
+    const pages = Math.max(1, Math.ceil(spans.length / 1000));
+    spans = [];
+    more = null;
+    await page(null);
+    for (let i = 1; i < Math.min(pages, MAX_PAGES) && more; i++) await page(more);
+    draw();
+  }
+  function draw() {
+    loadMore.hidden = !more;
+    if (spans.length === 0) {
+      lanes.replaceChildren(el("p", { class: "muted", style: "padding:8px", text: "No task has started yet." }));
+      info.textContent = "";
+      return;
+    }
+    const { t0, t1, now } = bounds();
+    const scale = msPerPx || fitScale();
+    const width = 130 + (t1 - t0) / 1e6 / scale + 20;
+    const runners = [];
+    for (const s of spans) if (!runners.includes(s.runner_id)) runners.push(s.runner_id);
+    const rows = runners.map((r, i) => el("div", { class: "lane", "data-runner": r, style: "width:" + width + "px" },
+      el("span", { class: "lane-label", title: r, text: "runner " + (i + 1) + " · " + shortId(r) })));
+    for (const s of spans) {
+      const end = s.end_time_unix_nano || now;
+      const left = 130 + (s.start_time_unix_nano - t0) / 1e6 / scale;
+      const w = Math.max(2, (end - s.start_time_unix_nano) / 1e6 / scale);
+      const name = names.get(s.task_id) || s.name;
+      const label = name + " · attempt " + s.attempt + " · " + s.outcome + " · " + fmtDuration(end - s.start_time_unix_nano) + " · runner " + shortId(s.runner_id);
+      rows[runners.indexOf(s.runner_id)].append(el("div", { class: "bar o-" + s.outcome, style: "left:" + left + "px;width:" + w + "px", title: label, "aria-label": label,
+        "data-task-id": s.task_id, onclick: () => onSelect(s.task_id) }, w > 40 ? name : ""));
+    }
+    lanes.replaceChildren(...rows);
+    // Axis ticks every ~100 px.
+    axis.style.width = width + "px";
+    const stepMs = niceStep(scale * 100);
+    const ticks = [];
+    for (let ms = 0; ms <= (t1 - t0) / 1e6; ms += stepMs) ticks.push(el("span", { style: "left:" + (130 + ms / scale) + "px", text: "+" + fmtDuration(ms * 1e6) }));
+    axis.replaceChildren(...ticks.slice(0, 400));
+    info.textContent = spans.length + " attempts on " + runners.length + " runners" + (more ? " (more to load)" : "");
+  }
+  function niceStep(ms) {
+    const p = Math.pow(10, Math.floor(Math.log10(Math.max(ms, 1))));
+    for (const m of [1, 2, 5, 10]) if (m * p >= ms) return m * p;
+    return 10 * p;
+  }
+  return { node, load };
+}
+
+// ---------------------------------------------------------------- logs
+
+function makeLogs(jobId, names) {
+  const taskSelect = el("select", { id: "log-task", "aria-label": "Filter logs by task" }, el("option", { value: "", text: "all tasks" }));
+  const levelSelect = el("select", { id: "log-level", "aria-label": "Minimum log level" },
+    ...["", "debug", "info", "warn", "error"].map((l) => el("option", { value: l, text: l || "any level" })));
+  const followBox = el("input", { type: "checkbox", id: "log-follow", checked: true });
+  const box = el("div", { class: "logs", id: "logs", role: "log", "aria-label": "Job logs" });
+  const node = el("div", { class: "panel" },
+    el("div", { class: "row" }, el("h2", { text: "Logs" }),
+      el("label", {}, "Task", taskSelect), el("label", {}, "Level", levelSelect), el("label", {}, followBox, "Follow")),
+    box);
+  let cursor = null;
+  let generation = 0;
+
+  function line(l) {
+    const fields = Object.entries(l.fields || {}).map(([k, v]) => " " + k + "=" + (typeof v === "string" ? v : JSON.stringify(v))).join("");
+    const d = new Date(l.time_unix_nano / 1e6);
+    return el("div", { class: "log", "data-task-id": l.task_id },
+      el("span", { class: "t", text: d.toISOString().slice(11, 23) + " " }),
+      el("span", { class: "lv-" + l.level, text: l.level.toUpperCase().padEnd(5) + " " }),
+      el("span", { class: "task", text: (names.get(l.task_id) || shortId(l.task_id)) + " " }),
+      l.message, el("span", { class: "f", text: fields }));
+  }
+  function query() {
+    const q = new URLSearchParams({ limit: "500" });
+    if (taskSelect.value) q.set("task", taskSelect.value);
+    if (levelSelect.value) q.set("level", levelSelect.value);
+    if (cursor) q.set("cursor", cursor);
+    return "/v1/jobs/" + jobId + "/logs?" + q;
+  }
+  async function load() {
+    const mine = ++generation;
+    cursor = null;
+    box.replaceChildren();
+    const page = await api(query());
+    if (mine !== generation) return;
+    box.append(...page.logs.map(line));
+    cursor = page.next_cursor;
+  }
+  async function follow() {
+    if (!followBox.checked) return;
+    const mine = generation;
+    const page = await api(query());
+    if (mine !== generation || page.logs.length === 0) return;
+    const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    box.append(...page.logs.map(line));
+    cursor = page.next_cursor;
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }
+  function refreshTasks() {
+    const chosen = taskSelect.value;
+    const options = [el("option", { value: "", text: "all tasks" })];
+    for (const [tid, name] of names) options.push(el("option", { value: tid, text: name + " (" + shortId(tid) + ")" }));
+    taskSelect.replaceChildren(...options);
+    taskSelect.value = chosen;
+  }
+  function setTask(tid) {
+    refreshTasks();
+    taskSelect.value = tid;
+    load();
+    node.scrollIntoView({ behavior: "smooth" });
+  }
+  taskSelect.addEventListener("change", load);
+  levelSelect.addEventListener("change", load);
+  return { node, load, follow, line, refreshTasks, setTask };
+}
+
+// ---------------------------------------------------------------- routing
+
+async function route() {
+  clearTimers();
+  delete document.body.dataset.ready;
+  const app = document.getElementById("app");
+  const m = location.pathname.match(/^\/jobs\/([^/]+)\/?$/);
+  try {
+    if (location.pathname === "/" || location.pathname === "") await jobsPage(app);
+    else if (m) await jobPage(app, decodeURIComponent(m[1]));
+    else app.replaceChildren(el("p", {}, "Nothing here. ", el("a", { href: "/", text: "See all jobs" })));
+  } catch (e) {
+    app.replaceChildren(el("p", { class: "error", text: "Could not load this page: " + e.message }), el("a", { href: "/", text: "Back to all jobs" }));
+    ready();
+  }
+}
+
+window.addEventListener("popstate", route);
+route();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tessera_api::{Client, Job, JobState};
 
-pub use tessera_testkit::{guest, shared_cache};
+pub use tessera_testkit::{guest, shared_cache, workspace};
 
 /// The built `tessera` binary.
 pub fn tessera() -> Command {

@@ -1,0 +1,84 @@
+//! The console in real headless Chromium (Debian's), driven by playwright-core: a real job run
+//! by five real runners, then a cancel from the page. Screenshots land in
+//! `console-tests/screenshots/`.
+//!
+//! Needs `chromium` (apt-get install chromium) and `npm ci --prefix console-tests`; `.ci/run`
+//! installs both.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{ServerProc, guest, output, runner, tessera, until};
+use tessera_api::{JobState, RootTask, SubmitJob, TaskIdentifier};
+
+fn sleep_job(name: &str, count: u32, seconds: f64) -> SubmitJob {
+    SubmitJob {
+        name: name.into(),
+        root: RootTask {
+            identifier: TaskIdentifier::parse("ParallelSleepWorkflow", "v0.0").unwrap(),
+            input: serde_json::json!({"count": count, "seconds": seconds}),
+            max_retries: 0,
+            display: None,
+        },
+        cluster: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
+    let tests = support::workspace().join("console-tests");
+    assert!(
+        tests.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `npm ci --prefix console-tests`"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}: apt-get install chromium (or set CHROMIUM)");
+
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let c = server.client();
+    let done = c.submit(&sleep_job("parallel-sleep-workflow", 20, 0.5)).await.unwrap();
+    let mut five = tessera();
+    five.args(["parallel", "-n", "5", "--", env!("CARGO_BIN_EXE_tessera"), "runner"])
+        .arg(&wasm)
+        .env("TESSERA_SERVER", &server.url);
+    let (status, _, err) = output(five, Duration::from_secs(180));
+    assert!(status.success(), "{err}");
+    assert_eq!(c.job(&done.id).await.unwrap().state, JobState::Completed);
+
+    let long = c.submit(&sleep_job("long-sleeps", 4, 60.0)).await.unwrap();
+    let mut bg = runner(&server, &[&wasm]);
+    bg.args(["--concurrency", "4", "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut bg = bg.spawn().unwrap();
+    until(Duration::from_secs(60), "the long job to run", || async {
+        c.job(&long.id).await.unwrap().task_counts.running >= 4
+    })
+    .await;
+
+    let shots = tests.join("screenshots");
+    let mut node = Command::new("node");
+    node.arg("job-page.mjs")
+        .current_dir(&tests)
+        .env("TESSERA_URL", &server.url)
+        .env("JOB_ID", &done.id)
+        .env("RUNNING_JOB_ID", &long.id)
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", &chromium);
+    let (status, out, err) = output(node, Duration::from_secs(180));
+    assert!(status.success(), "the browser test failed:\n{out}\n{err}");
+    assert!(shots.join("job.png").exists());
+
+    // The runner learns of the cancel at its next lease extension and stops its attempts.
+    let j = support::finished(&c, &long.id, Duration::from_secs(60)).await;
+    assert_eq!(j.state, JobState::Canceled);
+    until(Duration::from_secs(60), "running attempts to stop", || async {
+        c.job(&long.id).await.unwrap().task_counts.running == 0
+    })
+    .await;
+    let _ = bg.kill();
+    let _ = bg.wait();
+}

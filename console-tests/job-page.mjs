@@ -1,0 +1,85 @@
+// The console test: a real job run by five real runners, opened in headless Chromium.
+//
+// env: TESSERA_URL, JOB_ID (completed, 20 SleepTask(i) from 5 runners), RUNNING_JOB_ID (a job
+// still running, to cancel from the page), SCREENSHOTS (a directory).
+import { mkdirSync } from "node:fs";
+import { launch, check } from "./browser.mjs";
+
+const url = process.env.TESSERA_URL;
+const job = process.env.JOB_ID;
+const running = process.env.RUNNING_JOB_ID;
+const shots = process.env.SCREENSHOTS || "screenshots";
+mkdirSync(shots, { recursive: true });
+
+const browser = await launch();
+try {
+  const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+
+  // Jobs page: both jobs listed, newest first.
+  await page.goto(url + "/");
+  await page.waitForSelector("body[data-ready]");
+  const rows = await page.$$eval("tr[data-job-id]", (trs) => trs.map((t) => t.dataset.jobId));
+  check(rows.includes(job) && rows.includes(running), "jobs page lists both jobs: " + rows);
+  check(rows.indexOf(running) < rows.indexOf(job), "newest first");
+  await page.screenshot({ path: shots + "/jobs.png" });
+
+  // Job page: the tree shows the root and 20 SleepTask(i) rows.
+  await page.goto(url + "/jobs/" + job);
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForFunction(() => document.querySelectorAll("#tree [role=treeitem]").length >= 21);
+  const names = await page.$$eval("#tree [role=treeitem] .name", (ns) => ns.map((n) => n.textContent));
+  check(names[0] === "ParallelSleepWorkflow", "root first: " + names[0]);
+  for (let i = 0; i < 20; i++) check(names.includes("SleepTask(" + i + ")"), "tree row SleepTask(" + i + ")");
+  check(names.length === 21, "21 rows, got " + names.length);
+
+  // Timeline: 5 runner lanes whose SleepTask bars overlap.
+  const lanes = await page.$$eval("#timeline .lane", (ls) => ls.map((l) => ({
+    runner: l.dataset.runner,
+    bars: [...l.querySelectorAll(".bar")].map((b) => ({ left: parseFloat(b.style.left), width: parseFloat(b.style.width), title: b.title })),
+  })));
+  check(lanes.length === 5, "5 runner lanes, got " + lanes.length);
+  const sleeps = lanes.flatMap((l, i) => l.bars.filter((b) => b.title.startsWith("SleepTask(")).map((b) => ({ ...b, lane: i })));
+  check(sleeps.length === 20, "20 sleep bars, got " + sleeps.length);
+  check(lanes.every((l) => l.bars.length > 0), "every lane has bars");
+  const edges = sleeps.flatMap((b) => [[b.left, 1], [b.left + b.width - 0.5, -1]]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0, most = 0;
+  for (const [, d] of edges) { now += d; most = Math.max(most, now); }
+  check(most >= 5, "at least five bars overlap, got " + most);
+  const title = await page.getAttribute("#timeline .bar >> nth=3", "title");
+  check(/attempt 1/.test(title), "a bar names its task on hover: " + title);
+  await page.screenshot({ path: shots + "/job.png", fullPage: true });
+
+  // Logs panel filtered to one task shows its "Finished sleep task" line.
+  const taskId = await page.getAttribute('#tree [role=treeitem]:has(.name:text-is("SleepTask(7)"))', "data-task-id");
+  await page.selectOption("#log-task", taskId);
+  await page.waitForFunction((id) => {
+    const lines = [...document.querySelectorAll("#logs .log")];
+    return lines.length > 0 && lines.every((l) => l.dataset.taskId === id) && lines.some((l) => l.textContent.includes("Finished sleep task"));
+  }, taskId);
+  const logText = await page.textContent("#logs");
+  check(logText.includes("index=7"), "the filtered logs are SleepTask(7)'s: " + logText);
+  check(!logText.includes("index=8"), "no other task's lines");
+
+  // The task view: clicking a row shows its input and attempts.
+  await page.click('#tree [role=treeitem]:has(.name:text-is("SleepTask(7)"))');
+  await page.waitForSelector("#task-view:not([hidden]) pre");
+  const input = await page.textContent("#task-view pre");
+  check(input.includes('"index": 7'), "task view shows the input: " + input);
+  await page.screenshot({ path: shots + "/task.png", fullPage: true });
+
+  // Cancel from the page cancels a running job.
+  await page.goto(url + "/jobs/" + running);
+  await page.waitForSelector("body[data-ready]");
+  page.once("dialog", (d) => d.accept());
+  await page.click("#cancel-job");
+  await page.waitForSelector("#job-header .badge.s-canceled", { timeout: 15000 });
+  const state = await (await fetch(url + "/v1/jobs/" + running)).json();
+  check(state.state === "canceled", "the API says canceled: " + state.state);
+  await page.screenshot({ path: shots + "/canceled.png", fullPage: true });
+  check(errors.length === 0, "the page threw: " + errors.join("; "));
+  console.log("console test passed; screenshots in " + shots);
+} finally {
+  await browser.close();
+}

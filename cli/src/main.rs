@@ -51,6 +51,19 @@ fn init_tracing() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if matches!(
+        cli.command,
+        Command::Jobs(_) | Command::Logs(_) | Command::Spans(_) | Command::Submit(_)
+    ) {
+        // `tessera logs JOB | head` should end quietly, like any Unix filter.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

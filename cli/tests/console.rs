@@ -30,29 +30,56 @@ fn sleep_job(name: &str, count: u32, seconds: f64) -> SubmitJob {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     let tests = support::workspace().join("console-tests");
-    assert!(
-        tests.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run `npm ci --prefix console-tests`"
-    );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(Path::new(&chromium).exists(), "no Chromium at {chromium}: apt-get install chromium (or set CHROMIUM)");
+    let missing = [
+        (!tests.join("node_modules/playwright-core").exists())
+            .then_some("playwright-core (npm ci --prefix console-tests)"),
+        (!Path::new(&chromium).exists())
+            .then_some("Chromium (apt-get install chromium, or set CHROMIUM)"),
+    ];
+    let missing: Vec<&str> = missing.into_iter().flatten().collect();
+    if !missing.is_empty() {
+        // CI installs both and must run this test; elsewhere say loudly what was not run.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the console test needs {}",
+            missing.join(" and ")
+        );
+        eprintln!(
+            "SKIPPED the console browser test: install {}",
+            missing.join(" and ")
+        );
+        return;
+    }
 
     let wasm = guest("parallel-sleep");
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("t.db"), &[]);
     let c = server.client();
-    let done = c.submit(&sleep_job("parallel-sleep-workflow", 20, 0.5)).await.unwrap();
+    let done = c
+        .submit(&sleep_job("parallel-sleep-workflow", 20, 0.5))
+        .await
+        .unwrap();
     let mut five = tessera();
-    five.args(["parallel", "-n", "5", "--", env!("CARGO_BIN_EXE_tessera"), "runner"])
-        .arg(&wasm)
-        .env("TESSERA_SERVER", &server.url);
+    five.args([
+        "parallel",
+        "-n",
+        "5",
+        "--",
+        env!("CARGO_BIN_EXE_tessera"),
+        "runner",
+    ])
+    .arg(&wasm)
+    .env("TESSERA_SERVER", &server.url);
     let (status, _, err) = output(five, Duration::from_secs(180));
     assert!(status.success(), "{err}");
     assert_eq!(c.job(&done.id).await.unwrap().state, JobState::Completed);
 
     let long = c.submit(&sleep_job("long-sleeps", 4, 60.0)).await.unwrap();
     let mut bg = runner(&server, &[&wasm]);
-    bg.args(["--concurrency", "4", "--quiet"]).stdout(Stdio::null()).stderr(Stdio::null());
+    bg.args(["--concurrency", "4", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut bg = bg.spawn().unwrap();
     until(Duration::from_secs(60), "the long job to run", || async {
         c.job(&long.id).await.unwrap().task_counts.running >= 4
@@ -75,9 +102,11 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     // The runner learns of the cancel at its next lease extension and stops its attempts.
     let j = support::finished(&c, &long.id, Duration::from_secs(60)).await;
     assert_eq!(j.state, JobState::Canceled);
-    until(Duration::from_secs(60), "running attempts to stop", || async {
-        c.job(&long.id).await.unwrap().task_counts.running == 0
-    })
+    until(
+        Duration::from_secs(60),
+        "running attempts to stop",
+        || async { c.job(&long.id).await.unwrap().task_counts.running == 0 },
+    )
     .await;
     let _ = bg.kill();
     let _ = bg.wait();

@@ -232,8 +232,21 @@ async fn environment_variables_of_the_host_are_invisible() {
     // Variables this test process surely has (cargo sets CARGO_MANIFEST_DIR for tests).
     assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
     for name in ["CARGO_MANIFEST_DIR", "PATH", "HOME"] {
-        let f = fails_then_host_still_works(&host, &component, "ReadEnv", json!({"name": name}), &Limits::default()).await;
-        assert_eq!(f.kind, FailureKind::Guest { code: Some("denied".into()) }, "{f}");
+        let f = fails_then_host_still_works(
+            &host,
+            &component,
+            "ReadEnv",
+            json!({"name": name}),
+            &Limits::default(),
+        )
+        .await;
+        assert_eq!(
+            f.kind,
+            FailureKind::Guest {
+                code: Some("denied".into())
+            },
+            "{f}"
+        );
         assert!(f.message.contains("(0 variables visible)"), "{f}");
     }
 }

@@ -28,22 +28,48 @@ fn claim(runner: &str, max: u32) -> ClaimRequest {
 }
 
 fn done(t: &ClaimedTask, subtasks: Vec<SubtaskSpec>) -> TaskReport {
-    TaskReport { task_id: t.task_id.clone(), lease: t.lease, report: Report::Computed { subtasks, display: None, progress: vec![] } }
+    TaskReport {
+        task_id: t.task_id.clone(),
+        lease: t.lease,
+        report: Report::Computed {
+            subtasks,
+            display: None,
+            progress: vec![],
+        },
+    }
 }
 
 async fn fan_out(c: &Client, n: usize) {
     c.submit(&SubmitJob {
         name: "bench".into(),
-        root: RootTask { identifier: ident("Root"), input: json!({}), max_retries: 0, display: None },
+        root: RootTask {
+            identifier: ident("Root"),
+            input: json!({}),
+            max_retries: 0,
+            display: None,
+        },
         cluster: None,
     })
     .await
     .unwrap();
     let root = c.claim(&claim("setup", 1)).await.unwrap().tasks.remove(0);
     let leaves = (0..n)
-        .map(|_| SubtaskSpec { identifier: ident("Leaf"), input: json!({}), display: None, depends_on: vec![], max_retries: 0, cluster: None })
+        .map(|_| SubtaskSpec {
+            identifier: ident("Leaf"),
+            input: json!({}),
+            display: None,
+            depends_on: vec![],
+            max_retries: 0,
+            cluster: None,
+        })
         .collect();
-    c.report(&ReportRequest { runner_id: "setup".into(), reports: vec![done(&root, leaves)], claim: None }).await.unwrap();
+    c.report(&ReportRequest {
+        runner_id: "setup".into(),
+        reports: vec![done(&root, leaves)],
+        claim: None,
+    })
+    .await
+    .unwrap();
 }
 
 /// One client: claim, then report each batch with the next claim riding along.
@@ -54,7 +80,11 @@ async fn drain(c: Client, runner: String, batch: u32) -> usize {
         n += tasks.len();
         let reports = tasks.iter().map(|t| done(t, vec![])).collect();
         let r = c
-            .report(&ReportRequest { runner_id: runner.clone(), reports, claim: Some(claim(&runner, batch)) })
+            .report(&ReportRequest {
+                runner_id: runner.clone(),
+                reports,
+                claim: Some(claim(&runner, batch)),
+            })
             .await
             .unwrap();
         tasks = r.tasks;
@@ -63,9 +93,20 @@ async fn drain(c: Client, runner: String, batch: u32) -> usize {
 }
 
 fn main() {
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("{:<10} {:>8} {:>8} {:>10} {:>12}", "mode", "clients", "tasks", "seconds", "tasks/s");
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "{:<10} {:>8} {:>8} {:>10} {:>12}",
+        "mode", "clients", "tasks", "seconds", "tasks/s"
+    );
     for (mode, batch, tasks) in [("1/request", 1u32, 4_000usize), ("64/request", 64, 40_000)] {
         for clients in [1usize, 4] {
             let dir = tempfile::tempdir().unwrap();
@@ -73,7 +114,10 @@ fn main() {
                 .block_on(tessera_server::start(ServerConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     database: Database::Sqlite(dir.path().join("bench.db")),
-                    store: StoreConfig { lease: Duration::from_secs(300), ..StoreConfig::default() },
+                    store: StoreConfig {
+                        lease: Duration::from_secs(300),
+                        ..StoreConfig::default()
+                    },
                     ..ServerConfig::default()
                 }))
                 .unwrap();
@@ -82,7 +126,13 @@ fn main() {
                 fan_out(&Client::new(url.clone(), None), tasks).await;
                 let started = Instant::now();
                 let workers: Vec<_> = (0..clients)
-                    .map(|i| tokio::spawn(drain(Client::new(url.clone(), None), format!("bench-{i}"), batch)))
+                    .map(|i| {
+                        tokio::spawn(drain(
+                            Client::new(url.clone(), None),
+                            format!("bench-{i}"),
+                            batch,
+                        ))
+                    })
                     .collect();
                 let mut n = 0;
                 for w in workers {
@@ -91,7 +141,10 @@ fn main() {
                 (n, started.elapsed().as_secs_f64())
             });
             assert_eq!(n, tasks);
-            println!("{mode:<10} {clients:>8} {n:>8} {secs:>10.2} {:>12.0}", n as f64 / secs);
+            println!(
+                "{mode:<10} {clients:>8} {n:>8} {secs:>10.2} {:>12.0}",
+                n as f64 / secs
+            );
             server_rt.block_on(server.shutdown());
         }
     }

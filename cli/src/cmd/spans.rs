@@ -105,7 +105,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         runners.len(),
         format::duration_ns(end - start)
     );
-    for (id, n) in &runners {
+    let mut legend: Vec<(&usize, &&str)> = runners.iter().map(|(id, n)| (n, id)).collect();
+    legend.sort();
+    for (n, id) in legend {
         println!("  runner {n}: {id}");
     }
     Ok(ExitCode::SUCCESS)

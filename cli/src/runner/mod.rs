@@ -212,6 +212,29 @@ fn print_outcome(task: &ClaimedTask, outcome: &Outcome, took: Duration) {
     }
 }
 
+/// Refuses a concurrency whose instances would not fit under Linux's `vm.max_map_count`.
+///
+/// Measured (bench/README.md): the pool costs 2 mappings per slot up front and a live instance
+/// about 4 more; keep a margin for everything else the process maps.
+fn check_map_count(concurrency: u32) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return Ok(());
+    };
+    let Ok(max) = text.trim().parse::<u64>() else {
+        return Ok(());
+    };
+    let needed = 6 * u64::from(concurrency) + 2_000;
+    if needed > max {
+        anyhow::bail!(
+            "--concurrency {concurrency} needs about {needed} memory mappings but vm.max_map_count is {max}: \
+             lower --concurrency to at most {}, or raise the limit (sysctl -w vm.max_map_count={})",
+            (max.saturating_sub(2_000)) / 6,
+            needed.next_power_of_two()
+        );
+    }
+    Ok(())
+}
+
 /// Connects to the server, retrying for a while: runners are often started beside it.
 async fn wait_for_server(client: &Client, patience: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -228,12 +251,13 @@ async fn wait_for_server(client: &Client, patience: Duration) -> anyhow::Result<
 /// Runs the runner until its work is done (or forever), handling signals.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = args.limits()?;
-    if args.concurrency == 0 || args.concurrency > 10_000 {
+    if args.concurrency == 0 || args.concurrency > 100_000 {
         anyhow::bail!(
-            "--concurrency must be between 1 and 10000, got {}",
+            "--concurrency must be between 1 and 100000, got {}",
             args.concurrency
         );
     }
+    check_map_count(args.concurrency)?;
     let host = Host::new(HostConfig {
         max_instances: args.concurrency + 2,
         ..HostConfig::default()

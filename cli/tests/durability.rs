@@ -4,39 +4,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::json;
 use support::{ServerProc, until};
 use tessera_api::{
-    ClaimRequest, JobState, Level, LogBatch, LogLine, LogQuery, Report, ReportRequest, RootTask,
-    SubmitJob, SubtaskSpec, TaskIdentifier, TaskReport,
+    JobState, Level, LogBatch, LogLine, LogQuery, ReportRequest, RootTask, SubmitJob,
 };
-
-fn ident(name: &str) -> TaskIdentifier {
-    TaskIdentifier::parse(name, "v0.0").unwrap()
-}
-
-fn claim(max: u32) -> ClaimRequest {
-    ClaimRequest {
-        runner_id: "r".into(),
-        cluster: "default".into(),
-        identifiers: vec![ident("Root"), ident("Leaf")],
-        max,
-        wait_ms: 0,
-        return_when_idle: false,
-    }
-}
-
-fn done(t: &tessera_api::ClaimedTask, subtasks: Vec<SubtaskSpec>) -> TaskReport {
-    TaskReport {
-        task_id: t.task_id.clone(),
-        lease: t.lease,
-        report: Report::Computed {
-            subtasks,
-            display: None,
-            progress: vec![],
-        },
-    }
-}
+use tessera_testkit::protocol::{claim, done, ident, leaf, root_job};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_job_loses_no_job_and_no_computed_task() {
@@ -44,25 +16,13 @@ async fn kill_9_mid_job_loses_no_job_and_no_computed_task() {
     let db = dir.path().join("tessera.db");
     let mut first = ServerProc::start(&db, &["--lease-seconds", "1"]);
     let c = first.client();
-    let job = c
-        .submit(&SubmitJob {
-            name: "survivor".into(),
-            root: RootTask {
-                identifier: ident("Root"),
-                input: json!({}),
-                max_retries: 0,
-                display: None,
-            },
-            cluster: None,
-        })
-        .await
-        .unwrap();
+    let job = c.submit(&root_job("survivor")).await.unwrap();
     let other = c
         .submit(&SubmitJob {
             name: "queued-only".into(),
             root: RootTask {
                 identifier: ident("Other"),
-                input: json!({"keep": true}),
+                input: serde_json::json!({"keep": true}),
                 max_retries: 0,
                 display: None,
             },
@@ -70,32 +30,20 @@ async fn kill_9_mid_job_loses_no_job_and_no_computed_task() {
         })
         .await
         .unwrap();
-    let root = c.claim(&claim(1)).await.unwrap().tasks.remove(0);
-    let leaves: Vec<SubtaskSpec> = (0..100)
-        .map(|i| SubtaskSpec {
-            identifier: ident("Leaf"),
-            input: json!({"i": i}),
-            display: None,
-            depends_on: vec![],
-            max_retries: 0,
-            cluster: None,
-        })
-        .collect();
-    c.report(&ReportRequest {
+    let report = |reports| ReportRequest {
         runner_id: "r".into(),
-        reports: vec![done(&root, leaves)],
+        reports,
         claim: None,
-    })
-    .await
-    .unwrap();
-    let claimed = c.claim(&claim(60)).await.unwrap().tasks;
-    let reports = claimed[..50].iter().map(|t| done(t, vec![])).collect();
+    };
+    let root = c.claim(&claim("r", 1)).await.unwrap().tasks.remove(0);
+    c.report(&report(vec![done(&root, (0..100).map(leaf).collect())]))
+        .await
+        .unwrap();
+    let claimed = c.claim(&claim("r", 60)).await.unwrap().tasks;
     let r = c
-        .report(&ReportRequest {
-            runner_id: "r".into(),
-            reports,
-            claim: None,
-        })
+        .report(&report(
+            claimed[..50].iter().map(|t| done(t, vec![])).collect(),
+        ))
         .await
         .unwrap();
     assert!(r.results.iter().all(|r| r.accepted));
@@ -136,18 +84,13 @@ async fn kill_9_mid_job_loses_no_job_and_no_computed_task() {
     )
     .await;
     loop {
-        let tasks = c.claim(&claim(100)).await.unwrap().tasks;
+        let tasks = c.claim(&claim("r", 100)).await.unwrap().tasks;
         if tasks.is_empty() {
             break;
         }
-        let reports = tasks.iter().map(|t| done(t, vec![])).collect();
-        c.report(&ReportRequest {
-            runner_id: "r".into(),
-            reports,
-            claim: None,
-        })
-        .await
-        .unwrap();
+        c.report(&report(tasks.iter().map(|t| done(t, vec![])).collect()))
+            .await
+            .unwrap();
     }
     let j = c.job(&job.id).await.unwrap();
     assert_eq!(j.state, JobState::Completed);

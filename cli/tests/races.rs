@@ -6,77 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::ServerProc;
-use tessera_api::{
-    ClaimRequest, Client, JobState, Report, ReportRequest, RootTask, SpanOutcome, SpanQuery,
-    SubmitJob, SubtaskSpec, TaskIdentifier, TaskReport,
-};
-
-fn ident(name: &str) -> TaskIdentifier {
-    TaskIdentifier::parse(name, "v0.0").unwrap()
-}
-
-fn claim(runner: &str, max: u32) -> ClaimRequest {
-    ClaimRequest {
-        runner_id: runner.into(),
-        cluster: "default".into(),
-        identifiers: vec![ident("Root"), ident("Leaf")],
-        max,
-        wait_ms: 0,
-        return_when_idle: false,
-    }
-}
-
-fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
-    Report::Computed {
-        subtasks,
-        display: None,
-        progress: vec![],
-    }
-}
-
-/// Submits a job whose root fans out `n` leaves, and runs the root.
-async fn fan_out(c: &Client, n: usize) -> String {
-    let job = c
-        .submit(&SubmitJob {
-            name: format!("fan-out-{n}"),
-            root: RootTask {
-                identifier: ident("Root"),
-                input: json!({}),
-                max_retries: 0,
-                display: None,
-            },
-            cluster: None,
-        })
-        .await
-        .unwrap();
-    let root = c.claim(&claim("setup", 1)).await.unwrap().tasks.remove(0);
-    let leaves = (0..n)
-        .map(|i| SubtaskSpec {
-            identifier: ident("Leaf"),
-            input: json!({"i": i}),
-            display: None,
-            depends_on: vec![],
-            max_retries: 0,
-            cluster: None,
-        })
-        .collect();
-    let r = c
-        .report(&ReportRequest {
-            runner_id: "setup".into(),
-            reports: vec![TaskReport {
-                task_id: root.task_id,
-                lease: root.lease,
-                report: computed(leaves),
-            }],
-            claim: None,
-        })
-        .await
-        .unwrap();
-    assert!(r.results[0].accepted);
-    job.id
-}
+use tessera_api::{Client, JobState, ReportRequest, SpanOutcome, SpanQuery};
+use tessera_testkit::protocol::{claim, done, fan_out};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_over_ten_thousand_tasks_get_each_exactly_once() {
@@ -99,14 +31,7 @@ async fn eight_claimers_over_ten_thousand_tasks_get_each_exactly_once() {
                         .lock()
                         .unwrap()
                         .extend(tasks.iter().map(|t| t.task_id.clone()));
-                    let reports = tasks
-                        .into_iter()
-                        .map(|t| TaskReport {
-                            task_id: t.task_id,
-                            lease: t.lease,
-                            report: computed(vec![]),
-                        })
-                        .collect();
+                    let reports = tasks.iter().map(|t| done(t, vec![])).collect();
                     let r = c
                         .report(&ReportRequest {
                             runner_id: runner.clone(),
@@ -162,14 +87,7 @@ async fn completions_racing_lease_expiry_never_record_a_task_twice() {
                         .wrapping_add(1442695040888963407);
                     let pause = (step >> 33) % 600;
                     tokio::time::sleep(Duration::from_millis(pause)).await;
-                    let reports: Vec<TaskReport> = tasks
-                        .iter()
-                        .map(|t| TaskReport {
-                            task_id: t.task_id.clone(),
-                            lease: t.lease,
-                            report: computed(vec![]),
-                        })
-                        .collect();
+                    let reports = tasks.iter().map(|t| done(t, vec![])).collect();
                     let answer = c
                         .report(&ReportRequest {
                             runner_id: runner.clone(),

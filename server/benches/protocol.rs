@@ -5,72 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use tessera_api::{
-    ClaimRequest, ClaimedTask, Client, Report, ReportRequest, RootTask, SubmitJob, SubtaskSpec,
-    TaskIdentifier, TaskReport,
-};
+use tessera_api::{Client, ReportRequest};
 use tessera_server::{Database, ServerConfig, StoreConfig};
-
-fn ident(name: &str) -> TaskIdentifier {
-    TaskIdentifier::parse(name, "v0.0").unwrap()
-}
-
-fn claim(runner: &str, max: u32) -> ClaimRequest {
-    ClaimRequest {
-        runner_id: runner.into(),
-        cluster: "default".into(),
-        identifiers: vec![ident("Root"), ident("Leaf")],
-        max,
-        wait_ms: 0,
-        return_when_idle: false,
-    }
-}
-
-fn done(t: &ClaimedTask, subtasks: Vec<SubtaskSpec>) -> TaskReport {
-    TaskReport {
-        task_id: t.task_id.clone(),
-        lease: t.lease,
-        report: Report::Computed {
-            subtasks,
-            display: None,
-            progress: vec![],
-        },
-    }
-}
-
-async fn fan_out(c: &Client, n: usize) {
-    c.submit(&SubmitJob {
-        name: "bench".into(),
-        root: RootTask {
-            identifier: ident("Root"),
-            input: json!({}),
-            max_retries: 0,
-            display: None,
-        },
-        cluster: None,
-    })
-    .await
-    .unwrap();
-    let root = c.claim(&claim("setup", 1)).await.unwrap().tasks.remove(0);
-    let leaves = (0..n)
-        .map(|_| SubtaskSpec {
-            identifier: ident("Leaf"),
-            input: json!({}),
-            display: None,
-            depends_on: vec![],
-            max_retries: 0,
-            cluster: None,
-        })
-        .collect();
-    c.report(&ReportRequest {
-        runner_id: "setup".into(),
-        reports: vec![done(&root, leaves)],
-        claim: None,
-    })
-    .await
-    .unwrap();
-}
+use tessera_testkit::protocol::{claim, done, fan_out};
 
 /// One client: claim, then report each batch with the next claim riding along.
 async fn drain(c: Client, runner: String, batch: u32) -> usize {

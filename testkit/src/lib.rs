@@ -1,6 +1,8 @@
 //! Test support shared by the crates' tests and benchmarks: builds guest components from
 //! source with cargo, once per process.
 
+pub mod protocol;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};

@@ -88,18 +88,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut cursor = None;
     let mut all = Vec::new();
+    let mut last_round = false;
     loop {
-        let page = client
-            .logs(
-                &args.job,
-                &LogQuery {
-                    task: args.task.clone(),
-                    level: args.level,
-                    cursor: cursor.clone(),
-                    limit: Some(5000),
-                },
-            )
-            .await?;
+        let query = LogQuery {
+            task: args.task.clone(),
+            level: args.level,
+            cursor: cursor.clone(),
+            limit: Some(5000),
+        };
+        let page = client.logs(&args.job, &query).await?;
         let got = page.logs.len();
         for line in page.logs {
             match (args.json, args.follow) {
@@ -112,32 +109,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         if got == 5000 {
             continue;
         }
-        if !args.follow {
+        if !args.follow || last_round {
             break;
         }
-        if client.job(&args.job).await?.state.is_finished() {
-            // One last page for lines shipped just before the end.
-            let page = client
-                .logs(
-                    &args.job,
-                    &LogQuery {
-                        task: args.task.clone(),
-                        level: args.level,
-                        cursor: cursor.clone(),
-                        limit: Some(5000),
-                    },
-                )
-                .await?;
-            for line in page.logs {
-                if args.json {
-                    println!("{}", serde_json::to_string(&line)?);
-                } else {
-                    print_line(&line, &names);
-                }
-            }
-            break;
+        // Once the job is finished, one more round picks up lines shipped at its very end.
+        last_round = client.job(&args.job).await?.state.is_finished();
+        if !last_round {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if args.json && !args.follow {
         format::json(&all)?;

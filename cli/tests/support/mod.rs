@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tessera_api::{Client, Job, JobState};
 
+#[allow(unused_imports)]
 pub use tessera_testkit::{guest, shared_cache, workspace};
 
 /// The built `tessera` binary.

@@ -361,16 +361,16 @@ fn insert_task(
 fn mark_completed(tx: &Connection, task_id: &str, now: u64) -> Result<(), StoreError> {
     let mut current = task_id.to_string();
     loop {
-        tx.prepare_cached("UPDATE tasks SET completed = 1 WHERE id = ?1")?
-            .execute([&current])?;
+        let (parent, job): (Option<String>, String) = tx
+            .prepare_cached(
+                "UPDATE tasks SET completed = 1 WHERE id = ?1 RETURNING parent_id, job_id",
+            )?
+            .query_row([&current], |r| Ok((r.get(0)?, r.get(1)?)))?;
         tx.prepare_cached(
             "UPDATE tasks SET pending_deps = pending_deps - 1 \
              WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ?1)",
         )?
         .execute([&current])?;
-        let (parent, job): (Option<String>, String) = tx
-            .prepare_cached("SELECT parent_id, job_id FROM tasks WHERE id = ?1")?
-            .query_row([&current], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let Some(parent) = parent else {
             tx.prepare_cached("UPDATE jobs SET completed_at = ?2 WHERE id = ?1")?
                 .execute(params![job, now])?;
@@ -895,6 +895,14 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let expires = now + nanos(config.lease);
+            let mut jobs: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            jobs.dedup();
+            for job_id in jobs {
+                tx.prepare_cached(
+                    "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
+                )?
+                .execute(params![job_id, now])?;
+            }
             let mut claimed = Vec::with_capacity(rows.len());
             for (id, job_id, name, major, minor, input, attempt, lease) in rows {
                 let (attempt, lease) = (attempt + 1, lease + 1);
@@ -909,10 +917,6 @@ impl Store for SqliteStore {
                      FROM tasks WHERE id = ?1",
                 )?
                 .execute(params![id, attempt, request.runner_id, now])?;
-                tx.prepare_cached(
-                    "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
-                )?
-                .execute(params![job_id, now])?;
                 claimed.push(ClaimedTask {
                     task_id: id,
                     job_id,

@@ -1,6 +1,7 @@
 //! The job store: a trait with one conformance suite and two implementations (SQLite here,
 //! PostgreSQL later). Every method takes the current time so the suite can move the clock.
 
+mod common;
 mod schema;
 mod sqlite;
 

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use tessera_api::{
-    ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, JobState, LeaseRef, LeaseStatus, Level,
-    LogLine, LogPage, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Report, ReportResult,
-    Span, SpanOutcome, SpanPage, SpanQuery, SubmitJob, SubtaskSpec, Task, TaskCounts,
-    TaskIdentifier, TaskPage, TaskQuery, TaskReport, TaskState, Version,
+    ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, JobState, LeaseRef, LeaseStatus, LogLine,
+    LogPage, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Report, ReportResult, Span,
+    SpanOutcome, SpanPage, SpanQuery, SubmitJob, SubtaskSpec, Task, TaskCounts, TaskIdentifier,
+    TaskPage, TaskQuery, TaskReport, TaskState, Version,
 };
 
+use super::common::*;
 use super::schema::MIGRATIONS;
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
 
@@ -119,66 +120,9 @@ impl SqliteStore {
     }
 }
 
-fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-fn level_rank(level: Level) -> i64 {
-    level as i64
-}
-
-fn rank_level(rank: i64) -> Level {
-    match rank {
-        0 => Level::Trace,
-        1 => Level::Debug,
-        2 => Level::Info,
-        3 => Level::Warn,
-        _ => Level::Error,
-    }
-}
-
-fn state_of(text: &str) -> TaskState {
-    text.parse().unwrap_or(TaskState::Failed)
-}
-
-fn outcome_str(o: SpanOutcome) -> &'static str {
-    match o {
-        SpanOutcome::Running => "running",
-        SpanOutcome::Computed => "computed",
-        SpanOutcome::Failed => "failed",
-        SpanOutcome::Abandoned => "abandoned",
-        SpanOutcome::Expired => "expired",
-        SpanOutcome::Canceled => "canceled",
-    }
-}
-
-fn outcome_of(text: &str) -> SpanOutcome {
-    match text {
-        "running" => SpanOutcome::Running,
-        "computed" => SpanOutcome::Computed,
-        "abandoned" => SpanOutcome::Abandoned,
-        "expired" => SpanOutcome::Expired,
-        "canceled" => SpanOutcome::Canceled,
-        _ => SpanOutcome::Failed,
-    }
-}
-
-fn lease_ms(config: &StoreConfig) -> u64 {
-    config.lease.as_millis() as u64
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    d.as_nanos().min(u64::MAX as u128) as u64
-}
-
-/// The path segment of the `i`-th child: fixed width so that text order is tree order.
 fn path_segment(i: usize) -> String {
     format!("{i:08x}.")
 }
-
-const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
-    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
-    children, completed, created_at, started_at, finished_at, path";
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String)> {
     let name: String = r.get(4)?;
@@ -266,17 +210,12 @@ fn load_job(tx: &Connection, id: &str) -> Result<Job, StoreError> {
             "SELECT MAX(end), SUM(end - start) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
         )?
         .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let state = if canceled {
-        JobState::Canceled
-    } else if failed {
-        JobState::Failed
-    } else if completed_at.is_some() {
-        JobState::Completed
-    } else if started_at.is_some() {
-        JobState::Running
-    } else {
-        JobState::Queued
-    };
+    let state = derive_state(
+        canceled,
+        failed,
+        completed_at.is_some(),
+        started_at.is_some(),
+    );
     Ok(Job {
         id,
         name,
@@ -296,7 +235,6 @@ fn load_job(tx: &Connection, id: &str) -> Result<Job, StoreError> {
     })
 }
 
-/// SQL for the derived job state, matching [`load_job`].
 const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
     WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
     ELSE 'queued' END";
@@ -588,25 +526,6 @@ fn record_report(
     Ok(Ok(()))
 }
 
-fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
-    for (i, s) in subtasks.iter().enumerate() {
-        if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
-            return Some(format!(
-                "subtask {i} depends on {d}, which is not an earlier subtask of the same attempt"
-            ));
-        }
-        if let Some(c) = &s.cluster
-            && let Err(e) = check_name("cluster", c)
-        {
-            return Some(format!("subtask {i}: {e}"));
-        }
-        if let Err(e) = TaskIdentifier::new(s.identifier.name.clone(), s.identifier.version) {
-            return Some(format!("subtask {i}: {e}"));
-        }
-    }
-    None
-}
-
 fn fail_task(
     tx: &Connection,
     config: &StoreConfig,
@@ -665,17 +584,6 @@ fn identifier_clause(identifiers: &[TaskIdentifier], params: &mut Vec<Value>) ->
     }
     clause.push(')');
     clause
-}
-
-fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
-    cursor
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "cursor {cursor:?} is not valid: pass the next_cursor of the previous page"
-            ))
-        })
 }
 
 #[async_trait]

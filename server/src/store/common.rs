@@ -1,0 +1,113 @@
+//! Pieces every store implementation shares: ids, encodings of enums, validation, cursors.
+
+use tessera_api::{JobState, Level, SpanOutcome, SubtaskSpec, TaskIdentifier, TaskState};
+
+use super::{StoreConfig, StoreError, check_name};
+
+pub(super) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub(super) fn level_rank(level: Level) -> i64 {
+    level as i64
+}
+
+pub(super) fn rank_level(rank: i64) -> Level {
+    match rank {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warn,
+        _ => Level::Error,
+    }
+}
+
+pub(super) fn state_of(text: &str) -> TaskState {
+    text.parse().unwrap_or(TaskState::Failed)
+}
+
+pub(super) fn outcome_str(o: SpanOutcome) -> &'static str {
+    match o {
+        SpanOutcome::Running => "running",
+        SpanOutcome::Computed => "computed",
+        SpanOutcome::Failed => "failed",
+        SpanOutcome::Abandoned => "abandoned",
+        SpanOutcome::Expired => "expired",
+        SpanOutcome::Canceled => "canceled",
+    }
+}
+
+pub(super) fn outcome_of(text: &str) -> SpanOutcome {
+    match text {
+        "running" => SpanOutcome::Running,
+        "computed" => SpanOutcome::Computed,
+        "abandoned" => SpanOutcome::Abandoned,
+        "expired" => SpanOutcome::Expired,
+        "canceled" => SpanOutcome::Canceled,
+        _ => SpanOutcome::Failed,
+    }
+}
+
+pub(super) fn lease_ms(config: &StoreConfig) -> u64 {
+    config.lease.as_millis() as u64
+}
+
+pub(super) fn nanos(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// The path segment of the `i`-th child: fixed width so that text order is tree order.
+pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
+    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
+    children, completed, created_at, started_at, finished_at, path";
+
+/// SQL for the derived job state, matching [`load_job`].
+pub(super) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
+    for (i, s) in subtasks.iter().enumerate() {
+        if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
+            return Some(format!(
+                "subtask {i} depends on {d}, which is not an earlier subtask of the same attempt"
+            ));
+        }
+        if let Some(c) = &s.cluster
+            && let Err(e) = check_name("cluster", c)
+        {
+            return Some(format!("subtask {i}: {e}"));
+        }
+        if let Err(e) = TaskIdentifier::new(s.identifier.name.clone(), s.identifier.version) {
+            return Some(format!("subtask {i}: {e}"));
+        }
+    }
+    None
+}
+
+pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
+    cursor
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "cursor {cursor:?} is not valid: pass the next_cursor of the previous page"
+            ))
+        })
+}
+
+/// A job's state from its flags, as [`JOB_STATE_SQL`] derives it in SQL.
+pub(super) fn derive_state(
+    canceled: bool,
+    failed: bool,
+    completed: bool,
+    started: bool,
+) -> JobState {
+    if canceled {
+        JobState::Canceled
+    } else if failed {
+        JobState::Failed
+    } else if completed {
+        JobState::Completed
+    } else if started {
+        JobState::Running
+    } else {
+        JobState::Queued
+    }
+}

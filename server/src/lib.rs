@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use store::{SqliteStore, Store, StoreConfig, StoreError};
+pub use store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError};
 pub use wake::Wake;
 
 /// Nanoseconds since the Unix epoch, now.
@@ -34,6 +34,8 @@ pub fn now_unix_nano() -> u64 {
 pub enum Database {
     /// A SQLite file (the embedded default).
     Sqlite(PathBuf),
+    /// A PostgreSQL database, which several servers may share.
+    Postgres(String),
 }
 
 impl std::str::FromStr for Database {
@@ -53,7 +55,7 @@ impl std::str::FromStr for Database {
         }
         if s.contains("://") {
             return Err(format!(
-                "unknown database {s:?}: use sqlite://PATH (or a plain file path)"
+                "unknown database {s:?}: use sqlite://PATH, postgres://USER@HOST:PORT/DB or a plain file path"
             ));
         }
         Ok(Database::Sqlite(PathBuf::from(s)))
@@ -161,6 +163,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                     .map_err(|e| StoreError::Internal(e.to_string()))??,
             )
         }
+        Database::Postgres(url) => {
+            Arc::new(PostgresStore::connect(url, config.store.clone()).await?)
+        }
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -174,6 +179,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let wake = Wake::default();
+    store.forward_wakeups(wake.clone());
     let state = http::AppState {
         store: store.clone(),
         wake: wake.clone(),

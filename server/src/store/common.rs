@@ -4,14 +4,17 @@ use tessera_api::{JobState, Level, SpanOutcome, SubtaskSpec, TaskIdentifier, Tas
 
 use super::{StoreConfig, StoreError, check_name};
 
+/// A new UUIDv7, time-ordered.
 pub(super) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A level as a number that orders by severity.
 pub(super) fn level_rank(level: Level) -> i64 {
     level as i64
 }
 
+/// The level of a stored number.
 pub(super) fn rank_level(rank: i64) -> Level {
     match rank {
         0 => Level::Trace,
@@ -22,10 +25,12 @@ pub(super) fn rank_level(rank: i64) -> Level {
     }
 }
 
+/// A task state from its stored text.
 pub(super) fn state_of(text: &str) -> TaskState {
     text.parse().unwrap_or(TaskState::Failed)
 }
 
+/// A span outcome as stored.
 pub(super) fn outcome_str(o: SpanOutcome) -> &'static str {
     match o {
         SpanOutcome::Running => "running",
@@ -37,6 +42,7 @@ pub(super) fn outcome_str(o: SpanOutcome) -> &'static str {
     }
 }
 
+/// A span outcome from its stored text.
 pub(super) fn outcome_of(text: &str) -> SpanOutcome {
     match text {
         "running" => SpanOutcome::Running,
@@ -48,20 +54,22 @@ pub(super) fn outcome_of(text: &str) -> SpanOutcome {
     }
 }
 
+/// The lease length in ms, as runners are told.
 pub(super) fn lease_ms(config: &StoreConfig) -> u64 {
     config.lease.as_millis() as u64
 }
 
+/// A duration in ns.
 pub(super) fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
-/// The path segment of the `i`-th child: fixed width so that text order is tree order.
+/// The task columns [`super::sqlite`] reads, in its row order.
 pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
     state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
     children, completed, created_at, started_at, finished_at, path";
 
-/// SQL for the derived job state, matching [`load_job`].
+/// Why a set of subtasks is malformed, if it is.
 pub(super) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
     for (i, s) in subtasks.iter().enumerate() {
         if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
@@ -81,6 +89,7 @@ pub(super) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
     None
 }
 
+/// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
     cursor
         .split_once(':')
@@ -111,3 +120,13 @@ pub(super) fn derive_state(
         JobState::Queued
     }
 }
+
+/// The path segment of the `i`-th child: fixed width so that text order is tree order.
+pub(super) fn path_segment(i: usize) -> String {
+    format!("{i:08x}.")
+}
+
+/// SQL for the derived job state, matching [`derive_state`].
+pub(super) const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
+    WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
+    ELSE 'queued' END";

@@ -2,6 +2,7 @@
 //! PostgreSQL later). Every method takes the current time so the suite can move the clock.
 
 mod common;
+mod postgres;
 mod schema;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use tessera_api::{
     TaskPage, TaskQuery, TaskReport,
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.
@@ -118,6 +120,10 @@ pub trait Store: Send + Sync + 'static {
     async fn spans(&self, job: &str, query: &SpanQuery) -> Result<SpanPage, StoreError>;
     /// The earliest time a queued task waiting for a retry becomes claimable, if any.
     async fn next_retry_at(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Forwards changes made by other servers sharing this store to `wake` (a store that only
+    /// one server uses has nothing to forward).
+    fn forward_wakeups(&self, _wake: crate::Wake) {}
 }
 
 /// Checks a job name or cluster name.

@@ -120,10 +120,6 @@ impl SqliteStore {
     }
 }
 
-fn path_segment(i: usize) -> String {
-    format!("{i:08x}.")
-}
-
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String)> {
     let name: String = r.get(4)?;
     let input: String = r.get(7)?;
@@ -234,10 +230,6 @@ fn load_job(tx: &Connection, id: &str) -> Result<Job, StoreError> {
         task_time_ns: task_time.unwrap_or(0),
     })
 }
-
-const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
-    WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
-    ELSE 'queued' END";
 
 fn insert_task(
     tx: &Connection,

@@ -1,5 +1,7 @@
 //! The HTTP client of the server's API, used by the runner and the CLI.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,24 +57,42 @@ impl ClientError {
     }
 }
 
-/// A client of one Tessera server.
+/// A client of a Tessera server, or of several sharing one database (it fails over to the
+/// next when one cannot be reached).
 #[derive(Debug, Clone)]
 pub struct Client {
-    base: String,
+    bases: Arc<[String]>,
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:8420`), with an optional token.
+    /// Several servers of one database may be given, separated by commas.
     pub fn new(base: impl Into<String>, token: Option<String>) -> Self {
-        let base = base.into().trim_end_matches('/').to_string();
+        let bases: Arc<[String]> = base
+            .into()
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        let bases = if bases.is_empty() {
+            Arc::from([crate::DEFAULT_SERVER.to_string()])
+        } else {
+            bases
+        };
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .expect("building the HTTP client");
-        Client { base, token, http }
+        Client {
+            bases,
+            current: Arc::new(AtomicUsize::new(0)),
+            token,
+            http,
+        }
     }
 
     /// A client configured from `TESSERA_SERVER` and `TESSERA_TOKEN`.
@@ -84,33 +104,46 @@ impl Client {
         Client::new(base, token)
     }
 
-    /// The server's base URL.
+    /// The base URL of the server in use.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     async fn send<T: DeserializeOwned>(
         &self,
         what: &str,
-        request: reqwest::RequestBuilder,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let request = match &self.token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
+        let first = self.current.load(Ordering::Relaxed);
+        let mut attempt = 0;
+        let response = loop {
+            let index = (first + attempt) % self.bases.len();
+            let base = &self.bases[index];
+            let request = match &self.token {
+                Some(t) => build(base).bearer_auth(t),
+                None => build(base),
+            };
+            match request.send().await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    break response;
+                }
+                // Nothing reached that server: the next one may take the request.
+                Err(e) if e.is_connect() && attempt + 1 < self.bases.len() => attempt += 1,
+                Err(source) => {
+                    return Err(ClientError::Unreachable {
+                        url: base.clone(),
+                        source,
+                    });
+                }
+            }
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
-                source,
-            })?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
             .map_err(|source| ClientError::Unreachable {
-                url: self.base.clone(),
+                url: self.base().to_string(),
                 source,
             })?;
         if !status.is_success() {
@@ -138,8 +171,10 @@ impl Client {
         path: &str,
         query: &Q,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        self.send(path, self.http.get(url).query(query)).await
+        self.send(path, |base| {
+            self.http.get(format!("{base}{path}")).query(query)
+        })
+        .await
     }
 
     async fn post<T: DeserializeOwned, B: Serialize + ?Sized>(
@@ -148,12 +183,14 @@ impl Client {
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.post(url).json(body);
-        if let Some(t) = timeout {
-            request = request.timeout(t);
-        }
-        self.send(path, request).await
+        self.send(path, |base| {
+            let request = self.http.post(format!("{base}{path}")).json(body);
+            match timeout {
+                Some(t) => request.timeout(t),
+                None => request,
+            }
+        })
+        .await
     }
 
     /// `GET /v1/health`.

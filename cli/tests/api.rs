@@ -43,129 +43,131 @@ fn claim(max: u32, wait_ms: u64) -> ClaimRequest {
 #[tokio::test]
 async fn every_endpoint_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
-    let c = server.client();
-    assert_eq!(c.health().await.unwrap()["status"], "ok");
+    for db in support::databases(dir.path()).await {
+        let server = ServerProc::start_db(&db, &dir.path().join("server.log"), &[]);
+        let c = server.client();
+        assert_eq!(c.health().await.unwrap()["status"], "ok");
 
-    let spec: Value = reqwest::get(format!("{}/v1/openapi.json", server.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let paths: Vec<&str> = spec["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.as_str())
-        .collect();
-    for p in [
-        "/v1/jobs",
-        "/v1/jobs/{id}",
-        "/v1/jobs/{id}/tasks",
-        "/v1/jobs/{id}/cancel",
-        "/v1/jobs/{id}/retry",
-        "/v1/jobs/{id}/logs",
-        "/v1/jobs/{id}/spans",
-        "/v1/tasks/{id}",
-        "/v1/logs",
-        "/v1/runner/claim",
-        "/v1/runner/report",
-        "/v1/runner/extend",
-        "/v1/runner/outlook",
-        "/v1/health",
-    ] {
-        assert!(paths.contains(&p), "openapi lacks {p}: {paths:?}");
+        let spec: Value = reqwest::get(format!("{}/v1/openapi.json", server.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let paths: Vec<&str> = spec["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        for p in [
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/tasks",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/retry",
+            "/v1/jobs/{id}/logs",
+            "/v1/jobs/{id}/spans",
+            "/v1/tasks/{id}",
+            "/v1/logs",
+            "/v1/runner/claim",
+            "/v1/runner/report",
+            "/v1/runner/extend",
+            "/v1/runner/outlook",
+            "/v1/health",
+        ] {
+            assert!(paths.contains(&p), "openapi lacks {p}: {paths:?}");
+        }
+        assert!(spec["components"]["schemas"]["SubmitJob"].is_object());
+
+        let job = c.submit(&submit_body("every-endpoint")).await.unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(c.job(&job.id).await.unwrap().id, job.id);
+        assert_eq!(
+            c.jobs(&JobFilter::default()).await.unwrap().jobs[0].id,
+            job.id
+        );
+        let outlook = c
+            .outlook(&OutlookRequest {
+                cluster: "default".into(),
+                identifiers: vec![ident("Root")],
+            })
+            .await
+            .unwrap();
+        assert_eq!(outlook.queued, 1);
+
+        let root = c.claim(&claim(5, 0)).await.unwrap().tasks;
+        assert_eq!(root.len(), 1);
+        let ext = c
+            .extend(&ExtendRequest {
+                runner_id: "runner-a".into(),
+                leases: vec![LeaseRef {
+                    task_id: root[0].task_id.clone(),
+                    lease: root[0].lease,
+                }],
+            })
+            .await
+            .unwrap();
+        assert!(ext.leases[0].held);
+        let leaf = SubtaskSpec {
+            identifier: ident("Leaf"),
+            input: json!({"i": 1}),
+            display: None,
+            depends_on: vec![],
+            max_retries: 0,
+            cluster: None,
+        };
+        let report = c
+            .report(&ReportRequest {
+                runner_id: "runner-a".into(),
+                reports: vec![TaskReport {
+                    task_id: root[0].task_id.clone(),
+                    lease: root[0].lease,
+                    report: Report::Computed {
+                        subtasks: vec![leaf.clone(), leaf],
+                        display: Some("Root!".into()),
+                        progress: vec![],
+                    },
+                }],
+                claim: Some(claim(5, 0)),
+            })
+            .await
+            .unwrap();
+        assert!(report.results[0].accepted);
+        assert_eq!(
+            report.tasks.len(),
+            2,
+            "complete-and-claim hands out the two leaves"
+        );
+
+        let task = c.task(&root[0].task_id).await.unwrap();
+        assert_eq!(task.display, "Root!");
+        let tasks = c.tasks(&job.id, &TaskQuery::default()).await.unwrap();
+        assert_eq!(tasks.tasks.len(), 3);
+
+        let line = LogLine {
+            time_unix_nano: 1,
+            level: Level::Info,
+            message: "hello".into(),
+            task_id: root[0].task_id.clone(),
+            job_id: String::new(),
+            runner_id: "runner-a".into(),
+            attempt: 1,
+            fields: Default::default(),
+        };
+        let stored = c.send_logs(&LogBatch { logs: vec![line] }).await.unwrap();
+        assert_eq!(stored["stored"], 1);
+        let logs = c.logs(&job.id, &LogQuery::default()).await.unwrap();
+        assert_eq!(logs.logs[0].message, "hello");
+        let spans = c.spans(&job.id, &SpanQuery::default()).await.unwrap();
+        assert_eq!(spans.spans.len(), 3);
+        assert_eq!(spans.spans[0].name, "Root!");
+
+        let canceled = c.cancel(&job.id).await.unwrap();
+        assert_eq!(canceled.state, JobState::Canceled);
+        let retried = c.retry(&job.id).await.unwrap();
+        assert_eq!(retried.state, JobState::Running);
     }
-    assert!(spec["components"]["schemas"]["SubmitJob"].is_object());
-
-    let job = c.submit(&submit_body("every-endpoint")).await.unwrap();
-    assert_eq!(job.state, JobState::Queued);
-    assert_eq!(c.job(&job.id).await.unwrap().id, job.id);
-    assert_eq!(
-        c.jobs(&JobFilter::default()).await.unwrap().jobs[0].id,
-        job.id
-    );
-    let outlook = c
-        .outlook(&OutlookRequest {
-            cluster: "default".into(),
-            identifiers: vec![ident("Root")],
-        })
-        .await
-        .unwrap();
-    assert_eq!(outlook.queued, 1);
-
-    let root = c.claim(&claim(5, 0)).await.unwrap().tasks;
-    assert_eq!(root.len(), 1);
-    let ext = c
-        .extend(&ExtendRequest {
-            runner_id: "runner-a".into(),
-            leases: vec![LeaseRef {
-                task_id: root[0].task_id.clone(),
-                lease: root[0].lease,
-            }],
-        })
-        .await
-        .unwrap();
-    assert!(ext.leases[0].held);
-    let leaf = SubtaskSpec {
-        identifier: ident("Leaf"),
-        input: json!({"i": 1}),
-        display: None,
-        depends_on: vec![],
-        max_retries: 0,
-        cluster: None,
-    };
-    let report = c
-        .report(&ReportRequest {
-            runner_id: "runner-a".into(),
-            reports: vec![TaskReport {
-                task_id: root[0].task_id.clone(),
-                lease: root[0].lease,
-                report: Report::Computed {
-                    subtasks: vec![leaf.clone(), leaf],
-                    display: Some("Root!".into()),
-                    progress: vec![],
-                },
-            }],
-            claim: Some(claim(5, 0)),
-        })
-        .await
-        .unwrap();
-    assert!(report.results[0].accepted);
-    assert_eq!(
-        report.tasks.len(),
-        2,
-        "complete-and-claim hands out the two leaves"
-    );
-
-    let task = c.task(&root[0].task_id).await.unwrap();
-    assert_eq!(task.display, "Root!");
-    let tasks = c.tasks(&job.id, &TaskQuery::default()).await.unwrap();
-    assert_eq!(tasks.tasks.len(), 3);
-
-    let line = LogLine {
-        time_unix_nano: 1,
-        level: Level::Info,
-        message: "hello".into(),
-        task_id: root[0].task_id.clone(),
-        job_id: String::new(),
-        runner_id: "runner-a".into(),
-        attempt: 1,
-        fields: Default::default(),
-    };
-    let stored = c.send_logs(&LogBatch { logs: vec![line] }).await.unwrap();
-    assert_eq!(stored["stored"], 1);
-    let logs = c.logs(&job.id, &LogQuery::default()).await.unwrap();
-    assert_eq!(logs.logs[0].message, "hello");
-    let spans = c.spans(&job.id, &SpanQuery::default()).await.unwrap();
-    assert_eq!(spans.spans.len(), 3);
-    assert_eq!(spans.spans[0].name, "Root!");
-
-    let canceled = c.cancel(&job.id).await.unwrap();
-    assert_eq!(canceled.state, JobState::Canceled);
-    let retried = c.retry(&job.id).await.unwrap();
-    assert_eq!(retried.state, JobState::Running);
 }
 
 /// What the store holds, as the API shows it.
@@ -183,132 +185,144 @@ async fn snapshot(c: &tessera_api::Client) -> Value {
 #[tokio::test]
 async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("t.db"), &["--max-body-mib", "1"]);
-    let c = server.client();
-    let job = c.submit(&submit_body("keep-me")).await.unwrap();
-    let root = c.claim(&claim(1, 0)).await.unwrap().tasks;
-    let before = snapshot(&c).await;
-
-    let http = reqwest::Client::new();
-    let url = |p: &str| format!("{}{p}", server.url);
-    let big = "x".repeat(2 << 20);
-    let ghost = "01a00000-0000-7000-8000-000000000000";
-    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("malformed JSON", http.post(url("/v1/jobs")).header("content-type", "application/json").body("{\"name\":"), 400, "not valid JSON"),
-        ("wrong type", http.post(url("/v1/jobs")).json(&json!({"name": 5, "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "expected a string"),
-        ("unknown field", http.post(url("/v1/jobs")).json(&json!({"name": "x", "colour": "red", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "unknown field `colour`"),
-        ("bad version", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "1.0"}}})), 400, "v<major>.<minor>"),
-        ("bad task name", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "no spaces", "version": "v0.0"}}})), 400, "is not valid"),
-        ("empty job name", http.post(url("/v1/jobs")).json(&json!({"name": "", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "job name"),
-        ("no content type", http.post(url("/v1/jobs")).body("{}"), 415, "Content-Type: application/json"),
-        // Its own connection: the server answers before reading the rest and closes it.
-        ("oversized body", reqwest::Client::new().post(url("/v1/jobs")).header("content-type", "application/json").body(format!("{{\"name\":\"{big}\"}}")), 413, "larger than the server accepts"),
-        ("unknown job", http.get(url(&format!("/v1/jobs/{ghost}"))), 404, "does not exist"),
-        ("cancel unknown job", http.post(url(&format!("/v1/jobs/{ghost}/cancel"))).json(&json!({})), 404, "does not exist"),
-        ("tasks of unknown job", http.get(url(&format!("/v1/jobs/{ghost}/tasks"))), 404, "does not exist"),
-        ("unknown task", http.get(url(&format!("/v1/tasks/{ghost}"))), 404, "does not exist"),
-        ("logs for an unknown task", http.post(url("/v1/logs")).json(&json!({"logs": [{"time_unix_nano": 1, "level": "info", "message": "m", "task_id": ghost}]})), 400, "does not exist"),
-        ("bad log level", http.get(url(&format!("/v1/jobs/{}/logs?level=loud", job.id))), 400, "query string is not valid"),
-        ("bad page size", http.get(url("/v1/jobs?limit=abc")), 400, "query string is not valid"),
-        ("page too large", http.get(url("/v1/jobs?limit=100000")), 400, "at most 500"),
-        ("bad cursor", http.get(url(&format!("/v1/jobs/{}/logs?cursor=zzz", job.id))), 400, "cursor"),
-        ("claim max 0", http.post(url("/v1/runner/claim")).json(&json!({"runner_id": "r", "cluster": "default", "identifiers": [], "max": 0})), 400, "max must be"),
-        ("report on an unknown task", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": ghost, "lease": 1, "report": {"outcome": "computed"}}]})), 409, "does not exist"),
-        ("report with a stale lease", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": root[0].task_id, "lease": root[0].lease + 7, "report": {"outcome": "failed", "reason": "x"}}]})), 409, "no longer held"),
-        ("retry a job with nothing to retry", http.post(url(&format!("/v1/jobs/{}/retry", job.id))).json(&json!({})), 400, "no failed or canceled tasks"),
-        ("unknown route", http.get(url("/v1/nope")), 404, "/v1/openapi.json"),
-        ("wrong method", http.delete(url("/v1/jobs")), 405, "not allowed"),
-    ];
-    for (what, request, status, needle) in cases {
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status().as_u16(), status, "{what}");
-        let body: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
-        let message = body["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: no message in {body}"));
-        assert!(!body["code"].as_str().unwrap().is_empty(), "{what}: {body}");
-        assert!(
-            message.contains(needle),
-            "{what}: {message:?} lacks {needle:?}"
+    for db in support::databases(dir.path()).await {
+        let server = ServerProc::start_db(
+            &db,
+            &dir.path().join("server.log"),
+            &["--max-body-mib", "1"],
         );
+        let c = server.client();
+        let job = c.submit(&submit_body("keep-me")).await.unwrap();
+        let root = c.claim(&claim(1, 0)).await.unwrap().tasks;
+        let before = snapshot(&c).await;
+
+        let http = reqwest::Client::new();
+        let url = |p: &str| format!("{}{p}", server.url);
+        let big = "x".repeat(2 << 20);
+        let ghost = "01a00000-0000-7000-8000-000000000000";
+        let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+            ("malformed JSON", http.post(url("/v1/jobs")).header("content-type", "application/json").body("{\"name\":"), 400, "not valid JSON"),
+            ("wrong type", http.post(url("/v1/jobs")).json(&json!({"name": 5, "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "expected a string"),
+            ("unknown field", http.post(url("/v1/jobs")).json(&json!({"name": "x", "colour": "red", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "unknown field `colour`"),
+            ("bad version", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "1.0"}}})), 400, "v<major>.<minor>"),
+            ("bad task name", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "no spaces", "version": "v0.0"}}})), 400, "is not valid"),
+            ("empty job name", http.post(url("/v1/jobs")).json(&json!({"name": "", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "job name"),
+            ("no content type", http.post(url("/v1/jobs")).body("{}"), 415, "Content-Type: application/json"),
+            // Its own connection: the server answers before reading the rest and closes it.
+            ("oversized body", reqwest::Client::new().post(url("/v1/jobs")).header("content-type", "application/json").body(format!("{{\"name\":\"{big}\"}}")), 413, "larger than the server accepts"),
+            ("unknown job", http.get(url(&format!("/v1/jobs/{ghost}"))), 404, "does not exist"),
+            ("cancel unknown job", http.post(url(&format!("/v1/jobs/{ghost}/cancel"))).json(&json!({})), 404, "does not exist"),
+            ("tasks of unknown job", http.get(url(&format!("/v1/jobs/{ghost}/tasks"))), 404, "does not exist"),
+            ("unknown task", http.get(url(&format!("/v1/tasks/{ghost}"))), 404, "does not exist"),
+            ("logs for an unknown task", http.post(url("/v1/logs")).json(&json!({"logs": [{"time_unix_nano": 1, "level": "info", "message": "m", "task_id": ghost}]})), 400, "does not exist"),
+            ("bad log level", http.get(url(&format!("/v1/jobs/{}/logs?level=loud", job.id))), 400, "query string is not valid"),
+            ("bad page size", http.get(url("/v1/jobs?limit=abc")), 400, "query string is not valid"),
+            ("page too large", http.get(url("/v1/jobs?limit=100000")), 400, "at most 500"),
+            ("bad cursor", http.get(url(&format!("/v1/jobs/{}/logs?cursor=zzz", job.id))), 400, "cursor"),
+            ("claim max 0", http.post(url("/v1/runner/claim")).json(&json!({"runner_id": "r", "cluster": "default", "identifiers": [], "max": 0})), 400, "max must be"),
+            ("report on an unknown task", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": ghost, "lease": 1, "report": {"outcome": "computed"}}]})), 409, "does not exist"),
+            ("report with a stale lease", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": root[0].task_id, "lease": root[0].lease + 7, "report": {"outcome": "failed", "reason": "x"}}]})), 409, "no longer held"),
+            ("retry a job with nothing to retry", http.post(url(&format!("/v1/jobs/{}/retry", job.id))).json(&json!({})), 400, "no failed or canceled tasks"),
+            ("unknown route", http.get(url("/v1/nope")), 404, "/v1/openapi.json"),
+            ("wrong method", http.delete(url("/v1/jobs")), 405, "not allowed"),
+        ];
+        for (what, request, status, needle) in cases {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            let body: Value = response
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
+            let message = body["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no message in {body}"));
+            assert!(!body["code"].as_str().unwrap().is_empty(), "{what}: {body}");
+            assert!(
+                message.contains(needle),
+                "{what}: {message:?} lacks {needle:?}"
+            );
+        }
+        assert_eq!(snapshot(&c).await, before, "bad input changed the store");
     }
-    assert_eq!(snapshot(&c).await, before, "bad input changed the store");
 }
 
 #[tokio::test]
 async fn a_token_is_required_when_set() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("t.db"), &["--token", "s3cret"]);
-    let http = reqwest::Client::new();
-    let body = json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "v0.0"}}});
-    for (header, expect) in [
-        (None, "requires a bearer token"),
-        (Some("Bearer wrong"), "token is wrong"),
-    ] {
-        for request in [
-            http.get(format!("{}/v1/health", server.url)),
-            http.post(format!("{}/v1/jobs", server.url)).json(&body),
+    for db in support::databases(dir.path()).await {
+        let server =
+            ServerProc::start_db(&db, &dir.path().join("server.log"), &["--token", "s3cret"]);
+        let http = reqwest::Client::new();
+        let body =
+            json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "v0.0"}}});
+        for (header, expect) in [
+            (None, "requires a bearer token"),
+            (Some("Bearer wrong"), "token is wrong"),
         ] {
-            let request = match header {
-                Some(h) => request.header("authorization", h),
-                None => request,
-            };
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status().as_u16(), 401);
-            let body: Value = response.json().await.unwrap();
-            assert!(body["message"].as_str().unwrap().contains(expect), "{body}");
+            for request in [
+                http.get(format!("{}/v1/health", server.url)),
+                http.post(format!("{}/v1/jobs", server.url)).json(&body),
+            ] {
+                let request = match header {
+                    Some(h) => request.header("authorization", h),
+                    None => request,
+                };
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 401);
+                let body: Value = response.json().await.unwrap();
+                assert!(body["message"].as_str().unwrap().contains(expect), "{body}");
+            }
         }
+        let authed = tessera_api::Client::new(server.url.clone(), Some("s3cret".into()));
+        assert!(
+            authed
+                .jobs(&JobFilter::default())
+                .await
+                .unwrap()
+                .jobs
+                .is_empty(),
+            "a refused submit stored nothing"
+        );
+        authed.submit(&submit_body("with-token")).await.unwrap();
+        let anonymous = server.client();
+        let err = anonymous.jobs(&JobFilter::default()).await.unwrap_err();
+        assert_eq!(err.status(), Some(401));
     }
-    let authed = tessera_api::Client::new(server.url.clone(), Some("s3cret".into()));
-    assert!(
-        authed
-            .jobs(&JobFilter::default())
-            .await
-            .unwrap()
-            .jobs
-            .is_empty(),
-        "a refused submit stored nothing"
-    );
-    authed.submit(&submit_body("with-token")).await.unwrap();
-    let anonymous = server.client();
-    let err = anonymous.jobs(&JobFilter::default()).await.unwrap_err();
-    assert_eq!(err.status(), Some(401));
 }
 
 #[tokio::test]
 async fn a_waiting_claim_wakes_when_work_is_submitted() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
-    let c = server.client();
-    let waiter = {
-        let c = c.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let got = c.claim(&claim(1, 20_000)).await.unwrap();
-            (got.tasks.len(), started.elapsed())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    c.submit(&submit_body("wake")).await.unwrap();
-    let (n, waited) = waiter.await.unwrap();
-    assert_eq!(n, 1);
-    assert!(
-        waited >= Duration::from_millis(400),
-        "did not wait: {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(5),
-        "woke only after {waited:?}"
-    );
-    // An idle runner that asked to return when idle gets an empty answer at once.
-    let mut idle = claim(1, 20_000);
-    idle.identifiers = vec![ident("Nothing")];
-    idle.cluster = "elsewhere".into();
-    idle.return_when_idle = true;
-    let started = Instant::now();
-    assert!(c.claim(&idle).await.unwrap().tasks.is_empty());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    for db in support::databases(dir.path()).await {
+        let server = ServerProc::start_db(&db, &dir.path().join("server.log"), &[]);
+        let c = server.client();
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = c.claim(&claim(1, 20_000)).await.unwrap();
+                (got.tasks.len(), started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.submit(&submit_body("wake")).await.unwrap();
+        let (n, waited) = waiter.await.unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            waited >= Duration::from_millis(400),
+            "did not wait: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(5),
+            "woke only after {waited:?}"
+        );
+        // An idle runner that asked to return when idle gets an empty answer at once.
+        let mut idle = claim(1, 20_000);
+        idle.identifiers = vec![ident("Nothing")];
+        idle.cluster = "elsewhere".into();
+        idle.return_when_idle = true;
+        let started = Instant::now();
+        assert!(c.claim(&idle).await.unwrap().tasks.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }

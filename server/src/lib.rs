@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError};
+pub use store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError, redact_url};
 pub use wake::Wake;
 
 /// Nanoseconds since the Unix epoch, now.
@@ -51,7 +51,7 @@ impl std::str::FromStr for Database {
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Err("PostgreSQL is not supported by this build yet; use sqlite://PATH".into());
+            return Ok(Database::Postgres(s.to_string()));
         }
         if s.contains("://") {
             return Err(format!(

@@ -1,6 +1,7 @@
 //! Test support shared by the crates' tests and benchmarks: builds guest components from
 //! source with cargo, once per process.
 
+pub mod postgres;
 pub mod protocol;
 
 use std::path::{Path, PathBuf};

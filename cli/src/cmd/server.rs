@@ -13,7 +13,8 @@ pub struct Args {
     /// Address to listen on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8420")]
     listen: SocketAddr,
-    /// Database: sqlite://PATH (default: tessera.db in the user's data directory).
+    /// Database: sqlite://PATH (default: tessera.db in the user's data directory) or
+    /// postgres://USER@HOST:PORT/DB (several servers may share one).
     #[arg(long)]
     db: Option<String>,
     /// How long a runner's claim lasts unless extended, in seconds.
@@ -62,9 +63,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let server = tessera_server::start(config)
         .await
         .context("could not start the server")?;
-    let Database::Sqlite(path) = &database;
     println!("Tessera server listening on {}", server.url());
-    println!("Database: sqlite://{}", path.display());
+    match &database {
+        Database::Sqlite(path) => println!("Database: sqlite://{}", path.display()),
+        Database::Postgres(url) => println!("Database: {}", tessera_server::redact_url(url)),
+    }
     println!("Console: {}/", server.url());
     shutdown_signal().await;
     eprintln!("Shutting down…");

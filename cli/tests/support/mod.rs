@@ -35,9 +35,15 @@ impl ServerProc {
     /// Starts `tessera server` on a free port with the database file `db`.
     pub fn start(db: &Path, extra: &[&str]) -> ServerProc {
         let log = db.with_extension(format!("server-{}.log", std::process::id()));
+        ServerProc::start_db(&format!("sqlite://{}", db.display()), &log, extra)
+    }
+
+    /// Starts `tessera server` on a free port with the database `url`, logging to `log`.
+    pub fn start_db(url: &str, log: &Path, extra: &[&str]) -> ServerProc {
+        let log = log.to_path_buf();
+        let db = PathBuf::from(url);
         let mut child = tessera()
-            .args(["server", "--listen", "127.0.0.1:0", "--db"])
-            .arg(format!("sqlite://{}", db.display()))
+            .args(["server", "--listen", "127.0.0.1:0", "--db", url])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -85,6 +91,16 @@ impl Drop for ServerProc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The databases every store test runs on: a SQLite file in `dir`, and a fresh PostgreSQL
+/// database when `TESSERA_TEST_POSTGRES` names a server (CI always does).
+pub async fn databases(dir: &Path) -> Vec<String> {
+    let mut dbs = vec![format!("sqlite://{}", dir.join("t.db").display())];
+    if let Some(url) = tessera_testkit::postgres::fresh_database().await {
+        dbs.push(url);
+    }
+    dbs
 }
 
 /// Sends a signal to a process we started.

@@ -15,7 +15,7 @@ use tessera_api::{
     TaskPage, TaskQuery, TaskReport,
 };
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, redact as redact_url};
 pub use sqlite::SqliteStore;
 
 /// Why a store operation failed.

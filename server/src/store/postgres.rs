@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tessera_api::{
     ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, JobState, LeaseRef, LeaseStatus, LogLine,
@@ -17,7 +18,7 @@ use tessera_api::{
     TaskPage, TaskQuery, TaskReport, TaskState, Version,
 };
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 
 use super::common::*;
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
@@ -224,8 +225,48 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Runs a statement through the connection's prepared-statement cache.
+async fn exec<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}
+
+/// Queries through the connection's prepared-statement cache.
+async fn rows<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+/// One row, through the statement cache.
+async fn one<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&statement, params).await?)
+}
+
+/// At most one row, through the statement cache.
+async fn opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&statement, params).await?)
+}
+
 async fn notify(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+    exec(tx, "SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
     Ok(())
 }
 
@@ -270,8 +311,7 @@ fn task_from_row(r: &Row) -> (Task, String) {
 }
 
 async fn load_job(tx: &Transaction<'_>, id: &str) -> Result<Job, StoreError> {
-    let row = tx
-        .query_opt(
+    let row = opt(tx,
             "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at FROM jobs WHERE id = $1",
             &[&id],
         )
@@ -281,30 +321,29 @@ async fn load_job(tx: &Transaction<'_>, id: &str) -> Result<Job, StoreError> {
     let started_at: Option<i64> = row.get(6);
     let completed_at: Option<i64> = row.get(7);
     let mut counts = TaskCounts::default();
-    for r in tx
-        .query(
-            "SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state",
-            &[&id],
-        )
-        .await?
+    for r in rows(
+        tx,
+        "SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state",
+        &[&id],
+    )
+    .await?
     {
         counts.add(state_of(r.get(0)), u(r.get(1)));
     }
-    let progress = tx
-        .query(
-            "SELECT label, done, total FROM progress WHERE job_id = $1 ORDER BY label",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|r| ProgressUpdate {
-            label: r.get(0),
-            done: u(r.get(1)),
-            total: u(r.get(2)),
-        })
-        .collect();
-    let agg = tx
-        .query_one(
+    let progress = rows(
+        tx,
+        "SELECT label, done, total FROM progress WHERE job_id = $1 ORDER BY label",
+        &[&id],
+    )
+    .await?
+    .iter()
+    .map(|r| ProgressUpdate {
+        label: r.get(0),
+        done: u(r.get(1)),
+        total: u(r.get(2)),
+    })
+    .collect();
+    let agg = one(tx,
             r#"SELECT MAX("end"), SUM("end" - start)::BIGINT FROM spans WHERE job_id = $1 AND "end" IS NOT NULL"#,
             &[&id],
         )
@@ -392,7 +431,7 @@ async fn insert_tasks(
         None => (None, 0),
     };
     let finished = (state == TaskState::Canceled).then_some(i(now));
-    tx.execute(
+    exec(tx,
         "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, display, cluster, \
          state, depends_on, pending_deps, max_retries, created_at, finished_at) \
          SELECT t.id, $1, $2, $3, t.path, t.name, t.major, t.minor, t.input, t.display, t.cluster, $4, \
@@ -407,7 +446,7 @@ async fn insert_tasks(
     )
     .await?;
     if !dep_from.is_empty() {
-        tx.execute(
+        exec(tx,
             "INSERT INTO task_deps (depends_on, task_id) SELECT * FROM UNNEST($1::text[], $2::text[])",
             &[&dep_from, &dep_to],
         )
@@ -419,29 +458,30 @@ async fn insert_tasks(
 async fn mark_completed(tx: &Transaction<'_>, task_id: &str, now: u64) -> Result<(), StoreError> {
     let mut current = task_id.to_string();
     loop {
-        let row = tx
-            .query_one(
-                "UPDATE tasks SET completed = TRUE WHERE id = $1 RETURNING parent_id, job_id",
-                &[&current],
-            )
-            .await?;
+        let row = one(
+            tx,
+            "UPDATE tasks SET completed = TRUE WHERE id = $1 RETURNING parent_id, job_id",
+            &[&current],
+        )
+        .await?;
         let (parent, job): (Option<String>, String) = (row.get(0), row.get(1));
-        tx.execute(
+        exec(
+            tx,
             "UPDATE tasks SET pending_deps = pending_deps - 1 \
              WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = $1)",
             &[&current],
         )
         .await?;
         let Some(parent) = parent else {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE jobs SET completed_at = $2 WHERE id = $1",
                 &[&job, &i(now)],
             )
             .await?;
             return Ok(());
         };
-        let row = tx
-            .query_one(
+        let row = one(tx,
                 "UPDATE tasks SET open_children = open_children - 1 WHERE id = $1 RETURNING state, open_children",
                 &[&parent],
             )
@@ -463,7 +503,8 @@ async fn close_span(
     display: Option<&str>,
     now: u64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         r#"UPDATE spans SET "end" = $3, outcome = $4, error = $5, name = COALESCE($6, name)
            WHERE task_id = $1 AND attempt = $2 AND "end" IS NULL"#,
         &[
@@ -497,8 +538,7 @@ async fn held(
     lease: u64,
     now: u64,
 ) -> Result<Result<Held, String>, StoreError> {
-    let Some(r) = tx
-        .query_opt(
+    let Some(r) = opt(tx,
             "SELECT t.state, t.lease, t.lease_expires_at, t.job_id, t.cluster, t.path, t.depth, t.attempt, \
              t.retries_used, t.max_retries, j.canceled \
              FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 FOR UPDATE OF t",
@@ -554,7 +594,8 @@ async fn fail_task(
     )
     .await?;
     if h.job_canceled {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE tasks SET state = 'canceled', error = $2, display = COALESCE($3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = $4 WHERE id = $1",
             &[&task_id, &reason, &display, &i(now)],
@@ -562,7 +603,7 @@ async fn fail_task(
         .await?;
     } else if h.retries_used < h.max_retries {
         let not_before = now + config.backoff(h.retries_used).as_nanos() as u64;
-        tx.execute(
+        exec(tx,
             "UPDATE tasks SET state = 'queued', retries_used = retries_used + 1, error = $2, \
              display = COALESCE($3, display), lease_runner = NULL, lease_expires_at = NULL, not_before = $4 \
              WHERE id = $1",
@@ -570,14 +611,19 @@ async fn fail_task(
         )
         .await?;
     } else {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE tasks SET state = 'failed', error = $2, display = COALESCE($3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = $4 WHERE id = $1",
             &[&task_id, &reason, &display, &i(now)],
         )
         .await?;
-        tx.execute("UPDATE jobs SET failed = TRUE WHERE id = $1", &[&h.job_id])
-            .await?;
+        exec(
+            tx,
+            "UPDATE jobs SET failed = TRUE WHERE id = $1",
+            &[&h.job_id],
+        )
+        .await?;
     }
     Ok(())
 }
@@ -621,7 +667,7 @@ async fn record_report(
             )
             .await?;
             let n = subtasks.len() as i64;
-            tx.execute(
+            exec(tx,
                 "UPDATE tasks SET state = 'computed', display = COALESCE($2, display), children = $3, \
                  open_children = $3, lease_runner = NULL, lease_expires_at = NULL, error = NULL, finished_at = $4 \
                  WHERE id = $1",
@@ -629,7 +675,7 @@ async fn record_report(
             )
             .await?;
             for p in progress {
-                tx.execute(
+                exec(tx,
                     "INSERT INTO progress (job_id, label, done, total) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (job_id, label) DO UPDATE SET done = progress.done + excluded.done, \
                      total = progress.total + excluded.total",
@@ -656,7 +702,7 @@ async fn record_report(
         }
         Report::Abandoned => {
             let state = if h.job_canceled { "canceled" } else { "queued" };
-            tx.execute(
+            exec(tx,
                 "UPDATE tasks SET state = $2, lease_runner = NULL, lease_expires_at = NULL WHERE id = $1",
                 &[&task_id, &state],
             )
@@ -673,7 +719,7 @@ async fn record_report(
             .await?;
         }
         Report::Canceled => {
-            tx.execute(
+            exec(tx,
                 "UPDATE tasks SET state = 'canceled', lease_runner = NULL, lease_expires_at = NULL, \
                  finished_at = $2 WHERE id = $1",
                 &[&task_id, &i(now)],
@@ -746,7 +792,7 @@ impl Store for PostgresStore {
         let root = insert_tasks(&tx, &id, None, &[spec], &cluster, TaskState::Queued, now)
             .await?
             .remove(0);
-        tx.execute(
+        exec(&tx,
             "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) VALUES ($1, $2, $3, $4, $5)",
             &[&id, &job.name, &cluster, &root, &i(now)],
         )
@@ -797,8 +843,7 @@ impl Store for PostgresStore {
             " ORDER BY id DESC LIMIT ?",
             Box::new(i64::from(limit) + 1),
         );
-        let mut ids: Vec<String> = tx
-            .query(&sql, &refs(&params))
+        let mut ids: Vec<String> = rows(&tx, &sql, &refs(&params))
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -836,8 +881,7 @@ impl Store for PostgresStore {
         }
         params.push(Box::new(i64::from(limit) + 1));
         sql.push_str(&format!(" ORDER BY path LIMIT ${}", params.len()));
-        let mut rows: Vec<(Task, String)> = tx
-            .query(&sql, &refs(&params))
+        let mut rows: Vec<(Task, String)> = rows(&tx, &sql, &refs(&params))
             .await?
             .iter()
             .map(task_from_row)
@@ -857,8 +901,7 @@ impl Store for PostgresStore {
 
     async fn task(&self, id: &str) -> Result<Task, StoreError> {
         let client = self.client().await?;
-        client
-            .query_opt(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
+        opt(&client, &format!("{TASK_SELECT} WHERE id = $1"), &[&id])
             .await?
             .map(|r| task_from_row(&r).0)
             .ok_or_else(|| StoreError::NotFound {
@@ -870,17 +913,20 @@ impl Store for PostgresStore {
     async fn cancel(&self, job: &str, now: u64) -> Result<Job, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.query_opt("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&job])
-            .await?;
+        opt(&tx, "SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&job]).await?;
         let current = load_job(&tx, job).await?;
         if current.state == JobState::Completed {
             return Err(StoreError::Invalid(format!(
                 "job {job} already completed; there is nothing left to cancel"
             )));
         }
-        tx.execute("UPDATE jobs SET canceled = TRUE WHERE id = $1", &[&job])
-            .await?;
-        tx.execute(
+        exec(
+            &tx,
+            "UPDATE jobs SET canceled = TRUE WHERE id = $1",
+            &[&job],
+        )
+        .await?;
+        exec(&tx,
             "UPDATE tasks SET state = 'canceled', finished_at = $2 WHERE job_id = $1 AND state = 'queued'",
             &[&job, &i(now)],
         )
@@ -893,8 +939,7 @@ impl Store for PostgresStore {
     async fn retry(&self, job: &str, _now: u64) -> Result<Job, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.query_opt("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&job])
-            .await?;
+        opt(&tx, "SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&job]).await?;
         let current = load_job(&tx, job).await?;
         if current.task_counts.failed == 0 && current.task_counts.canceled == 0 && !current.canceled
         {
@@ -903,12 +948,13 @@ impl Store for PostgresStore {
                 current.state
             )));
         }
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE jobs SET canceled = FALSE, failed = FALSE WHERE id = $1",
             &[&job],
         )
         .await?;
-        tx.execute(
+        exec(&tx,
             "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, finished_at = NULL \
              WHERE job_id = $1 AND state IN ('failed', 'canceled')",
             &[&job],
@@ -930,70 +976,76 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let expires = i(now + self.config.lease.as_nanos() as u64);
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![
             Box::new(request.cluster.clone()),
             Box::new(i(now)),
             Box::new(i64::from(request.max)),
+            Box::new(request.runner_id.clone()),
+            Box::new(expires),
         ];
-        let idents = identifier_clause(&request.identifiers, 4, &mut params);
+        let idents = identifier_clause(&request.identifiers, 6, &mut params);
+        // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
         let sql = format!(
-            "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease \
-             FROM tasks t JOIN jobs j ON j.id = t.job_id \
+            "WITH picked AS (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.state = 'queued' AND t.cluster = $1 AND t.pending_deps = 0 AND t.not_before <= $2 \
              AND NOT j.canceled AND NOT j.failed AND {idents} \
-             ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED"
+             ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
+             lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
+             RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
+             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path"
         );
-        let rows = tx.query(&sql, &refs(&params)).await?;
-        let expires = i(now + self.config.lease.as_nanos() as u64);
-        let lease_ms = self.config.lease.as_millis() as u64;
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut jobs: Vec<String> = Vec::new();
-        for r in rows {
-            let id: String = r.get(0);
-            let job_id: String = r.get(1);
-            let attempt = r.get::<_, i64>(6) + 1;
-            let lease = r.get::<_, i64>(7) + 1;
-            tx.execute(
-                "UPDATE tasks SET state = 'running', attempt = $2, lease = $3, lease_runner = $4, \
-                 lease_expires_at = $5, started_at = COALESCE(started_at, $6) WHERE id = $1",
-                &[&id, &attempt, &lease, &request.runner_id, &expires, &i(now)],
-            )
-            .await?;
-            tx.execute(
+        let mut picked = rows(&tx, &sql, &refs(&params)).await?;
+        picked.sort_by(|a, b| {
+            (a.get::<_, &str>(1), a.get::<_, &str>(9))
+                .cmp(&(b.get::<_, &str>(1), b.get::<_, &str>(9)))
+        });
+        let ids: Vec<String> = picked.iter().map(|r| r.get(0)).collect();
+        let jobs: Vec<String> = picked.iter().map(|r| r.get(1)).collect();
+        let attempts: Vec<i64> = picked.iter().map(|r| r.get(6)).collect();
+        let names: Vec<String> = picked.iter().map(|r| r.get(8)).collect();
+        if !ids.is_empty() {
+            exec(
+                &tx,
                 "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
-                 SELECT job_id, id, $2, $3, COALESCE(display, name), $4, 'running' FROM tasks WHERE id = $1",
-                &[&id, &attempt, &request.runner_id, &i(now)],
+                 SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running' \
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) AS s(id, job, attempt, name)",
+                &[&ids, &jobs, &attempts, &names, &request.runner_id, &i(now)],
             )
             .await?;
-            if jobs.last() != Some(&job_id) {
-                jobs.push(job_id.clone());
-            }
-            let input: String = r.get(5);
-            claimed.push(ClaimedTask {
-                task_id: id,
-                job_id,
-                identifier: TaskIdentifier {
-                    name: r.get(2),
-                    version: Version {
-                        major: r.get::<_, i64>(3) as u32,
-                        minor: r.get::<_, i64>(4) as u32,
-                    },
-                },
-                input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
-                attempt: attempt as u32,
-                lease: u(lease),
-                lease_ms,
-            });
-        }
-        for job in &jobs {
-            tx.execute(
-                "UPDATE jobs SET started_at = COALESCE(started_at, $2) WHERE id = $1",
-                &[job, &i(now)],
+            let mut distinct = jobs.clone();
+            distinct.dedup();
+            exec(
+                &tx,
+                "UPDATE jobs SET started_at = COALESCE(started_at, $2) WHERE id = ANY($1)",
+                &[&distinct, &i(now)],
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(claimed)
+        let lease_ms = self.config.lease.as_millis() as u64;
+        Ok(picked
+            .iter()
+            .map(|r| {
+                let input: String = r.get(5);
+                ClaimedTask {
+                    task_id: r.get(0),
+                    job_id: r.get(1),
+                    identifier: TaskIdentifier {
+                        name: r.get(2),
+                        version: Version {
+                            major: r.get::<_, i64>(3) as u32,
+                            minor: r.get::<_, i64>(4) as u32,
+                        },
+                    },
+                    input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+                    attempt: r.get::<_, i64>(6) as u32,
+                    lease: u(r.get(7)),
+                    lease_ms,
+                }
+            })
+            .collect())
     }
 
     async fn report(
@@ -1030,20 +1082,28 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let expires = i(now + self.config.lease.as_nanos() as u64);
         let lease_ms = self.config.lease.as_millis() as u64;
-        let mut out = Vec::with_capacity(leases.len());
-        for l in leases {
-            let row = client
-                .query_opt(
-                    "UPDATE tasks SET lease_expires_at = $4 WHERE id = $1 AND state = 'running' AND lease = $2 \
-                     AND lease_expires_at >= $3 RETURNING (SELECT canceled FROM jobs WHERE jobs.id = tasks.job_id)",
-                    &[&l.task_id, &i(l.lease), &i(now), &expires],
-                )
-                .await?;
-            out.push(match row {
-                Some(r) => LeaseStatus {
+        let ids: Vec<&str> = leases.iter().map(|l| l.task_id.as_str()).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| i(l.lease)).collect();
+        // One statement for every lease the runner holds.
+        let held: HashMap<String, bool> = rows(
+            &client,
+            "UPDATE tasks SET lease_expires_at = $3 FROM UNNEST($1::text[], $2::bigint[]) AS l(id, lease) \
+             WHERE tasks.id = l.id AND tasks.state = 'running' AND tasks.lease = l.lease \
+             AND tasks.lease_expires_at >= $4 \
+             RETURNING tasks.id, (SELECT canceled FROM jobs WHERE jobs.id = tasks.job_id)",
+            &[&ids, &tokens, &expires, &i(now)],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        Ok(leases
+            .iter()
+            .map(|l| match held.get(&l.task_id) {
+                Some(&canceled) => LeaseStatus {
                     task_id: l.task_id.clone(),
                     held: true,
-                    canceled: r.get(0),
+                    canceled,
                     lease_ms,
                 },
                 None => LeaseStatus {
@@ -1052,9 +1112,8 @@ impl Store for PostgresStore {
                     canceled: false,
                     lease_ms: 0,
                 },
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
@@ -1064,8 +1123,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(request.cluster.clone())];
         let idents = identifier_clause(&request.identifiers, 2, &mut params);
-        let queued: i64 = client
-            .query_one(
+        let queued: i64 = one(&client,
                 &format!(
                     "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.state = 'queued' \
                      AND t.cluster = $1 AND NOT j.canceled AND NOT j.failed AND {idents}"
@@ -1074,13 +1132,13 @@ impl Store for PostgresStore {
             )
             .await?
             .get(0);
-        let running: i64 = client
-            .query_one(
-                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = $1",
-                &[&request.cluster],
-            )
-            .await?
-            .get(0);
+        let running: i64 = one(
+            &client,
+            "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = $1",
+            &[&request.cluster],
+        )
+        .await?
+        .get(0);
         Ok(Outlook {
             queued: u(queued),
             running: u(running),
@@ -1091,8 +1149,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // Row locks make this safe with many servers: a lease is requeued by one of them.
-        let expired = tx
-            .query(
+        let expired = rows(&tx,
                 "UPDATE tasks SET state = CASE WHEN (SELECT canceled FROM jobs WHERE jobs.id = tasks.job_id) \
                  THEN 'canceled' ELSE 'queued' END, lease_runner = NULL, lease_expires_at = NULL \
                  WHERE state = 'running' AND lease_expires_at < $1 RETURNING id, attempt",
@@ -1120,12 +1177,15 @@ impl Store for PostgresStore {
         let mut ids: Vec<String> = logs.iter().map(|l| l.task_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let jobs: HashMap<String, String> = client
-            .query("SELECT id, job_id FROM tasks WHERE id = ANY($1)", &[&ids])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let jobs: HashMap<String, String> = rows(
+            &client,
+            "SELECT id, job_id FROM tasks WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
         for line in &logs {
             let Some(job) = jobs.get(&line.task_id) else {
                 return Err(StoreError::Invalid(format!(
@@ -1151,8 +1211,7 @@ impl Store for PostgresStore {
             .iter()
             .map(|l| serde_json::to_string(&l.fields).expect("JSON maps serialize"))
             .collect();
-        client
-            .execute(
+        exec(&client,
                 "INSERT INTO logs (job_id, task_id, runner_id, attempt, time, level, message, fields) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
                  $6::bigint[], $7::text[], $8::text[])",
@@ -1190,7 +1249,7 @@ impl Store for PostgresStore {
         }
         params.push(Box::new(i64::from(limit)));
         sql.push_str(&format!(" ORDER BY time, id LIMIT ${}", params.len()));
-        let rows = tx.query(&sql, &refs(&params)).await?;
+        let rows = rows(&tx, &sql, &refs(&params)).await?;
         let logs: Vec<(i64, LogLine)> = rows
             .iter()
             .map(|r| {
@@ -1244,8 +1303,7 @@ impl Store for PostgresStore {
         }
         params.push(Box::new(i64::from(limit) + 1));
         sql.push_str(&format!(" ORDER BY start, id LIMIT ${}", params.len()));
-        let mut rows: Vec<(i64, Span)> = tx
-            .query(&sql, &refs(&params))
+        let mut rows: Vec<(i64, Span)> = rows(&tx, &sql, &refs(&params))
             .await?
             .iter()
             .map(|r| {
@@ -1281,12 +1339,12 @@ impl Store for PostgresStore {
 
     async fn next_retry_at(&self) -> Result<Option<u64>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > 0",
-                &[],
-            )
-            .await?;
+        let row = one(
+            &client,
+            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > 0",
+            &[],
+        )
+        .await?;
         Ok(row.get::<_, Option<i64>>(0).map(u))
     }
 

@@ -18,14 +18,14 @@ use crate::{
 pub enum ClientError {
     /// The server could not be reached.
     #[error(
-        "could not reach the Tessera server at {url}: {source}; start one with `tessera server` \
+        "could not reach the Tessera server at {url} ({reason}); start one with `tessera server` \
          or point TESSERA_SERVER at it"
     )]
     Unreachable {
         /// The server's base URL.
         url: String,
-        /// The transport error.
-        source: reqwest::Error,
+        /// The transport error and its causes.
+        reason: String,
     },
     /// The server answered with an error.
     #[error("{message} (HTTP {status}, {code})")]
@@ -55,6 +55,21 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The innermost causes of a transport error, which say what actually went wrong
+/// (`Connection refused`, a timeout, …).
+fn causes(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    parts.last().cloned().unwrap_or_else(|| e.to_string())
 }
 
 /// A client of a Tessera server, or of several sharing one database (it fails over to the
@@ -130,10 +145,10 @@ impl Client {
                 }
                 // Nothing reached that server: the next one may take the request.
                 Err(e) if e.is_connect() && attempt + 1 < self.bases.len() => attempt += 1,
-                Err(source) => {
+                Err(e) => {
                     return Err(ClientError::Unreachable {
                         url: base.clone(),
-                        source,
+                        reason: causes(&e),
                     });
                 }
             }
@@ -142,9 +157,9 @@ impl Client {
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| ClientError::Unreachable {
+            .map_err(|e| ClientError::Unreachable {
                 url: self.base().to_string(),
-                source,
+                reason: causes(&e),
             })?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {

@@ -128,7 +128,14 @@ fn db(e: tokio_postgres::Error) -> StoreError {
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Internal(format!("no PostgreSQL connection: {e}"))
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    StoreError::Internal(format!("no PostgreSQL connection: {text}"))
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -130,3 +130,67 @@ pub(super) fn path_segment(i: usize) -> String {
 pub(super) const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
     WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
     ELSE 'queued' END";
+
+/// A running task as a report finds it, once its lease is checked.
+pub(super) struct Held {
+    pub(super) job_id: String,
+    pub(super) cluster: String,
+    pub(super) path: String,
+    pub(super) depth: u32,
+    pub(super) attempt: u32,
+    pub(super) retries_used: u32,
+    pub(super) max_retries: u32,
+    pub(super) job_canceled: bool,
+}
+
+/// Whether `lease` still holds a task found `state` under lease `current`, expiring at
+/// `expires`, at `now` (fencing); the error says why not.
+pub(super) fn check_lease(
+    task_id: &str,
+    lease: u64,
+    now: u64,
+    state: &str,
+    current: u64,
+    expires: Option<u64>,
+) -> Result<(), String> {
+    if state != "running" || current != lease {
+        return Err(format!(
+            "lease {lease} on task {task_id} is no longer held (the task is {state} under lease \
+             {current}); the result of this attempt was discarded"
+        ));
+    }
+    if expires.is_some_and(|e| e < now) {
+        return Err(format!(
+            "lease {lease} on task {task_id} expired before the report arrived; the task will run again"
+        ));
+    }
+    Ok(())
+}
+
+/// What a failed attempt leads to.
+pub(super) enum AfterFailure {
+    /// The job was canceled meanwhile: the task is canceled.
+    Canceled,
+    /// Retries remain: queued again, claimable from `not_before`.
+    Retry {
+        /// When the backoff ends (ns).
+        not_before: u64,
+    },
+    /// No retries left: the task fails, and so does its job.
+    Failed,
+}
+
+impl Held {
+    /// What this task's failure at `now` leads to.
+    pub(super) fn after_failure(&self, config: &StoreConfig, now: u64) -> AfterFailure {
+        if self.job_canceled {
+            AfterFailure::Canceled
+        } else if self.retries_used < self.max_retries {
+            AfterFailure::Retry {
+                not_before: now + nanos(config.backoff(self.retries_used)),
+            }
+        } else {
+            AfterFailure::Failed
+        }
+    }
+}

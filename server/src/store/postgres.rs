@@ -527,17 +527,6 @@ async fn close_span(
     Ok(())
 }
 
-struct Held {
-    job_id: String,
-    cluster: String,
-    path: String,
-    depth: u32,
-    attempt: u32,
-    retries_used: u32,
-    max_retries: u32,
-    job_canceled: bool,
-}
-
 /// Locks the task row and returns it if `lease` still holds it at `now`, else why not.
 async fn held(
     tx: &Transaction<'_>,
@@ -558,16 +547,8 @@ async fn held(
     let state: String = r.get(0);
     let current = u(r.get(1));
     let expires: Option<i64> = r.get(2);
-    if state != "running" || current != lease {
-        return Ok(Err(format!(
-            "lease {lease} on task {task_id} is no longer held (the task is {state} under lease {current}); \
-             the result of this attempt was discarded"
-        )));
-    }
-    if expires.is_some_and(|e| u(e) < now) {
-        return Ok(Err(format!(
-            "lease {lease} on task {task_id} expired before the report arrived; the task will run again"
-        )));
+    if let Err(why) = check_lease(task_id, lease, now, &state, current, expires.map(u)) {
+        return Ok(Err(why));
     }
     Ok(Ok(Held {
         job_id: r.get(3),
@@ -600,37 +581,40 @@ async fn fail_task(
         now,
     )
     .await?;
-    if h.job_canceled {
-        exec(
-            tx,
-            "UPDATE tasks SET state = 'canceled', error = $2, display = COALESCE($3, display), \
+    match h.after_failure(config, now) {
+        AfterFailure::Canceled => {
+            exec(
+                tx,
+                "UPDATE tasks SET state = 'canceled', error = $2, display = COALESCE($3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = $4 WHERE id = $1",
-            &[&task_id, &reason, &display, &i(now)],
-        )
-        .await?;
-    } else if h.retries_used < h.max_retries {
-        let not_before = now + config.backoff(h.retries_used).as_nanos() as u64;
-        exec(tx,
+                &[&task_id, &reason, &display, &i(now)],
+            )
+            .await?;
+        }
+        AfterFailure::Retry { not_before } => {
+            exec(tx,
             "UPDATE tasks SET state = 'queued', retries_used = retries_used + 1, error = $2, \
              display = COALESCE($3, display), lease_runner = NULL, lease_expires_at = NULL, not_before = $4 \
              WHERE id = $1",
             &[&task_id, &reason, &display, &i(not_before)],
         )
         .await?;
-    } else {
-        exec(
-            tx,
-            "UPDATE tasks SET state = 'failed', error = $2, display = COALESCE($3, display), \
+        }
+        AfterFailure::Failed => {
+            exec(
+                tx,
+                "UPDATE tasks SET state = 'failed', error = $2, display = COALESCE($3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = $4 WHERE id = $1",
-            &[&task_id, &reason, &display, &i(now)],
-        )
-        .await?;
-        exec(
-            tx,
-            "UPDATE jobs SET failed = TRUE WHERE id = $1",
-            &[&h.job_id],
-        )
-        .await?;
+                &[&task_id, &reason, &display, &i(now)],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE jobs SET failed = TRUE WHERE id = $1",
+                &[&h.job_id],
+            )
+            .await?;
+        }
     }
     Ok(())
 }

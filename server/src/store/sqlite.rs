@@ -343,17 +343,6 @@ fn close_span(
     Ok(())
 }
 
-struct Held {
-    job_id: String,
-    cluster: String,
-    path: String,
-    depth: u32,
-    attempt: u32,
-    retries_used: u32,
-    max_retries: u32,
-    job_canceled: bool,
-}
-
 /// The task if `lease` still holds it at `now`, else why not.
 fn held(
     tx: &Connection,
@@ -388,18 +377,7 @@ fn held(
     let Some((state, current, expires, held)) = row else {
         return Ok(Err(format!("task {task_id} does not exist")));
     };
-    if state != "running" || current != lease {
-        return Ok(Err(format!(
-            "lease {lease} on task {task_id} is no longer held (the task is {state} under lease \
-             {current}); the result of this attempt was discarded"
-        )));
-    }
-    if expires.is_some_and(|e| e < now) {
-        return Ok(Err(format!(
-            "lease {lease} on task {task_id} expired before the report arrived; the task will run again"
-        )));
-    }
-    Ok(Ok(held))
+    Ok(check_lease(task_id, lease, now, &state, current, expires).map(|()| held))
 }
 
 fn record_report(
@@ -536,28 +514,31 @@ fn fail_task(
         display,
         now,
     )?;
-    if h.job_canceled {
-        tx.prepare_cached(
-            "UPDATE tasks SET state = 'canceled', error = ?2, display = COALESCE(?3, display), \
+    match h.after_failure(config, now) {
+        AfterFailure::Canceled => {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = 'canceled', error = ?2, display = COALESCE(?3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = ?4 WHERE id = ?1",
-        )?
-        .execute(params![task_id, reason, display, now])?;
-    } else if h.retries_used < h.max_retries {
-        let not_before = now + nanos(config.backoff(h.retries_used));
-        tx.prepare_cached(
-            "UPDATE tasks SET state = 'queued', retries_used = retries_used + 1, error = ?2, \
+            )?
+            .execute(params![task_id, reason, display, now])?;
+        }
+        AfterFailure::Retry { not_before } => {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = 'queued', retries_used = retries_used + 1, error = ?2, \
              display = COALESCE(?3, display), lease_runner = NULL, lease_expires_at = NULL, \
              not_before = ?4 WHERE id = ?1",
-        )?
-        .execute(params![task_id, reason, display, not_before])?;
-    } else {
-        tx.prepare_cached(
-            "UPDATE tasks SET state = 'failed', error = ?2, display = COALESCE(?3, display), \
+            )?
+            .execute(params![task_id, reason, display, not_before])?;
+        }
+        AfterFailure::Failed => {
+            tx.prepare_cached(
+                "UPDATE tasks SET state = 'failed', error = ?2, display = COALESCE(?3, display), \
              lease_runner = NULL, lease_expires_at = NULL, finished_at = ?4 WHERE id = ?1",
-        )?
-        .execute(params![task_id, reason, display, now])?;
-        tx.prepare_cached("UPDATE jobs SET failed = 1 WHERE id = ?1")?
-            .execute([&h.job_id])?;
+            )?
+            .execute(params![task_id, reason, display, now])?;
+            tx.prepare_cached("UPDATE jobs SET failed = 1 WHERE id = ?1")?
+                .execute([&h.job_id])?;
+        }
     }
     Ok(())
 }

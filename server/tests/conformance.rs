@@ -900,3 +900,53 @@ macro_rules! suite {
 
 suite!(sqlite, super::sqlite);
 suite!(postgres, super::postgres);
+
+/// Many servers, one database: concurrent reapers requeue each expired lease exactly once, and
+/// concurrent claimers never share a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_servers_reap_and_claim_without_doubles() {
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(
+            PostgresStore::connect(&url, config()).await.unwrap(),
+        ));
+    }
+    let s = &*stores[0];
+    s.submit(&job("many", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await;
+    let leaves: Vec<SubtaskSpec> = (0..400).map(|_| sub("Leaf", vec![])).collect();
+    assert!(report(s, &root[0], computed(leaves), T0 + 1).await);
+    // Four servers claim at once: every leaf goes to exactly one of them.
+    let claims = stores.iter().map(|st| {
+        let st = st.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = st.claim(&claim_req("r", &all(), 7), T0 + 2).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|t| t.task_id));
+            }
+        })
+    });
+    let mut claimed = Vec::new();
+    for c in claims.collect::<Vec<_>>() {
+        claimed.extend(c.await.unwrap());
+    }
+    let unique: std::collections::HashSet<&String> = claimed.iter().collect();
+    assert_eq!((claimed.len(), unique.len()), (400, 400));
+    // Their leases expire; four reapers race: each lease is requeued once.
+    let reaps = stores.iter().map(|st| {
+        let st = st.clone();
+        tokio::spawn(async move { st.reap(T0 + 60 * SEC).await.unwrap() })
+    });
+    let mut total = 0;
+    for r in reaps.collect::<Vec<_>>() {
+        total += r.await.unwrap();
+    }
+    assert_eq!(total, 400, "a lease was requeued twice or not at all");
+}

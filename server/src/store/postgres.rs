@@ -393,6 +393,9 @@ async fn insert_tasks(
     state: TaskState,
     now: u64,
 ) -> Result<Vec<String>, StoreError> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
     let ids: Vec<String> = specs.iter().map(|_| new_id()).collect();
     let mut paths = Vec::with_capacity(specs.len());
     let mut names = Vec::with_capacity(specs.len());
@@ -731,6 +734,143 @@ async fn record_report(
     Ok(Ok(()))
 }
 
+/// Records computed leaves (no subtasks) in a handful of set-based statements; returns each
+/// report's verdict by task id.
+async fn computed_leaves(
+    tx: &Transaction<'_>,
+    leaves: &[&TaskReport],
+    now: u64,
+) -> Result<HashMap<String, Result<(), String>>, StoreError> {
+    let mut verdicts = HashMap::new();
+    if leaves.is_empty() {
+        return Ok(verdicts);
+    }
+    let mut ids: Vec<&str> = leaves.iter().map(|r| r.task_id.as_str()).collect();
+    ids.sort_unstable();
+    // Lock in id order, so concurrent batches cannot deadlock on each other's rows.
+    let found: HashMap<String, Row> = rows(
+        tx,
+        "SELECT id, state, lease, lease_expires_at, attempt, parent_id, job_id FROM tasks \
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )
+    .await?
+    .into_iter()
+    .map(|r| (r.get::<_, String>(0), r))
+    .collect();
+    let (mut ok_ids, mut attempts, mut displays) = (Vec::new(), Vec::new(), Vec::new());
+    let mut parents: HashMap<String, i64> = HashMap::new();
+    let mut roots: Vec<String> = Vec::new();
+    let mut progress: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for r in leaves {
+        let verdict = match found.get(&r.task_id) {
+            None => Err(format!("task {} does not exist", r.task_id)),
+            Some(row) => {
+                let state: String = row.get(1);
+                let expires: Option<i64> = row.get(3);
+                check_lease(
+                    &r.task_id,
+                    r.lease,
+                    now,
+                    &state,
+                    u(row.get(2)),
+                    expires.map(u),
+                )
+            }
+        };
+        if verdict.is_ok() && !ok_ids.contains(&r.task_id) {
+            let row = &found[&r.task_id];
+            let Report::Computed {
+                display,
+                progress: p,
+                ..
+            } = &r.report
+            else {
+                unreachable!("leaves are computed")
+            };
+            ok_ids.push(r.task_id.clone());
+            attempts.push(row.get::<_, i64>(4));
+            displays.push(display.clone());
+            let job: String = row.get(6);
+            match row.get::<_, Option<String>>(5) {
+                Some(parent) => *parents.entry(parent).or_default() += 1,
+                None => roots.push(job.clone()),
+            }
+            for update in p {
+                let e = progress
+                    .entry((job.clone(), update.label.clone()))
+                    .or_default();
+                e.0 += update.done;
+                e.1 += update.total;
+            }
+        }
+        verdicts.insert(r.task_id.clone(), verdict);
+    }
+    if ok_ids.is_empty() {
+        return Ok(verdicts);
+    }
+    exec(
+        tx,
+        "UPDATE tasks SET state = 'computed', display = COALESCE(d.display, tasks.display), children = 0, \
+         open_children = 0, completed = TRUE, lease_runner = NULL, lease_expires_at = NULL, error = NULL, \
+         finished_at = $3 FROM UNNEST($1::text[], $2::text[]) AS d(id, display) WHERE tasks.id = d.id",
+        &[&ok_ids, &displays, &i(now)],
+    )
+    .await?;
+    exec(
+        tx,
+        r#"UPDATE spans SET "end" = $4, outcome = 'computed', error = NULL, name = COALESCE(d.display, spans.name)
+           FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS d(id, attempt, display)
+           WHERE spans.task_id = d.id AND spans.attempt = d.attempt AND spans."end" IS NULL"#,
+        &[&ok_ids, &attempts, &displays, &i(now)],
+    )
+    .await?;
+    for ((job, label), (done, total)) in &progress {
+        exec(
+            tx,
+            "INSERT INTO progress (job_id, label, done, total) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id, label) DO UPDATE SET done = progress.done + excluded.done, \
+             total = progress.total + excluded.total",
+            &[job, label, &i(*done), &i(*total)],
+        )
+        .await?;
+    }
+    exec(
+        tx,
+        "UPDATE tasks SET pending_deps = pending_deps - c.n FROM (SELECT task_id, COUNT(*)::BIGINT AS n \
+         FROM task_deps WHERE depends_on = ANY($1) GROUP BY task_id) AS c WHERE tasks.id = c.task_id",
+        &[&ok_ids],
+    )
+    .await?;
+    if !roots.is_empty() {
+        exec(
+            tx,
+            "UPDATE jobs SET completed_at = $2 WHERE id = ANY($1)",
+            &[&roots, &i(now)],
+        )
+        .await?;
+    }
+    if !parents.is_empty() {
+        let mut list: Vec<(String, i64)> = parents.into_iter().collect();
+        list.sort();
+        let (ids, counts): (Vec<String>, Vec<i64>) = list.into_iter().unzip();
+        let updated = rows(
+            tx,
+            "UPDATE tasks SET open_children = open_children - p.n FROM UNNEST($1::text[], $2::bigint[]) AS p(id, n) \
+             WHERE tasks.id = p.id RETURNING tasks.id, tasks.state, tasks.open_children",
+            &[&ids, &counts],
+        )
+        .await?;
+        for r in updated {
+            let (state, open): (String, i64) = (r.get(1), r.get(2));
+            if state == "computed" && open == 0 {
+                mark_completed(tx, r.get::<_, &str>(0), now).await?;
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
 /// `(t.name = $k AND t.major = $k+1 AND t.minor <= $k+2) OR …`, numbering from `first`.
 fn identifier_clause(
     identifiers: &[TaskIdentifier],
@@ -1047,10 +1187,22 @@ impl Store for PostgresStore {
     ) -> Result<Vec<ReportResult>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Leaves that computed are the bulk of any fan-out: record them set-based.
+        let is_leaf = |r: &TaskReport| matches!(&r.report, Report::Computed { subtasks, .. } if subtasks.is_empty());
+        let leaves: Vec<&TaskReport> = reports.iter().filter(|r| is_leaf(r)).collect();
+        let mut verdicts = computed_leaves(&tx, &leaves, now).await?;
         let mut results = Vec::with_capacity(reports.len());
         for r in reports {
-            let verdict =
-                record_report(&tx, &self.config, &r.task_id, r.lease, &r.report, now).await?;
+            let verdict = if is_leaf(r) {
+                verdicts.remove(&r.task_id).unwrap_or_else(|| {
+                    Err(format!(
+                        "task {} was reported twice in one batch",
+                        r.task_id
+                    ))
+                })
+            } else {
+                record_report(&tx, &self.config, &r.task_id, r.lease, &r.report, now).await?
+            };
             results.push(ReportResult {
                 task_id: r.task_id.clone(),
                 accepted: verdict.is_ok(),

@@ -51,6 +51,11 @@ try {
   check(/attempt 1/.test(title), "a bar names its task on hover: " + title);
   await page.screenshot({ path: shots + "/job.png", fullPage: true });
 
+  // The logs panel names each line's task.
+  const logTasks = await page.$$eval("#logs .log .task", (ns) => ns.map((n) => n.textContent.trim()));
+  check(logTasks.length >= 41 && logTasks.filter((t) => /^SleepTask\(\d+\)$/.test(t)).length === 40,
+    "log lines name their tasks: " + logTasks.slice(0, 5));
+
   // Logs panel filtered to one task shows its "Finished sleep task" line.
   const taskId = await page.getAttribute('#tree [role=treeitem]:has(.name:text-is("SleepTask(7)"))', "data-task-id");
   await page.selectOption("#log-task", taskId);

@@ -53,9 +53,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The first 8 characters of an id, for tables.
+/// The last 8 characters of an id, for tables: UUIDv7s share their leading (time) digits,
+/// their random tail tells them apart.
 pub fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
+    let mut start = id.len().saturating_sub(8);
+    while !id.is_char_boundary(start) {
+        start += 1;
+    }
+    &id[start..]
 }
 
 /// Whether stdout is a terminal (colour, progress bars).
@@ -108,5 +113,7 @@ mod tests {
         assert_eq!(duration_ns(350_000_000), "350 ms");
         assert_eq!(duration_ns(1_250_000_000), "1.25 s");
         assert_eq!(duration_ns(125_000_000_000), "2 min 5 s");
+        assert_eq!(short("01a2203a-74fa-716b-9b19-628277044f80"), "77044f80");
+        assert_eq!(short("abc"), "abc");
     }
 }

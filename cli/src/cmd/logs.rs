@@ -81,7 +81,7 @@ fn print_line(line: &LogLine, names: &HashMap<String, String>) {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.server.client();
     client.job(&args.job).await?;
-    let names = if args.json {
+    let mut names = if args.json {
         HashMap::new()
     } else {
         task_names(&client, &args.job).await?
@@ -98,6 +98,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let page = client.logs(&args.job, &query).await?;
         let got = page.logs.len();
+        if !args.json {
+            // Tasks submitted after we listed them (a job still fanning out).
+            for line in &page.logs {
+                if !names.contains_key(&line.task_id)
+                    && let Ok(task) = client.task(&line.task_id).await
+                {
+                    names.insert(task.id, task.display);
+                }
+            }
+        }
         for line in page.logs {
             match (args.json, args.follow) {
                 (true, true) => println!("{}", serde_json::to_string(&line)?),

@@ -45,7 +45,8 @@ function el(tag, attrs = {}, ...children) {
 }
 
 const badge = (s) => el("span", { class: "badge s-" + s, text: s });
-const shortId = (id) => (id || "").slice(0, 8);
+// UUIDv7s share their leading (time) digits; the random tail tells them apart.
+const shortId = (id) => (id || "").slice(-8);
 
 function fmtDuration(ns) {
   if (ns === null || ns === undefined) return "–";
@@ -290,7 +291,9 @@ async function jobPage(app, id) {
   }
 
   renderHeader(job);
-  await Promise.all([loadTree(), timeline.load(), logs.load()]);
+  await Promise.all([loadTree(), timeline.load()]);
+  // After the tree, so log lines can name their tasks.
+  await logs.load();
   ready();
   let last = JSON.stringify(job.task_counts) + job.state;
   every(1500, async () => {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{ServerProc, guest, output, runner, tessera, until};
+use support::{ServerProc, guest, output, runner, until};
 use tessera_api::{JobState, RootTask, SubmitJob, TaskIdentifier};
 
 fn sleep_job(name: &str, count: u32, seconds: f64) -> SubmitJob {
@@ -60,17 +60,7 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         .submit(&sleep_job("parallel-sleep-workflow", 20, 0.5))
         .await
         .unwrap();
-    let mut five = tessera();
-    five.args([
-        "parallel",
-        "-n",
-        "5",
-        "--",
-        env!("CARGO_BIN_EXE_tessera"),
-        "runner",
-    ])
-    .arg(&wasm)
-    .env("TESSERA_SERVER", &server.url);
+    let five = server.parallel_runners(5, &wasm);
     let (status, _, err) = output(five, Duration::from_secs(180));
     assert!(status.success(), "{err}");
     assert_eq!(c.job(&done.id).await.unwrap().state, JobState::Completed);

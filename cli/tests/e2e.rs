@@ -15,11 +15,10 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// Submits through the CLI and returns the job id read from its output.
 fn submit(server: &ServerProc, args: &[&str]) -> String {
-    let mut cmd = tessera();
-    cmd.arg("submit")
-        .args(args)
-        .env("TESSERA_SERVER", &server.url);
-    let (status, out, err) = output(cmd, MINUTE);
+    let args: Vec<&str> = std::iter::once("submit")
+        .chain(args.iter().copied())
+        .collect();
+    let (status, out, err) = server.cli(&args);
     assert!(status.success(), "submit failed: {err}");
     let id = out
         .lines()
@@ -78,17 +77,7 @@ async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("t.db"), &[]);
     let job = sleep_job(&server, 20, 0.5);
-    let mut cmd = tessera();
-    cmd.args([
-        "parallel",
-        "-n",
-        "5",
-        "--",
-        env!("CARGO_BIN_EXE_tessera"),
-        "runner",
-    ])
-    .arg(&wasm)
-    .env("TESSERA_SERVER", &server.url);
+    let cmd = server.parallel_runners(5, &wasm);
     let (status, out, err) = output(cmd, 3 * MINUTE);
     assert!(status.success(), "parallel runners failed:\n{out}\n{err}");
     assert!(
@@ -133,10 +122,7 @@ async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
     }
 
     // The CLI's JSON contract.
-    let mut cmd = tessera();
-    cmd.args(["spans", &job, "--json"])
-        .env("TESSERA_SERVER", &server.url);
-    let (status, out, _) = output(cmd, MINUTE);
+    let (status, out, _) = server.cli(&["spans", &job, "--json"]);
     assert!(status.success());
     let spans_json: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(spans_json.len(), 21);
@@ -152,10 +138,7 @@ async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
             "spans lack {key}"
         );
     }
-    let mut cmd = tessera();
-    cmd.args(["logs", &job, "--json"])
-        .env("TESSERA_SERVER", &server.url);
-    let (status, out, _) = output(cmd, MINUTE);
+    let (status, out, _) = server.cli(&["logs", &job, "--json"]);
     assert!(status.success());
     let logs_json: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(logs_json.len(), 41);
@@ -169,10 +152,7 @@ async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
         logs_json.iter().any(|l| l["fields"]["index"] == 7),
         "index is a number field"
     );
-    let mut cmd = tessera();
-    cmd.args(["jobs", "list", "--json"])
-        .env("TESSERA_SERVER", &server.url);
-    let (_, out, _) = output(cmd, MINUTE);
+    let (_, out, _) = server.cli(&["jobs", "list", "--json"]);
     let jobs: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(jobs[0]["id"], job.as_str());
     assert_eq!(jobs[0]["state"], "completed");
@@ -184,9 +164,7 @@ async fn five_parallel_runners_overlap_and_every_log_lands_on_the_job() {
         vec!["jobs", "show", job.as_str()],
         vec!["jobs", "list"],
     ] {
-        let mut cmd = tessera();
-        cmd.args(&args).env("TESSERA_SERVER", &server.url);
-        let (status, out, err) = output(cmd, MINUTE);
+        let (status, out, err) = server.cli(&args);
         assert!(status.success(), "{args:?}: {err}");
         assert!(
             out.contains("SleepTask(3)") || args[0] == "jobs",
@@ -397,10 +375,7 @@ async fn retries_then_job_retry_once_the_cause_is_gone() {
     assert_eq!(attempts.len(), 3, "max-retries 2 runs three times");
     assert!(attempts.iter().all(|s| s.outcome == SpanOutcome::Failed));
 
-    let mut cmd = tessera();
-    cmd.args(["jobs", "retry", &job])
-        .env("TESSERA_SERVER", &server.url);
-    let (status, out, err) = output(cmd, MINUTE);
+    let (status, out, err) = server.cli(&["jobs", "retry", &job]);
     assert!(status.success(), "{err}");
     assert!(out.contains("1 tasks queued again"), "{out}");
     let mut cmd = runner(&server, &[&hostile]);

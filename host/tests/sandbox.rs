@@ -59,6 +59,17 @@ async fn fails_then_host_still_works(
     failure
 }
 
+/// The guest's own error with code `denied`: the sandbox refused what it tried.
+fn assert_denied(f: &tessera_host::Failure) {
+    assert_eq!(
+        f.kind,
+        FailureKind::Guest {
+            code: Some("denied".into())
+        },
+        "{f}"
+    );
+}
+
 #[tokio::test]
 async fn infinite_loop_hits_the_deadline() {
     let (host, component) = setup().await;
@@ -215,13 +226,7 @@ async fn files_of_the_host_are_invisible() {
             &Limits::default(),
         )
         .await;
-        assert_eq!(
-            f.kind,
-            FailureKind::Guest {
-                code: Some("denied".into())
-            },
-            "{f}"
-        );
+        assert_denied(&f);
         assert!(f.message.contains(&format!("cannot read {path}")), "{f}");
     }
 }
@@ -240,13 +245,7 @@ async fn environment_variables_of_the_host_are_invisible() {
             &Limits::default(),
         )
         .await;
-        assert_eq!(
-            f.kind,
-            FailureKind::Guest {
-                code: Some("denied".into())
-            },
-            "{f}"
-        );
+        assert_denied(&f);
         assert!(f.message.contains("(0 variables visible)"), "{f}");
     }
 }
@@ -265,13 +264,7 @@ async fn sockets_are_denied() {
         &Limits::default(),
     )
     .await;
-    assert_eq!(
-        f.kind,
-        FailureKind::Guest {
-            code: Some("denied".into())
-        },
-        "{f}"
-    );
+    assert_denied(&f);
     assert!(
         f.message.contains(&format!("cannot connect to {address}")),
         "{f}"

@@ -70,6 +70,29 @@ impl ServerProc {
         }
     }
 
+    /// Runs `tessera ARGS` against this server to completion (a minute at most).
+    pub fn cli(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+        let mut cmd = tessera();
+        cmd.args(args).env("TESSERA_SERVER", &self.url);
+        output(cmd, Duration::from_secs(60))
+    }
+
+    /// `tessera parallel -n N -- tessera runner COMPONENT` against this server.
+    pub fn parallel_runners(&self, n: u32, component: &Path) -> Command {
+        let mut cmd = tessera();
+        cmd.args([
+            "parallel",
+            "-n",
+            &n.to_string(),
+            "--",
+            env!("CARGO_BIN_EXE_tessera"),
+            "runner",
+        ])
+        .arg(component)
+        .env("TESSERA_SERVER", &self.url);
+        cmd
+    }
+
     /// A client of this server.
     pub fn client(&self) -> Client {
         Client::new(self.url.clone(), None)

@@ -54,11 +54,18 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             StoreError::Invalid(m) => ApiError::bad_request(m),
-            StoreError::Internal(m) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("{m}; nothing was changed, try again (the server log has details)"),
+            StoreError::Contention(_) | StoreError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{e}; nothing was changed, try again shortly"),
             ),
+            StoreError::Database(_) | StoreError::Corrupt(_) | StoreError::Internal(_) => {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("{e}; nothing was changed (the server log has details)"),
+                )
+            }
         }
     }
 }

@@ -1,9 +1,12 @@
-//! The job store: a trait with one conformance suite and two implementations (SQLite here,
-//! PostgreSQL later). Every method takes the current time so the suite can move the clock.
+//! The job store: one core that decides ([`decide`]) over thin SQL drivers ([`driver`]), one
+//! for SQLite and one for PostgreSQL, checked by one conformance suite. Every method takes the
+//! current time so the suite can move the clock.
 
-mod common;
+mod core;
+mod decide;
+mod driver;
+mod encode;
 mod postgres;
-mod schema;
 mod sqlite;
 
 use std::time::Duration;
@@ -15,8 +18,13 @@ use tessera_api::{
     TaskPage, TaskQuery, TaskReport,
 };
 
+pub use self::core::Core;
+pub use decide::LeaseRefusal;
 pub use postgres::{PostgresStore, redact as redact_url};
 pub use sqlite::SqliteStore;
+
+/// A database error, kept whole for the server log.
+pub type DbError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +40,29 @@ pub enum StoreError {
     /// The request is malformed; the message says how.
     #[error("{0}")]
     Invalid(String),
-    /// The database failed.
+    /// The database was busy or two transactions conflicted, and retrying did not help.
+    #[error("the job store is busy ({0})")]
+    Contention(#[source] DbError),
+    /// The database cannot be reached.
+    #[error("the job store cannot be reached: {0}")]
+    Unavailable(#[source] DbError),
+    /// The database refused a statement: a bug, a full disk, a broken file.
+    #[error("the job store failed: {0}")]
+    Database(#[source] DbError),
+    /// The database holds a value this version cannot read.
+    #[error(
+        "the job store holds {0}, which this tessera cannot read (written by a newer version?)"
+    )]
+    Corrupt(String),
+    /// Anything else that went wrong inside the store.
     #[error("the job store failed: {0}")]
     Internal(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
+impl StoreError {
+    /// Whether trying the same operation again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Contention(_) | StoreError::Unavailable(_))
     }
 }
 

@@ -1,7 +1,4 @@
-//! The SQLite schema, as versioned migrations applied at start.
-
-/// Migrations in order; `PRAGMA user_version` records how many were applied.
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+-- The first schema.
 CREATE TABLE jobs (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
@@ -87,4 +84,3 @@ CREATE TABLE spans (
 );
 CREATE INDEX spans_job_start ON spans(job_id, start, id);
 CREATE UNIQUE INDEX spans_task_attempt ON spans(task_id, attempt);
-"#];

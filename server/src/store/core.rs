@@ -1,0 +1,464 @@
+//! The store over any driver: opens a transaction, reads the rows a decision needs, asks
+//! [`super::decide`], applies the answer through the driver's set-based primitives, commits,
+//! and retries the whole transaction when the database reports contention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tessera_api::{
+    ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine, LogPage,
+    LogQuery, Outlook, OutlookRequest, ReportResult, SpanPage, SpanQuery, SubmitJob, Task,
+    TaskPage, TaskQuery, TaskReport, TaskState,
+};
+
+use super::decide;
+use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx};
+use super::encode::{lease_ms, nanos, new_id};
+use super::{Store, StoreConfig, StoreError, check_name, page_size};
+
+/// How often a transaction that met contention is tried in all.
+const TRIES: u32 = 5;
+
+/// The job store over driver `D`.
+pub struct Core<D: Driver> {
+    driver: Arc<D>,
+    config: StoreConfig,
+}
+
+impl<D: Driver> Clone for Core<D> {
+    fn clone(&self) -> Self {
+        Core {
+            driver: self.driver.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// Runs `$body` (an expression using the open transaction `$tx`, ending in a `Result`) in one
+/// transaction, committing on success and rolling back on error; tries again on contention.
+macro_rules! transact {
+    ($core:expr, $mode:expr, |$tx:ident| $body:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let mut $tx = $core.driver.begin($mode).await?;
+            let result: Result<_, StoreError> = async { $body }.await;
+            let result = match result {
+                Ok(value) => $tx.commit().await.map(|()| value),
+                Err(e) => {
+                    $tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match result {
+                Err(e) if e.is_transient() && tries < TRIES => {
+                    tracing::debug!("retrying a store transaction after: {e}");
+                    tokio::time::sleep(backoff(tries)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// The pause before try `tries + 1`: a few milliseconds, doubling, with jitter.
+fn backoff(tries: u32) -> Duration {
+    let ms = 5u64 << tries.min(6);
+    Duration::from_millis(ms / 2 + rand::random::<u64>() % ms.max(1))
+}
+
+impl<D: Driver> Core<D> {
+    /// A store over `driver`.
+    pub(crate) fn new(driver: D, config: StoreConfig) -> Self {
+        Core {
+            driver: Arc::new(driver),
+            config,
+        }
+    }
+
+    /// Runs `op` where the driver wants its calls to run.
+    async fn run<R, F>(&self, op: impl FnOnce(Self) -> F) -> R
+    where
+        R: Send + 'static,
+        F: std::future::Future<Output = R> + Send + 'static,
+    {
+        self.driver.run(Box::pin(op(self.clone()))).await
+    }
+
+    async fn load_job(tx: &mut D::Tx, id: &str) -> Result<Job, StoreError> {
+        tx.load_job(id).await?.ok_or_else(|| StoreError::NotFound {
+            what: "job",
+            id: id.to_string(),
+        })
+    }
+
+    async fn do_submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
+        let cluster = job.cluster.clone().unwrap_or_else(|| "default".into());
+        transact!(self, Mode::Write, |tx| {
+            let id = new_id();
+            let root = NewTask {
+                id: new_id(),
+                job_id: id.clone(),
+                parent_id: None,
+                depth: 0,
+                path: String::new(),
+                identifier: job.root.identifier.clone(),
+                input: serde_json::to_string(&job.root.input).expect("JSON values serialize"),
+                display: job.root.display.clone(),
+                cluster: cluster.clone(),
+                state: TaskState::Queued,
+                depends_on: vec![],
+                max_retries: job.root.max_retries,
+                created_at: now,
+                finished_at: None,
+            };
+            tx.insert_tasks(std::slice::from_ref(&root)).await?;
+            let new_job = NewJob {
+                id: id.clone(),
+                name: job.name.clone(),
+                cluster: cluster.clone(),
+                root_id: root.id,
+                submitted_at: now,
+            };
+            tx.insert_job(&new_job).await?;
+            tx.notify().await?;
+            Self::load_job(&mut tx, &id).await
+        })
+    }
+
+    async fn do_report(
+        &self,
+        reports: &[TaskReport],
+        now: u64,
+    ) -> Result<Vec<ReportResult>, StoreError> {
+        let mut ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        transact!(self, Mode::Write, |tx| {
+            let rows = tx.lock_tasks(&ids).await?;
+            let plan = decide::reports(reports, &rows, &self.config, now, new_id);
+            if !plan.changed() {
+                return Ok(plan.results);
+            }
+            tx.insert_tasks(&plan.tasks).await?;
+            tx.set_states(&plan.states).await?;
+            tx.close_spans(&plan.spans, now).await?;
+            tx.add_progress(&plan.progress).await?;
+            tx.fail_jobs(&plan.failed_jobs).await?;
+            let mut frontier = plan.completed.clone();
+            while !frontier.is_empty() {
+                let completed = tx.set_completed(&frontier).await?;
+                tx.release_dependents(&frontier).await?;
+                let (jobs, parents) = decide::upwards(&completed);
+                tx.complete_jobs(&jobs, now).await?;
+                let parents = if parents.is_empty() {
+                    Vec::new()
+                } else {
+                    tx.close_children(&parents).await?
+                };
+                frontier = decide::ready_parents(&parents);
+            }
+            tx.notify().await?;
+            Ok(plan.results)
+        })
+    }
+
+    async fn do_claim(
+        &self,
+        request: &ClaimRequest,
+        now: u64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        let params = ClaimParams {
+            runner_id: &request.runner_id,
+            cluster: &request.cluster,
+            identifiers: &request.identifiers,
+            max: request.max,
+            now,
+            expires: now.saturating_add(nanos(self.config.lease)),
+        };
+        let rows = transact!(self, Mode::Write, |tx| tx.claim_eligible(&params).await)?;
+        let lease_ms = lease_ms(&self.config);
+        Ok(rows
+            .into_iter()
+            .map(|r| ClaimedTask {
+                task_id: r.task_id,
+                job_id: r.job_id,
+                identifier: r.identifier,
+                input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
+                attempt: r.attempt,
+                lease: r.lease,
+                lease_ms,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl<D: Driver> Store for Core<D> {
+    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
+        check_name("job name", &job.name)?;
+        if let Some(cluster) = &job.cluster {
+            check_name("cluster", cluster)?;
+        }
+        let job = job.clone();
+        self.run(move |me| async move { me.do_submit(&job, now).await })
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Job, StoreError> {
+        let id = id.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| Self::load_job(&mut tx, &id).await)
+        })
+        .await
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        let limit = page_size(filter.limit, 50, 500)?;
+        let filter = filter.clone();
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                let mut ids = tx.job_ids(&filter, limit + 1).await?;
+                let more = ids.len() > limit as usize;
+                ids.truncate(limit as usize);
+                let mut jobs = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    // A job deleted between the two reads is left out, not an error.
+                    if let Some(job) = tx.load_job(id).await? {
+                        jobs.push(job);
+                    }
+                }
+                Ok(JobPage {
+                    next_cursor: if more { ids.last().cloned() } else { None },
+                    jobs,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn tasks(&self, job: &str, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let limit = page_size(query.limit, 100, 1000)?;
+        let (job, query) = (job.to_string(), query.clone());
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let mut rows = tx.tasks(&job, &query, limit + 1).await?;
+                let more = rows.len() > limit as usize;
+                rows.truncate(limit as usize);
+                let next_cursor = if more {
+                    rows.last().map(|(_, p)| p.clone())
+                } else {
+                    None
+                };
+                Ok(TaskPage {
+                    tasks: rows.into_iter().map(|(t, _)| t).collect(),
+                    next_cursor,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn task(&self, id: &str) -> Result<Task, StoreError> {
+        let id = id.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| tx.task(&id).await)?
+                .ok_or(StoreError::NotFound { what: "task", id })
+        })
+        .await
+    }
+
+    async fn cancel(&self, job: &str, now: u64) -> Result<Job, StoreError> {
+        let job = job.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                tx.lock_job(&job).await?;
+                let current = Self::load_job(&mut tx, &job).await?;
+                decide::cancel(&current)?;
+                tx.set_job_flags(&job, Some(true), None).await?;
+                tx.cancel_queued(&job, now).await?;
+                Self::load_job(&mut tx, &job).await
+            })
+        })
+        .await
+    }
+
+    async fn retry(&self, job: &str, _now: u64) -> Result<Job, StoreError> {
+        let job = job.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                tx.lock_job(&job).await?;
+                let current = Self::load_job(&mut tx, &job).await?;
+                decide::retry(&current)?;
+                tx.set_job_flags(&job, Some(false), Some(false)).await?;
+                tx.requeue_failed(&job).await?;
+                tx.notify().await?;
+                Self::load_job(&mut tx, &job).await
+            })
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: u64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        if request.identifiers.is_empty() || request.max == 0 {
+            return Ok(Vec::new());
+        }
+        let request = request.clone();
+        self.run(move |me| async move { me.do_claim(&request, now).await })
+            .await
+    }
+
+    async fn report(
+        &self,
+        _runner_id: &str,
+        reports: &[TaskReport],
+        now: u64,
+    ) -> Result<Vec<ReportResult>, StoreError> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reports = reports.to_vec();
+        self.run(move |me| async move { me.do_report(&reports, now).await })
+            .await
+    }
+
+    async fn extend(
+        &self,
+        _runner_id: &str,
+        leases: &[LeaseRef],
+        now: u64,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases = leases.to_vec();
+        self.run(move |me| async move {
+            let mut ids: Vec<&str> = leases.iter().map(|l| l.task_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let expires = now.saturating_add(nanos(me.config.lease));
+            transact!(me, Mode::Write, |tx| {
+                let rows = tx.lock_tasks(&ids).await?;
+                let statuses = decide::extensions(&leases, &rows, &me.config, now);
+                let mut held: Vec<&str> = statuses
+                    .iter()
+                    .filter(|s| s.held)
+                    .map(|s| s.task_id.as_str())
+                    .collect();
+                held.dedup();
+                if !held.is_empty() {
+                    tx.extend_leases(&held, expires).await?;
+                }
+                Ok(statuses)
+            })
+        })
+        .await
+    }
+
+    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+        if request.identifiers.is_empty() {
+            return Ok(Outlook::default());
+        }
+        let request = request.clone();
+        self.run(
+            move |me| async move { transact!(me, Mode::Read, |tx| tx.outlook(&request).await) },
+        )
+        .await
+    }
+
+    async fn reap(&self, now: u64) -> Result<u64, StoreError> {
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                let rows = tx.lock_expired(now).await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let (states, spans) = decide::expired(&rows, now);
+                tx.set_states(&states).await?;
+                tx.close_spans(&spans, now).await?;
+                tx.notify().await?;
+                Ok(rows.len() as u64)
+            })
+        })
+        .await
+    }
+
+    async fn add_logs(&self, logs: Vec<LogLine>) -> Result<u64, StoreError> {
+        if logs.is_empty() {
+            return Ok(0);
+        }
+        self.run(move |me| async move {
+            let mut logs = logs;
+            let mut ids: Vec<String> = logs.iter().map(|l| l.task_id.clone()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            transact!(me, Mode::Write, |tx| {
+                let jobs = tx.jobs_of_tasks(&ids).await?;
+                decide::logs(&mut logs, &jobs)?;
+                tx.insert_logs(&logs).await?;
+                Ok(logs.len() as u64)
+            })
+        })
+        .await
+    }
+
+    async fn logs(&self, job: &str, query: &LogQuery) -> Result<LogPage, StoreError> {
+        let limit = page_size(query.limit, 500, 5000)?;
+        let (job, query) = (job.to_string(), query.clone());
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let rows = tx.logs(&job, &query, limit).await?;
+                let next_cursor = rows
+                    .last()
+                    .map(|(id, l)| format!("{}:{id}", l.time_unix_nano))
+                    .or(query.cursor.clone());
+                Ok(LogPage {
+                    logs: rows.into_iter().map(|(_, l)| l).collect(),
+                    next_cursor,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn spans(&self, job: &str, query: &SpanQuery) -> Result<SpanPage, StoreError> {
+        let limit = page_size(query.limit, 1000, 5000)?;
+        let (job, query) = (job.to_string(), query.clone());
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let mut rows = tx.spans(&job, &query, limit + 1).await?;
+                let more = rows.len() > limit as usize;
+                rows.truncate(limit as usize);
+                let next_cursor = if more {
+                    rows.last()
+                        .map(|(id, s)| format!("{}:{id}", s.start_time_unix_nano))
+                } else {
+                    None
+                };
+                Ok(SpanPage {
+                    spans: rows.into_iter().map(|(_, s)| s).collect(),
+                    next_cursor,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn next_retry_at(&self) -> Result<Option<u64>, StoreError> {
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.next_retry_at().await) })
+            .await
+    }
+
+    fn forward_wakeups(&self, wake: crate::Wake) {
+        self.driver.forward_wakeups(wake);
+    }
+}

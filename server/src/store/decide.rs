@@ -1,0 +1,912 @@
+//! What the store does, decided once in plain Rust over the rows involved: no SQL here, and no
+//! database in its tests. [`super::core`] reads the rows through a driver, asks here, and hands
+//! the answer back to the driver to apply.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tessera_api::{
+    Job, JobState, LeaseRef, LeaseStatus, LogLine, Report, ReportResult, SpanOutcome, SubtaskSpec,
+    TaskIdentifier, TaskReport, TaskState,
+};
+
+use super::driver::{
+    AddProgress, CloseSpan, CompletedRow, ErrorText, HeldRow, NewTask, ParentRow, SetState,
+};
+use super::encode::{nanos, path_segment};
+use super::{StoreConfig, StoreError, check_name};
+
+/// Why a report or an extension does not hold its task.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseRefusal {
+    /// The task does not exist.
+    #[error("task {task} does not exist")]
+    NoSuchTask {
+        /// The task named.
+        task: String,
+    },
+    /// The task is not running under this lease any more.
+    #[error(
+        "lease {lease} on task {task} is no longer held (the task is {state} under lease \
+         {current}); the result of this attempt was discarded"
+    )]
+    NotHeld {
+        /// The task named.
+        task: String,
+        /// The lease presented.
+        lease: u64,
+        /// The task's state now.
+        state: TaskState,
+        /// The task's lease now.
+        current: u64,
+    },
+    /// The lease ran out before the report arrived.
+    #[error(
+        "lease {lease} on task {task} expired before the report arrived; the task will run again"
+    )]
+    Expired {
+        /// The task named.
+        task: String,
+        /// The lease presented.
+        lease: u64,
+    },
+    /// An earlier report of the same batch already named this task.
+    #[error("task {task} was reported twice in one batch; only the first report was recorded")]
+    ReportedTwice {
+        /// The task named.
+        task: String,
+    },
+}
+
+/// Whether `lease` still holds `row` at `now` (fencing).
+pub(crate) fn check_lease(row: &HeldRow, lease: u64, now: u64) -> Result<(), LeaseRefusal> {
+    if row.state != TaskState::Running || row.lease != lease {
+        return Err(LeaseRefusal::NotHeld {
+            task: row.id.clone(),
+            lease,
+            state: row.state,
+            current: row.lease,
+        });
+    }
+    if row.lease_expires_at.is_some_and(|e| e < now) {
+        return Err(LeaseRefusal::Expired {
+            task: row.id.clone(),
+            lease,
+        });
+    }
+    Ok(())
+}
+
+/// Everything one batch of reports changes.
+#[derive(Debug, Default)]
+pub(crate) struct ReportPlan {
+    /// One verdict per report, in order.
+    pub results: Vec<ReportResult>,
+    /// Subtasks to insert.
+    pub tasks: Vec<NewTask>,
+    /// Transitions of the reported tasks.
+    pub states: Vec<SetState>,
+    /// Spans to end.
+    pub spans: Vec<CloseSpan>,
+    /// Progress to add, one entry per job and label.
+    pub progress: Vec<AddProgress>,
+    /// Jobs that fail with this batch.
+    pub failed_jobs: Vec<String>,
+    /// Tasks computed without subtasks: completion walks up from them.
+    pub completed: Vec<String>,
+}
+
+impl ReportPlan {
+    /// Whether anything was accepted (and so claimable work may have changed).
+    pub(crate) fn changed(&self) -> bool {
+        self.results.iter().any(|r| r.accepted)
+    }
+}
+
+/// Decides a batch of reports over the rows of the tasks they name (locked by the caller).
+/// Each report is accepted or refused on its own; `new_id` names new subtasks.
+pub(crate) fn reports(
+    reports: &[TaskReport],
+    rows: &[HeldRow],
+    config: &StoreConfig,
+    now: u64,
+    mut new_id: impl FnMut() -> String,
+) -> ReportPlan {
+    let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut plan = ReportPlan::default();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut progress: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for report in reports {
+        let task = report.task_id.as_str();
+        let verdict = if !seen.insert(task) {
+            Err(LeaseRefusal::ReportedTwice { task: task.into() })
+        } else {
+            match rows.get(task) {
+                None => Err(LeaseRefusal::NoSuchTask { task: task.into() }),
+                Some(row) => check_lease(row, report.lease, now).map(|()| *row),
+            }
+        };
+        plan.results.push(ReportResult {
+            task_id: task.to_string(),
+            accepted: verdict.is_ok(),
+            error: verdict.as_ref().err().map(ToString::to_string),
+        });
+        let Ok(row) = verdict else { continue };
+        match &report.report {
+            Report::Computed {
+                subtasks,
+                display,
+                progress: updates,
+            } => {
+                if let Some(why) = check_subtasks(subtasks) {
+                    let reason = format!("the attempt submitted invalid subtasks: {why}");
+                    fail(&mut plan, row, reason, display.clone(), config, now);
+                    continue;
+                }
+                plan.tasks
+                    .extend(subtask_rows(row, subtasks, now, &mut new_id));
+                plan.states.push(SetState {
+                    display: display.clone(),
+                    children: Some(subtasks.len() as u64),
+                    finished_at: Some(now),
+                    error: ErrorText::Clear,
+                    ..transition(row, TaskState::Computed)
+                });
+                plan.spans
+                    .push(span(row, SpanOutcome::Computed, None, display.clone()));
+                for p in updates {
+                    let sum = progress
+                        .entry((row.job_id.clone(), p.label.clone()))
+                        .or_default();
+                    sum.0 = sum.0.saturating_add(p.done);
+                    sum.1 = sum.1.saturating_add(p.total);
+                }
+                if subtasks.is_empty() {
+                    plan.completed.push(row.id.clone());
+                }
+            }
+            Report::Failed { reason, display } => {
+                fail(&mut plan, row, reason.clone(), display.clone(), config, now);
+            }
+            // A cancellation nobody asked for gives the task back like an abandon.
+            Report::Canceled if row.job_canceled => {
+                plan.states.push(SetState {
+                    finished_at: Some(now),
+                    ..transition(row, TaskState::Canceled)
+                });
+                plan.spans
+                    .push(span(row, SpanOutcome::Canceled, None, None));
+            }
+            Report::Abandoned | Report::Canceled => {
+                plan.states.push(requeue(row, now));
+                plan.spans
+                    .push(span(row, SpanOutcome::Abandoned, None, None));
+            }
+        }
+    }
+    plan.progress = progress
+        .into_iter()
+        .map(|((job_id, label), (done, total))| AddProgress {
+            job_id,
+            label,
+            done,
+            total,
+        })
+        .collect();
+    plan
+}
+
+/// A transition of `row` to `state` that changes nothing else.
+fn transition(row: &HeldRow, state: TaskState) -> SetState {
+    SetState {
+        id: row.id.clone(),
+        state,
+        error: ErrorText::Keep,
+        display: None,
+        children: None,
+        spend_retry: false,
+        not_before: None,
+        finished_at: None,
+    }
+}
+
+/// Back to the queue without spending a retry (canceled if its job was).
+fn requeue(row: &HeldRow, now: u64) -> SetState {
+    if row.job_canceled {
+        SetState {
+            finished_at: Some(now),
+            ..transition(row, TaskState::Canceled)
+        }
+    } else {
+        transition(row, TaskState::Queued)
+    }
+}
+
+fn span(
+    row: &HeldRow,
+    outcome: SpanOutcome,
+    error: Option<String>,
+    name: Option<String>,
+) -> CloseSpan {
+    CloseSpan {
+        task_id: row.id.clone(),
+        attempt: row.attempt,
+        outcome,
+        error,
+        name,
+    }
+}
+
+/// A failed attempt: retried with backoff while retries remain, else the task and its job fail.
+fn fail(
+    plan: &mut ReportPlan,
+    row: &HeldRow,
+    reason: String,
+    display: Option<String>,
+    config: &StoreConfig,
+    now: u64,
+) {
+    plan.spans.push(span(
+        row,
+        SpanOutcome::Failed,
+        Some(reason.clone()),
+        display.clone(),
+    ));
+    let base = SetState {
+        display,
+        error: ErrorText::Set(reason),
+        ..transition(row, TaskState::Failed)
+    };
+    plan.states.push(if row.job_canceled {
+        SetState {
+            state: TaskState::Canceled,
+            finished_at: Some(now),
+            ..base
+        }
+    } else if row.retries_used < row.max_retries {
+        let wait = nanos(config.backoff(row.retries_used));
+        SetState {
+            state: TaskState::Queued,
+            spend_retry: true,
+            not_before: Some(now.saturating_add(wait)),
+            ..base
+        }
+    } else {
+        plan.failed_jobs.push(row.job_id.clone());
+        SetState {
+            finished_at: Some(now),
+            ..base
+        }
+    });
+}
+
+/// Why a set of subtasks is malformed, if it is.
+pub(crate) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
+    for (i, s) in subtasks.iter().enumerate() {
+        if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
+            return Some(format!(
+                "subtask {i} depends on {d}, which is not an earlier subtask of the same attempt"
+            ));
+        }
+        let mut deps = s.depends_on.clone();
+        deps.sort_unstable();
+        if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
+            return Some(format!("subtask {i} lists dependency {} twice", w[0]));
+        }
+        if let Some(c) = &s.cluster
+            && let Err(e) = check_name("cluster", c)
+        {
+            return Some(format!("subtask {i}: {e}"));
+        }
+        if let Err(e) = TaskIdentifier::new(s.identifier.name.clone(), s.identifier.version) {
+            return Some(format!("subtask {i}: {e}"));
+        }
+    }
+    None
+}
+
+/// The rows of a computed task's subtasks (checked by [`check_subtasks`]).
+fn subtask_rows(
+    parent: &HeldRow,
+    subtasks: &[SubtaskSpec],
+    now: u64,
+    new_id: &mut impl FnMut() -> String,
+) -> Vec<NewTask> {
+    let (state, finished_at) = if parent.job_canceled {
+        (TaskState::Canceled, Some(now))
+    } else {
+        (TaskState::Queued, None)
+    };
+    let ids: Vec<String> = subtasks.iter().map(|_| new_id()).collect();
+    subtasks
+        .iter()
+        .zip(&ids)
+        .enumerate()
+        .map(|(i, (spec, id))| NewTask {
+            id: id.clone(),
+            job_id: parent.job_id.clone(),
+            parent_id: Some(parent.id.clone()),
+            depth: parent.depth + 1,
+            path: format!("{}{}", parent.path, path_segment(i)),
+            identifier: spec.identifier.clone(),
+            input: serde_json::to_string(&spec.input).expect("JSON values serialize"),
+            display: spec.display.clone(),
+            cluster: spec
+                .cluster
+                .clone()
+                .unwrap_or_else(|| parent.cluster.clone()),
+            state,
+            depends_on: spec
+                .depends_on
+                .iter()
+                .map(|&d| ids[d as usize].clone())
+                .collect(),
+            max_retries: spec.max_retries,
+            created_at: now,
+            finished_at,
+        })
+        .collect()
+}
+
+/// One step of completion walking up the tree: the jobs whose root just completed, and the
+/// number of newly completed children per parent.
+pub(crate) fn upwards(completed: &[CompletedRow]) -> (Vec<String>, Vec<(String, u64)>) {
+    let mut jobs = Vec::new();
+    let mut parents: BTreeMap<&str, u64> = BTreeMap::new();
+    for row in completed {
+        match &row.parent_id {
+            None => jobs.push(row.job_id.clone()),
+            Some(p) => *parents.entry(p).or_default() += 1,
+        }
+    }
+    let parents = parents
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), n))
+        .collect();
+    (jobs, parents)
+}
+
+/// Parents that complete now: computed, with no open children left.
+pub(crate) fn ready_parents(parents: &[ParentRow]) -> Vec<String> {
+    parents
+        .iter()
+        .filter(|p| p.state == TaskState::Computed && p.open_children <= 0)
+        .map(|p| p.id.clone())
+        .collect()
+}
+
+/// What the reaper does with running tasks whose lease expired: back to the queue, no retry
+/// spent (canceled if their job was).
+pub(crate) fn expired(rows: &[HeldRow], now: u64) -> (Vec<SetState>, Vec<CloseSpan>) {
+    let why = "the runner's lease expired (runner gone or unreachable)";
+    let states = rows.iter().map(|r| requeue(r, now)).collect();
+    let spans = rows
+        .iter()
+        .map(|r| span(r, SpanOutcome::Expired, Some(why.into()), None))
+        .collect();
+    (states, spans)
+}
+
+/// Which leases an extension keeps, over the rows of their tasks.
+pub(crate) fn extensions(
+    leases: &[LeaseRef],
+    rows: &[HeldRow],
+    config: &StoreConfig,
+    now: u64,
+) -> Vec<LeaseStatus> {
+    let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let lease_ms = config.lease.as_millis().min(u128::from(u64::MAX)) as u64;
+    leases
+        .iter()
+        .map(|l| match rows.get(l.task_id.as_str()) {
+            Some(row) if check_lease(row, l.lease, now).is_ok() => LeaseStatus {
+                task_id: l.task_id.clone(),
+                held: true,
+                canceled: row.job_canceled,
+                lease_ms,
+            },
+            _ => LeaseStatus {
+                task_id: l.task_id.clone(),
+                held: false,
+                canceled: false,
+                lease_ms: 0,
+            },
+        })
+        .collect()
+}
+
+/// Whether a job may be canceled.
+pub(crate) fn cancel(job: &Job) -> Result<(), StoreError> {
+    if job.state == JobState::Completed {
+        return Err(StoreError::Invalid(format!(
+            "job {} already completed; there is nothing left to cancel",
+            job.id
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a job may be retried.
+pub(crate) fn retry(job: &Job) -> Result<(), StoreError> {
+    if job.task_counts.failed == 0 && job.task_counts.canceled == 0 && !job.canceled {
+        return Err(StoreError::Invalid(format!(
+            "job {} has no failed or canceled tasks to retry (it is {})",
+            job.id, job.state
+        )));
+    }
+    Ok(())
+}
+
+/// Fills in each log line's job from its task; refuses the whole batch if a line names a task
+/// that does not exist or the wrong job.
+pub(crate) fn logs(
+    lines: &mut [LogLine],
+    jobs: &HashMap<String, String>,
+) -> Result<(), StoreError> {
+    for line in lines.iter_mut() {
+        let Some(job) = jobs.get(&line.task_id) else {
+            return Err(StoreError::Invalid(format!(
+                "log line names task {:?}, which does not exist; nothing of this batch was stored",
+                line.task_id
+            )));
+        };
+        if !line.job_id.is_empty() && &line.job_id != job {
+            return Err(StoreError::Invalid(format!(
+                "log line names job {} but task {} belongs to job {job}; nothing of this batch was stored",
+                line.job_id, line.task_id
+            )));
+        }
+        line.job_id = job.clone();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tessera_api::{ProgressUpdate, TaskCounts};
+
+    use super::*;
+
+    const NOW: u64 = 1_000_000_000_000;
+
+    fn config() -> StoreConfig {
+        StoreConfig {
+            lease: Duration::from_secs(10),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+
+    fn row(id: &str) -> HeldRow {
+        HeldRow {
+            id: id.into(),
+            job_id: "job".into(),
+            cluster: "default".into(),
+            path: "00000000.".into(),
+            depth: 1,
+            state: TaskState::Running,
+            lease: 3,
+            lease_expires_at: Some(NOW + 1),
+            attempt: 3,
+            retries_used: 0,
+            max_retries: 0,
+            job_canceled: false,
+        }
+    }
+
+    fn report(id: &str, report: Report) -> TaskReport {
+        TaskReport {
+            task_id: id.into(),
+            lease: 3,
+            report,
+        }
+    }
+
+    fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
+        Report::Computed {
+            subtasks,
+            display: None,
+            progress: vec![],
+        }
+    }
+
+    fn sub(name: &str, deps: Vec<u32>) -> SubtaskSpec {
+        SubtaskSpec {
+            identifier: TaskIdentifier::parse(name, "v1.2").unwrap(),
+            input: json!({"n": name}),
+            display: None,
+            depends_on: deps,
+            max_retries: 2,
+            cluster: None,
+        }
+    }
+
+    fn failed(reason: &str) -> Report {
+        Report::Failed {
+            reason: reason.into(),
+            display: Some("Shown".into()),
+        }
+    }
+
+    fn decide(batch: &[TaskReport], rows: &[HeldRow]) -> ReportPlan {
+        let mut n = 0;
+        reports(batch, rows, &config(), NOW, || {
+            n += 1;
+            format!("new{n}")
+        })
+    }
+
+    #[test]
+    fn a_computed_leaf_completes_and_closes_its_span() {
+        let p = decide(&[report("t", computed(vec![]))], &[row("t")]);
+        assert!(p.results[0].accepted && p.changed());
+        assert_eq!(p.states[0].state, TaskState::Computed);
+        assert_eq!(p.states[0].error, ErrorText::Clear);
+        assert_eq!(p.states[0].children, Some(0));
+        assert_eq!(p.states[0].finished_at, Some(NOW));
+        assert_eq!(p.spans[0].outcome, SpanOutcome::Computed);
+        assert_eq!(p.spans[0].attempt, 3);
+        assert_eq!(p.completed, vec!["t".to_string()]);
+        assert!(p.tasks.is_empty() && p.failed_jobs.is_empty());
+    }
+
+    #[test]
+    fn computed_with_subtasks_inserts_them_under_the_parent() {
+        let mut parent = row("p");
+        parent.cluster = "gpu".into();
+        let mut b = sub("B", vec![0]);
+        b.cluster = Some("cpu".into());
+        let p = decide(
+            &[report("p", computed(vec![sub("A", vec![]), b]))],
+            &[parent],
+        );
+        assert!(
+            p.completed.is_empty(),
+            "a parent completes only with its children"
+        );
+        assert_eq!(p.states[0].children, Some(2));
+        let (a, b) = (&p.tasks[0], &p.tasks[1]);
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("new1", "new2"));
+        assert_eq!(a.parent_id.as_deref(), Some("p"));
+        assert_eq!((a.depth, a.path.as_str()), (2, "00000000.00000000."));
+        assert_eq!(b.path, "00000000.00000001.");
+        assert_eq!((a.cluster.as_str(), b.cluster.as_str()), ("gpu", "cpu"));
+        assert_eq!(b.depends_on, vec!["new1".to_string()]);
+        assert_eq!(
+            (a.state, a.max_retries, a.created_at),
+            (TaskState::Queued, 2, NOW)
+        );
+        assert_eq!(a.input, r#"{"n":"A"}"#);
+    }
+
+    #[test]
+    fn subtasks_of_a_canceled_job_are_born_canceled() {
+        let mut parent = row("p");
+        parent.job_canceled = true;
+        let p = decide(&[report("p", computed(vec![sub("A", vec![])]))], &[parent]);
+        assert_eq!(p.tasks[0].state, TaskState::Canceled);
+        assert_eq!(p.tasks[0].finished_at, Some(NOW));
+    }
+
+    #[test]
+    fn invalid_subtasks_fail_the_attempt_and_insert_nothing() {
+        for (subs, why) in [
+            (vec![sub("A", vec![0])], "not an earlier subtask"),
+            (vec![sub("A", vec![]), sub("B", vec![0, 0])], "twice"),
+            (
+                vec![SubtaskSpec {
+                    cluster: Some(" ".into()),
+                    ..sub("A", vec![])
+                }],
+                "cluster",
+            ),
+        ] {
+            let p = decide(&[report("t", computed(subs))], &[row("t")]);
+            assert!(p.results[0].accepted, "the report itself is recorded");
+            assert!(p.tasks.is_empty());
+            assert_eq!(p.states[0].state, TaskState::Failed);
+            let ErrorText::Set(e) = &p.states[0].error else {
+                panic!("no reason")
+            };
+            assert!(e.contains("invalid subtasks") && e.contains(why), "{e}");
+            assert_eq!(p.failed_jobs, vec!["job".to_string()]);
+        }
+    }
+
+    #[test]
+    fn a_failure_with_retries_left_is_queued_after_a_backoff() {
+        let mut r = row("t");
+        (r.max_retries, r.retries_used) = (3, 1);
+        let p = decide(&[report("t", failed("boom"))], &[r]);
+        let s = &p.states[0];
+        assert_eq!((s.state, s.spend_retry), (TaskState::Queued, true));
+        assert_eq!(s.error, ErrorText::Set("boom".into()));
+        assert_eq!(s.display.as_deref(), Some("Shown"));
+        // 2 s doubled once, ±25 %.
+        let wait = s.not_before.unwrap() - NOW;
+        assert!((3_000_000_000..=5_000_000_000).contains(&wait), "{wait}");
+        assert_eq!(s.finished_at, None);
+        assert!(p.failed_jobs.is_empty());
+        assert_eq!(p.spans[0].outcome, SpanOutcome::Failed);
+        assert_eq!(p.spans[0].error.as_deref(), Some("boom"));
+        assert_eq!(p.spans[0].name.as_deref(), Some("Shown"));
+    }
+
+    #[test]
+    fn a_failure_without_retries_fails_the_task_and_its_job() {
+        let p = decide(&[report("t", failed("boom"))], &[row("t")]);
+        let s = &p.states[0];
+        assert_eq!(
+            (s.state, s.spend_retry, s.finished_at),
+            (TaskState::Failed, false, Some(NOW))
+        );
+        assert_eq!(p.failed_jobs, vec!["job".to_string()]);
+    }
+
+    #[test]
+    fn a_failure_in_a_canceled_job_cancels_the_task() {
+        let mut r = row("t");
+        (r.job_canceled, r.max_retries) = (true, 5);
+        let p = decide(&[report("t", failed("boom"))], &[r]);
+        assert_eq!(p.states[0].state, TaskState::Canceled);
+        assert!(!p.states[0].spend_retry && p.failed_jobs.is_empty());
+    }
+
+    #[test]
+    fn abandoned_requeues_without_spending_a_retry() {
+        let p = decide(&[report("t", Report::Abandoned)], &[row("t")]);
+        let s = &p.states[0];
+        assert_eq!(
+            (s.state, s.spend_retry, &s.error),
+            (TaskState::Queued, false, &ErrorText::Keep)
+        );
+        assert_eq!(p.spans[0].outcome, SpanOutcome::Abandoned);
+        let mut r = row("t");
+        r.job_canceled = true;
+        let p = decide(&[report("t", Report::Abandoned)], &[r]);
+        assert_eq!(p.states[0].state, TaskState::Canceled);
+    }
+
+    #[test]
+    fn canceled_is_recorded_only_when_the_job_was_canceled() {
+        let mut r = row("t");
+        r.job_canceled = true;
+        let p = decide(&[report("t", Report::Canceled)], &[r]);
+        assert_eq!(p.states[0].state, TaskState::Canceled);
+        assert_eq!(p.spans[0].outcome, SpanOutcome::Canceled);
+        // Nobody canceled the job: the task goes back to the queue instead of hanging.
+        let p = decide(&[report("t", Report::Canceled)], &[row("t")]);
+        assert_eq!(p.states[0].state, TaskState::Queued);
+        assert_eq!(p.spans[0].outcome, SpanOutcome::Abandoned);
+    }
+
+    #[test]
+    fn lease_refusals_are_typed() {
+        let mut stale = row("stale");
+        stale.lease = 4;
+        let mut expired = row("expired");
+        expired.lease_expires_at = Some(NOW - 1);
+        let mut done = row("done");
+        done.state = TaskState::Computed;
+        let batch = [
+            report("missing", computed(vec![])),
+            report("stale", computed(vec![])),
+            report("expired", computed(vec![])),
+            report("done", computed(vec![])),
+        ];
+        let p = decide(&batch, &[stale.clone(), expired.clone(), done.clone()]);
+        assert!(p.results.iter().all(|r| !r.accepted));
+        assert!(!p.changed() && p.states.is_empty() && p.spans.is_empty());
+        assert_eq!(
+            check_lease(&stale, 3, NOW),
+            Err(LeaseRefusal::NotHeld {
+                task: "stale".into(),
+                lease: 3,
+                state: TaskState::Running,
+                current: 4
+            })
+        );
+        assert_eq!(
+            check_lease(&expired, 3, NOW),
+            Err(LeaseRefusal::Expired {
+                task: "expired".into(),
+                lease: 3
+            })
+        );
+        assert!(
+            p.results[0]
+                .error
+                .as_ref()
+                .unwrap()
+                .contains("does not exist")
+        );
+        assert!(p.results[3].error.as_ref().unwrap().contains("computed"));
+        // Expiry is inclusive of its last instant.
+        assert!(check_lease(&row("t"), 3, NOW + 1).is_ok());
+    }
+
+    #[test]
+    fn the_same_task_twice_in_a_batch_counts_once() {
+        let batch = [report("t", computed(vec![])), report("t", failed("late"))];
+        let p = decide(&batch, &[row("t")]);
+        assert!(p.results[0].accepted && !p.results[1].accepted);
+        assert!(p.results[1].error.as_ref().unwrap().contains("twice"));
+        assert_eq!(p.states.len(), 1);
+        assert_eq!(p.states[0].state, TaskState::Computed);
+    }
+
+    #[test]
+    fn one_refused_report_does_not_spoil_its_neighbours() {
+        let mut stale = row("stale");
+        stale.lease = 9;
+        let batch = [
+            report("a", computed(vec![])),
+            report("stale", computed(vec![])),
+            report("b", failed("boom")),
+        ];
+        let p = decide(&batch, &[row("a"), stale, row("b")]);
+        let accepted: Vec<bool> = p.results.iter().map(|r| r.accepted).collect();
+        assert_eq!(accepted, [true, false, true]);
+        assert_eq!(p.states.len(), 2);
+    }
+
+    #[test]
+    fn progress_is_summed_per_job_and_label_without_overflow() {
+        let update = |label: &str, done, total| ProgressUpdate {
+            label: label.into(),
+            done,
+            total,
+        };
+        let with = |p: Vec<ProgressUpdate>| Report::Computed {
+            subtasks: vec![],
+            display: None,
+            progress: p,
+        };
+        let batch = [
+            report(
+                "a",
+                with(vec![update("tiles", 1, 10), update("bytes", u64::MAX, 0)]),
+            ),
+            report(
+                "b",
+                with(vec![update("tiles", 2, 0), update("bytes", 5, 0)]),
+            ),
+        ];
+        let p = decide(&batch, &[row("a"), row("b")]);
+        let got: Vec<(&str, u64, u64)> = p
+            .progress
+            .iter()
+            .map(|a| (a.label.as_str(), a.done, a.total))
+            .collect();
+        assert_eq!(got, [("bytes", u64::MAX, 0), ("tiles", 3, 10)]);
+    }
+
+    #[test]
+    fn completion_walks_up_by_counts() {
+        let done = |id: &str, parent: Option<&str>| CompletedRow {
+            id: id.into(),
+            parent_id: parent.map(Into::into),
+            job_id: format!("job-of-{id}"),
+        };
+        let (jobs, parents) = upwards(&[
+            done("a", Some("p")),
+            done("b", Some("p")),
+            done("r", None),
+            done("c", Some("q")),
+        ]);
+        assert_eq!(jobs, vec!["job-of-r".to_string()]);
+        assert_eq!(parents, vec![("p".to_string(), 2), ("q".to_string(), 1)]);
+        let parent = |id: &str, state, open| ParentRow {
+            id: id.into(),
+            state,
+            open_children: open,
+        };
+        let ready = ready_parents(&[
+            parent("p", TaskState::Computed, 0),
+            parent("q", TaskState::Computed, 1),
+            parent("s", TaskState::Running, 0),
+        ]);
+        assert_eq!(ready, vec!["p".to_string()]);
+    }
+
+    #[test]
+    fn expired_leases_requeue_or_cancel() {
+        let mut canceled = row("c");
+        canceled.job_canceled = true;
+        let (states, spans) = expired(&[row("q"), canceled], NOW);
+        assert_eq!(states[0].state, TaskState::Queued);
+        assert_eq!(states[1].state, TaskState::Canceled);
+        assert!(
+            states
+                .iter()
+                .all(|s| !s.spend_retry && s.error == ErrorText::Keep)
+        );
+        assert!(spans.iter().all(|s| s.outcome == SpanOutcome::Expired));
+    }
+
+    #[test]
+    fn extensions_keep_only_held_leases() {
+        let mut canceled = row("c");
+        canceled.job_canceled = true;
+        let leases = [
+            LeaseRef {
+                task_id: "t".into(),
+                lease: 3,
+            },
+            LeaseRef {
+                task_id: "t2".into(),
+                lease: 2,
+            },
+            LeaseRef {
+                task_id: "c".into(),
+                lease: 3,
+            },
+            LeaseRef {
+                task_id: "gone".into(),
+                lease: 3,
+            },
+        ];
+        let got = extensions(&leases, &[row("t"), row("t2"), canceled], &config(), NOW);
+        let held: Vec<(bool, bool, u64)> = got
+            .iter()
+            .map(|s| (s.held, s.canceled, s.lease_ms))
+            .collect();
+        assert_eq!(
+            held,
+            [
+                (true, false, 10_000),
+                (false, false, 0),
+                (true, true, 10_000),
+                (false, false, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn cancel_and_retry_guards() {
+        let job = |state, counts: TaskCounts, canceled| Job {
+            id: "j".into(),
+            name: "n".into(),
+            cluster: "default".into(),
+            state,
+            canceled,
+            task_counts: counts,
+            progress: vec![],
+            submitted_at: 0,
+            started_at: None,
+            finished_at: None,
+            task_time_ns: 0,
+        };
+        assert!(cancel(&job(JobState::Completed, TaskCounts::default(), false)).is_err());
+        assert!(cancel(&job(JobState::Running, TaskCounts::default(), false)).is_ok());
+        assert!(retry(&job(JobState::Running, TaskCounts::default(), false)).is_err());
+        assert!(retry(&job(JobState::Canceled, TaskCounts::default(), true)).is_ok());
+        let one_failed = TaskCounts {
+            failed: 1,
+            ..TaskCounts::default()
+        };
+        assert!(retry(&job(JobState::Failed, one_failed, false)).is_ok());
+    }
+
+    #[test]
+    fn log_lines_get_their_job_or_the_batch_is_refused() {
+        let line = |task: &str, job: &str| LogLine {
+            time_unix_nano: 1,
+            level: tessera_api::Level::Info,
+            message: "m".into(),
+            task_id: task.into(),
+            job_id: job.into(),
+            runner_id: "r".into(),
+            attempt: 1,
+            fields: Default::default(),
+        };
+        let jobs: HashMap<String, String> = [("t".to_string(), "j".to_string())].into();
+        let mut ok = vec![line("t", ""), line("t", "j")];
+        logs(&mut ok, &jobs).unwrap();
+        assert!(ok.iter().all(|l| l.job_id == "j"));
+        assert!(logs(&mut [line("t", "other")], &jobs).is_err());
+        assert!(logs(&mut [line("t", ""), line("u", "")], &jobs).is_err());
+    }
+}

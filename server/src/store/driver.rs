@@ -1,0 +1,278 @@
+//! The driver interface: set-based primitives over one transaction, and the rows they take and
+//! return. A driver runs SQL and decides nothing; [`super::decide`] decides and
+//! [`super::core`] composes. Two drivers implement it: `sqlite` and `postgres`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tessera_api::{
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, Span, SpanOutcome, SpanQuery, Task,
+    TaskIdentifier, TaskQuery, TaskState,
+};
+
+use super::StoreError;
+
+/// A store operation, boxed so that a driver can choose where it runs.
+pub type Op<R> = Pin<Box<dyn Future<Output = R> + Send + 'static>>;
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads only; may see other transactions' commits between statements.
+    Read,
+    /// Reads and writes, atomically.
+    Write,
+}
+
+/// A database: opens transactions.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// One open transaction.
+    type Tx: Tx;
+    /// Opens a transaction.
+    async fn begin(&self, mode: Mode) -> Result<Self::Tx, StoreError>;
+    /// Runs one store operation; a driver whose calls block runs it off the async threads.
+    async fn run<R: Send + 'static>(&self, op: Op<R>) -> R;
+    /// Forwards other servers' changes to `wake`, where the database announces them.
+    fn forward_wakeups(&self, _wake: crate::Wake) {}
+}
+
+/// One transaction's primitives. Each takes a set; none decides anything.
+#[async_trait]
+pub trait Tx: Send + Sized {
+    /// Makes every change of this transaction durable.
+    async fn commit(self) -> Result<(), StoreError>;
+    /// Discards every change of this transaction.
+    async fn rollback(self);
+
+    // ---- reads
+    /// A job with its counts, progress and span times.
+    async fn load_job(&mut self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// Ids of jobs matching `filter`, newest first, at most `limit`.
+    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// A job's tasks in tree order with their paths, at most `limit`.
+    async fn tasks(
+        &mut self,
+        job: &str,
+        query: &TaskQuery,
+        limit: u32,
+    ) -> Result<Vec<(Task, String)>, StoreError>;
+    /// One task.
+    async fn task(&mut self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// A job's log lines in time order with their row ids, at most `limit`.
+    async fn logs(
+        &mut self,
+        job: &str,
+        query: &LogQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError>;
+    /// A job's spans in start order with their row ids, at most `limit`.
+    async fn spans(
+        &mut self,
+        job: &str,
+        query: &SpanQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, Span)>, StoreError>;
+    /// Queued tasks a runner could serve and running tasks of its cluster.
+    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError>;
+    /// The earliest end of a retry backoff among queued tasks.
+    async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError>;
+    /// The job of each named task that exists.
+    async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError>;
+
+    // ---- jobs
+    /// Locks a job's row against concurrent changes; false if it does not exist.
+    async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError>;
+    /// Inserts a job.
+    async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError>;
+    /// Sets a job's canceled and failed flags (`None` leaves one as it is).
+    async fn set_job_flags(
+        &mut self,
+        id: &str,
+        canceled: Option<bool>,
+        failed: Option<bool>,
+    ) -> Result<(), StoreError>;
+    /// Marks jobs failed.
+    async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError>;
+    /// Marks jobs completed at `now`.
+    async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError>;
+    /// Cancels a job's queued tasks.
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError>;
+    /// Queues a job's failed and canceled tasks again with fresh retries.
+    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError>;
+
+    // ---- tasks
+    /// Inserts tasks and their dependency edges.
+    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError>;
+    /// Locks the named tasks (in id order) and returns those that exist.
+    async fn lock_tasks(&mut self, ids: &[&str]) -> Result<Vec<HeldRow>, StoreError>;
+    /// Locks running tasks whose lease expired before `now`, skipping rows others hold.
+    async fn lock_expired(&mut self, now: u64) -> Result<Vec<HeldRow>, StoreError>;
+    /// Applies state transitions; every one ends the task's lease.
+    async fn set_states(&mut self, states: &[SetState]) -> Result<(), StoreError>;
+    /// Moves leases' expiry to `expires`.
+    async fn extend_leases(&mut self, ids: &[&str], expires: u64) -> Result<(), StoreError>;
+    /// Picks eligible queued tasks, leases them, opens their spans and starts their jobs.
+    async fn claim_eligible(
+        &mut self,
+        claim: &ClaimParams<'_>,
+    ) -> Result<Vec<ClaimedRow>, StoreError>;
+    /// Marks tasks completed; returns each with its parent and job.
+    async fn set_completed(&mut self, ids: &[String]) -> Result<Vec<CompletedRow>, StoreError>;
+    /// Counts a completed dependency off every task that waits on the named tasks.
+    async fn release_dependents(&mut self, ids: &[String]) -> Result<(), StoreError>;
+    /// Counts completed children off their parents; returns the parents as they are now.
+    async fn close_children(
+        &mut self,
+        counts: &[(String, u64)],
+    ) -> Result<Vec<ParentRow>, StoreError>;
+
+    // ---- spans, progress, logs
+    /// Ends attempts' open spans at `now`.
+    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError>;
+    /// Adds to jobs' progress counters (saturating).
+    async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
+    /// Inserts log lines (their `job_id` filled in).
+    async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError>;
+    /// Tells other servers that work may have become claimable (on commit).
+    async fn notify(&mut self) -> Result<(), StoreError>;
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub name: String,
+    pub cluster: String,
+    pub root_id: String,
+    pub submitted_at: u64,
+}
+
+/// A task to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: String,
+    pub job_id: String,
+    pub parent_id: Option<String>,
+    pub depth: u32,
+    pub path: String,
+    pub identifier: TaskIdentifier,
+    /// The input as JSON text.
+    pub input: String,
+    pub display: Option<String>,
+    pub cluster: String,
+    pub state: TaskState,
+    /// Ids of earlier siblings this task waits for.
+    pub depends_on: Vec<String>,
+    pub max_retries: u32,
+    pub created_at: u64,
+    pub finished_at: Option<u64>,
+}
+
+/// A task as reports, extensions and the reaper find it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldRow {
+    pub id: String,
+    pub job_id: String,
+    pub cluster: String,
+    pub path: String,
+    pub depth: u32,
+    pub state: TaskState,
+    /// The current lease token.
+    pub lease: u64,
+    pub lease_expires_at: Option<u64>,
+    pub attempt: u32,
+    pub retries_used: u32,
+    pub max_retries: u32,
+    pub job_canceled: bool,
+}
+
+/// What a transition does to a task's error text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorText {
+    /// Leaves it as it is.
+    Keep,
+    /// Removes it.
+    Clear,
+    /// Replaces it.
+    Set(String),
+}
+
+/// A task's state transition, as data (River's `JobSetStateIfRunningParams`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetState {
+    pub id: String,
+    pub state: TaskState,
+    pub error: ErrorText,
+    /// A new display name, if the attempt set one.
+    pub display: Option<String>,
+    /// Children recorded with this transition (computed only).
+    pub children: Option<u64>,
+    /// Whether this transition spends a retry.
+    pub spend_retry: bool,
+    /// When the task becomes claimable again, if it waits out a backoff.
+    pub not_before: Option<u64>,
+    /// When the task finished, if it did.
+    pub finished_at: Option<u64>,
+}
+
+/// An attempt's span to end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseSpan {
+    pub task_id: String,
+    pub attempt: u32,
+    pub outcome: SpanOutcome,
+    pub error: Option<String>,
+    /// The display name the attempt set, if any.
+    pub name: Option<String>,
+}
+
+/// An addition to one progress counter of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddProgress {
+    pub job_id: String,
+    pub label: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A task just marked completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedRow {
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub job_id: String,
+}
+
+/// A parent after completed children were counted off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentRow {
+    pub id: String,
+    pub state: TaskState,
+    pub open_children: i64,
+}
+
+/// What a claim asks for, with the lease it grants.
+#[derive(Debug, Clone)]
+pub struct ClaimParams<'a> {
+    pub runner_id: &'a str,
+    pub cluster: &'a str,
+    pub identifiers: &'a [TaskIdentifier],
+    pub max: u32,
+    pub now: u64,
+    pub expires: u64,
+}
+
+/// A task just claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    pub task_id: String,
+    pub job_id: String,
+    pub identifier: TaskIdentifier,
+    /// The input as JSON text.
+    pub input: String,
+    pub attempt: u32,
+    pub lease: u64,
+}

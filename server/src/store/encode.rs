@@ -1,0 +1,115 @@
+//! How values are stored: ids, enum encodings (unknown text is an error), cursors, paths.
+
+use tessera_api::{JobState, Level, SpanOutcome, TaskState};
+
+use super::{StoreConfig, StoreError};
+
+/// A new UUIDv7, time-ordered.
+pub(super) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A level as a number that orders by severity.
+pub(super) fn level_rank(level: Level) -> i64 {
+    level as i64
+}
+
+/// The level of a stored number.
+pub(super) fn rank_level(rank: i64) -> Result<Level, StoreError> {
+    Ok(match rank {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warn,
+        4 => Level::Error,
+        _ => return Err(StoreError::Corrupt(format!("log level {rank}"))),
+    })
+}
+
+/// A task state from its stored text.
+pub(super) fn state_of(text: &str) -> Result<TaskState, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("task state {text:?}")))
+}
+
+/// A span outcome as stored.
+pub(super) fn outcome_str(o: SpanOutcome) -> &'static str {
+    match o {
+        SpanOutcome::Running => "running",
+        SpanOutcome::Computed => "computed",
+        SpanOutcome::Failed => "failed",
+        SpanOutcome::Abandoned => "abandoned",
+        SpanOutcome::Expired => "expired",
+        SpanOutcome::Canceled => "canceled",
+    }
+}
+
+/// A span outcome from its stored text.
+pub(super) fn outcome_of(text: &str) -> Result<SpanOutcome, StoreError> {
+    Ok(match text {
+        "running" => SpanOutcome::Running,
+        "computed" => SpanOutcome::Computed,
+        "failed" => SpanOutcome::Failed,
+        "abandoned" => SpanOutcome::Abandoned,
+        "expired" => SpanOutcome::Expired,
+        "canceled" => SpanOutcome::Canceled,
+        _ => return Err(StoreError::Corrupt(format!("span outcome {text:?}"))),
+    })
+}
+
+/// The lease length in ms, as runners are told.
+pub(super) fn lease_ms(config: &StoreConfig) -> u64 {
+    config.lease.as_millis() as u64
+}
+
+/// A duration in ns.
+pub(super) fn nanos(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// The task columns [`super::sqlite`] reads, in its row order.
+pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
+    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
+    children, completed, created_at, started_at, finished_at, path";
+
+/// Reads a `TIME:ID` page cursor.
+pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
+    cursor
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "cursor {cursor:?} is not valid: pass the next_cursor of the previous page"
+            ))
+        })
+}
+
+/// A job's state from its flags, as [`JOB_STATE_SQL`] derives it in SQL.
+pub(super) fn derive_state(
+    canceled: bool,
+    failed: bool,
+    completed: bool,
+    started: bool,
+) -> JobState {
+    if canceled {
+        JobState::Canceled
+    } else if failed {
+        JobState::Failed
+    } else if completed {
+        JobState::Completed
+    } else if started {
+        JobState::Running
+    } else {
+        JobState::Queued
+    }
+}
+
+/// The path segment of the `i`-th child: fixed width so that text order is tree order.
+pub(super) fn path_segment(i: usize) -> String {
+    format!("{i:08x}.")
+}
+
+/// SQL for the derived job state, matching [`derive_state`].
+pub(super) const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
+    WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
+    ELSE 'queued' END";

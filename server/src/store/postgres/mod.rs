@@ -1,0 +1,1100 @@
+//! The PostgreSQL driver, for several servers sharing one database.
+//!
+//! Claims lock rows with `FOR UPDATE SKIP LOCKED`; reports lock their tasks in id order, so a
+//! report and the lease reaper of another server never both win; every change that may make
+//! work claimable sends `NOTIFY tessera_work`, which every server LISTENs to and turns into a
+//! local wake-up. Each primitive is one statement over arrays (`UNNEST`), whatever the size of
+//! its set. Migrations run under an advisory lock, so servers may start together.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tessera_api::{
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
+    Task, TaskCounts, TaskIdentifier, TaskQuery, Version,
+};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::core::Core;
+use super::driver::{
+    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, ErrorText, HeldRow,
+    Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
+};
+use super::encode::*;
+use super::{StoreConfig, StoreError};
+use crate::wake::Wake;
+
+/// The notification channel that announces claimable work.
+const CHANNEL: &str = "tessera_work";
+/// Key of the advisory lock that serializes migrations.
+const MIGRATION_LOCK: i64 = 0x7465_7373_6572_61;
+
+/// Migrations in order; table `tessera_schema` records how many were applied.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_logs_task_time.sql"),
+];
+
+/// The PostgreSQL job store.
+pub type PostgresStore = Core<PostgresDriver>;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE => {
+                StoreError::Contention(Box::new(e))
+            }
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => StoreError::Contention(Box::new(e)),
+            Some(_) => StoreError::Database(Box::new(e)),
+            None if e.is_closed() => StoreError::Unavailable(Box::new(e)),
+            None => StoreError::Database(Box::new(e)),
+        }
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    StoreError::Unavailable(format!("no PostgreSQL connection: {text}").into())
+}
+
+fn i(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn u(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+impl Core<PostgresDriver> {
+    /// Connects, and applies pending migrations under an advisory lock.
+    pub async fn connect(url: &str, config: StoreConfig) -> Result<PostgresStore, StoreError> {
+        Ok(Core::new(PostgresDriver::connect(url).await?, config))
+    }
+}
+
+/// A pool of connections to one PostgreSQL database.
+pub struct PostgresDriver {
+    pool: Pool,
+    url: String,
+}
+
+impl PostgresDriver {
+    /// Connects, and applies pending migrations under an advisory lock.
+    pub async fn connect(url: &str) -> Result<PostgresDriver, StoreError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Invalid(format!(
+                "{url:?} is not a PostgreSQL URL ({e}); use postgres://USER@HOST:PORT/DB"
+            ))
+        })?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(16).build().map_err(|e| {
+            StoreError::Internal(format!("could not build the PostgreSQL pool: {e}"))
+        })?;
+        let driver = PostgresDriver {
+            pool,
+            url: url.to_string(),
+        };
+        driver
+            .migrate()
+            .await
+            .map_err(|e| StoreError::Internal(format!("could not prepare {}: {e}", redact(url))))?;
+        Ok(driver)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS tessera_schema (version BIGINT NOT NULL)")
+            .await?;
+        let applied: i64 = tx
+            .query_opt("SELECT version FROM tessera_schema", &[])
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if applied as usize > MIGRATIONS.len() {
+            return Err(StoreError::Internal(format!(
+                "the database has schema version {applied}, newer than this tessera ({}); upgrade tessera",
+                MIGRATIONS.len()
+            )));
+        }
+        for sql in MIGRATIONS.iter().skip(applied as usize) {
+            tx.batch_execute(sql).await?;
+        }
+        tx.execute("DELETE FROM tessera_schema", &[]).await?;
+        tx.execute(
+            "INSERT INTO tessera_schema (version) VALUES ($1)",
+            &[&(MIGRATIONS.len() as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..s + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[async_trait]
+impl Driver for PostgresDriver {
+    type Tx = PgTx;
+
+    async fn begin(&self, mode: Mode) -> Result<PgTx, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        // Reads run statement by statement; only writes need a transaction.
+        let open = mode == Mode::Write;
+        if open {
+            client.batch_execute("BEGIN").await?;
+        }
+        Ok(PgTx {
+            client: Some(client),
+            open,
+        })
+    }
+
+    async fn run<R: Send + 'static>(&self, op: Op<R>) -> R {
+        op.await
+    }
+
+    fn forward_wakeups(&self, wake: Wake) {
+        tokio::spawn(listen_forever(self.url.clone(), wake));
+    }
+}
+
+/// One PostgreSQL transaction on a pooled connection.
+pub struct PgTx {
+    client: Option<Object>,
+    open: bool,
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        // Dropped inside a transaction (a canceled request): close the connection rather than
+        // hand it back to the pool mid-transaction; the server rolls back.
+        if self.open
+            && let Some(client) = self.client.take()
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl PgTx {
+    fn c(&self) -> &Object {
+        self.client
+            .as_ref()
+            .expect("a transaction has its connection until it ends")
+    }
+
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let c = self.c();
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.execute(&statement, params).await?)
+    }
+
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let c = self.c();
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query(&statement, params).await?)
+    }
+
+    async fn one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
+        let c = self.c();
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query_one(&statement, params).await?)
+    }
+
+    async fn opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let c = self.c();
+        let statement = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&statement, params).await?)
+    }
+
+    async fn end(&mut self, sql: &str) -> Result<(), StoreError> {
+        let result = self.c().batch_execute(sql).await;
+        self.open = false;
+        Ok(result?)
+    }
+}
+
+const TASK_SELECT: &str = "SELECT id, job_id, parent_id, depth, name, major, minor, input, display, \
+    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
+    children, completed, created_at, started_at, finished_at, path FROM tasks";
+
+fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
+    let name: String = r.get(4);
+    let display: Option<String> = r.get(8);
+    let input: String = r.get(7);
+    let depends_on: String = r.get(10);
+    let task = Task {
+        id: r.get(0),
+        job_id: r.get(1),
+        parent_id: r.get(2),
+        depth: r.get::<_, i32>(3) as u32,
+        identifier: TaskIdentifier {
+            name: name.clone(),
+            version: Version {
+                major: r.get::<_, i64>(5) as u32,
+                minor: r.get::<_, i64>(6) as u32,
+            },
+        },
+        display: display.unwrap_or(name),
+        state: state_of(r.get(9))?,
+        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+        depends_on: serde_json::from_str(&depends_on).unwrap_or_default(),
+        attempts: r.get::<_, i64>(11) as u32,
+        retries_used: r.get::<_, i64>(12) as u32,
+        max_retries: r.get::<_, i64>(13) as u32,
+        cluster: r.get(14),
+        runner_id: r.get(15),
+        error: r.get(16),
+        children: u(r.get(17)),
+        completed: r.get(18),
+        created_at: u(r.get(19)),
+        started_at: r.get::<_, Option<i64>>(20).map(u),
+        finished_at: r.get::<_, Option<i64>>(21).map(u),
+    };
+    Ok((task, r.get(22)))
+}
+
+const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled \
+    FROM tasks t JOIN jobs j ON j.id = t.job_id";
+
+fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
+    Ok(HeldRow {
+        id: r.get(0),
+        job_id: r.get(1),
+        cluster: r.get(2),
+        path: r.get(3),
+        depth: r.get::<_, i32>(4) as u32,
+        state: state_of(r.get(5))?,
+        lease: u(r.get(6)),
+        lease_expires_at: r.get::<_, Option<i64>>(7).map(u),
+        attempt: r.get::<_, i64>(8) as u32,
+        retries_used: r.get::<_, i64>(9) as u32,
+        max_retries: r.get::<_, i64>(10) as u32,
+        job_canceled: r.get(11),
+    })
+}
+
+/// Matches the identifiers a runner serves, passed as three arrays from `$first`: one statement
+/// text however many identifiers there are.
+fn identifier_match(first: usize) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM UNNEST(${}::text[], ${}::bigint[], ${}::bigint[]) AS i(name, major, minor) \
+         WHERE t.name = i.name AND t.major = i.major AND t.minor <= i.minor)",
+        first,
+        first + 1,
+        first + 2
+    )
+}
+
+/// The three arrays [`identifier_match`] takes.
+fn identifier_arrays(identifiers: &[TaskIdentifier]) -> (Vec<&str>, Vec<i64>, Vec<i64>) {
+    (
+        identifiers.iter().map(|i| i.name.as_str()).collect(),
+        identifiers
+            .iter()
+            .map(|i| i64::from(i.version.major))
+            .collect(),
+        identifiers
+            .iter()
+            .map(|i| i64::from(i.version.minor))
+            .collect(),
+    )
+}
+
+fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+#[async_trait]
+impl Tx for PgTx {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        if self.open {
+            self.end("COMMIT").await?;
+        }
+        Ok(())
+    }
+
+    async fn rollback(mut self) {
+        if self.open
+            && let Err(e) = self.end("ROLLBACK").await
+        {
+            tracing::warn!("could not roll back a PostgreSQL transaction: {e}");
+        }
+    }
+
+    async fn load_job(&mut self, id: &str) -> Result<Option<Job>, StoreError> {
+        let Some(row) = self
+            .opt(
+                "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at \
+                 FROM jobs WHERE id = $1",
+                &[&id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (canceled, failed): (bool, bool) = (row.get(3), row.get(4));
+        let started_at: Option<i64> = row.get(6);
+        let completed_at: Option<i64> = row.get(7);
+        let mut counts = TaskCounts::default();
+        for r in self
+            .rows(
+                "SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state",
+                &[&id],
+            )
+            .await?
+        {
+            counts.add(state_of(r.get(0))?, u(r.get(1)));
+        }
+        let progress = self
+            .rows(
+                "SELECT label, done, total FROM progress WHERE job_id = $1 ORDER BY label",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|r| ProgressUpdate {
+                label: r.get(0),
+                done: u(r.get(1)),
+                total: u(r.get(2)),
+            })
+            .collect();
+        let agg = self
+            .one(
+                r#"SELECT MAX("end"), SUM("end" - start)::BIGINT FROM spans
+                   WHERE job_id = $1 AND "end" IS NOT NULL"#,
+                &[&id],
+            )
+            .await?;
+        let last_stop: Option<i64> = agg.get(0);
+        let task_time: Option<i64> = agg.get(1);
+        let state = derive_state(
+            canceled,
+            failed,
+            completed_at.is_some(),
+            started_at.is_some(),
+        );
+        Ok(Some(Job {
+            id: row.get(0),
+            name: row.get(1),
+            cluster: row.get(2),
+            state,
+            canceled,
+            task_counts: counts,
+            progress,
+            submitted_at: u(row.get(5)),
+            started_at: started_at.map(u),
+            finished_at: if state.is_finished() {
+                last_stop.or(completed_at).map(u)
+            } else {
+                None
+            },
+            task_time_ns: task_time.map(u).unwrap_or(0),
+        }))
+    }
+
+    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
+        let mut sql = String::from("SELECT id FROM jobs WHERE TRUE");
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(state) = filter.state {
+            let clause = format!(" AND {JOB_STATE_SQL} = ?");
+            arg(&mut sql, &clause, Box::new(state.as_str().to_string()));
+        }
+        if let Some(name) = &filter.name {
+            arg(&mut sql, " AND strpos(name, ?) > 0", Box::new(name.clone()));
+        }
+        if let Some(since) = filter.since {
+            arg(&mut sql, " AND submitted_at >= ?", Box::new(i(since)));
+        }
+        if let Some(until) = filter.until {
+            arg(&mut sql, " AND submitted_at < ?", Box::new(i(until)));
+        }
+        if let Some(cursor) = &filter.cursor {
+            arg(&mut sql, " AND id < ?", Box::new(cursor.clone()));
+        }
+        arg(
+            &mut sql,
+            " ORDER BY id DESC LIMIT ?",
+            Box::new(i64::from(limit)),
+        );
+        Ok(self
+            .rows(&sql, &refs(&params))
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn tasks(
+        &mut self,
+        job: &str,
+        query: &TaskQuery,
+        limit: u32,
+    ) -> Result<Vec<(Task, String)>, StoreError> {
+        let mut sql = format!("{TASK_SELECT} WHERE job_id = $1");
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
+        if let Some(parent) = &query.parent {
+            params.push(Box::new(parent.clone()));
+            sql.push_str(&format!(" AND parent_id = ${}", params.len()));
+        }
+        if let Some(state) = query.state {
+            params.push(Box::new(state.as_str().to_string()));
+            sql.push_str(&format!(" AND state = ${}", params.len()));
+        }
+        if let Some(cursor) = &query.cursor {
+            params.push(Box::new(cursor.clone()));
+            sql.push_str(&format!(" AND path > ${}", params.len()));
+        }
+        params.push(Box::new(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY path LIMIT ${}", params.len()));
+        self.rows(&sql, &refs(&params))
+            .await?
+            .iter()
+            .map(task_from_row)
+            .collect()
+    }
+
+    async fn task(&mut self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.opt(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
+            .await?
+            .map(|r| task_from_row(&r).map(|(t, _)| t))
+            .transpose()
+    }
+
+    async fn logs(
+        &mut self,
+        job: &str,
+        query: &LogQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, time, level, message, task_id, job_id, runner_id, attempt, fields \
+             FROM logs WHERE job_id = $1",
+        );
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
+        if let Some(task) = &query.task {
+            params.push(Box::new(task.clone()));
+            sql.push_str(&format!(" AND task_id = ${}", params.len()));
+        }
+        if let Some(level) = query.level {
+            params.push(Box::new(level_rank(level)));
+            sql.push_str(&format!(" AND level >= ${}", params.len()));
+        }
+        if let Some(cursor) = &query.cursor {
+            let (time, id) = split_cursor(cursor)?;
+            params.push(Box::new(i(time)));
+            params.push(Box::new(id));
+            let (a, b) = (params.len() - 1, params.len());
+            sql.push_str(&format!(
+                " AND (time > ${a} OR (time = ${a} AND id > ${b}))"
+            ));
+        }
+        params.push(Box::new(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY time, id LIMIT ${}", params.len()));
+        self.rows(&sql, &refs(&params))
+            .await?
+            .iter()
+            .map(|r| {
+                let fields: String = r.get(8);
+                Ok((
+                    r.get(0),
+                    LogLine {
+                        time_unix_nano: u(r.get(1)),
+                        level: rank_level(r.get(2))?,
+                        message: r.get(3),
+                        task_id: r.get(4),
+                        job_id: r.get(5),
+                        runner_id: r.get(6),
+                        attempt: r.get::<_, i64>(7) as u32,
+                        fields: serde_json::from_str(&fields).unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn spans(
+        &mut self,
+        job: &str,
+        query: &SpanQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, Span)>, StoreError> {
+        let mut sql = String::from(
+            r#"SELECT id, name, task_id, job_id, runner_id, attempt, start, "end", outcome, error
+               FROM spans WHERE job_id = $1"#,
+        );
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
+        if let Some(task) = &query.task {
+            params.push(Box::new(task.clone()));
+            sql.push_str(&format!(" AND task_id = ${}", params.len()));
+        }
+        if let Some(cursor) = &query.cursor {
+            let (start, id) = split_cursor(cursor)?;
+            params.push(Box::new(i(start)));
+            params.push(Box::new(id));
+            let (a, b) = (params.len() - 1, params.len());
+            sql.push_str(&format!(
+                " AND (start > ${a} OR (start = ${a} AND id > ${b}))"
+            ));
+        }
+        params.push(Box::new(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY start, id LIMIT ${}", params.len()));
+        self.rows(&sql, &refs(&params))
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    Span {
+                        name: r.get(1),
+                        task_id: r.get(2),
+                        job_id: r.get(3),
+                        runner_id: r.get(4),
+                        attempt: r.get::<_, i64>(5) as u32,
+                        start_time_unix_nano: u(r.get(6)),
+                        end_time_unix_nano: r.get::<_, Option<i64>>(7).map(u),
+                        outcome: outcome_of(r.get(8))?,
+                        error: r.get(9),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+        let (names, majors, minors) = identifier_arrays(&request.identifiers);
+        let queued: i64 = self
+            .one(
+                &format!(
+                    "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                     WHERE t.state = 'queued' AND t.cluster = $1 AND NOT j.canceled AND NOT j.failed \
+                     AND {}",
+                    identifier_match(2)
+                ),
+                &[&request.cluster, &names, &majors, &minors],
+            )
+            .await?
+            .get(0);
+        let running: i64 = self
+            .one(
+                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = $1",
+                &[&request.cluster],
+            )
+            .await?
+            .get(0);
+        Ok(Outlook {
+            queued: u(queued),
+            running: u(running),
+        })
+    }
+
+    async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .one(
+                "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > 0",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, Option<i64>>(0).map(u))
+    }
+
+    async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError> {
+        Ok(self
+            .rows("SELECT id, job_id FROM tasks WHERE id = ANY($1)", &[&ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .opt("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .is_some())
+    }
+
+    async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&job.id, &job.name, &job.cluster, &job.root_id, &i(job.submitted_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_job_flags(
+        &mut self,
+        id: &str,
+        canceled: Option<bool>,
+        failed: Option<bool>,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE jobs SET canceled = COALESCE($2, canceled), failed = COALESCE($3, failed) \
+             WHERE id = $1",
+            &[&id, &canceled, &failed],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        if !ids.is_empty() {
+            self.exec("UPDATE jobs SET failed = TRUE WHERE id = ANY($1)", &[&ids])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError> {
+        if !ids.is_empty() {
+            self.exec(
+                "UPDATE jobs SET completed_at = $2 WHERE id = ANY($1)",
+                &[&ids, &i(now)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET state = 'canceled', finished_at = $2 WHERE job_id = $1 AND state = 'queued'",
+            &[&job, &i(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, finished_at = NULL \
+             WHERE job_id = $1 AND state IN ('failed', 'canceled')",
+            &[&job],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let col = |f: fn(&NewTask) -> String| tasks.iter().map(f).collect::<Vec<String>>();
+        let ids = col(|t| t.id.clone());
+        let jobs = col(|t| t.job_id.clone());
+        let paths = col(|t| t.path.clone());
+        let names = col(|t| t.identifier.name.clone());
+        let inputs = col(|t| t.input.clone());
+        let clusters = col(|t| t.cluster.clone());
+        let states = col(|t| t.state.as_str().to_string());
+        let deps = col(|t| serde_json::to_string(&t.depends_on).expect("strings serialize"));
+        let parents: Vec<Option<&str>> = tasks.iter().map(|t| t.parent_id.as_deref()).collect();
+        let displays: Vec<Option<&str>> = tasks.iter().map(|t| t.display.as_deref()).collect();
+        let depths: Vec<i32> = tasks.iter().map(|t| t.depth as i32).collect();
+        let num = |f: fn(&NewTask) -> u64| tasks.iter().map(|t| i(f(t))).collect::<Vec<i64>>();
+        let majors = num(|t| t.identifier.version.major.into());
+        let minors = num(|t| t.identifier.version.minor.into());
+        let pending = num(|t| t.depends_on.len() as u64);
+        let retries = num(|t| t.max_retries.into());
+        let created = num(|t| t.created_at);
+        let finished: Vec<Option<i64>> = tasks.iter().map(|t| t.finished_at.map(i)).collect();
+        self.exec(
+            "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, display, \
+             cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[])",
+            &[
+                &ids, &jobs, &parents, &depths, &paths, &names, &majors, &minors, &inputs,
+                &displays, &clusters, &states, &deps, &pending, &retries, &created, &finished,
+            ],
+        )
+        .await?;
+        let (mut dep_from, mut dep_to): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for t in tasks {
+            for d in &t.depends_on {
+                dep_from.push(d);
+                dep_to.push(&t.id);
+            }
+        }
+        if !dep_from.is_empty() {
+            self.exec(
+                "INSERT INTO task_deps (depends_on, task_id) SELECT * FROM UNNEST($1::text[], $2::text[])",
+                &[&dep_from, &dep_to],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn lock_tasks(&mut self, ids: &[&str]) -> Result<Vec<HeldRow>, StoreError> {
+        // In id order, so concurrent batches cannot deadlock on each other's rows.
+        self.rows(
+            &format!("{HELD_SELECT} WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t"),
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(held_from_row)
+        .collect()
+    }
+
+    async fn lock_expired(&mut self, now: u64) -> Result<Vec<HeldRow>, StoreError> {
+        // Rows another server's reaper or a late report holds are theirs to settle.
+        self.rows(
+            &format!(
+                "{HELD_SELECT} WHERE t.state = 'running' AND t.lease_expires_at < $1 \
+                 ORDER BY t.id FOR UPDATE OF t SKIP LOCKED"
+            ),
+            &[&i(now)],
+        )
+        .await?
+        .iter()
+        .map(held_from_row)
+        .collect()
+    }
+
+    async fn set_states(&mut self, states: &[SetState]) -> Result<(), StoreError> {
+        if states.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = states.iter().map(|s| s.id.as_str()).collect();
+        let new: Vec<&str> = states.iter().map(|s| s.state.as_str()).collect();
+        let set_error: Vec<bool> = states.iter().map(|s| s.error != ErrorText::Keep).collect();
+        let errors: Vec<Option<&str>> = states
+            .iter()
+            .map(|s| match &s.error {
+                ErrorText::Set(e) => Some(e.as_str()),
+                _ => None,
+            })
+            .collect();
+        let displays: Vec<Option<&str>> = states.iter().map(|s| s.display.as_deref()).collect();
+        let children: Vec<Option<i64>> = states.iter().map(|s| s.children.map(i)).collect();
+        let spend: Vec<i64> = states.iter().map(|s| i64::from(s.spend_retry)).collect();
+        let not_before: Vec<Option<i64>> = states.iter().map(|s| s.not_before.map(i)).collect();
+        let finished: Vec<Option<i64>> = states.iter().map(|s| s.finished_at.map(i)).collect();
+        self.exec(
+            "UPDATE tasks SET state = d.state, \
+             error = CASE WHEN d.set_error THEN d.error ELSE tasks.error END, \
+             display = COALESCE(d.display, tasks.display), \
+             children = COALESCE(d.children, tasks.children), \
+             open_children = COALESCE(d.children, tasks.open_children), \
+             retries_used = tasks.retries_used + d.spend, \
+             not_before = COALESCE(d.not_before, tasks.not_before), finished_at = d.finished, \
+             lease_runner = NULL, lease_expires_at = NULL \
+             FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[], \
+             $7::bigint[], $8::bigint[], $9::bigint[]) \
+             AS d(id, state, set_error, error, display, children, spend, not_before, finished) \
+             WHERE tasks.id = d.id",
+            &[
+                &ids,
+                &new,
+                &set_error,
+                &errors,
+                &displays,
+                &children,
+                &spend,
+                &not_before,
+                &finished,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn extend_leases(&mut self, ids: &[&str], expires: u64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET lease_expires_at = $2 WHERE id = ANY($1)",
+            &[&ids, &i(expires)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_eligible(
+        &mut self,
+        claim: &ClaimParams<'_>,
+    ) -> Result<Vec<ClaimedRow>, StoreError> {
+        let (names, majors, minors) = identifier_arrays(claim.identifiers);
+        // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
+        let sql = format!(
+            "WITH picked AS (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+             WHERE t.state = 'queued' AND t.cluster = $1 AND t.pending_deps = 0 AND t.not_before <= $2 \
+             AND NOT j.canceled AND NOT j.failed AND {} \
+             ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
+             lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
+             RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
+             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path",
+            identifier_match(6)
+        );
+        let mut picked = self
+            .rows(
+                &sql,
+                &[
+                    &claim.cluster,
+                    &i(claim.now),
+                    &i64::from(claim.max),
+                    &claim.runner_id,
+                    &i(claim.expires),
+                    &names,
+                    &majors,
+                    &minors,
+                ],
+            )
+            .await?;
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        picked.sort_by(|a, b| {
+            (a.get::<_, &str>(1), a.get::<_, &str>(9))
+                .cmp(&(b.get::<_, &str>(1), b.get::<_, &str>(9)))
+        });
+        let ids: Vec<&str> = picked.iter().map(|r| r.get(0)).collect();
+        let jobs: Vec<&str> = picked.iter().map(|r| r.get(1)).collect();
+        let attempts: Vec<i64> = picked.iter().map(|r| r.get(6)).collect();
+        let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
+        self.exec(
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
+             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running' \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) AS s(id, job, attempt, name)",
+            &[&ids, &jobs, &attempts, &names, &claim.runner_id, &i(claim.now)],
+        )
+        .await?;
+        let mut distinct = jobs.clone();
+        distinct.dedup();
+        self.exec(
+            "UPDATE jobs SET started_at = COALESCE(started_at, $2) WHERE id = ANY($1)",
+            &[&distinct, &i(claim.now)],
+        )
+        .await?;
+        Ok(picked
+            .iter()
+            .map(|r| ClaimedRow {
+                task_id: r.get(0),
+                job_id: r.get(1),
+                identifier: TaskIdentifier {
+                    name: r.get(2),
+                    version: Version {
+                        major: r.get::<_, i64>(3) as u32,
+                        minor: r.get::<_, i64>(4) as u32,
+                    },
+                },
+                input: r.get(5),
+                attempt: r.get::<_, i64>(6) as u32,
+                lease: u(r.get(7)),
+            })
+            .collect())
+    }
+
+    async fn set_completed(&mut self, ids: &[String]) -> Result<Vec<CompletedRow>, StoreError> {
+        Ok(self
+            .rows(
+                "UPDATE tasks SET completed = TRUE WHERE id = ANY($1) RETURNING id, parent_id, job_id",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| CompletedRow {
+                id: r.get(0),
+                parent_id: r.get(1),
+                job_id: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn release_dependents(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tasks SET pending_deps = pending_deps - c.n FROM (SELECT task_id, COUNT(*)::BIGINT AS n \
+             FROM task_deps WHERE depends_on = ANY($1) GROUP BY task_id) AS c WHERE tasks.id = c.task_id",
+            &[&ids],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn close_children(
+        &mut self,
+        counts: &[(String, u64)],
+    ) -> Result<Vec<ParentRow>, StoreError> {
+        let ids: Vec<&str> = counts.iter().map(|(id, _)| id.as_str()).collect();
+        let ns: Vec<i64> = counts.iter().map(|(_, n)| i(*n)).collect();
+        self.rows(
+            "UPDATE tasks SET open_children = open_children - p.n \
+             FROM UNNEST($1::text[], $2::bigint[]) AS p(id, n) WHERE tasks.id = p.id \
+             RETURNING tasks.id, tasks.state, tasks.open_children",
+            &[&ids, &ns],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ParentRow {
+                id: r.get(0),
+                state: state_of(r.get(1))?,
+                open_children: r.get(2),
+            })
+        })
+        .collect()
+    }
+
+    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = spans.iter().map(|s| s.task_id.as_str()).collect();
+        let attempts: Vec<i64> = spans.iter().map(|s| i64::from(s.attempt)).collect();
+        let outcomes: Vec<&str> = spans.iter().map(|s| outcome_str(s.outcome)).collect();
+        let errors: Vec<Option<&str>> = spans.iter().map(|s| s.error.as_deref()).collect();
+        let names: Vec<Option<&str>> = spans.iter().map(|s| s.name.as_deref()).collect();
+        self.exec(
+            r#"UPDATE spans SET "end" = $6, outcome = d.outcome, error = d.error,
+               name = COALESCE(d.name, spans.name)
+               FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+               AS d(id, attempt, outcome, error, name)
+               WHERE spans.task_id = d.id AND spans.attempt = d.attempt AND spans."end" IS NULL"#,
+            &[&ids, &attempts, &outcomes, &errors, &names, &i(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<&str> = progress.iter().map(|p| p.job_id.as_str()).collect();
+        let labels: Vec<&str> = progress.iter().map(|p| p.label.as_str()).collect();
+        let done: Vec<i64> = progress.iter().map(|p| i(p.done)).collect();
+        let total: Vec<i64> = progress.iter().map(|p| i(p.total)).collect();
+        // Saturating at i64::MAX, so no report can make the counter unreadable.
+        self.exec(
+            "INSERT INTO progress (job_id, label, done, total) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (job_id, label) DO UPDATE SET \
+             done = CASE WHEN progress.done > 9223372036854775807 - excluded.done \
+                    THEN 9223372036854775807 ELSE progress.done + excluded.done END, \
+             total = CASE WHEN progress.total > 9223372036854775807 - excluded.total \
+                    THEN 9223372036854775807 ELSE progress.total + excluded.total END",
+            &[&jobs, &labels, &done, &total],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError> {
+        let job_ids: Vec<&str> = lines.iter().map(|l| l.job_id.as_str()).collect();
+        let task_ids: Vec<&str> = lines.iter().map(|l| l.task_id.as_str()).collect();
+        let runners: Vec<&str> = lines.iter().map(|l| l.runner_id.as_str()).collect();
+        let attempts: Vec<i64> = lines.iter().map(|l| i64::from(l.attempt)).collect();
+        let times: Vec<i64> = lines.iter().map(|l| i(l.time_unix_nano)).collect();
+        let levels: Vec<i64> = lines.iter().map(|l| level_rank(l.level)).collect();
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        let fields: Vec<String> = lines
+            .iter()
+            .map(|l| serde_json::to_string(&l.fields).expect("JSON maps serialize"))
+            .collect();
+        self.exec(
+            "INSERT INTO logs (job_id, task_id, runner_id, attempt, time, level, message, fields) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+             $6::bigint[], $7::text[], $8::text[])",
+            &[
+                &job_ids, &task_ids, &runners, &attempts, &times, &levels, &messages, &fields,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn notify(&mut self) -> Result<(), StoreError> {
+        self.exec("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+        Ok(())
+    }
+}
+
+/// Turns `NOTIFY tessera_work` from any server into local wake-ups; reconnects on failure.
+async fn listen_forever(url: String, wake: Wake) {
+    use futures_util::StreamExt;
+    loop {
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = async {
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    // Work may have appeared while we were not listening.
+                    wake.notify();
+                    futures_util::future::pending::<()>().await;
+                    Ok::<(), tokio_postgres::Error>(())
+                };
+                tokio::pin!(listening);
+                loop {
+                    tokio::select! {
+                        r = &mut listening => {
+                            if let Err(e) = r {
+                                tracing::warn!("LISTEN {CHANNEL} failed: {e}");
+                            }
+                            break;
+                        }
+                        message = messages.next() => match message {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!("the PostgreSQL notification connection failed: {e}");
+                                break;
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not connect to PostgreSQL for notifications: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,939 @@
+//! The SQLite driver: the embedded default, one file in WAL mode.
+//!
+//! One writer connection serializes every change (each write transaction is `BEGIN
+//! IMMEDIATE`); a few reader connections serve queries beside it. SQLite has no round trips, so
+//! a set-based primitive runs one cached prepared statement per row of its set. Store
+//! operations run on a blocking thread ([`Driver::run`]), never on the async workers.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tessera_api::{
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
+    Task, TaskCounts, TaskIdentifier, TaskQuery, Version,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::StoreConfig;
+use super::StoreError;
+use super::core::Core;
+use super::driver::{
+    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, ErrorText, HeldRow,
+    Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
+};
+use super::encode::*;
+
+/// Migrations in order; `PRAGMA user_version` records how many were applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The SQLite job store.
+pub type SqliteStore = Core<SqliteDriver>;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => StoreError::Contention(Box::new(e)),
+            _ => StoreError::Database(Box::new(e)),
+        }
+    }
+}
+
+impl Core<SqliteDriver> {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path, config: StoreConfig) -> Result<SqliteStore, StoreError> {
+        Ok(Core::new(SqliteDriver::open(path)?, config))
+    }
+}
+
+/// Connections to one SQLite file.
+pub struct SqliteDriver {
+    writer: Arc<Mutex<Connection>>,
+    readers: Vec<Arc<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Internal(format!(
+            "the database has schema version {applied}, newer than this tessera ({}); \
+             upgrade tessera or use another database file",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteDriver {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<SqliteDriver, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Internal(format!("could not create {}: {e}", dir.display()))
+            })?;
+        }
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path).map_err(|e| {
+                StoreError::Internal(format!("could not open {}: {e}", path.display()))
+            })?;
+            configure(&conn)?;
+            Ok(conn)
+        };
+        let mut writer = open()?;
+        migrate(&mut writer)?;
+        let readers = (0..3)
+            .map(|_| Ok(Arc::new(Mutex::new(open()?))))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(SqliteDriver {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for SqliteDriver {
+    type Tx = SqliteTx;
+
+    async fn begin(&self, mode: Mode) -> Result<SqliteTx, StoreError> {
+        let (conn, begin) = match mode {
+            Mode::Write => (self.writer.clone(), "BEGIN IMMEDIATE"),
+            Mode::Read => {
+                let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+                (self.readers[i].clone(), "BEGIN DEFERRED")
+            }
+        };
+        let conn = conn.lock_owned().await;
+        conn.execute_batch(begin)?;
+        Ok(SqliteTx { conn, open: true })
+    }
+
+    async fn run<R: Send + 'static>(&self, op: Op<R>) -> R {
+        let handle = tokio::runtime::Handle::current();
+        match tokio::task::spawn_blocking(move || handle.block_on(op)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// One SQLite transaction on a connection it holds.
+pub struct SqliteTx {
+    conn: OwnedMutexGuard<Connection>,
+    open: bool,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
+    let name: String = r.get(4)?;
+    let input: String = r.get(7)?;
+    let display: Option<String> = r.get(8)?;
+    let depends_on: String = r.get(10)?;
+    let task = Task {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        parent_id: r.get(2)?,
+        depth: r.get(3)?,
+        identifier: TaskIdentifier {
+            name: name.clone(),
+            version: Version {
+                major: r.get(5)?,
+                minor: r.get(6)?,
+            },
+        },
+        display: display.unwrap_or(name),
+        state: tessera_api::TaskState::Queued,
+        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
+        depends_on: serde_json::from_str(&depends_on).unwrap_or_default(),
+        attempts: r.get(11)?,
+        retries_used: r.get(12)?,
+        max_retries: r.get(13)?,
+        cluster: r.get(14)?,
+        runner_id: r.get(15)?,
+        error: r.get(16)?,
+        children: r.get(17)?,
+        completed: r.get(18)?,
+        created_at: r.get(19)?,
+        started_at: r.get(20)?,
+        finished_at: r.get(21)?,
+    };
+    Ok((task, r.get(9)?, r.get(22)?))
+}
+
+/// Decodes the state text of [`task_from_row`]'s rows.
+fn with_state(
+    (mut task, state, path): (Task, String, String),
+) -> Result<(Task, String), StoreError> {
+    task.state = state_of(&state)?;
+    Ok((task, path))
+}
+
+fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
+    Ok((
+        HeldRow {
+            id: r.get(0)?,
+            job_id: r.get(1)?,
+            cluster: r.get(2)?,
+            path: r.get(3)?,
+            depth: r.get(4)?,
+            state: tessera_api::TaskState::Queued,
+            lease: r.get(6)?,
+            lease_expires_at: r.get(7)?,
+            attempt: r.get(8)?,
+            retries_used: r.get(9)?,
+            max_retries: r.get(10)?,
+            job_canceled: r.get(11)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled \
+    FROM tasks t JOIN jobs j ON j.id = t.job_id";
+
+fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
+    rows.into_iter()
+        .map(|(mut row, state)| {
+            row.state = state_of(&state)?;
+            Ok(row)
+        })
+        .collect()
+}
+
+/// `[[name, major, minor], …]` for the identifiers a runner serves, matched by
+/// [`IDENTIFIER_MATCH`] (one parameter however many identifiers there are).
+fn identifiers_json(identifiers: &[TaskIdentifier]) -> String {
+    let list: Vec<(&str, u32, u32)> = identifiers
+        .iter()
+        .map(|i| (i.name.as_str(), i.version.major, i.version.minor))
+        .collect();
+    serde_json::to_string(&list).expect("identifiers serialize")
+}
+
+const IDENTIFIER_MATCH: &str = "EXISTS (SELECT 1 FROM json_each(?) i WHERE t.name = i.value ->> 0 \
+    AND t.major = i.value ->> 1 AND t.minor <= i.value ->> 2)";
+
+fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
+    let Some(row) = tx
+        .prepare_cached(
+            "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at \
+             FROM jobs WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, u64>(5)?,
+                r.get::<_, Option<u64>>(6)?,
+                r.get::<_, Option<u64>>(7)?,
+            ))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let (id, name, cluster, canceled, failed, submitted_at, started_at, completed_at) = row;
+    let mut counts = TaskCounts::default();
+    let mut stmt =
+        tx.prepare_cached("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
+    let rows = stmt
+        .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (state, n) in rows {
+        counts.add(state_of(&state)?, n);
+    }
+    let progress = tx
+        .prepare_cached("SELECT label, done, total FROM progress WHERE job_id = ?1 ORDER BY label")?
+        .query_map([&id], |r| {
+            Ok(ProgressUpdate {
+                label: r.get(0)?,
+                done: r.get::<_, i64>(1)?.max(0) as u64,
+                total: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let (last_stop, task_time): (Option<u64>, Option<u64>) = tx
+        .prepare_cached(
+            "SELECT MAX(end), SUM(end - start) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
+        )?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let state = derive_state(
+        canceled,
+        failed,
+        completed_at.is_some(),
+        started_at.is_some(),
+    );
+    Ok(Some(Job {
+        id,
+        name,
+        cluster,
+        state,
+        canceled,
+        task_counts: counts,
+        progress,
+        submitted_at,
+        started_at,
+        finished_at: if state.is_finished() {
+            last_stop.or(completed_at)
+        } else {
+            None
+        },
+        task_time_ns: task_time.unwrap_or(0),
+    }))
+}
+
+fn i(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn rollback(mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            tracing::warn!("could not roll back a SQLite transaction: {e}");
+        }
+        self.open = false;
+    }
+
+    async fn load_job(&mut self, id: &str) -> Result<Option<Job>, StoreError> {
+        load_job(&self.conn, id)
+    }
+
+    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
+        let mut sql = String::from("SELECT id FROM jobs WHERE 1 = 1");
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(state) = filter.state {
+            sql.push_str(&format!(" AND {JOB_STATE_SQL} = ?"));
+            params.push(Value::Text(state.as_str().into()));
+        }
+        if let Some(name) = &filter.name {
+            sql.push_str(" AND instr(name, ?) > 0");
+            params.push(Value::Text(name.clone()));
+        }
+        if let Some(since) = filter.since {
+            sql.push_str(" AND submitted_at >= ?");
+            params.push(Value::Integer(i(since)));
+        }
+        if let Some(until) = filter.until {
+            sql.push_str(" AND submitted_at < ?");
+            params.push(Value::Integer(i(until)));
+        }
+        if let Some(cursor) = &filter.cursor {
+            sql.push_str(" AND id < ?");
+            params.push(Value::Text(cursor.clone()));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        params.push(Value::Integer(i64::from(limit)));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let ids = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
+    async fn tasks(
+        &mut self,
+        job: &str,
+        query: &TaskQuery,
+        limit: u32,
+    ) -> Result<Vec<(Task, String)>, StoreError> {
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?");
+        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
+        if let Some(parent) = &query.parent {
+            sql.push_str(" AND parent_id = ?");
+            params.push(Value::Text(parent.clone()));
+        }
+        if let Some(state) = query.state {
+            sql.push_str(" AND state = ?");
+            params.push(Value::Text(state.as_str().into()));
+        }
+        if let Some(cursor) = &query.cursor {
+            sql.push_str(" AND path > ?");
+            params.push(Value::Text(cursor.clone()));
+        }
+        sql.push_str(" ORDER BY path LIMIT ?");
+        params.push(Value::Integer(i64::from(limit)));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), task_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(with_state).collect()
+    }
+
+    async fn task(&mut self, id: &str) -> Result<Option<Task>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+            .query_row([id], task_from_row)
+            .optional()?;
+        Ok(row.map(with_state).transpose()?.map(|(t, _)| t))
+    }
+
+    async fn logs(
+        &mut self,
+        job: &str,
+        query: &LogQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, time, level, message, task_id, job_id, runner_id, attempt, fields \
+             FROM logs WHERE job_id = ?",
+        );
+        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
+        if let Some(task) = &query.task {
+            sql.push_str(" AND task_id = ?");
+            params.push(Value::Text(task.clone()));
+        }
+        if let Some(level) = query.level {
+            sql.push_str(" AND level >= ?");
+            params.push(Value::Integer(level_rank(level)));
+        }
+        if let Some(cursor) = &query.cursor {
+            let (time, id) = split_cursor(cursor)?;
+            sql.push_str(" AND (time > ? OR (time = ? AND id > ?))");
+            params.push(Value::Integer(i(time)));
+            params.push(Value::Integer(i(time)));
+            params.push(Value::Integer(id));
+        }
+        sql.push_str(" ORDER BY time, id LIMIT ?");
+        params.push(Value::Integer(i64::from(limit)));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    LogLine {
+                        time_unix_nano: 0,
+                        level: tessera_api::Level::Info,
+                        message: r.get(3)?,
+                        task_id: r.get(4)?,
+                        job_id: r.get(5)?,
+                        runner_id: r.get(6)?,
+                        attempt: r.get(7)?,
+                        fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, time, level, mut line)| {
+                line.time_unix_nano = time.max(0) as u64;
+                line.level = rank_level(level)?;
+                Ok((id, line))
+            })
+            .collect()
+    }
+
+    async fn spans(
+        &mut self,
+        job: &str,
+        query: &SpanQuery,
+        limit: u32,
+    ) -> Result<Vec<(i64, Span)>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, name, task_id, job_id, runner_id, attempt, start, end, outcome, error \
+             FROM spans WHERE job_id = ?",
+        );
+        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
+        if let Some(task) = &query.task {
+            sql.push_str(" AND task_id = ?");
+            params.push(Value::Text(task.clone()));
+        }
+        if let Some(cursor) = &query.cursor {
+            let (start, id) = split_cursor(cursor)?;
+            sql.push_str(" AND (start > ? OR (start = ? AND id > ?))");
+            params.push(Value::Integer(i(start)));
+            params.push(Value::Integer(i(start)));
+            params.push(Value::Integer(id));
+        }
+        sql.push_str(" ORDER BY start, id LIMIT ?");
+        params.push(Value::Integer(i64::from(limit)));
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(8)?,
+                    Span {
+                        name: r.get(1)?,
+                        task_id: r.get(2)?,
+                        job_id: r.get(3)?,
+                        runner_id: r.get(4)?,
+                        attempt: r.get(5)?,
+                        start_time_unix_nano: r.get::<_, i64>(6)?.max(0) as u64,
+                        end_time_unix_nano: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
+                        outcome: tessera_api::SpanOutcome::Running,
+                        error: r.get(9)?,
+                    },
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, outcome, mut span)| {
+                span.outcome = outcome_of(&outcome)?;
+                Ok((id, span))
+            })
+            .collect()
+    }
+
+    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+        let queued: u64 = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                 WHERE t.state = 'queued' AND t.cluster = ? AND j.canceled = 0 AND j.failed = 0 \
+                 AND {IDENTIFIER_MATCH}"
+            ))?
+            .query_row(
+                params![request.cluster, identifiers_json(&request.identifiers)],
+                |r| r.get(0),
+            )?;
+        let running: u64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = ?1")?
+            .query_row([&request.cluster], |r| r.get(0))?;
+        Ok(Outlook { queued, running })
+    }
+
+    async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > 0",
+            )?
+            .query_row([], |r| r.get::<_, Option<u64>>(0))?)
+    }
+
+    async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT job_id FROM tasks WHERE id = ?1")?;
+        let mut jobs = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+                jobs.insert(id.to_string(), job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError> {
+        // The write transaction holds SQLite's only write lock already.
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+            .exists([id])?)
+    }
+
+    async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                job.id,
+                job.name,
+                job.cluster,
+                job.root_id,
+                job.submitted_at
+            ])?;
+        Ok(())
+    }
+
+    async fn set_job_flags(
+        &mut self,
+        id: &str,
+        canceled: Option<bool>,
+        failed: Option<bool>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE jobs SET canceled = COALESCE(?2, canceled), failed = COALESCE(?3, failed) \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, canceled, failed])?;
+        Ok(())
+    }
+
+    async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE jobs SET failed = 1 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
+    }
+
+    async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE jobs SET completed_at = ?2 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute(params![id, now])?;
+        }
+        Ok(())
+    }
+
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET state = 'canceled', finished_at = ?2 \
+                 WHERE job_id = ?1 AND state = 'queued'",
+            )?
+            .execute(params![job, now])?;
+        Ok(())
+    }
+
+    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, \
+                 finished_at = NULL WHERE job_id = ?1 AND state IN ('failed', 'canceled')",
+            )?
+            .execute([job])?;
+        Ok(())
+    }
+
+    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, \
+             display, cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?;
+        let mut dep = self
+            .conn
+            .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
+        for t in tasks {
+            insert.execute(params![
+                t.id,
+                t.job_id,
+                t.parent_id,
+                t.depth,
+                t.path,
+                t.identifier.name,
+                t.identifier.version.major,
+                t.identifier.version.minor,
+                t.input,
+                t.display,
+                t.cluster,
+                t.state.as_str(),
+                serde_json::to_string(&t.depends_on).expect("strings serialize"),
+                t.depends_on.len() as i64,
+                t.max_retries,
+                t.created_at,
+                t.finished_at,
+            ])?;
+            for d in &t.depends_on {
+                dep.execute(params![d, t.id])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn lock_tasks(&mut self, ids: &[&str]) -> Result<Vec<HeldRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{HELD_SELECT} WHERE t.id = ?1"))?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = stmt.query_row([id], held_from_row).optional()? {
+                rows.push(row);
+            }
+        }
+        held_rows(rows)
+    }
+
+    async fn lock_expired(&mut self, now: u64) -> Result<Vec<HeldRow>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "{HELD_SELECT} WHERE t.state = 'running' AND t.lease_expires_at < ?1"
+            ))?
+            .query_map([now], held_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        held_rows(rows)
+    }
+
+    async fn set_states(&mut self, states: &[SetState]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE tasks SET state = ?2, error = CASE WHEN ?3 THEN ?4 ELSE error END, \
+             display = COALESCE(?5, display), children = COALESCE(?6, children), \
+             open_children = COALESCE(?6, open_children), retries_used = retries_used + ?7, \
+             not_before = COALESCE(?8, not_before), finished_at = ?9, \
+             lease_runner = NULL, lease_expires_at = NULL WHERE id = ?1",
+        )?;
+        for s in states {
+            let (set_error, error) = match &s.error {
+                ErrorText::Keep => (false, None),
+                ErrorText::Clear => (true, None),
+                ErrorText::Set(e) => (true, Some(e.as_str())),
+            };
+            stmt.execute(params![
+                s.id,
+                s.state.as_str(),
+                set_error,
+                error,
+                s.display,
+                s.children.map(i),
+                i64::from(s.spend_retry),
+                s.not_before.map(i),
+                s.finished_at.map(i),
+            ])?;
+        }
+        Ok(())
+    }
+
+    async fn extend_leases(&mut self, ids: &[&str], expires: u64) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE tasks SET lease_expires_at = ?2 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute(params![id, i(expires)])?;
+        }
+        Ok(())
+    }
+
+    async fn claim_eligible(
+        &mut self,
+        claim: &ClaimParams<'_>,
+    ) -> Result<Vec<ClaimedRow>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease \
+                 FROM tasks t JOIN jobs j ON j.id = t.job_id \
+                 WHERE t.state = 'queued' AND t.cluster = ? AND t.pending_deps = 0 \
+                 AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {IDENTIFIER_MATCH} \
+                 ORDER BY t.job_id, t.path LIMIT ?"
+            ))?
+            .query_map(
+                params![
+                    claim.cluster,
+                    i(claim.now),
+                    identifiers_json(claim.identifiers),
+                    i64::from(claim.max)
+                ],
+                |r| {
+                    Ok(ClaimedRow {
+                        task_id: r.get(0)?,
+                        job_id: r.get(1)?,
+                        identifier: TaskIdentifier {
+                            name: r.get(2)?,
+                            version: Version {
+                                major: r.get(3)?,
+                                minor: r.get(4)?,
+                            },
+                        },
+                        input: r.get(5)?,
+                        attempt: r.get::<_, u32>(6)? + 1,
+                        lease: r.get::<_, u64>(7)? + 1,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut start = self.conn.prepare_cached(
+            "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
+        )?;
+        let mut last_job = None;
+        for r in &rows {
+            if last_job != Some(&r.job_id) {
+                start.execute(params![r.job_id, i(claim.now)])?;
+                last_job = Some(&r.job_id);
+            }
+        }
+        let mut lease = self.conn.prepare_cached(
+            "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner = ?4, \
+             lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
+        )?;
+        let mut span = self.conn.prepare_cached(
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
+             SELECT job_id, id, ?2, ?3, COALESCE(display, name), ?4, 'running' \
+             FROM tasks WHERE id = ?1",
+        )?;
+        for r in &rows {
+            lease.execute(params![
+                r.task_id,
+                r.attempt,
+                i(r.lease),
+                claim.runner_id,
+                i(claim.expires),
+                i(claim.now)
+            ])?;
+            span.execute(params![r.task_id, r.attempt, claim.runner_id, i(claim.now)])?;
+        }
+        Ok(rows)
+    }
+
+    async fn set_completed(&mut self, ids: &[String]) -> Result<Vec<CompletedRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE tasks SET completed = 1 WHERE id = ?1 RETURNING id, parent_id, job_id",
+        )?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            rows.push(stmt.query_row([id], |r| {
+                Ok(CompletedRow {
+                    id: r.get(0)?,
+                    parent_id: r.get(1)?,
+                    job_id: r.get(2)?,
+                })
+            })?);
+        }
+        Ok(rows)
+    }
+
+    async fn release_dependents(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE tasks SET pending_deps = pending_deps - 1 \
+             WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ?1)",
+        )?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
+    }
+
+    async fn close_children(
+        &mut self,
+        counts: &[(String, u64)],
+    ) -> Result<Vec<ParentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE tasks SET open_children = open_children - ?2 WHERE id = ?1 \
+             RETURNING id, state, open_children",
+        )?;
+        let mut rows = Vec::with_capacity(counts.len());
+        for (id, n) in counts {
+            let (id, state, open) = stmt.query_row(params![id, i(*n)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            rows.push(ParentRow {
+                id,
+                state: state_of(&state)?,
+                open_children: open,
+            });
+        }
+        Ok(rows)
+    }
+
+    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE spans SET end = ?3, outcome = ?4, error = ?5, name = COALESCE(?6, name) \
+             WHERE task_id = ?1 AND attempt = ?2 AND end IS NULL",
+        )?;
+        for s in spans {
+            stmt.execute(params![
+                s.task_id,
+                s.attempt,
+                i(now),
+                outcome_str(s.outcome),
+                s.error,
+                s.name
+            ])?;
+        }
+        Ok(())
+    }
+
+    async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {
+        // Saturating at i64::MAX: an overflowing sum must never turn the column into REAL.
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO progress (job_id, label, done, total) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (job_id, label) DO UPDATE SET \
+             done = CASE WHEN done > 9223372036854775807 - excluded.done \
+                    THEN 9223372036854775807 ELSE done + excluded.done END, \
+             total = CASE WHEN total > 9223372036854775807 - excluded.total \
+                    THEN 9223372036854775807 ELSE total + excluded.total END",
+        )?;
+        for p in progress {
+            stmt.execute(params![p.job_id, p.label, i(p.done), i(p.total)])?;
+        }
+        Ok(())
+    }
+
+    async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO logs (job_id, task_id, runner_id, attempt, time, level, message, fields) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for line in lines {
+            stmt.execute(params![
+                line.job_id,
+                line.task_id,
+                line.runner_id,
+                line.attempt,
+                i(line.time_unix_nano),
+                level_rank(line.level),
+                line.message,
+                serde_json::to_string(&line.fields).expect("JSON maps serialize"),
+            ])?;
+        }
+        Ok(())
+    }
+
+    async fn notify(&mut self) -> Result<(), StoreError> {
+        // One server per SQLite file: its own wake-ups are all there is.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_state_text_is_an_error_not_a_failure() {
+        assert!(matches!(state_of("exploded"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            outcome_of("exploded"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(rank_level(9), Err(StoreError::Corrupt(_))));
+    }
+}

@@ -843,6 +843,211 @@ pub async fn invalid_subtasks_fail_the_attempt(store: Arc<dyn Store>) {
     assert!(t.error.unwrap().contains("invalid subtasks"));
 }
 
+/// Reports a batch at once; returns whether each was accepted.
+async fn report_batch(store: &dyn Store, batch: &[(&ClaimedTask, Report)], now: u64) -> Vec<bool> {
+    let reports: Vec<TaskReport> = batch
+        .iter()
+        .map(|(t, r)| TaskReport {
+            task_id: t.task_id.clone(),
+            lease: t.lease,
+            report: r.clone(),
+        })
+        .collect();
+    let results = store.report("r1", &reports, now).await.unwrap();
+    assert_eq!(results.len(), reports.len(), "one verdict per report");
+    results.iter().map(|r| r.accepted).collect()
+}
+
+/// A root with `n` leaves, all claimed: (job id, root, leaves).
+async fn fanned_out(
+    s: &dyn Store,
+    n: usize,
+    max_retries: u32,
+) -> (String, ClaimedTask, Vec<ClaimedTask>) {
+    let j = s.submit(&job("batch", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await.remove(0);
+    let leaves = (0..n)
+        .map(|_| SubtaskSpec {
+            max_retries,
+            ..sub("Leaf", vec![])
+        })
+        .collect();
+    assert!(report(s, &root, computed(leaves), T0 + 1).await);
+    let leaves = claim(s, 100, T0 + 2).await;
+    assert_eq!(leaves.len(), n);
+    (j.id, root, leaves)
+}
+
+pub async fn batch_the_same_task_twice_counts_once(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, _, leaves) = fanned_out(s, 1, 3).await;
+    let failed = Report::Failed {
+        reason: "late".into(),
+        display: None,
+    };
+    let verdicts = report_batch(
+        s,
+        &[(&leaves[0], computed(vec![])), (&leaves[0], failed)],
+        T0 + 3,
+    )
+    .await;
+    assert_eq!(verdicts, [true, false]);
+    let t = s.task(&leaves[0].task_id).await.unwrap();
+    assert_eq!((t.state, t.retries_used), (TaskState::Computed, 0));
+    assert_eq!(s.job(&job_id).await.unwrap().state, JobState::Completed);
+    let spans = s.spans(&job_id, &SpanQuery::default()).await.unwrap().spans;
+    assert_eq!(spans.len(), 2, "one span per attempt, closed once");
+}
+
+pub async fn batch_a_computed_and_a_failed_sibling(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, root, leaves) = fanned_out(s, 2, 0).await;
+    let failed = Report::Failed {
+        reason: "boom".into(),
+        display: None,
+    };
+    let verdicts = report_batch(
+        s,
+        &[(&leaves[0], computed(vec![])), (&leaves[1], failed)],
+        T0 + 3,
+    )
+    .await;
+    assert_eq!(verdicts, [true, true]);
+    assert_eq!(
+        s.task(&leaves[0].task_id).await.unwrap().state,
+        TaskState::Computed
+    );
+    assert!(s.task(&leaves[0].task_id).await.unwrap().completed);
+    assert_eq!(
+        s.task(&leaves[1].task_id).await.unwrap().state,
+        TaskState::Failed
+    );
+    assert!(
+        !s.task(&root.task_id).await.unwrap().completed,
+        "one child failed"
+    );
+    let j = s.job(&job_id).await.unwrap();
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!((j.task_counts.computed, j.task_counts.failed), (2, 1));
+}
+
+pub async fn batch_siblings_complete_their_parent_and_job(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, root, leaves) = fanned_out(s, 3, 0).await;
+    let batch: Vec<(&ClaimedTask, Report)> = leaves.iter().map(|l| (l, computed(vec![]))).collect();
+    assert_eq!(report_batch(s, &batch, T0 + 3).await, [true, true, true]);
+    assert!(s.task(&root.task_id).await.unwrap().completed);
+    let j = s.job(&job_id).await.unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(j.finished_at, Some(T0 + 3));
+}
+
+pub async fn batch_completion_walks_up_several_levels(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, root, mid) = fanned_out(s, 2, 0).await;
+    // One middle task fans out one leaf; the other is a leaf itself. Then the leaf and the
+    // other middle task report in one batch: the first middle task, then the root, complete.
+    assert!(report(s, &mid[0], computed(vec![sub("Leaf", vec![])]), T0 + 3).await);
+    let leaf = claim(s, 10, T0 + 4).await;
+    assert_eq!(leaf.len(), 1);
+    let batch = [(&leaf[0], computed(vec![])), (&mid[1], computed(vec![]))];
+    assert_eq!(report_batch(s, &batch, T0 + 5).await, [true, true]);
+    for id in [&mid[0].task_id, &root.task_id] {
+        assert!(
+            s.task(id).await.unwrap().completed,
+            "{id} should have completed"
+        );
+    }
+    assert_eq!(s.job(&job_id).await.unwrap().state, JobState::Completed);
+}
+
+pub async fn batch_a_refused_report_does_not_spoil_its_neighbours(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (_, _, leaves) = fanned_out(s, 3, 0).await;
+    let mut stale = leaves[1].clone();
+    stale.lease += 7;
+    let missing = ClaimedTask {
+        task_id: "no-such-task".into(),
+        ..leaves[2].clone()
+    };
+    let batch = [
+        (&leaves[0], computed(vec![])),
+        (&stale, computed(vec![])),
+        (&missing, computed(vec![])),
+        (&leaves[2], computed(vec![])),
+    ];
+    assert_eq!(
+        report_batch(s, &batch, T0 + 3).await,
+        [true, false, false, true]
+    );
+    assert_eq!(
+        s.task(&leaves[1].task_id).await.unwrap().state,
+        TaskState::Running
+    );
+    assert_eq!(
+        s.task(&leaves[2].task_id).await.unwrap().state,
+        TaskState::Computed
+    );
+}
+
+pub async fn an_unrequested_canceled_report_gives_the_task_back(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, _, leaves) = fanned_out(s, 1, 0).await;
+    assert!(report(s, &leaves[0], Report::Canceled, T0 + 3).await);
+    let t = s.task(&leaves[0].task_id).await.unwrap();
+    assert_eq!((t.state, t.retries_used), (TaskState::Queued, 0));
+    assert_eq!(s.job(&job_id).await.unwrap().state, JobState::Running);
+    let again = claim(s, 10, T0 + 4).await;
+    assert_eq!(again.len(), 1, "the task is claimable again, not stuck");
+    assert!(report(s, &again[0], computed(vec![]), T0 + 5).await);
+    assert_eq!(s.job(&job_id).await.unwrap().state, JobState::Completed);
+}
+
+pub async fn progress_saturates_instead_of_poisoning_the_job(store: Arc<dyn Store>) {
+    let s = &*store;
+    let (job_id, _, leaves) = fanned_out(s, 2, 0).await;
+    let huge = || Report::Computed {
+        subtasks: vec![],
+        display: None,
+        progress: vec![ProgressUpdate {
+            label: "bytes".into(),
+            done: u64::MAX,
+            total: 1,
+        }],
+    };
+    assert!(report(s, &leaves[0], huge(), T0 + 3).await);
+    assert!(report(s, &leaves[1], huge(), T0 + 4).await);
+    let j = s.job(&job_id).await.unwrap();
+    assert_eq!(j.progress[0].done, i64::MAX as u64);
+    assert_eq!(j.progress[0].total, 2);
+    assert_eq!(s.jobs(&JobFilter::default()).await.unwrap().jobs.len(), 1);
+}
+
+pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.submit(&job("dup", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await;
+    let subs = vec![sub("A", vec![]), sub("B", vec![0, 0])];
+    assert!(report(s, &root[0], computed(subs), T0 + 1).await);
+    let t = s.task(&root[0].task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(t.error.unwrap().contains("twice"));
+}
+
+pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.submit(&job("many", "Root", 0), T0).await.unwrap();
+    let mut ids: Vec<TaskIdentifier> = (0..999).map(|n| id(&format!("T{n}"), "v0.0")).collect();
+    ids.push(id("Root", "v0.0"));
+    let request = OutlookRequest {
+        cluster: "default".into(),
+        identifiers: ids.clone(),
+    };
+    assert_eq!(s.outlook(&request).await.unwrap().queued, 1);
+    let got = s.claim(&claim_req("r1", &ids, 10), T0 + 1).await.unwrap();
+    assert_eq!(got.len(), 1);
+}
+
 macro_rules! stores {
     ($backend:ident, $make:path; $($test:ident),+ $(,)?) => {
         mod $backend {
@@ -894,6 +1099,15 @@ macro_rules! suite {
             job_state_derivation,
             invalid_submissions_are_refused,
             invalid_subtasks_fail_the_attempt,
+            batch_the_same_task_twice_counts_once,
+            batch_a_computed_and_a_failed_sibling,
+            batch_siblings_complete_their_parent_and_job,
+            batch_completion_walks_up_several_levels,
+            batch_a_refused_report_does_not_spoil_its_neighbours,
+            an_unrequested_canceled_report_gives_the_task_back,
+            progress_saturates_instead_of_poisoning_the_job,
+            duplicate_dependencies_fail_the_attempt,
+            a_runner_may_serve_a_thousand_identifiers,
         );
     };
 }

@@ -1,0 +1,128 @@
+//! Schema parity: after their migrations, the SQLite and PostgreSQL databases have the same
+//! tables, columns and indexes (names and indexed columns; types differ by dialect).
+
+use std::collections::BTreeSet;
+
+use tessera_server::{PostgresStore, SqliteStore, StoreConfig};
+
+/// `table`, `table.column` and `table index(columns)` entries of one schema.
+type Schema = BTreeSet<String>;
+
+fn sqlite_schema() -> Schema {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    drop(SqliteStore::open(&path, StoreConfig::default()).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut schema = Schema::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for table in tables {
+        schema.insert(table.clone());
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for c in columns {
+            schema.insert(format!("{table}.{c}"));
+        }
+        // Secondary indexes only: 'c' = made by CREATE INDEX (not a primary key or UNIQUE).
+        let indexes: Vec<(String, bool)> = conn
+            .prepare(&format!(
+                "SELECT name, \"unique\" FROM pragma_index_list('{table}') WHERE origin = 'c'"
+            ))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (index, unique) in indexes {
+            let columns: Vec<String> = conn
+                .prepare(&format!(
+                    "SELECT name FROM pragma_index_info('{index}') ORDER BY seqno"
+                ))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let kind = if unique { "unique index" } else { "index" };
+            schema.insert(format!("{table} {kind} {index}({})", columns.join(", ")));
+        }
+    }
+    schema
+}
+
+async fn postgres_schema(url: &str) -> Schema {
+    drop(
+        PostgresStore::connect(url, StoreConfig::default())
+            .await
+            .unwrap(),
+    );
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut schema = Schema::new();
+    for r in client
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name <> 'tessera_schema'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (table, column): (String, String) = (r.get(0), r.get(1));
+        schema.insert(table.clone());
+        schema.insert(format!("{table}.{column}"));
+    }
+    for r in client
+        .query(
+            "SELECT t.relname::text, i.relname::text, x.indisunique, \
+             array_agg(a.attname::text ORDER BY k.n) \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace s ON s.oid = t.relnamespace \
+             CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+             WHERE s.nspname = current_schema() AND NOT x.indisprimary \
+             GROUP BY 1, 2, 3",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let (table, index, unique, columns): (String, String, bool, Vec<String>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let kind = if unique { "unique index" } else { "index" };
+        schema.insert(format!("{table} {kind} {index}({})", columns.join(", ")));
+    }
+    schema
+}
+
+#[tokio::test]
+async fn sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() {
+    let sqlite = sqlite_schema();
+    assert!(sqlite.contains("tasks.lease_expires_at"), "{sqlite:#?}");
+    assert!(
+        sqlite.contains("logs index logs_task_time(task_id, time, id)"),
+        "{sqlite:#?}"
+    );
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let postgres = postgres_schema(&url).await;
+    let only_sqlite: Vec<&String> = sqlite.difference(&postgres).collect();
+    let only_postgres: Vec<&String> = postgres.difference(&sqlite).collect();
+    assert!(
+        only_sqlite.is_empty() && only_postgres.is_empty(),
+        "the schemas drifted apart:\n  only in SQLite: {only_sqlite:#?}\n  only in PostgreSQL: {only_postgres:#?}"
+    );
+}

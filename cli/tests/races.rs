@@ -48,7 +48,7 @@ async fn eight_claimers_over_ten_thousand_tasks_get_each_exactly_once() {
     for w in workers {
         w.await.unwrap();
     }
-    let claimed = claimed.lock().unwrap();
+    let claimed = claimed.lock().unwrap().clone();
     let unique: HashSet<&String> = claimed.iter().collect();
     assert_eq!(claimed.len(), 10_000, "claims handed out");
     assert_eq!(unique.len(), 10_000, "a task went to two claimers");
@@ -120,7 +120,7 @@ async fn completions_racing_lease_expiry_never_record_a_task_twice() {
     let c = server.client();
     let j = c.job(&job).await.unwrap();
     assert_eq!(j.state, JobState::Completed, "{j:?}");
-    let accepted = accepted.lock().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
     assert_eq!(accepted.len(), 300);
     assert!(
         accepted.values().all(|&n| n == 1),

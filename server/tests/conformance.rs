@@ -418,7 +418,7 @@ pub async fn extending_keeps_the_lease(store: Arc<dyn Store>) {
         lease: got[0].lease,
     };
     let st = s
-        .extend("r1", &[lease.clone()], T0 + 8 * SEC)
+        .extend("r1", std::slice::from_ref(&lease), T0 + 8 * SEC)
         .await
         .unwrap();
     assert!(st[0].held && !st[0].canceled);

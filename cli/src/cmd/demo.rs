@@ -200,7 +200,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "--".into(),
     ];
     five.extend(runner(&[]));
-    let rows = vec![
+    let rows = [
         scenario(&client, "one runner", args.count, args.seconds, runner(&[])).await?,
         scenario(&client, "five runners", args.count, args.seconds, five).await?,
         scenario(

@@ -31,7 +31,7 @@ use crate::wake::Wake;
 /// The notification channel that announces claimable work.
 const CHANNEL: &str = "tessera_work";
 /// Key of the advisory lock that serializes migrations.
-const MIGRATION_LOCK: i64 = 0x7465_7373_6572_61;
+const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
 
 /// Migrations in order; table `tessera_schema` records how many were applied.
 const MIGRATIONS: &[&str] = &[

@@ -7,6 +7,7 @@ mod decide;
 mod driver;
 mod encode;
 mod postgres;
+mod query;
 mod sqlite;
 
 use std::time::Duration;

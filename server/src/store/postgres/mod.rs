@@ -25,6 +25,7 @@ use super::driver::{
     Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
 };
 use super::encode::*;
+use super::query::{self, Param, Query};
 use super::{StoreConfig, StoreError};
 use crate::wake::Wake;
 
@@ -251,10 +252,6 @@ impl PgTx {
     }
 }
 
-const TASK_SELECT: &str = "SELECT id, job_id, parent_id, depth, name, major, minor, input, display, \
-    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
-    children, completed, created_at, started_at, finished_at, path FROM tasks";
-
 fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
     let name: String = r.get(4);
     let display: Option<String> = r.get(8);
@@ -339,10 +336,14 @@ fn identifier_arrays(identifiers: &[TaskIdentifier]) -> (Vec<&str>, Vec<i64>, Ve
     )
 }
 
-fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
-    params
+/// A [`Query`]'s parameters, bound for PostgreSQL.
+fn bind(q: &Query) -> Vec<&(dyn ToSql + Sync)> {
+    q.params
         .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .map(|p| match p {
+            Param::Text(t) => t as &(dyn ToSql + Sync),
+            Param::Int(n) => n as &(dyn ToSql + Sync),
+        })
         .collect()
 }
 
@@ -435,35 +436,9 @@ impl Tx for PgTx {
     }
 
     async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
-        let mut sql = String::from("SELECT id FROM jobs WHERE TRUE");
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, value: Box<dyn ToSql + Sync + Send>| {
-            params.push(value);
-            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
-        };
-        if let Some(state) = filter.state {
-            let clause = format!(" AND {JOB_STATE_SQL} = ?");
-            arg(&mut sql, &clause, Box::new(state.as_str().to_string()));
-        }
-        if let Some(name) = &filter.name {
-            arg(&mut sql, " AND strpos(name, ?) > 0", Box::new(name.clone()));
-        }
-        if let Some(since) = filter.since {
-            arg(&mut sql, " AND submitted_at >= ?", Box::new(i(since)));
-        }
-        if let Some(until) = filter.until {
-            arg(&mut sql, " AND submitted_at < ?", Box::new(i(until)));
-        }
-        if let Some(cursor) = &filter.cursor {
-            arg(&mut sql, " AND id < ?", Box::new(cursor.clone()));
-        }
-        arg(
-            &mut sql,
-            " ORDER BY id DESC LIMIT ?",
-            Box::new(i64::from(limit)),
-        );
+        let q = query::job_ids(filter, limit, "strpos(name, ?) > 0");
         Ok(self
-            .rows(&sql, &refs(&params))
+            .rows(&q.numbered(), &bind(&q))
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -476,23 +451,8 @@ impl Tx for PgTx {
         query: &TaskQuery,
         limit: u32,
     ) -> Result<Vec<(Task, String)>, StoreError> {
-        let mut sql = format!("{TASK_SELECT} WHERE job_id = $1");
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
-        if let Some(parent) = &query.parent {
-            params.push(Box::new(parent.clone()));
-            sql.push_str(&format!(" AND parent_id = ${}", params.len()));
-        }
-        if let Some(state) = query.state {
-            params.push(Box::new(state.as_str().to_string()));
-            sql.push_str(&format!(" AND state = ${}", params.len()));
-        }
-        if let Some(cursor) = &query.cursor {
-            params.push(Box::new(cursor.clone()));
-            sql.push_str(&format!(" AND path > ${}", params.len()));
-        }
-        params.push(Box::new(i64::from(limit)));
-        sql.push_str(&format!(" ORDER BY path LIMIT ${}", params.len()));
-        self.rows(&sql, &refs(&params))
+        let q = query::tasks(job, query, limit);
+        self.rows(&q.numbered(), &bind(&q))
             .await?
             .iter()
             .map(task_from_row)
@@ -500,10 +460,13 @@ impl Tx for PgTx {
     }
 
     async fn task(&mut self, id: &str) -> Result<Option<Task>, StoreError> {
-        self.opt(&format!("{TASK_SELECT} WHERE id = $1"), &[&id])
-            .await?
-            .map(|r| task_from_row(&r).map(|(t, _)| t))
-            .transpose()
+        self.opt(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .map(|r| task_from_row(&r).map(|(t, _)| t))
+        .transpose()
     }
 
     async fn logs(
@@ -512,31 +475,8 @@ impl Tx for PgTx {
         query: &LogQuery,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, time, level, message, task_id, job_id, runner_id, attempt, fields \
-             FROM logs WHERE job_id = $1",
-        );
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
-        if let Some(task) = &query.task {
-            params.push(Box::new(task.clone()));
-            sql.push_str(&format!(" AND task_id = ${}", params.len()));
-        }
-        if let Some(level) = query.level {
-            params.push(Box::new(level_rank(level)));
-            sql.push_str(&format!(" AND level >= ${}", params.len()));
-        }
-        if let Some(cursor) = &query.cursor {
-            let (time, id) = split_cursor(cursor)?;
-            params.push(Box::new(i(time)));
-            params.push(Box::new(id));
-            let (a, b) = (params.len() - 1, params.len());
-            sql.push_str(&format!(
-                " AND (time > ${a} OR (time = ${a} AND id > ${b}))"
-            ));
-        }
-        params.push(Box::new(i64::from(limit)));
-        sql.push_str(&format!(" ORDER BY time, id LIMIT ${}", params.len()));
-        self.rows(&sql, &refs(&params))
+        let q = query::logs(job, query, limit)?;
+        self.rows(&q.numbered(), &bind(&q))
             .await?
             .iter()
             .map(|r| {
@@ -564,27 +504,8 @@ impl Tx for PgTx {
         query: &SpanQuery,
         limit: u32,
     ) -> Result<Vec<(i64, Span)>, StoreError> {
-        let mut sql = String::from(
-            r#"SELECT id, name, task_id, job_id, runner_id, attempt, start, "end", outcome, error
-               FROM spans WHERE job_id = $1"#,
-        );
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(job.to_string())];
-        if let Some(task) = &query.task {
-            params.push(Box::new(task.clone()));
-            sql.push_str(&format!(" AND task_id = ${}", params.len()));
-        }
-        if let Some(cursor) = &query.cursor {
-            let (start, id) = split_cursor(cursor)?;
-            params.push(Box::new(i(start)));
-            params.push(Box::new(id));
-            let (a, b) = (params.len() - 1, params.len());
-            sql.push_str(&format!(
-                " AND (start > ${a} OR (start = ${a} AND id > ${b}))"
-            ));
-        }
-        params.push(Box::new(i64::from(limit)));
-        sql.push_str(&format!(" ORDER BY start, id LIMIT ${}", params.len()));
-        self.rows(&sql, &refs(&params))
+        let q = query::spans(job, query, limit)?;
+        self.rows(&q.numbered(), &bind(&q))
             .await?
             .iter()
             .map(|r| {

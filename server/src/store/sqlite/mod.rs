@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
     Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
     Task, TaskCounts, TaskIdentifier, TaskQuery, Version,
@@ -27,6 +27,7 @@ use super::driver::{
     Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
 };
 use super::encode::*;
+use super::query::{self, Param};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
@@ -315,6 +316,15 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     }))
 }
 
+impl ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Param::Text(t) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(t.as_bytes())),
+            Param::Int(n) => ToSqlOutput::Owned(Value::Integer(*n)),
+        })
+    }
+}
+
 fn i(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
@@ -339,35 +349,10 @@ impl Tx for SqliteTx {
     }
 
     async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
-        let mut sql = String::from("SELECT id FROM jobs WHERE 1 = 1");
-        let mut params: Vec<Value> = Vec::new();
-        if let Some(state) = filter.state {
-            sql.push_str(&format!(" AND {JOB_STATE_SQL} = ?"));
-            params.push(Value::Text(state.as_str().into()));
-        }
-        if let Some(name) = &filter.name {
-            sql.push_str(" AND instr(name, ?) > 0");
-            params.push(Value::Text(name.clone()));
-        }
-        if let Some(since) = filter.since {
-            sql.push_str(" AND submitted_at >= ?");
-            params.push(Value::Integer(i(since)));
-        }
-        if let Some(until) = filter.until {
-            sql.push_str(" AND submitted_at < ?");
-            params.push(Value::Integer(i(until)));
-        }
-        if let Some(cursor) = &filter.cursor {
-            sql.push_str(" AND id < ?");
-            params.push(Value::Text(cursor.clone()));
-        }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
-        params.push(Value::Integer(i64::from(limit)));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let q = query::job_ids(filter, limit, "instr(name, ?) > 0");
+        let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let ids = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
-                r.get::<_, String>(0)
-            })?
+            .query_map(params_from_iter(&q.params), |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ids)
     }
@@ -378,25 +363,10 @@ impl Tx for SqliteTx {
         query: &TaskQuery,
         limit: u32,
     ) -> Result<Vec<(Task, String)>, StoreError> {
-        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?");
-        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
-        if let Some(parent) = &query.parent {
-            sql.push_str(" AND parent_id = ?");
-            params.push(Value::Text(parent.clone()));
-        }
-        if let Some(state) = query.state {
-            sql.push_str(" AND state = ?");
-            params.push(Value::Text(state.as_str().into()));
-        }
-        if let Some(cursor) = &query.cursor {
-            sql.push_str(" AND path > ?");
-            params.push(Value::Text(cursor.clone()));
-        }
-        sql.push_str(" ORDER BY path LIMIT ?");
-        params.push(Value::Integer(i64::from(limit)));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let q = query::tasks(job, query, limit);
+        let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), task_from_row)?
+            .query_map(params_from_iter(&q.params), task_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(with_state).collect()
     }
@@ -416,31 +386,10 @@ impl Tx for SqliteTx {
         query: &LogQuery,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, time, level, message, task_id, job_id, runner_id, attempt, fields \
-             FROM logs WHERE job_id = ?",
-        );
-        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
-        if let Some(task) = &query.task {
-            sql.push_str(" AND task_id = ?");
-            params.push(Value::Text(task.clone()));
-        }
-        if let Some(level) = query.level {
-            sql.push_str(" AND level >= ?");
-            params.push(Value::Integer(level_rank(level)));
-        }
-        if let Some(cursor) = &query.cursor {
-            let (time, id) = split_cursor(cursor)?;
-            sql.push_str(" AND (time > ? OR (time = ? AND id > ?))");
-            params.push(Value::Integer(i(time)));
-            params.push(Value::Integer(i(time)));
-            params.push(Value::Integer(id));
-        }
-        sql.push_str(" ORDER BY time, id LIMIT ?");
-        params.push(Value::Integer(i64::from(limit)));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let q = query::logs(job, query, limit)?;
+        let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
+            .query_map(params_from_iter(&q.params), |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
@@ -473,27 +422,10 @@ impl Tx for SqliteTx {
         query: &SpanQuery,
         limit: u32,
     ) -> Result<Vec<(i64, Span)>, StoreError> {
-        let mut sql = String::from(
-            "SELECT id, name, task_id, job_id, runner_id, attempt, start, end, outcome, error \
-             FROM spans WHERE job_id = ?",
-        );
-        let mut params: Vec<Value> = vec![Value::Text(job.to_string())];
-        if let Some(task) = &query.task {
-            sql.push_str(" AND task_id = ?");
-            params.push(Value::Text(task.clone()));
-        }
-        if let Some(cursor) = &query.cursor {
-            let (start, id) = split_cursor(cursor)?;
-            sql.push_str(" AND (start > ? OR (start = ? AND id > ?))");
-            params.push(Value::Integer(i(start)));
-            params.push(Value::Integer(i(start)));
-            params.push(Value::Integer(id));
-        }
-        sql.push_str(" ORDER BY start, id LIMIT ?");
-        params.push(Value::Integer(i64::from(limit)));
-        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let q = query::spans(job, query, limit)?;
+        let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| {
+            .query_map(params_from_iter(&q.params), |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(8)?,

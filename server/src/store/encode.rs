@@ -113,3 +113,24 @@ pub(super) fn path_segment(i: usize) -> String {
 pub(super) const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN failed THEN 'failed' \
     WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
     ELSE 'queued' END";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_stored_text_is_an_error_not_a_guess() {
+        assert!(matches!(state_of("exploded"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            outcome_of("exploded"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(rank_level(9), Err(StoreError::Corrupt(_))));
+        assert_eq!(state_of("computed").unwrap(), TaskState::Computed);
+        assert_eq!(
+            outcome_of(outcome_str(SpanOutcome::Expired)).unwrap(),
+            SpanOutcome::Expired
+        );
+        assert_eq!(rank_level(level_rank(Level::Warn)).unwrap(), Level::Warn);
+    }
+}

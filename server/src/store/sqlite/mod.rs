@@ -854,18 +854,3 @@ impl Tx for SqliteTx {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_state_text_is_an_error_not_a_failure() {
-        assert!(matches!(state_of("exploded"), Err(StoreError::Corrupt(_))));
-        assert!(matches!(
-            outcome_of("exploded"),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(rank_level(9), Err(StoreError::Corrupt(_))));
-    }
-}

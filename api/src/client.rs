@@ -163,10 +163,16 @@ impl Client {
             })?;
         if !status.is_success() {
             let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => (body.code, body.message),
+                Ok(body) => (
+                    crate::limits::cut(&body.code, 100),
+                    crate::limits::cut(&body.message, crate::limits::MAX_REASON_BYTES),
+                ),
                 Err(_) => (
                     "http_error".to_string(),
-                    format!("{what} failed: {}", String::from_utf8_lossy(&bytes)),
+                    format!(
+                        "{what} failed: {}",
+                        crate::limits::elide(&String::from_utf8_lossy(&bytes), 500)
+                    ),
                 ),
             };
             return Err(ClientError::Api {
@@ -209,7 +215,7 @@ impl Client {
     }
 
     /// `GET /v1/health`.
-    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+    pub async fn health(&self) -> Result<crate::Health, ClientError> {
         self.get("/v1/health", &()).await
     }
 

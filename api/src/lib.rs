@@ -6,9 +6,11 @@
 #[cfg(feature = "client")]
 mod client;
 mod error;
+mod health;
 mod identifier;
 mod jobs;
 mod level;
+pub mod limits;
 mod runner;
 mod subtask;
 mod telemetry;
@@ -16,6 +18,7 @@ mod telemetry;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError};
 pub use error::ErrorBody;
+pub use health::Health;
 pub use identifier::{IdentifierError, TaskIdentifier, Version};
 pub use jobs::{
     Job, JobFilter, JobPage, JobState, RootTask, SubmitJob, Task, TaskCounts, TaskPage, TaskQuery,

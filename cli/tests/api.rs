@@ -46,7 +46,7 @@ async fn every_endpoint_answers() {
     for db in support::databases(dir.path()).await {
         let server = ServerProc::start_db(&db, &dir.path().join("server.log"), &[]);
         let c = server.client();
-        assert_eq!(c.health().await.unwrap()["status"], "ok");
+        assert_eq!(c.health().await.unwrap().status, "ok");
 
         let spec: Value = reqwest::get(format!("{}/v1/openapi.json", server.url))
             .await
@@ -206,6 +206,7 @@ async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
             ("unknown field", http.post(url("/v1/jobs")).json(&json!({"name": "x", "colour": "red", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "unknown field `colour`"),
             ("bad version", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "1.0"}}})), 400, "v<major>.<minor>"),
             ("bad task name", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "no spaces", "version": "v0.0"}}})), 400, "is not valid"),
+            ("input nested too deep", http.post(url("/v1/jobs")).json(&json!({"name": "x", "root": {"identifier": {"name": "Root", "version": "v0.0"}, "input": (0..70).fold(json!(1), |v, _| json!([v]))}})), 400, "70 levels deep"),
             ("empty job name", http.post(url("/v1/jobs")).json(&json!({"name": "", "root": {"identifier": {"name": "Root", "version": "v0.0"}}})), 400, "job name"),
             ("no content type", http.post(url("/v1/jobs")).body("{}"), 415, "Content-Type: application/json"),
             // Its own connection: the server answers before reading the rest and closes it.
@@ -260,7 +261,7 @@ async fn a_token_is_required_when_set() {
             (Some("Bearer wrong"), "token is wrong"),
         ] {
             for request in [
-                http.get(format!("{}/v1/health", server.url)),
+                http.get(format!("{}/v1/jobs", server.url)),
                 http.post(format!("{}/v1/jobs", server.url)).json(&body),
             ] {
                 let request = match header {
@@ -269,10 +270,27 @@ async fn a_token_is_required_when_set() {
                 };
                 let response = request.send().await.unwrap();
                 assert_eq!(response.status().as_u16(), 401);
+                let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+                assert!(challenge.starts_with("Bearer realm="), "{challenge}");
                 let body: Value = response.json().await.unwrap();
                 assert!(body["message"].as_str().unwrap().contains(expect), "{body}");
             }
         }
+        // Liveness needs no token (load balancers and runners starting up ask it).
+        let health = http
+            .get(format!("{}/v1/health", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status().as_u16(), 200);
+        // The scheme is case-insensitive (RFC 9110).
+        let lower = http
+            .get(format!("{}/v1/jobs", server.url))
+            .header("authorization", "bearer s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lower.status().as_u16(), 200);
         let authed = tessera_api::Client::new(server.url.clone(), Some("s3cret".into()));
         assert!(
             authed
@@ -288,6 +306,82 @@ async fn a_token_is_required_when_set() {
         let err = anonymous.jobs(&JobFilter::default()).await.unwrap_err();
         assert_eq!(err.status(), Some(401));
     }
+}
+
+#[tokio::test]
+async fn a_task_lost_by_its_runners_fails_instead_of_running_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in support::databases(dir.path()).await {
+        let server = ServerProc::start_db(
+            &db,
+            &dir.path().join("server.log"),
+            &["--lease-seconds", "0.3", "--max-lost", "2"],
+        );
+        let c = server.client();
+        let mut body = submit_body("lost");
+        // With a retry left, the second loss in a row would spend it and queue the task again.
+        body.root.max_retries = 0;
+        let job = c.submit(&body).await.unwrap();
+        // Two runners in a row claim the task and vanish without a report.
+        for round in 1..=2u32 {
+            let mut tasks = Vec::new();
+            let started = Instant::now();
+            while tasks.is_empty() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "{db}: not requeued"
+                );
+                tasks = c.claim(&claim(1, 2_000)).await.unwrap().tasks;
+            }
+            assert_eq!(tasks[0].attempt, round, "{db}");
+        }
+        let root = tasks_of(&c, &job.id).await.remove(0);
+        let started = Instant::now();
+        let failed = loop {
+            let j = c.job(&job.id).await.unwrap();
+            if j.state == JobState::Failed {
+                break j;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{db}: {j:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(failed.task_counts.failed, 1, "{db}");
+        let task = c.task(&root.id).await.unwrap();
+        let why = task.error.unwrap_or_default();
+        assert!(
+            why.contains("lost by its runner 2 times in a row"),
+            "{db}: {why}"
+        );
+        assert_eq!(task.attempts, 2, "{db}: it did not run a third time");
+        // A job retry starts the count over.
+        c.retry(&job.id).await.unwrap();
+        let again = c.claim(&claim(1, 2_000)).await.unwrap().tasks;
+        assert_eq!(again.len(), 1, "{db}");
+        c.report(&ReportRequest {
+            runner_id: "runner-a".into(),
+            reports: vec![TaskReport {
+                task_id: again[0].task_id.clone(),
+                lease: again[0].lease,
+                report: Report::Computed {
+                    subtasks: vec![],
+                    display: None,
+                    progress: vec![],
+                },
+            }],
+            claim: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            c.job(&job.id).await.unwrap().state,
+            JobState::Completed,
+            "{db}"
+        );
+    }
+}
+
+async fn tasks_of(c: &tessera_api::Client, job: &str) -> Vec<tessera_api::Task> {
+    c.tasks(job, &TaskQuery::default()).await.unwrap().tasks
 }
 
 #[tokio::test]

@@ -163,7 +163,11 @@ impl Host {
                 task_id: task_id.to_string(),
                 attempt,
             },
-            subtask_limit: limits.subtasks,
+            budget: crate::state::SubmitBudget {
+                subtasks: limits.subtasks,
+                input_bytes: limits.input_bytes,
+                report_bytes: limits.report_bytes,
+            },
             subtasks: Vec::new(),
             display: None,
             progress: BTreeMap::new(),
@@ -272,6 +276,9 @@ impl Host {
         match outcome {
             Outcome::Failed(mut f) => {
                 f.display = display;
+                // A guest's error text is its own; the server keeps this much of it.
+                f.message =
+                    tessera_api::limits::cut(&f.message, tessera_api::limits::MAX_REASON_BYTES);
                 Outcome::Failed(f)
             }
             computed => computed,

@@ -16,8 +16,11 @@ pub struct Limits {
     pub log_bytes: usize,
     /// Subtasks one attempt may submit.
     pub subtasks: usize,
-    /// Size of a task's JSON input, in bytes.
+    /// Size of a task's JSON input, in bytes (a subtask's too).
     pub input_bytes: usize,
+    /// Bytes of subtasks one attempt may submit in all, so that its report fits in what the
+    /// server accepts (runners derive it from the server's body limit).
+    pub report_bytes: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             log_bytes: 1 << 20,
             subtasks: 100_000,
             input_bytes: 1 << 20,
+            report_bytes: 16 << 20,
         }
     }
 }

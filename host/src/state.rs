@@ -11,8 +11,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{
     Field, SubmitError, Subtask, SubtaskHandle, TaskContext, WitLevel, tessera::task,
 };
-use crate::limits::MemoryLimiter;
+use crate::limits::{MemoryLimiter, human_bytes};
 use crate::log::AttemptLog;
+use tessera_api::limits;
 
 /// The data of one attempt's `Store`: created fresh for every attempt.
 pub(crate) struct TaskState {
@@ -21,7 +22,7 @@ pub(crate) struct TaskState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: Arc<Mutex<AttemptLog>>,
     pub(crate) context: TaskContext,
-    pub(crate) subtask_limit: usize,
+    pub(crate) budget: SubmitBudget,
     pub(crate) subtasks: Vec<SubtaskSpec>,
     pub(crate) display: Option<String>,
     pub(crate) progress: BTreeMap<String, (u64, u64)>,
@@ -62,57 +63,104 @@ impl From<WitLevel> for Level {
     }
 }
 
-/// Longest display name kept; longer ones are cut.
-const MAX_DISPLAY: usize = 256;
-/// Longest progress label kept, and most indicators one attempt may create.
-const MAX_LABEL: usize = 128;
-const MAX_INDICATORS: usize = 64;
-
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut at = max;
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        text.truncate(at);
-    }
-    text
+/// What one attempt may still submit: subtasks, and bytes of report (so that its result always
+/// fits in what the server accepts, and the host holds no more than that for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SubmitBudget {
+    /// Most subtasks in all.
+    pub(crate) subtasks: usize,
+    /// Largest input of one subtask, as JSON text.
+    pub(crate) input_bytes: usize,
+    /// Report bytes left for subtasks.
+    pub(crate) report_bytes: usize,
 }
 
-/// Checks one submission and turns it into wire subtasks, or says why it is refused.
+/// Roughly what a subtask adds to a report beyond its input, its name and its display name.
+const SUBTASK_OVERHEAD: usize = 160;
+
+/// Checks one submission and turns it into wire subtasks, or says why it is refused. The
+/// checks are the server's, so that a result the host accepts is never refused there.
 fn check_submission(
     subtasks: Vec<Subtask>,
     already: usize,
-    limit: usize,
+    budget: &mut SubmitBudget,
 ) -> Result<Vec<SubtaskSpec>, SubmitError> {
-    if already + subtasks.len() > limit {
-        return Err(SubmitError::TooMany(limit.min(u32::MAX as usize) as u32));
+    let too_many = || SubmitError::TooMany(budget.subtasks.min(u32::MAX as usize) as u32);
+    if already
+        .checked_add(subtasks.len())
+        .is_none_or(|n| n > budget.subtasks)
+    {
+        return Err(too_many());
     }
     let mut out = Vec::with_capacity(subtasks.len());
+    let mut bytes = 0usize;
     for (i, s) in subtasks.into_iter().enumerate() {
         if let Some(&bad) = s.depends_on.iter().find(|&&d| d as usize >= i) {
             return Err(SubmitError::BadDependency(bad));
         }
+        let mut deps = s.depends_on.clone();
+        deps.sort_unstable();
+        if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SubmitError::Invalid(format!(
+                "subtask {i} lists dependency {} twice",
+                w[0]
+            )));
+        }
         let version: Version = s.identifier.version.parse().map_err(|e| {
-            SubmitError::Invalid(format!("subtask {i} ({}): {e}", s.identifier.name))
+            SubmitError::Invalid(format!(
+                "subtask {i} ({}): {e}",
+                limits::elide(&s.identifier.name, 64)
+            ))
         })?;
         let identifier = TaskIdentifier::new(s.identifier.name, version)
             .map_err(|e| SubmitError::Invalid(format!("subtask {i}: {e}")))?;
-        let input = serde_json::from_str(&s.input).map_err(|e| {
+        if let Some(c) = &s.cluster {
+            limits::check_name("cluster", c)
+                .map_err(|e| SubmitError::Invalid(format!("subtask {i} ({identifier}): {e}")))?;
+        }
+        if s.input.len() > budget.input_bytes {
+            return Err(SubmitError::Invalid(format!(
+                "subtask {i} ({identifier}): its input of {} exceeds the limit of {} per task; \
+                 pass large data by reference (a URL or object key) instead",
+                human_bytes(s.input.len()),
+                human_bytes(budget.input_bytes)
+            )));
+        }
+        let input: serde_json::Value = serde_json::from_str(&s.input).map_err(|e| {
             SubmitError::Invalid(format!(
                 "subtask {i} ({identifier}): input is not valid JSON: {e}"
             ))
         })?;
+        limits::check_input_depth(&input)
+            .map_err(|e| SubmitError::Invalid(format!("subtask {i} ({identifier}): {e}")))?;
+        let display = s
+            .display
+            .map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES));
+        bytes = bytes
+            .saturating_add(s.input.len())
+            .saturating_add(identifier.name.len())
+            .saturating_add(display.as_ref().map_or(0, String::len))
+            .saturating_add(s.depends_on.len().saturating_mul(11))
+            .saturating_add(SUBTASK_OVERHEAD);
         let offset = already as u32;
         out.push(SubtaskSpec {
             identifier,
             input,
-            display: s.display.map(|d| cut(d, MAX_DISPLAY)),
+            display,
             depends_on: s.depends_on.iter().map(|d| d + offset).collect(),
             max_retries: s.max_retries,
             cluster: s.cluster,
         });
     }
+    if bytes > budget.report_bytes {
+        return Err(SubmitError::Invalid(format!(
+            "these subtasks need about {} of report but only {} are left of what one attempt may \
+             submit; submit fewer or smaller subtasks (pass large data by reference)",
+            human_bytes(bytes),
+            human_bytes(budget.report_bytes)
+        )));
+    }
+    budget.report_bytes -= bytes;
     Ok(out)
 }
 
@@ -143,7 +191,7 @@ impl task::host::Host for TaskState {
         subtasks: Vec<Subtask>,
     ) -> wasmtime::Result<Result<Vec<SubtaskHandle>, SubmitError>> {
         let start = self.subtasks.len();
-        match check_submission(subtasks, start, self.subtask_limit) {
+        match check_submission(subtasks, start, &mut self.budget) {
             Ok(specs) => {
                 self.subtasks.extend(specs);
                 let handles = (start..self.subtasks.len())
@@ -158,13 +206,14 @@ impl task::host::Host for TaskState {
     }
 
     fn set_display(&mut self, display: String) -> wasmtime::Result<()> {
-        self.display = Some(cut(display, MAX_DISPLAY));
+        self.display = Some(limits::cut(&display, limits::MAX_DISPLAY_BYTES));
         Ok(())
     }
 
     fn progress(&mut self, label: String, done: u64, total: u64) -> wasmtime::Result<()> {
-        let label = cut(label, MAX_LABEL);
-        if !self.progress.contains_key(&label) && self.progress.len() >= MAX_INDICATORS {
+        let label = limits::cut(&label, limits::MAX_LABEL_BYTES);
+        if !self.progress.contains_key(&label) && self.progress.len() >= limits::MAX_PROGRESS_LABELS
+        {
             return Ok(());
         }
         let entry = self.progress.entry(label).or_default();
@@ -196,30 +245,77 @@ mod tests {
         }
     }
 
+    fn budget(subtasks: usize) -> SubmitBudget {
+        SubmitBudget {
+            subtasks,
+            input_bytes: 1 << 20,
+            report_bytes: 16 << 20,
+        }
+    }
+
+    fn invalid(subs: Vec<Subtask>, budget: &mut SubmitBudget) -> String {
+        match check_submission(subs, 0, budget) {
+            Err(SubmitError::Invalid(why)) => why,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
     #[test]
     fn dependencies_must_point_backwards_and_are_offset() {
-        let ok =
-            check_submission(vec![sub("A", "{}", vec![]), sub("B", "1", vec![0])], 3, 10).unwrap();
+        let ok = check_submission(
+            vec![sub("A", "{}", vec![]), sub("B", "1", vec![0])],
+            3,
+            &mut budget(10),
+        )
+        .unwrap();
         assert_eq!(ok[1].depends_on, vec![3]);
-        let err = check_submission(vec![sub("A", "{}", vec![0])], 0, 10).unwrap_err();
+        let err = check_submission(vec![sub("A", "{}", vec![0])], 0, &mut budget(10)).unwrap_err();
         assert!(matches!(err, SubmitError::BadDependency(0)));
+        let why = invalid(
+            vec![sub("A", "{}", vec![]), sub("B", "1", vec![0, 0])],
+            &mut budget(10),
+        );
+        assert!(why.contains("dependency 0 twice"), "{why}");
     }
 
     #[test]
     fn limits_names_and_json_are_checked() {
         assert!(matches!(
-            check_submission(vec![sub("A", "{}", vec![]); 3], 8, 10).unwrap_err(),
+            check_submission(vec![sub("A", "{}", vec![]); 3], 8, &mut budget(10)).unwrap_err(),
             SubmitError::TooMany(10)
         ));
         assert!(matches!(
-            check_submission(vec![sub("bad name", "{}", vec![])], 0, 10).unwrap_err(),
-            SubmitError::Invalid(_)
+            check_submission(vec![sub("A", "{}", vec![])], usize::MAX, &mut budget(10))
+                .unwrap_err(),
+            SubmitError::TooMany(10)
         ));
-        let SubmitError::Invalid(why) =
-            check_submission(vec![sub("A", "{nope", vec![])], 0, 10).unwrap_err()
-        else {
-            panic!("expected invalid")
-        };
+        invalid(vec![sub("bad name", "{}", vec![])], &mut budget(10));
+        let why = invalid(vec![sub("A", "{nope", vec![])], &mut budget(10));
         assert!(why.contains("not valid JSON"), "{why}");
+        let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+        let why = invalid(vec![sub("A", &deep, vec![])], &mut budget(10));
+        assert!(why.contains("65 levels deep"), "{why}");
+        let mut clustered = sub("A", "{}", vec![]);
+        clustered.cluster = Some("\u{1b}]0;pwned\u{7}".into());
+        let why = invalid(vec![clustered], &mut budget(10));
+        assert!(why.contains("cluster") && !why.contains('\u{1b}'), "{why}");
+    }
+
+    #[test]
+    fn inputs_and_the_whole_report_are_bounded() {
+        let big = format!("\"{}\"", "x".repeat(2 << 20));
+        let why = invalid(vec![sub("A", &big, vec![])], &mut budget(10));
+        assert!(why.contains("exceeds the limit of 1 MiB per task"), "{why}");
+        // Each subtask fits, together they do not: the second submission is refused and the
+        // first one's budget stays spent.
+        let half = format!("\"{}\"", "x".repeat(600 << 10));
+        let mut b = SubmitBudget {
+            report_bytes: 1 << 20,
+            ..budget(10)
+        };
+        check_submission(vec![sub("A", &half, vec![])], 0, &mut b).unwrap();
+        let why = invalid(vec![sub("A", &half, vec![])], &mut b);
+        assert!(why.contains("of report"), "{why}");
+        assert!(b.report_bytes < 500 << 10);
     }
 }

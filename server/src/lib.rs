@@ -185,8 +185,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         wake: wake.clone(),
         shutdown: shutdown_rx.clone(),
         token: config.token.as_deref().map(Arc::from),
+        max_body: config.max_body,
     };
-    let app = http::router(state, config.max_body);
+    let app = http::router(state);
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

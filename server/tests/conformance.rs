@@ -22,6 +22,7 @@ fn config() -> StoreConfig {
         lease: Duration::from_secs(10),
         retry_base: Duration::from_secs(2),
         retry_max: Duration::from_secs(60),
+        max_lost: 3,
     }
 }
 
@@ -384,6 +385,40 @@ pub async fn expired_leases_requeue_without_spending_a_retry(store: Arc<dyn Stor
     let spans = s.spans(&j.id, &SpanQuery::default()).await.unwrap().spans;
     let outcomes: Vec<SpanOutcome> = spans.iter().map(|sp| sp.outcome).collect();
     assert_eq!(outcomes, [SpanOutcome::Expired, SpanOutcome::Computed]);
+}
+
+pub async fn a_task_lost_three_times_in_a_row_fails(store: Arc<dyn Store>) {
+    let s = &*store;
+    let j = s.submit(&job("lost", "Root", 0), T0).await.unwrap();
+    let mut now = T0;
+    let mut last = Vec::new();
+    for round in 1..=3u64 {
+        last = claim(s, 1, now).await;
+        assert_eq!(last.len(), 1, "round {round}: requeued");
+        now += 11 * SEC;
+        assert_eq!(s.reap(now).await.unwrap(), 1);
+        // A report in between would start the count over; an abandon is one.
+        if round == 1 {
+            let again = claim(s, 1, now).await;
+            assert!(report(s, &again[0], Report::Abandoned, now).await);
+        }
+    }
+    let t = s.task(&last[0].task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Queued, "the abandon reset the count");
+    let fourth = claim(s, 1, now).await;
+    now += 11 * SEC;
+    assert_eq!(s.reap(now).await.unwrap(), 1);
+    let t = s.task(&fourth[0].task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lost by its runner 3 times in a row"),
+        "{t:?}"
+    );
+    assert_eq!(s.job(&j.id).await.unwrap().state, JobState::Failed);
+    assert!(claim(s, 1, now + SEC).await.is_empty());
 }
 
 pub async fn a_report_after_expiry_is_refused_even_before_the_reaper(store: Arc<dyn Store>) {
@@ -1088,6 +1123,7 @@ macro_rules! suite {
             abandon_requeues_without_spending_a_retry,
             expired_leases_requeue_without_spending_a_retry,
             a_report_after_expiry_is_refused_even_before_the_reaper,
+            a_task_lost_three_times_in_a_row_fails,
             extending_keeps_the_lease,
             cancel_stops_handing_out_and_running_attempts_learn_it,
             depends_on_waits_for_the_whole_subtree,

@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(short = 'n', long = "copies", default_value_t = 2)]
     copies: u32,
     /// After forwarding SIGINT/SIGTERM, wait this long before killing the copies.
-    #[arg(long, default_value_t = 10.0)]
-    grace_seconds: f64,
+    #[arg(long, default_value = "10", value_parser = super::seconds)]
+    grace_seconds: Duration,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -104,12 +104,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {
                 eprintln!("parallel: forwarding SIGTERM to {} copies", pids.len());
                 signal_all(&pids, Signal::SIGTERM);
-                kill_at.get_or_insert(tokio::time::Instant::now() + Duration::from_secs_f64(args.grace_seconds.max(0.0)));
+                kill_at.get_or_insert(tokio::time::Instant::now() + args.grace_seconds);
             }
             _ = int.recv() => {
                 eprintln!("parallel: forwarding SIGINT to {} copies", pids.len());
                 signal_all(&pids, Signal::SIGINT);
-                kill_at.get_or_insert(tokio::time::Instant::now() + Duration::from_secs_f64(args.grace_seconds.max(0.0)));
+                kill_at.get_or_insert(tokio::time::Instant::now() + args.grace_seconds);
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
                 eprintln!("parallel: grace period over, killing the copies still running");

@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(long)]
     db: Option<String>,
     /// How long a runner's claim lasts unless extended, in seconds.
-    #[arg(long, default_value_t = 30.0)]
-    lease_seconds: f64,
+    #[arg(long, default_value = "30", value_parser = super::positive_seconds)]
+    lease_seconds: Duration,
     /// Require this bearer token on every request.
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -27,8 +27,12 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     max_body_mib: usize,
     /// First retry delay in seconds (doubles per retry, ±25 % jitter).
-    #[arg(long, default_value_t = 0.5)]
-    retry_base_seconds: f64,
+    #[arg(long, default_value = "0.5", value_parser = super::positive_seconds)]
+    retry_base_seconds: Duration,
+    /// Fail an attempt whose lease expired this many times in a row without a report
+    /// ("lost by its runner N times") instead of running it again; 0 never does.
+    #[arg(long, default_value_t = StoreConfig::default().max_lost)]
+    max_lost: u32,
 }
 
 /// Parses `--db`.
@@ -39,13 +43,6 @@ pub fn database(db: Option<&str>) -> anyhow::Result<Database> {
     }
 }
 
-fn seconds(what: &str, value: f64) -> anyhow::Result<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        anyhow::bail!("{what} must be a positive number of seconds, got {value}");
-    }
-    Ok(Duration::from_secs_f64(value))
-}
-
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let database = database(args.db.as_deref())?;
@@ -53,8 +50,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         database: database.clone(),
         store: StoreConfig {
-            lease: seconds("--lease-seconds", args.lease_seconds)?,
-            retry_base: seconds("--retry-base-seconds", args.retry_base_seconds)?,
+            lease: args.lease_seconds,
+            retry_base: args.retry_base_seconds,
+            max_lost: args.max_lost,
             ..StoreConfig::default()
         },
         token: args.token.filter(|t| !t.is_empty()),

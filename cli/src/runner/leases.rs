@@ -43,11 +43,6 @@ impl InFlight {
         self.0.lock().unwrap().remove(task_id);
     }
 
-    /// How many are in flight.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
     /// Tells every attempt to stop.
     pub fn stop_all(&self, why: Stop) {
         for held in self.0.lock().unwrap().values() {

@@ -7,6 +7,7 @@
 
 mod leases;
 mod logs;
+mod outbox;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::cmd::ServerRef;
 use crate::format;
 use leases::{InFlight, Stop};
+use outbox::{Notice, Outbox};
 
 /// Options of `tessera runner`.
 #[derive(Debug, clap::Args)]
@@ -43,8 +45,8 @@ pub struct Args {
     #[arg(long)]
     forever: bool,
     /// On SIGINT/SIGTERM, let running attempts finish for this long, then abandon them.
-    #[arg(long, default_value_t = 30.0)]
-    grace_seconds: f64,
+    #[arg(long, default_value = "30", value_parser = crate::cmd::seconds)]
+    grace_seconds: Duration,
     /// This runner's id (default: a new UUID).
     #[arg(long)]
     runner_id: Option<String>,
@@ -52,8 +54,8 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     memory_mib: usize,
     /// Wall-clock deadline per attempt, in seconds.
-    #[arg(long, default_value_t = 1800.0)]
-    deadline_seconds: f64,
+    #[arg(long, default_value = "1800", value_parser = crate::cmd::positive_seconds)]
+    deadline_seconds: Duration,
     /// Log text per attempt before truncation, in KiB.
     #[arg(long, default_value_t = 1024)]
     log_kib: usize,
@@ -71,16 +73,13 @@ pub struct Args {
 }
 
 impl Args {
-    fn limits(&self) -> anyhow::Result<Limits> {
-        if !(self.deadline_seconds.is_finite() && self.deadline_seconds > 0.0) {
-            anyhow::bail!(
-                "--deadline-seconds must be positive, got {}",
-                self.deadline_seconds
-            );
-        }
+    /// The sandbox limits, for a server that accepts bodies of up to `max_body` bytes.
+    fn limits(&self, max_body: usize) -> anyhow::Result<Limits> {
         Ok(Limits {
+            // Subtasks must leave room in a report for everything else it carries.
+            report_bytes: max_body / 4 * 3,
             memory_bytes: self.memory_mib.max(1) << 20,
-            deadline: Duration::from_secs_f64(self.deadline_seconds),
+            deadline: self.deadline_seconds,
             log_bytes: self.log_kib.max(1) << 10,
             subtasks: self.max_subtasks,
             input_bytes: self.max_input_kib.max(1) << 10,
@@ -91,6 +90,8 @@ impl Args {
 
 /// What an attempt's task sends back to the dispatcher when it ends.
 struct Finished {
+    task_id: String,
+    /// None when the lease was lost: the server would refuse any report.
     report: Option<TaskReport>,
 }
 
@@ -179,8 +180,11 @@ fn spawn_attempt(shared: &Arc<Shared>, task: ClaimedTask) {
                 }
             }
         };
-        shared.in_flight.remove(&task.task_id);
-        let _ = shared.done.send(Finished { report: finished });
+        // The lease stays held (and extended) until the dispatcher has delivered the report.
+        let _ = shared.done.send(Finished {
+            task_id: task.task_id,
+            report: finished,
+        });
     });
 }
 
@@ -236,11 +240,14 @@ fn check_map_count(concurrency: u32) -> anyhow::Result<()> {
 }
 
 /// Connects to the server, retrying for a while: runners are often started beside it.
-async fn wait_for_server(client: &Client, patience: Duration) -> anyhow::Result<()> {
+async fn wait_for_server(
+    client: &Client,
+    patience: Duration,
+) -> anyhow::Result<tessera_api::Health> {
     let started = Instant::now();
     loop {
         match client.health().await {
-            Ok(_) => return Ok(()),
+            Ok(health) => return Ok(health),
             Err(e @ ClientError::Api { .. }) => return Err(e.into()),
             Err(e) if started.elapsed() >= patience => return Err(e.into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -250,7 +257,6 @@ async fn wait_for_server(client: &Client, patience: Duration) -> anyhow::Result<
 
 /// Runs the runner until its work is done (or forever), handling signals.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let limits = args.limits()?;
     if args.concurrency == 0 || args.concurrency > 100_000 {
         anyhow::bail!(
             "--concurrency must be between 1 and 100000, got {}",
@@ -282,7 +288,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         components.push(c);
     }
     let client = args.server.client();
-    wait_for_server(
+    let health = wait_for_server(
         &client,
         if args.forever {
             Duration::MAX
@@ -291,6 +297,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
+    // A server too old to say assumes its default.
+    let max_body = match usize::try_from(health.max_body_bytes) {
+        Ok(0) | Err(_) => 32 << 20,
+        Ok(n) => n,
+    };
+    let limits = args.limits(max_body)?;
     let runner_id = args
         .runner_id
         .clone()
@@ -304,7 +316,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.concurrency
     );
 
-    let (shipper, shipping) = logs::start(client.clone(), runner_id.clone());
+    let (shipper, shipping) = logs::start(client.clone(), runner_id.clone(), max_body);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let in_flight = InFlight::default();
     // Until a claim tells the server's lease, assume a short one so extensions start early.
@@ -336,8 +348,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         concurrency: args.concurrency as usize,
         forever: args.forever,
-        grace: Duration::from_secs_f64(args.grace_seconds.max(0.0)),
+        grace: args.grace_seconds,
         lease,
+        max_body,
     };
     let result = dispatcher.run(&shared, done_rx).await;
     extender.abort();
@@ -354,12 +367,36 @@ struct Dispatcher {
     forever: bool,
     grace: Duration,
     lease: Arc<Mutex<Duration>>,
+    max_body: usize,
+}
+
+/// Says what became of reports, where the runner's user reads it.
+fn tell(notice: &Notice) {
+    match notice {
+        Notice::Refused { task_id, why } => {
+            tracing::warn!(task = %task_id, "report refused: {why}")
+        }
+        Notice::TooLarge { task_id, bytes } => tracing::warn!(
+            task = %task_id,
+            "the attempt's result ({}) is larger than the server accepts; reporting it failed",
+            tessera_host::human_bytes(*bytes)
+        ),
+        Notice::Converted { task_id, why } => tracing::warn!(
+            task = %task_id,
+            "the server refused the attempt's result ({why}); reporting it failed"
+        ),
+        Notice::GaveUp { task_ids, why } => tracing::error!(
+            "gave up reporting {} attempts ({why}); those tasks run again once their leases expire",
+            task_ids.len()
+        ),
+    }
 }
 
 impl Dispatcher {
     fn claim_for(&self, free: usize, wait_ms: u64) -> ClaimRequest {
         ClaimRequest {
-            max: free as u32,
+            // The server hands out at most this many per claim; more slots fill on the next.
+            max: free.min(tessera_api::limits::MAX_CLAIM as usize) as u32,
             wait_ms,
             ..self.claim.clone()
         }
@@ -382,26 +419,32 @@ impl Dispatcher {
         let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
         let mut running = 0usize;
-        let mut pending: Vec<TaskReport> = Vec::new();
+        let mut outbox = Outbox::new(self.max_body);
         let mut claiming: Option<Pending<tessera_api::ClaimResponse>> = None;
-        let mut reporting: Option<Pending<ReportResponse>> = None;
+        let mut reporting: Option<(Pending<ReportResponse>, outbox::Batch)> = None;
         let mut stopping = false;
         let mut abandon_at: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
         loop {
             let free = self.concurrency.saturating_sub(running);
-            // Reports leave as soon as there are some and none are in flight; when no claim is
-            // in flight, the next claim rides along (complete-and-claim in one round trip).
-            if reporting.is_none() && !pending.is_empty() {
+            // Reports leave as soon as there are some and none are in flight, in batches that
+            // fit the server's body limit; when no claim is in flight, the next claim rides
+            // along (complete-and-claim in one round trip).
+            if reporting.is_none()
+                && let Some(batch) = outbox.next_batch(Instant::now())
+            {
                 let ride =
                     (free > 0 && claiming.is_none() && !stopping).then(|| self.claim_for(free, 0));
                 let request = ReportRequest {
                     runner_id: self.claim.runner_id.clone(),
-                    reports: std::mem::take(&mut pending),
+                    reports: batch.reports(),
                     claim: ride,
                 };
                 let client = self.client.clone();
-                reporting = Some(Box::pin(async move { client.report(&request).await }));
+                reporting = Some((
+                    Box::pin(async move { client.report(&request).await }),
+                    batch,
+                ));
             }
             // Otherwise long-poll for work whenever a slot is free; finished attempts are
             // reported beside it.
@@ -418,14 +461,25 @@ impl Dispatcher {
                     client.claim(&request).await
                 }));
             }
-            if stopping && running == 0 && pending.is_empty() && reporting.is_none() {
+            if stopping && running == 0 && outbox.is_empty() && reporting.is_none() {
                 eprintln!("Runner stopped: no attempt left running.");
                 return Ok(ExitCode::SUCCESS);
             }
+            let retry_at = outbox
+                .retry_at()
+                .filter(|_| reporting.is_none())
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(f) = done.recv() => {
                     running -= 1;
-                    pending.extend(f.report);
+                    match f.report {
+                        Some(report) => {
+                            if let Some(notice) = outbox.push(report) {
+                                tell(&notice);
+                            }
+                        }
+                        None => shared.in_flight.remove(&f.task_id),
+                    }
                 }
                 answer = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
                     claiming = None;
@@ -434,7 +488,7 @@ impl Dispatcher {
                             failures = 0;
                             let got = c.tasks.len();
                             self.start(shared, c.tasks, &mut running);
-                            if got == 0 && running == 0 && pending.is_empty() && reporting.is_none()
+                            if got == 0 && running == 0 && outbox.is_empty() && reporting.is_none()
                                 && !self.forever && self.out_of_work().await?
                             {
                                 eprintln!("No work left that this runner could serve; exiting.");
@@ -453,35 +507,39 @@ impl Dispatcher {
                         }
                     }
                 }
-                answer = async { reporting.as_mut().expect("guarded").await }, if reporting.is_some() => {
-                    reporting = None;
-                    match answer {
-                        Ok(r) => {
-                            for refused in r.results.iter().filter(|r| !r.accepted) {
-                                tracing::warn!(task = %refused.task_id, "report refused: {}", refused.error.clone().unwrap_or_default());
-                            }
-                            if stopping {
-                                pending.extend(r.tasks.into_iter().map(|t| TaskReport {
-                                    task_id: t.task_id,
-                                    lease: t.lease,
-                                    report: Report::Abandoned,
-                                }));
-                            } else {
-                                self.start(shared, r.tasks, &mut running);
-                            }
+                answer = async { (&mut reporting.as_mut().expect("guarded").0).await }, if reporting.is_some() => {
+                    let (_, batch) = reporting.take().expect("guarded");
+                    if let Err(e) = &answer && e.status().is_none_or(|s| s >= 500) {
+                        tracing::warn!("reporting failed: {e}; trying again");
+                    }
+                    let settled = outbox.settle(batch, &answer, Instant::now());
+                    for notice in &settled.notices {
+                        tell(notice);
+                    }
+                    for task in &settled.done {
+                        shared.in_flight.remove(task);
+                    }
+                    let claimed = answer.map(|r| r.tasks).unwrap_or_default();
+                    if stopping {
+                        for t in claimed {
+                            shared.in_flight.insert(&t.task_id, t.lease);
+                            let _ = outbox.push(TaskReport {
+                                task_id: t.task_id,
+                                lease: t.lease,
+                                report: Report::Abandoned,
+                            });
                         }
-                        Err(e) => {
-                            // A lost report's lease expires and the task runs again elsewhere.
-                            tracing::warn!("reporting failed: {e}; those tasks run again once their lease expires");
-                        }
+                    } else {
+                        self.start(shared, claimed, &mut running);
                     }
                 }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {}
                 _ = term.recv() => {
-                    self.on_signal(shared, &mut stopping, &mut abandon_at, "SIGTERM");
+                    self.on_signal(shared, running, &mut stopping, &mut abandon_at, "SIGTERM");
                     claiming = None;
                 }
                 _ = int.recv() => {
-                    self.on_signal(shared, &mut stopping, &mut abandon_at, "SIGINT");
+                    self.on_signal(shared, running, &mut stopping, &mut abandon_at, "SIGINT");
                     claiming = None;
                 }
                 _ = tokio::time::sleep_until(abandon_at.unwrap_or_else(tokio::time::Instant::now)), if abandon_at.is_some() => {
@@ -498,6 +556,7 @@ impl Dispatcher {
     fn on_signal(
         &self,
         shared: &Arc<Shared>,
+        running: usize,
         stopping: &mut bool,
         abandon_at: &mut Option<tokio::time::Instant>,
         name: &str,
@@ -513,9 +572,8 @@ impl Dispatcher {
             return;
         }
         *stopping = true;
-        let n = shared.in_flight.len();
         eprintln!(
-            "{name}: no new claims; letting {n} running attempts finish within {} (send it again to stop at once)",
+            "{name}: no new claims; letting {running} running attempts finish within {} (send it again to stop at once)",
             format::duration_ns(self.grace.as_nanos() as u64)
         );
         *abandon_at = Some(tokio::time::Instant::now() + self.grace);

@@ -31,6 +31,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The bearer token every request must carry, if set.
     pub token: Option<Arc<str>>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
 }
 
 #[derive(OpenApi)]
@@ -65,31 +67,65 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Answers 200 once the server is ready.
-#[utoipa::path(get, path = "/v1/health", tag = "meta", responses((status = 200, body = Object)))]
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// Answers 200 while the server runs, with the limits clients must respect; needs no token.
+#[utoipa::path(get, path = "/v1/health", tag = "meta", security(()),
+    responses((status = 200, body = tessera_api::Health)))]
+async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
+    Json(tessera_api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        max_body_bytes: state.max_body as u64,
+    })
 }
 
 async fn openapi_json() -> impl IntoResponse {
     Json(openapi())
 }
 
+/// The credentials of an `Authorization: Bearer …` header (the scheme in any case).
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+}
+
+/// Compares in time that depends on the lengths only, not on where the first difference is.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
-            let message = if given.is_some() {
-                "the bearer token is wrong; use the server's --token (TESSERA_TOKEN)"
+        let given = bearer(&request);
+        if !given.is_some_and(|g| same_secret(g, token)) {
+            let (message, challenge) = if given.is_some() {
+                (
+                    "the bearer token is wrong; use the server's --token (TESSERA_TOKEN)",
+                    r#"Bearer realm="tessera", error="invalid_token""#,
+                )
             } else {
-                "this server requires a bearer token: set TESSERA_TOKEN (Authorization: Bearer …)"
+                (
+                    "this server requires a bearer token: set TESSERA_TOKEN (Authorization: Bearer …)",
+                    r#"Bearer realm="tessera""#,
+                )
             };
-            return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-                .into_response();
+            let mut response =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+            return response;
         }
     }
     next.run(request).await
@@ -120,9 +156,9 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 /// The API router.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState) -> Router {
+    let public = Router::new().route("/v1/health", get(health));
     let api = Router::new()
-        .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
@@ -139,7 +175,10 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/v1/runner/outlook", post(runner::outlook))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(state.max_body))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    crate::console::router().merge(api).with_state(state)
+    crate::console::router()
+        .merge(public)
+        .merge(api)
+        .with_state(state)
 }

@@ -201,6 +201,8 @@ impl<D: Driver> Store for Core<D> {
         if let Some(cluster) = &job.cluster {
             check_name("cluster", cluster)?;
         }
+        tessera_api::limits::check_input_depth(&job.root.input)
+            .map_err(|e| StoreError::Invalid(format!("the root task's input is refused: {e}")))?;
         let job = job.clone();
         self.run(move |me| async move { me.do_submit(&job, now).await })
             .await
@@ -379,9 +381,10 @@ impl<D: Driver> Store for Core<D> {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let (states, spans) = decide::expired(&rows, now);
-                tx.set_states(&states).await?;
-                tx.close_spans(&spans, now).await?;
+                let plan = decide::expired(&rows, &me.config, now);
+                tx.set_states(&plan.states).await?;
+                tx.close_spans(&plan.spans, now).await?;
+                tx.fail_jobs(&plan.failed_jobs).await?;
                 tx.notify().await?;
                 Ok(rows.len() as u64)
             })

@@ -14,6 +14,7 @@ use super::driver::{
 };
 use super::encode::{nanos, path_segment};
 use super::{StoreConfig, StoreError, check_name};
+use tessera_api::limits;
 
 /// Why a report or an extension does not hold its task.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +143,9 @@ pub(crate) fn reports(
                     fail(&mut plan, row, reason, display.clone(), config, now);
                     continue;
                 }
+                let display = display
+                    .as_deref()
+                    .map(|d| limits::cut(d, limits::MAX_DISPLAY_BYTES));
                 plan.tasks
                     .extend(subtask_rows(row, subtasks, now, &mut new_id));
                 plan.states.push(SetState {
@@ -153,10 +157,9 @@ pub(crate) fn reports(
                 });
                 plan.spans
                     .push(span(row, SpanOutcome::Computed, None, display.clone()));
-                for p in updates {
-                    let sum = progress
-                        .entry((row.job_id.clone(), p.label.clone()))
-                        .or_default();
+                for p in updates.iter().take(limits::MAX_PROGRESS_LABELS) {
+                    let label = limits::cut(&p.label, limits::MAX_LABEL_BYTES);
+                    let sum = progress.entry((row.job_id.clone(), label)).or_default();
                     sum.0 = sum.0.saturating_add(p.done);
                     sum.1 = sum.1.saturating_add(p.total);
                 }
@@ -206,6 +209,7 @@ fn transition(row: &HeldRow, state: TaskState) -> SetState {
         spend_retry: false,
         not_before: None,
         finished_at: None,
+        lost: 0,
     }
 }
 
@@ -245,6 +249,8 @@ fn fail(
     config: &StoreConfig,
     now: u64,
 ) {
+    let reason = limits::cut(&reason, limits::MAX_REASON_BYTES);
+    let display = display.map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES));
     plan.spans.push(span(
         row,
         SpanOutcome::Failed,
@@ -300,6 +306,9 @@ pub(crate) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
         if let Err(e) = TaskIdentifier::new(s.identifier.name.clone(), s.identifier.version) {
             return Some(format!("subtask {i}: {e}"));
         }
+        if let Err(e) = limits::check_input_depth(&s.input) {
+            return Some(format!("subtask {i} ({}): {e}", s.identifier));
+        }
     }
     None
 }
@@ -329,7 +338,10 @@ fn subtask_rows(
             path: format!("{}{}", parent.path, path_segment(i)),
             identifier: spec.identifier.clone(),
             input: serde_json::to_string(&spec.input).expect("JSON values serialize"),
-            display: spec.display.clone(),
+            display: spec
+                .display
+                .as_deref()
+                .map(|d| limits::cut(d, limits::MAX_DISPLAY_BYTES)),
             cluster: spec
                 .cluster
                 .clone()
@@ -374,16 +386,32 @@ pub(crate) fn ready_parents(parents: &[ParentRow]) -> Vec<String> {
         .collect()
 }
 
-/// What the reaper does with running tasks whose lease expired: back to the queue, no retry
-/// spent (canceled if their job was).
-pub(crate) fn expired(rows: &[HeldRow], now: u64) -> (Vec<SetState>, Vec<CloseSpan>) {
+/// What the reaper does with running tasks whose lease expired: back to the queue without
+/// spending a retry (canceled if their job was) — unless the task's lease has now expired
+/// [`StoreConfig::max_lost`] times in a row without any report, when the attempt counts as failed
+/// (spending a retry, or failing the task and its job) instead of running forever.
+pub(crate) fn expired(rows: &[HeldRow], config: &StoreConfig, now: u64) -> ReportPlan {
     let why = "the runner's lease expired (runner gone or unreachable)";
-    let states = rows.iter().map(|r| requeue(r, now)).collect();
-    let spans = rows
-        .iter()
-        .map(|r| span(r, SpanOutcome::Expired, Some(why.into()), None))
-        .collect();
-    (states, spans)
+    let mut plan = ReportPlan::default();
+    for row in rows {
+        let lost = row.lost.saturating_add(1);
+        if !row.job_canceled && config.max_lost > 0 && lost >= config.max_lost {
+            let reason = format!(
+                "lost by its runner {lost} times in a row: each attempt's lease expired without \
+                 a report (the runner died, was cut off, or could not deliver the result); \
+                 see the runners' output for why"
+            );
+            fail(&mut plan, row, reason, None, config, now);
+            continue;
+        }
+        plan.states.push(SetState {
+            lost,
+            ..requeue(row, now)
+        });
+        plan.spans
+            .push(span(row, SpanOutcome::Expired, Some(why.into()), None));
+    }
+    plan
 }
 
 /// Which leases an extension keeps, over the rows of their tasks.
@@ -476,6 +504,7 @@ mod tests {
             lease: Duration::from_secs(10),
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
+            max_lost: 3,
         }
     }
 
@@ -493,6 +522,7 @@ mod tests {
             retries_used: 0,
             max_retries: 0,
             job_canceled: false,
+            lost: 0,
         }
     }
 
@@ -601,6 +631,13 @@ mod tests {
                     ..sub("A", vec![])
                 }],
                 "cluster",
+            ),
+            (
+                vec![SubtaskSpec {
+                    input: (0..70).fold(json!(1), |v, _| json!([v])),
+                    ..sub("A", vec![])
+                }],
+                "70 levels deep",
             ),
         ] {
             let p = decide(&[report("t", computed(subs))], &[row("t")]);
@@ -815,15 +852,91 @@ mod tests {
     fn expired_leases_requeue_or_cancel() {
         let mut canceled = row("c");
         canceled.job_canceled = true;
-        let (states, spans) = expired(&[row("q"), canceled], NOW);
-        assert_eq!(states[0].state, TaskState::Queued);
-        assert_eq!(states[1].state, TaskState::Canceled);
+        let plan = expired(&[row("q"), canceled], &config(), NOW);
+        assert_eq!(plan.states[0].state, TaskState::Queued);
+        assert_eq!(plan.states[1].state, TaskState::Canceled);
         assert!(
-            states
+            plan.states
                 .iter()
-                .all(|s| !s.spend_retry && s.error == ErrorText::Keep)
+                .all(|s| !s.spend_retry && s.error == ErrorText::Keep && s.lost == 1)
         );
-        assert!(spans.iter().all(|s| s.outcome == SpanOutcome::Expired));
+        assert!(plan.spans.iter().all(|s| s.outcome == SpanOutcome::Expired));
+        assert!(plan.failed_jobs.is_empty());
+    }
+
+    #[test]
+    fn a_task_lost_too_often_fails_instead_of_looping() {
+        let mut once = row("once");
+        once.lost = 1;
+        let mut last = row("last");
+        last.lost = 2;
+        let mut retrying = row("retrying");
+        retrying.lost = 2;
+        retrying.max_retries = 1;
+        let plan = expired(&[once, last, retrying], &config(), NOW);
+        assert_eq!(plan.states[0].state, TaskState::Queued);
+        assert_eq!(plan.states[0].lost, 2);
+        // The third loss in a row fails the attempt: for good without retries left…
+        assert_eq!(plan.states[1].state, TaskState::Failed);
+        assert_eq!(plan.states[1].lost, 0);
+        let ErrorText::Set(why) = &plan.states[1].error else {
+            panic!("a reason is recorded")
+        };
+        assert!(why.contains("lost by its runner 3 times in a row"), "{why}");
+        assert_eq!(plan.failed_jobs, vec!["job".to_string()]);
+        // …or spending a retry while one remains, with the count starting over.
+        assert_eq!(plan.states[2].state, TaskState::Queued);
+        assert!(plan.states[2].spend_retry);
+        assert_eq!(plan.states[2].lost, 0);
+        assert_eq!(plan.spans[1].outcome, SpanOutcome::Failed);
+        // Never when the limit is off.
+        let off = StoreConfig {
+            max_lost: 0,
+            ..config()
+        };
+        let mut many = row("many");
+        many.lost = 1_000;
+        assert_eq!(
+            expired(&[many], &off, NOW).states[0].state,
+            TaskState::Queued
+        );
+    }
+
+    #[test]
+    fn any_report_resets_the_lost_count() {
+        let mut r = row("t");
+        r.lost = 2;
+        let plan = reports(
+            &[report("t", Report::Abandoned)],
+            &[r],
+            &config(),
+            NOW,
+            || "id".into(),
+        );
+        assert_eq!(plan.states[0].lost, 0);
+    }
+
+    #[test]
+    fn reasons_and_display_names_are_cut_to_their_limits() {
+        let plan = reports(
+            &[report(
+                "t",
+                Report::Failed {
+                    reason: "x".repeat(10 << 20),
+                    display: Some("d".repeat(10_000)),
+                },
+            )],
+            &[row("t")],
+            &config(),
+            NOW,
+            || "id".into(),
+        );
+        let ErrorText::Set(why) = &plan.states[0].error else {
+            panic!("a reason is recorded")
+        };
+        assert!(why.len() <= limits::MAX_REASON_BYTES && why.ends_with("bytes cut]"));
+        assert!(plan.states[0].display.as_ref().unwrap().len() <= limits::MAX_DISPLAY_BYTES);
+        assert!(plan.spans[0].error.as_ref().unwrap().len() <= limits::MAX_REASON_BYTES);
     }
 
     #[test]

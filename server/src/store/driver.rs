@@ -187,6 +187,8 @@ pub struct HeldRow {
     pub retries_used: u32,
     pub max_retries: u32,
     pub job_canceled: bool,
+    /// Leases in a row that expired without a report.
+    pub lost: u32,
 }
 
 /// What a transition does to a task's error text.
@@ -216,6 +218,8 @@ pub struct SetState {
     pub not_before: Option<u64>,
     /// When the task finished, if it did.
     pub finished_at: Option<u64>,
+    /// Leases in a row that expired without a report, after this transition.
+    pub lost: u32,
 }
 
 /// An attempt's span to end.

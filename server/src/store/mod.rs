@@ -76,6 +76,9 @@ pub struct StoreConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Leases in a row that may expire without a report before the attempt counts as failed
+    /// ("lost by its runner N times"); 0 never fails a task for it.
+    pub max_lost: u32,
 }
 
 impl Default for StoreConfig {
@@ -84,6 +87,7 @@ impl Default for StoreConfig {
             lease: Duration::from_secs(30),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
+            max_lost: 5,
         }
     }
 }
@@ -152,12 +156,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Checks a job name or cluster name.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<(), StoreError> {
-    if name.trim().is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "{what} {name:?} is not valid: use 1 to 200 printable characters"
-        )));
-    }
-    Ok(())
+    tessera_api::limits::check_name(what, name).map_err(StoreError::Invalid)
 }
 
 /// Checks a page size against its default and maximum.

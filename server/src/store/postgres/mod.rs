@@ -38,6 +38,7 @@ const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_logs_task_time.sql"),
+    include_str!("migrations/0003_lost.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -289,7 +290,7 @@ fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
 }
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled \
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
@@ -306,6 +307,7 @@ fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
         retries_used: r.get::<_, i64>(9) as u32,
         max_retries: r.get::<_, i64>(10) as u32,
         job_canceled: r.get(11),
+        lost: r.get::<_, i64>(12).clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 
@@ -634,7 +636,7 @@ impl Tx for PgTx {
 
     async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, finished_at = NULL \
+            "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, finished_at = NULL \
              WHERE job_id = $1 AND state IN ('failed', 'canceled')",
             &[&job],
         )
@@ -740,6 +742,7 @@ impl Tx for PgTx {
         let spend: Vec<i64> = states.iter().map(|s| i64::from(s.spend_retry)).collect();
         let not_before: Vec<Option<i64>> = states.iter().map(|s| s.not_before.map(i)).collect();
         let finished: Vec<Option<i64>> = states.iter().map(|s| s.finished_at.map(i)).collect();
+        let lost: Vec<i64> = states.iter().map(|s| i64::from(s.lost)).collect();
         self.exec(
             "UPDATE tasks SET state = d.state, \
              error = CASE WHEN d.set_error THEN d.error ELSE tasks.error END, \
@@ -748,10 +751,10 @@ impl Tx for PgTx {
              open_children = COALESCE(d.children, tasks.open_children), \
              retries_used = tasks.retries_used + d.spend, \
              not_before = COALESCE(d.not_before, tasks.not_before), finished_at = d.finished, \
-             lease_runner = NULL, lease_expires_at = NULL \
+             lost = d.lost, lease_runner = NULL, lease_expires_at = NULL \
              FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[], \
-             $7::bigint[], $8::bigint[], $9::bigint[]) \
-             AS d(id, state, set_error, error, display, children, spend, not_before, finished) \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
+             AS d(id, state, set_error, error, display, children, spend, not_before, finished, lost) \
              WHERE tasks.id = d.id",
             &[
                 &ids,
@@ -763,6 +766,7 @@ impl Tx for PgTx {
                 &spend,
                 &not_before,
                 &finished,
+                &lost,
             ],
         )
         .await?;

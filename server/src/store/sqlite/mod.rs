@@ -30,7 +30,10 @@ use super::encode::*;
 use super::query::{self, Param};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_lost.sql"),
+];
 
 /// The SQLite job store.
 pub type SqliteStore = Core<SqliteDriver>;
@@ -213,13 +216,14 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
             retries_used: r.get(9)?,
             max_retries: r.get(10)?,
             job_canceled: r.get(11)?,
+            lost: r.get(12)?,
         },
         r.get(5)?,
     ))
 }
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled \
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
@@ -564,7 +568,7 @@ impl Tx for SqliteTx {
     async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, \
+                "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, \
                  finished_at = NULL WHERE job_id = ?1 AND state IN ('failed', 'canceled')",
             )?
             .execute([job])?;
@@ -636,7 +640,7 @@ impl Tx for SqliteTx {
             "UPDATE tasks SET state = ?2, error = CASE WHEN ?3 THEN ?4 ELSE error END, \
              display = COALESCE(?5, display), children = COALESCE(?6, children), \
              open_children = COALESCE(?6, open_children), retries_used = retries_used + ?7, \
-             not_before = COALESCE(?8, not_before), finished_at = ?9, \
+             not_before = COALESCE(?8, not_before), finished_at = ?9, lost = ?10, \
              lease_runner = NULL, lease_expires_at = NULL WHERE id = ?1",
         )?;
         for s in states {
@@ -655,6 +659,7 @@ impl Tx for SqliteTx {
                 i64::from(s.spend_retry),
                 s.not_before.map(i),
                 s.finished_at.map(i),
+                s.lost,
             ])?;
         }
         Ok(())

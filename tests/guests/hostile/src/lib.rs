@@ -273,6 +273,96 @@ impl Task for Versioned {
     }
 }
 
+/// Takes any JSON and succeeds.
+#[derive(Serialize, Deserialize)]
+pub struct Echo {
+    /// Anything.
+    pub value: serde_json::Value,
+}
+
+impl Task for Echo {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Sends the host output the server would refuse, one way per `how`.
+#[derive(Serialize, Deserialize)]
+pub struct Misuse {
+    /// `huge-error`, `duplicate-deps`, `deep-input`, `big-inputs`, `progress-overflow` or
+    /// `control-text`.
+    pub how: String,
+    /// A size in MiB (`huge-error`, `big-inputs`) or a depth (`deep-input`).
+    #[serde(default)]
+    pub size: u32,
+}
+
+impl Task for Misuse {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let mib = (self.size as usize) << 20;
+        match self.how.as_str() {
+            "huge-error" => Err(TaskError::new("e".repeat(mib))),
+            "duplicate-deps" => {
+                ctx.submit_subtasks([
+                    Subtask::new(&Noop {}),
+                    Subtask::new(&Noop {}).depends_on([0, 0]),
+                ])?;
+                Ok(())
+            }
+            "deep-input" => {
+                let value =
+                    (0..self.size).fold(serde_json::json!(1), |v, _| serde_json::json!([v]));
+                ctx.submit_subtask(&Echo { value })?;
+                Ok(())
+            }
+            "big-inputs" => {
+                let value = serde_json::Value::String("x".repeat(mib));
+                ctx.submit_subtasks([
+                    Subtask::new(&Echo {
+                        value: value.clone(),
+                    }),
+                    Subtask::new(&Echo { value }),
+                ])?;
+                Ok(())
+            }
+            "progress-overflow" => {
+                ctx.progress("overflow").add_total(u64::MAX).done(u64::MAX);
+                ctx.progress("overflow").add_total(u64::MAX).done(u64::MAX);
+                Ok(())
+            }
+            "control-text" => {
+                ctx.set_display("spoof\x1b[2J\x1b]0;title\x07\r");
+                Err(
+                    TaskError::new("bad\x1b[31m red \x1b]52;c;Y2xpcA==\x07 \x00 end")
+                        .with_code("\x1b[1mcode"),
+                )
+            }
+            other => Err(TaskError::new(format!("unknown misuse {other:?}"))),
+        }
+    }
+}
+
+/// Honest work with a large result: submits `count` subtasks of `kib` KiB input each.
+#[derive(Serialize, Deserialize)]
+pub struct WideFanOut {
+    /// How many subtasks.
+    pub count: u32,
+    /// Input size of each, in KiB.
+    pub kib: u32,
+}
+
+impl Task for WideFanOut {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let value = serde_json::Value::String("y".repeat((self.kib as usize) << 10));
+        ctx.submit_subtasks((0..self.count).map(|_| {
+            Subtask::new(&Echo {
+                value: value.clone(),
+            })
+        }))?;
+        Ok(())
+    }
+}
+
 export_tasks!(
     Noop,
     InfiniteLoop,
@@ -289,4 +379,7 @@ export_tasks!(
     Busy,
     Allocate,
     Versioned,
+    Echo,
+    Misuse,
+    WideFanOut,
 );

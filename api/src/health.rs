@@ -1,0 +1,17 @@
+//! `GET /v1/health`: whether the server is up, and the limits its clients must respect.
+
+use serde::{Deserialize, Serialize};
+
+/// Answer to `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: String,
+    /// The server's version.
+    pub version: String,
+    /// The largest request body the server accepts, in bytes: runners split their report and
+    /// log batches to fit.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+}

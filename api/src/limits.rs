@@ -1,0 +1,144 @@
+//! One set of limits, shared by the server, the runner host and the CLI, so that whatever one
+//! part accepts every other part can carry and read.
+//!
+//! A task input travels inside a claim answer and, as a subtask, inside a report; each wraps it
+//! in a few levels of JSON. JSON readers refuse documents nested past 128 levels, so an input
+//! may nest at most [`MAX_INPUT_DEPTH`] levels, well inside that on every path.
+
+use serde_json::Value;
+
+/// How deeply a task input (a job's or a subtask's) may nest arrays and objects.
+pub const MAX_INPUT_DEPTH: usize = 64;
+/// Longest failure reason or error message kept, in bytes; longer ones are cut.
+pub const MAX_REASON_BYTES: usize = 16 * 1024;
+/// Longest display name kept, in bytes; longer ones are cut.
+pub const MAX_DISPLAY_BYTES: usize = 256;
+/// Longest progress label kept, in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
+/// Most progress indicators one attempt may create.
+pub const MAX_PROGRESS_LABELS: usize = 64;
+/// Longest job, cluster or runner name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+/// Most tasks one claim may ask for.
+pub const MAX_CLAIM: u32 = 1000;
+/// Most task identifiers one runner may serve.
+pub const MAX_IDENTIFIERS: usize = 1000;
+
+/// How deeply `value` nests arrays and objects (a scalar is 0, `[]` and `[1]` are 1).
+pub fn json_depth(value: &Value) -> usize {
+    // Iterative: the depth of a hostile document must not cost stack.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(items.iter().map(|i| (i, depth + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(map.values().map(|i| (i, depth + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Why an input is refused, if it nests too deeply.
+pub fn check_input_depth(value: &Value) -> Result<(), String> {
+    let depth = json_depth(value);
+    if depth > MAX_INPUT_DEPTH {
+        return Err(format!(
+            "the input nests {depth} levels deep; at most {MAX_INPUT_DEPTH} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a job, cluster or runner name: 1 to [`MAX_NAME_BYTES`] bytes, not blank, no control
+/// characters.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} {} is not valid: use 1 to {MAX_NAME_BYTES} printable characters",
+            elide(name, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with a note of how much was
+/// cut when anything was.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let note = format!(" … [{} bytes cut]", text.len() - max);
+    let mut at = max.saturating_sub(note.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    format!("{}{note}", &text[..at])
+}
+
+/// `text` quoted for a message, its control characters escaped and at most `max` bytes of it
+/// shown (with its full length when elided): safe in any terminal and any log line.
+pub fn elide(text: &str, max: usize) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in text.char_indices() {
+        if i >= max {
+            out.push_str(&format!("…\" ({} bytes)", text.len()));
+            return out;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn depth_counts_nesting() {
+        assert_eq!(json_depth(&json!(1)), 0);
+        assert_eq!(json_depth(&json!([])), 1);
+        assert_eq!(json_depth(&json!({"a": [1, {"b": []}]})), 4);
+        let mut deep = json!(0);
+        for _ in 0..MAX_INPUT_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(check_input_depth(&deep).is_ok());
+        let deeper = json!({ "x": deep });
+        let err = check_input_depth(&deeper).unwrap_err();
+        assert!(err.contains("65 levels"), "{err}");
+    }
+
+    #[test]
+    fn cut_keeps_within_the_limit_and_says_so() {
+        assert_eq!(cut("short", 10), "short");
+        let long = "é".repeat(1000);
+        let c = cut(&long, 100);
+        assert!(c.len() <= 100, "{}", c.len());
+        assert!(c.ends_with(&format!("[{} bytes cut]", 2000 - 100)), "{c}");
+    }
+
+    #[test]
+    fn names_refuse_blank_long_and_control_text() {
+        assert!(check_name("cluster", "gpu-1").is_ok());
+        assert!(check_name("cluster", " ").is_err());
+        assert!(check_name("cluster", &"x".repeat(201)).is_err());
+        let err = check_name("cluster", "a\x1b[2Jb").unwrap_err();
+        assert!(err.contains("\\u{1b}"), "{err}");
+        assert!(!err.contains('\x1b'));
+    }
+
+    #[test]
+    fn elide_escapes_and_shortens() {
+        assert_eq!(elide("a\nb", 10), "\"a\\nb\"");
+        assert_eq!(elide(&"x".repeat(20), 5), "\"xxxxx…\" (20 bytes)");
+    }
+}

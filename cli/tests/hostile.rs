@@ -1,0 +1,118 @@
+//! Hostile and oversized results through real processes: a real server with a small body limit,
+//! a real runner at concurrency 8, guests of our own that send what the server would refuse.
+//! Each bad result fails its own attempt once, with a reason; none reruns; none spoils the
+//! reports it was batched with.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{ServerProc, guest, output, runner};
+use tessera_api::{Client, JobState, RootTask, SubmitJob, Task, TaskIdentifier, TaskQuery};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn submit(c: &Client, name: &str, task: &str, input: Value) -> String {
+    c.submit(&SubmitJob {
+        name: name.into(),
+        root: RootTask {
+            identifier: TaskIdentifier::parse(task, "v0.0").unwrap(),
+            input,
+            max_retries: 0,
+            display: None,
+        },
+        cluster: None,
+    })
+    .await
+    .unwrap()
+    .id
+}
+
+async fn root(c: &Client, job: &str) -> Task {
+    c.tasks(job, &TaskQuery::default()).await.unwrap().tasks[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_results_fail_their_own_attempt_once_and_spoil_no_batch() {
+    let hostile = guest("hostile-guest");
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MiB body limit: eight honest 300 KiB results cannot share one request.
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--max-body-mib", "1"]);
+    let c = server.client();
+    let misuse = |how: &str, size: u32| json!({ "how": how, "size": size });
+    let failing = [
+        (
+            submit(&c, "huge-error", "Misuse", misuse("huge-error", 50)).await,
+            "bytes cut]",
+        ),
+        (
+            submit(&c, "duplicate-deps", "Misuse", misuse("duplicate-deps", 0)).await,
+            "lists dependency 0 twice",
+        ),
+        (
+            submit(&c, "deep-input", "Misuse", misuse("deep-input", 125)).await,
+            "levels deep; at most 64 are allowed",
+        ),
+        (
+            submit(&c, "big-inputs", "Misuse", misuse("big-inputs", 20)).await,
+            "exceeds the limit of 1 MiB per task",
+        ),
+        (
+            submit(
+                &c,
+                "too-wide",
+                "WideFanOut",
+                json!({"count": 20, "kib": 100}),
+            )
+            .await,
+            "of report",
+        ),
+    ];
+    let overflow = submit(&c, "overflow", "Misuse", misuse("progress-overflow", 0)).await;
+    let mut honest = Vec::new();
+    for i in 0..8 {
+        honest.push(
+            submit(
+                &c,
+                &format!("wide-{i}"),
+                "WideFanOut",
+                json!({"count": 3, "kib": 100}),
+            )
+            .await,
+        );
+    }
+
+    let mut cmd = runner(&server, &[&hostile]);
+    cmd.args(["--concurrency", "8"]);
+    let (status, out, err) = output(cmd, 3 * MINUTE);
+    assert!(status.success(), "the runner failed:\n{out}\n{err}");
+
+    for (job, why) in &failing {
+        let j = c.job(job).await.unwrap();
+        assert_eq!(j.state, JobState::Failed, "{}: {err}", j.name);
+        let r = root(&c, job).await;
+        assert_eq!(r.attempts, 1, "{} ran again", j.name);
+        let error = r.error.unwrap_or_default();
+        assert!(error.contains(why), "{}: {error:?} lacks {why:?}", j.name);
+        assert!(error.len() <= tessera_api::limits::MAX_REASON_BYTES);
+    }
+    // Sums past 2^64 saturate; the job stays readable.
+    let j = c.job(&overflow).await.unwrap();
+    assert_eq!(j.state, JobState::Completed);
+    let p = &j.progress[0];
+    assert_eq!((p.label.as_str(), p.done), ("overflow", p.total));
+    assert!(p.total >= i64::MAX as u64, "{p:?}");
+    c.jobs(&Default::default()).await.expect("every page reads");
+    // Honest results past the body limit together arrive in several requests.
+    for job in &honest {
+        let j = c.job(job).await.unwrap();
+        assert_eq!(j.state, JobState::Completed, "{}: {err}", j.name);
+        assert_eq!(j.task_counts.computed, 4);
+        assert_eq!(root(&c, job).await.attempts, 1, "{} ran again", j.name);
+    }
+    assert!(
+        !err.contains("start one with `tessera server`"),
+        "no refusal reads as an unreachable server:\n{err}"
+    );
+}

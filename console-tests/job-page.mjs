@@ -16,6 +16,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  // A Content-Security-Policy violation (a refused style or script) is logged as an error.
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
 
   // Jobs page: both jobs listed, newest first.
   await page.goto(url + "/");

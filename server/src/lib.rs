@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use http::serve::{Limits as ConnectionLimits, default_max_connections};
 pub use store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError, redact_url};
 pub use wake::Wake;
 
@@ -84,6 +85,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Connection limit and timeouts.
+    pub connections: http::serve::Limits,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             token: None,
             max_body: 32 << 20,
+            connections: http::serve::Limits::default(),
         }
     }
 }
@@ -120,7 +124,7 @@ pub enum ServerError {
 pub struct RunningServer {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    serve: JoinHandle<std::io::Result<()>>,
+    serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
 }
 
@@ -144,10 +148,7 @@ impl RunningServer {
 
     /// Waits until the server stops (it stops on its own only if serving fails).
     pub async fn wait(&mut self) -> std::io::Result<()> {
-        match (&mut self.serve).await {
-            Ok(r) => r,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
+        (&mut self.serve).await.map_err(std::io::Error::other)
     }
 }
 
@@ -188,14 +189,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_body: config.max_body,
     };
     let app = http::router(state);
-    let mut stop = shutdown_rx.clone();
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let serve = tokio::spawn(http::serve::serve(
+        listener,
+        app,
+        config.connections.clone(),
+        shutdown_rx.clone(),
+    ));
     let reaper = tokio::spawn(reap_forever(store, wake, config.store.lease));
     tracing::info!(%addr, "tessera server listening");
     Ok(RunningServer {

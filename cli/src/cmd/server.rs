@@ -26,6 +26,13 @@ pub struct Args {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 32)]
     max_body_mib: usize,
+    /// Most connections open at once (default: what the open-file limit allows, less 256).
+    /// When full, the connection idle the longest is closed to make room.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Close a connection that has had no request in progress for this long, in seconds.
+    #[arg(long, default_value = "120", value_parser = super::positive_seconds)]
+    idle_seconds: Duration,
     /// First retry delay in seconds (doubles per retry, ±25 % jitter).
     #[arg(long, default_value = "0.5", value_parser = super::positive_seconds)]
     retry_base_seconds: Duration,
@@ -56,7 +63,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..StoreConfig::default()
         },
         token: args.token.filter(|t| !t.is_empty()),
-        max_body: args.max_body_mib.max(1) << 20,
+        max_body: args.max_body_mib.clamp(1, 4096) << 20,
+        connections: tessera_server::ConnectionLimits {
+            max_connections: args
+                .max_connections
+                .unwrap_or_else(tessera_server::default_max_connections)
+                .max(1),
+            idle: args.idle_seconds,
+            ..tessera_server::ConnectionLimits::default()
+        },
     };
     let server = tessera_server::start(config)
         .await

@@ -40,9 +40,33 @@ impl ServerProc {
 
     /// Starts `tessera server` on a free port with the database `url`, logging to `log`.
     pub fn start_db(url: &str, log: &Path, extra: &[&str]) -> ServerProc {
+        ServerProc::start_cmd(tessera(), url, log, extra)
+    }
+
+    /// Starts `tessera server` whose open-file limit (soft and hard) is `nofile`.
+    #[allow(dead_code)]
+    pub fn start_with_fd_limit(db: &Path, nofile: u64, extra: &[&str]) -> ServerProc {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = tessera();
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    nofile,
+                    nofile,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        let log = db.with_extension("server.log");
+        ServerProc::start_cmd(cmd, &format!("sqlite://{}", db.display()), &log, extra)
+    }
+
+    fn start_cmd(mut cmd: Command, url: &str, log: &Path, extra: &[&str]) -> ServerProc {
         let log = log.to_path_buf();
         let db = PathBuf::from(url);
-        let mut child = tessera()
+        let mut child = cmd
             .args(["server", "--listen", "127.0.0.1:0", "--db", url])
             .args(extra)
             .stdout(Stdio::piped())

@@ -1,6 +1,6 @@
 //! Error answers (always a JSON [`ErrorBody`]) and JSON extractors that produce them.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -88,10 +88,15 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
-            JsonRejection::BytesRejection(_) => (
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                "the body is larger than the server accepts (see the server's --max-body option)",
+                "the body is larger than the server accepts (see the server's --max-body-mib option)",
+            ),
+            JsonRejection::BytesRejection(_) => (
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the body could not be read (it arrived too slowly, or the connection broke)",
             ),
             _ => (
                 StatusCode::BAD_REQUEST,
@@ -110,6 +115,32 @@ impl From<QueryRejection> for ApiError {
             "invalid_query",
             format!("the query string is not valid: {}", r.body_text()),
         )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!(
+                "the path is not valid (percent-encode it as UTF-8): {}",
+                tessera_api::limits::cut(&r.body_text(), 300)
+            ),
+        )
+    }
+}
+
+/// `axum::extract::Path` whose rejections are JSON [`ApiError`]s.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
     }
 }
 

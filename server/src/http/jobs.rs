@@ -1,11 +1,11 @@
 //! Job endpoints: submit, list, get, tasks, cancel, retry.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use tessera_api::{ErrorBody, Job, JobFilter, JobPage, SubmitJob, Task, TaskPage, TaskQuery};
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::now_unix_nano;
 
 /// Submits a job: its root task is queued.
@@ -35,7 +35,7 @@ pub async fn list(
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.store.job(&id).await?))
 }
@@ -45,7 +45,7 @@ pub async fn get(
     responses((status = 200, body = TaskPage), (status = 404, body = ErrorBody)))]
 pub async fn tasks(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> Result<Json<TaskPage>, ApiError> {
     Ok(Json(state.store.tasks(&id, &query).await?))
@@ -56,7 +56,7 @@ pub async fn tasks(
     responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
 pub async fn task(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Task>, ApiError> {
     Ok(Json(state.store.task(&id).await?))
 }
@@ -66,7 +66,7 @@ pub async fn task(
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.store.cancel(&id, now_unix_nano()).await?))
 }
@@ -76,7 +76,7 @@ pub async fn cancel(
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
     let job = state.store.retry(&id, now_unix_nano()).await?;
     state.wake.notify();

@@ -3,6 +3,7 @@
 pub mod error;
 mod jobs;
 mod runner;
+pub mod serve;
 mod telemetry;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use utoipa::OpenApi;
 use crate::store::Store;
 use crate::wake::Wake;
 use error::ApiError;
+use tessera_api::ErrorBody;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -43,6 +45,7 @@ pub struct AppState {
     ),
     paths(
         health,
+        ready,
         jobs::submit,
         jobs::list,
         jobs::get,
@@ -76,6 +79,44 @@ async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
         version: env!("CARGO_PKG_VERSION").into(),
         max_body_bytes: state.max_body as u64,
     })
+}
+
+/// Answers 200 when the server can reach its database, 503 otherwise; needs no token.
+#[utoipa::path(get, path = "/v1/ready", tag = "meta", security(()),
+    responses((status = 200, body = Object), (status = 503, body = ErrorBody)))]
+async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the database does not answer: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the database did not answer within 5 s",
+        )),
+    }
+}
+
+/// Longest request target (path and query) answered; longer ones get a JSON 414.
+const MAX_URI: usize = 8 * 1024;
+
+async fn limit_uri(request: Request, next: Next) -> Response {
+    let len = request.uri().to_string().len();
+    if len > MAX_URI {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "the request target is {len} bytes; at most {MAX_URI} are accepted (send large \
+                 data in a body)"
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn openapi_json() -> impl IntoResponse {
@@ -157,7 +198,9 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 /// The API router.
 pub fn router(state: AppState) -> Router {
-    let public = Router::new().route("/v1/health", get(health));
+    let public = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready));
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
@@ -176,9 +219,20 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body))
+        // A body that trickles in is cut, not held forever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(60),
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     crate::console::router()
         .merge(public)
         .merge(api)
+        .layer(middleware::from_fn(limit_uri))
+        .layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
+            ),
+        )
         .with_state(state)
 }

@@ -1,11 +1,11 @@
 //! Logs and spans: batched ingestion from runners, paginated queries by job.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use tessera_api::{ErrorBody, LogBatch, LogPage, LogQuery, SpanPage, SpanQuery};
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Stores a batch of log lines; a line naming an unknown task refuses the whole batch.
 #[utoipa::path(post, path = "/v1/logs", tag = "telemetry", request_body = LogBatch,
@@ -23,7 +23,7 @@ pub async fn ingest(
     responses((status = 200, body = LogPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
     Ok(Json(state.store.logs(&id, &query).await?))
@@ -34,7 +34,7 @@ pub async fn logs(
     responses((status = 200, body = SpanPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn spans(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<SpanQuery>,
 ) -> Result<Json<SpanPage>, ApiError> {
     Ok(Json(state.store.spans(&id, &query).await?))

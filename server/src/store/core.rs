@@ -208,6 +208,14 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A real query through a real transaction: the cheapest read that touches the tasks.
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| tx.next_retry_at().await.map(|_| ()))
+        })
+        .await
+    }
+
     async fn job(&self, id: &str) -> Result<Job, StoreError> {
         let id = id.to_string();
         self.run(move |me| async move {

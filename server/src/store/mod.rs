@@ -107,6 +107,8 @@ impl StoreConfig {
 pub trait Store: Send + Sync + 'static {
     /// Records a job and its root task (queued).
     async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError>;
+    /// Whether the database answers (a readiness check).
+    async fn ping(&self) -> Result<(), StoreError>;
     /// One job, with counts, progress and times.
     async fn job(&self, id: &str) -> Result<Job, StoreError>;
     /// Jobs newest first, filtered, one page.

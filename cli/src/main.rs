@@ -44,26 +44,53 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colour only for a person watching: never in a log file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .compact()
         .init();
+}
+
+/// `tessera logs JOB | head` ends quietly, like any Unix filter: a write to a closed stdout
+/// exits 0 instead of panicking. (Restoring SIGPIPE's default disposition would do that too,
+/// but would also kill the process when a server closes a socket during an upload: `writev`
+/// on a socket raises SIGPIPE, and `tessera submit` with an oversized input died silently.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// An error and its causes on one line, each cause once: many errors already quote their
+/// source in their own message.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    if matches!(
-        cli.command,
-        Command::Jobs(_) | Command::Logs(_) | Command::Spans(_) | Command::Submit(_)
-    ) {
-        // `tessera logs JOB | head` should end quietly, like any Unix filter.
-        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-        unsafe {
-            let _ = nix::sys::signal::signal(
-                nix::sys::signal::Signal::SIGPIPE,
-                nix::sys::signal::SigHandler::SigDfl,
-            );
-        }
-    }
+    quiet_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -91,8 +118,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Messages can quote what a server or a guest sent: escaped, line by line.
+            let text = error_text(&e);
+            let lines: Vec<String> = text.lines().map(format::safe).collect();
+            eprintln!("error: {}", lines.join("\n"));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("could not read x.wasm: No such file");
+        assert_eq!(super::error_text(&e), "could not read x.wasm: No such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_text(&e), "outer: inner");
     }
 }

@@ -115,4 +115,69 @@ async fn bad_results_fail_their_own_attempt_once_and_spoil_no_batch() {
         !err.contains("start one with `tessera server`"),
         "no refusal reads as an unreachable server:\n{err}"
     );
+    // A 50 MiB error is a line, not a flood: elided with its length wherever it is printed.
+    assert!(
+        out.lines().all(|l| l.len() < 4096),
+        "a runner line is too long"
+    );
+    let (status, shown, _) = server.cli(&["jobs", "show", &failing[0].0]);
+    assert!(status.success());
+    assert!(shown.len() < 8192 && shown.contains(" bytes]"), "{shown}");
+}
+
+/// Guest text reaches terminals escaped: the runner's lines, `jobs show`, `logs`, `spans`; the
+/// JSON output keeps it as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_text_cannot_drive_a_terminal() {
+    let hostile = guest("hostile-guest");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let c = server.client();
+    let job = submit(
+        &c,
+        "control-text",
+        "Misuse",
+        json!({ "how": "control-text" }),
+    )
+    .await;
+    let (status, runner_out, runner_err) = output(runner(&server, &[&hostile]), 2 * MINUTE);
+    assert!(status.success(), "{runner_err}");
+    assert!(runner_out.contains("✗ spoof"), "{runner_out}");
+    let controls = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+    let mut shown = vec![
+        ("runner", runner_out.clone()),
+        ("runner stderr", runner_err),
+    ];
+    for args in [
+        vec!["jobs", "show", &job],
+        vec!["jobs", "list"],
+        vec!["logs", &job],
+        vec!["spans", &job],
+    ] {
+        let (status, out, err) = server.cli(&args);
+        assert!(status.success(), "{args:?}: {err}");
+        shown.push((args[0], out));
+    }
+    for (what, text) in &shown {
+        assert!(
+            !controls(text),
+            "{what} printed a control character:\n{text:?}"
+        );
+    }
+    let logs = &shown.iter().find(|(w, _)| *w == "logs").unwrap().1;
+    assert!(logs.contains("\\u{1b}]0;owned\\u{7}\\r\\n12:00"), "{logs}");
+    assert_eq!(
+        logs.lines().filter(|l| l.contains("forged")).count(),
+        1,
+        "a forged line stays inside its own: {logs}"
+    );
+    // JSON output is a contract: the text as the guest wrote it.
+    let (_, json_logs, _) = server.cli(&["logs", &job, "--json"]);
+    let lines: Vec<Value> = serde_json::from_str(&json_logs).unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("\x1b]0;owned\x07")),
+        "{json_logs}"
+    );
 }

@@ -75,9 +75,9 @@ fn duration(job: &Job) -> String {
 }
 
 fn print_job(job: &Job) {
-    println!("Job:        {} ({})", job.id, job.name);
+    println!("Job:        {} ({})", job.id, format::safe(&job.name));
     println!("State:      {}", job.state);
-    println!("Cluster:    {}", job.cluster);
+    println!("Cluster:    {}", format::safe(&job.cluster));
     let c = &job.task_counts;
     println!(
         "Tasks:      {} in all: {} queued, {} running, {} computed, {} failed, {} canceled",
@@ -89,7 +89,12 @@ fn print_job(job: &Job) {
         c.canceled
     );
     for p in &job.progress {
-        println!("Progress:   {} {}/{}", p.label, p.done, p.total);
+        println!(
+            "Progress:   {} {}/{}",
+            format::safe(&p.label),
+            p.done,
+            p.total
+        );
     }
     println!("Submitted:  {}", format::timestamp(job.submitted_at));
     if let Some(s) = job.started_at {
@@ -164,7 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "SUBMITTED (UTC)",
                     "DURATION",
                 ],
-                &rows,
+                &format::safe_rows(rows, 80),
             );
         }
         Action::Show { id, json } => {
@@ -196,7 +201,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            format::table(&["TASK", "STATE", "ATTEMPTS", "ID", "ERROR"], &rows);
+            // An error can be kilobytes of backtrace: one line of it here, all of it in the
+            // console and in `--json`.
+            format::table(
+                &["TASK", "STATE", "ATTEMPTS", "ID", "ERROR"],
+                &format::safe_rows(rows, 200),
+            );
             if page.next_cursor.is_some() {
                 println!("… more tasks in the console: {}/jobs/{id}", client.base());
             }

@@ -64,15 +64,19 @@ fn print_line(line: &LogLine, names: &HashMap<String, String>) {
         "{} {:<5} {:<16} {}",
         format::time_of_day(line.time_unix_nano),
         line.level.as_str().to_uppercase(),
-        task,
-        line.message
+        format::safe_max(&task, 64),
+        format::safe(&line.message)
     );
     for (k, v) in &line.fields {
         let v = match v {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        text.push_str(&format!(" {k}={v}"));
+        text.push_str(&format!(
+            " {}={}",
+            format::safe_max(k, 64),
+            format::safe(&v)
+        ));
     }
     println!("{text}");
 }

@@ -49,7 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return format::json(&spans).map(|_| ExitCode::SUCCESS);
     }
     if spans.is_empty() {
-        println!("No task has started yet in job {}.", args.job);
+        println!(
+            "No task has started yet in job {}.",
+            format::safe_max(&args.job, 80)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let now = tessera_server::now_unix_nano();
@@ -78,7 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let len = (((e - s.start_time_unix_nano) as f64 * scale).round() as usize).max(1);
             let bar = format!("{}{}", " ".repeat(from), "█".repeat(len));
             vec![
-                s.name.clone(),
+                format::safe_max(&s.name, 80),
                 format!("runner {}", runners[s.runner_id.as_str()]),
                 format!("+{}", format::duration_ns(s.start_time_unix_nano - start)),
                 format::duration_ns(e - s.start_time_unix_nano),
@@ -108,7 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut legend: Vec<(&usize, &&str)> = runners.iter().map(|(id, n)| (n, id)).collect();
     legend.sort();
     for (n, id) in legend {
-        println!("  runner {n}: {id}");
+        println!("  runner {n}: {}", format::safe_max(id, 200));
     }
     Ok(ExitCode::SUCCESS)
 }

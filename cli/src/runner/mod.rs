@@ -201,7 +201,10 @@ fn print_outcome(task: &ClaimedTask, outcome: &Outcome, took: Duration) {
             } else {
                 format!(", {} subtasks", c.subtasks.len())
             };
-            println!("✓ {name} computed in {took}{subs}");
+            println!(
+                "✓ {} computed in {took}{subs}",
+                format::safe_max(&name, 200)
+            );
         }
         Outcome::Failed(f) => {
             let name = f
@@ -209,8 +212,10 @@ fn print_outcome(task: &ClaimedTask, outcome: &Outcome, took: Duration) {
                 .clone()
                 .unwrap_or_else(|| task.identifier.name.clone());
             println!(
-                "✗ {name} failed after {took} (attempt {}): {}",
-                task.attempt, f.message
+                "✗ {} failed after {took} (attempt {}): {}",
+                format::safe_max(&name, 200),
+                task.attempt,
+                format::safe(&f.message)
             );
         }
     }

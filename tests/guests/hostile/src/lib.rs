@@ -331,6 +331,12 @@ impl Task for Misuse {
                 Ok(())
             }
             "control-text" => {
+                info!(
+                    ctx,
+                    field = "v\x1b[31m",
+                    "log \x1b]0;owned\x07\r\n12:00:00.000 INFO forged"
+                );
+                println!("stdout \x1b[2J cleared");
                 ctx.set_display("spoof\x1b[2J\x1b]0;title\x07\r");
                 Err(
                     TaskError::new("bad\x1b[31m red \x1b]52;c;Y2xpcA==\x07 \x00 end")

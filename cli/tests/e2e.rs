@@ -285,7 +285,7 @@ async fn sigterm_requeues_running_tasks_without_spending_a_retry() {
     let out = a.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("SIGTERM: no new claims"), "{err}");
+    assert!(err.contains("Stopping: no new claims"), "{err}");
     let c = server.client();
     let queued = c
         .tasks(

@@ -91,6 +91,20 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// Two components implement the same task type (same name and major version).
+    #[error(
+        "{} and {} both implement {identifier}: give each task type to one component",
+        first.display(),
+        second.display()
+    )]
+    Conflict {
+        /// The task type.
+        identifier: TaskIdentifier,
+        /// The component loaded first.
+        first: PathBuf,
+        /// The other one.
+        second: PathBuf,
+    },
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -176,6 +190,30 @@ impl Host {
             digest,
             cache,
         }))
+    }
+
+    /// Loads several components that together serve a runner: each task type (name and major
+    /// version) must come from one of them.
+    pub async fn load_all(&self, paths: &[PathBuf]) -> Result<Vec<Arc<TaskComponent>>, LoadError> {
+        let mut loaded: Vec<Arc<TaskComponent>> = Vec::with_capacity(paths.len());
+        for path in paths {
+            let c = self.load(path).await?;
+            for id in c.identifiers() {
+                if let Some(other) = loaded.iter().find(|o| {
+                    o.identifiers()
+                        .iter()
+                        .any(|i| i.name == id.name && i.version.major == id.version.major)
+                }) {
+                    return Err(LoadError::Conflict {
+                        identifier: id.clone(),
+                        first: other.path().to_path_buf(),
+                        second: path.clone(),
+                    });
+                }
+            }
+            loaded.push(c);
+        }
+        Ok(loaded)
     }
 
     /// Instantiates once in a scratch store to ask for the exported task types.

@@ -179,3 +179,27 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+/// Refuses a concurrency whose instances would not fit under Linux's `vm.max_map_count`.
+///
+/// Measured (bench/README.md): the pool costs 2 mappings per slot up front and a live instance
+/// about 4 more; a margin is kept for everything else the process maps.
+pub fn check_map_count(concurrency: u32) -> Result<(), EngineError> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return Ok(());
+    };
+    let Ok(max) = text.trim().parse::<u64>() else {
+        return Ok(());
+    };
+    let needed = 6 * u64::from(concurrency) + 2_000;
+    if needed > max {
+        return Err(EngineError::Invalid(format!(
+            "--concurrency {concurrency} needs about {needed} memory mappings but vm.max_map_count \
+             is {max}: lower --concurrency to at most {}, or raise the limit (sysctl -w \
+             vm.max_map_count={})",
+            (max.saturating_sub(2_000)) / 6,
+            needed.next_power_of_two()
+        )));
+    }
+    Ok(())
+}

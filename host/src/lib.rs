@@ -44,7 +44,7 @@ mod state;
 pub use attempt::{AttemptSpec, Computed, Failure, FailureKind, Outcome};
 pub use cache::{CacheOutcome, default_cache_dir};
 pub use component::{LoadError, TaskComponent};
-pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig};
+pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig, check_map_count};
 pub use limits::{Limits, human_bytes, human_duration};
 pub use log::{DiscardLogs, LogRecord, LogSink, now_unix_nano};
 pub use sandbox::Host;

@@ -87,6 +87,14 @@ pub enum Notice {
         /// The last error.
         why: String,
     },
+    /// A request failed for a reason that may pass (the server down, overloaded, restarting);
+    /// it is tried again.
+    Unreachable {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        why: String,
+    },
 }
 
 /// What became of a sent batch.
@@ -105,6 +113,8 @@ pub struct Outbox {
     queue: VecDeque<Entry>,
     /// Batches that failed, waiting for their retry.
     retry: Option<(Instant, Batch)>,
+    /// Give up at the first failure instead of retrying (the runner is exiting).
+    hurry: bool,
 }
 
 impl Outbox {
@@ -114,6 +124,16 @@ impl Outbox {
             limit: max_body.saturating_sub(ENVELOPE_BYTES).max(ENVELOPE_BYTES),
             queue: VecDeque::new(),
             retry: None,
+            hurry: false,
+        }
+    }
+
+    /// From now on, a batch that fails is given up instead of retried, and one waiting for its
+    /// retry goes now.
+    pub fn hurry(&mut self) {
+        self.hurry = true;
+        if let Some((at, _)) = &mut self.retry {
+            *at = Instant::now().min(*at);
         }
     }
 
@@ -266,7 +286,7 @@ impl Outbox {
             // Unreachable, overloaded or broken: the same batch again, later.
             Err(e) => {
                 batch.tries += 1;
-                if batch.tries >= MAX_TRIES {
+                if self.hurry || batch.tries >= MAX_TRIES {
                     settled.done = ids(&batch);
                     settled.notices.push(Notice::GaveUp {
                         task_ids: ids(&batch),

@@ -1,0 +1,117 @@
+//! One attempt as a tokio task: runs the component under the limits, stops when told, and
+//! sends its report (or none, when the lease was lost) to the dispatcher.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tessera_api::{ClaimedTask, Report, TaskIdentifier, TaskReport};
+use tessera_host::{AttemptSpec, Host, Limits, LogSink, Outcome, TaskComponent};
+use tokio::sync::mpsc;
+
+use crate::events::Events;
+use crate::leases::{InFlight, Stop};
+
+/// What an attempt's task sends back when it ends.
+pub struct Finished {
+    /// The task.
+    pub task_id: String,
+    /// `None` when the lease was lost: the server would refuse any report.
+    pub report: Option<TaskReport>,
+}
+
+/// Everything attempts share.
+pub struct Shared {
+    pub host: Host,
+    pub components: Vec<Arc<TaskComponent>>,
+    pub limits: Limits,
+    pub sink: Arc<dyn LogSink>,
+    pub in_flight: InFlight,
+    pub done: mpsc::UnboundedSender<Finished>,
+    pub events: Arc<dyn Events>,
+}
+
+impl Shared {
+    fn component_for(&self, id: &TaskIdentifier) -> Option<&Arc<TaskComponent>> {
+        self.components.iter().find(|c| c.resolve(id).is_some())
+    }
+}
+
+/// The report of an attempt that ran to its end.
+fn report_of(outcome: Outcome) -> Report {
+    match outcome {
+        Outcome::Computed(c) => Report::Computed {
+            subtasks: c.subtasks,
+            display: c.display,
+            progress: c.progress,
+        },
+        Outcome::Failed(f) => Report::Failed {
+            reason: f.message,
+            display: f.display,
+        },
+    }
+}
+
+/// Runs `task` as a tokio task; its lease is held (and extended) from now until the dispatcher
+/// releases it.
+pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
+    let shared = shared.clone();
+    let mut stop = shared.in_flight.insert(&task.task_id, task.lease);
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let report = |report: Report| TaskReport {
+            task_id: task.task_id.clone(),
+            lease: task.lease,
+            report,
+        };
+        let finished = match shared.component_for(&task.identifier) {
+            None => Some(report(Report::Failed {
+                reason: format!(
+                    "this runner has no component implementing {}",
+                    task.identifier
+                ),
+                display: None,
+            })),
+            Some(component) => {
+                let spec = AttemptSpec {
+                    job_id: task.job_id.clone(),
+                    task_id: task.task_id.clone(),
+                    attempt: task.attempt,
+                    identifier: task.identifier.clone(),
+                    input: task.input.to_string(),
+                };
+                let run = shared
+                    .host
+                    .run(component, spec, &shared.limits, shared.sink.clone());
+                let stopped = async {
+                    loop {
+                        if let Some(why) = *stop.borrow_and_update() {
+                            return why;
+                        }
+                        if stop.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                // Dropping `run` drops the attempt's store: real cancellation.
+                tokio::select! {
+                    outcome = run => {
+                        shared.events.finished(&task, &outcome, started.elapsed());
+                        Some(report(report_of(outcome)))
+                    }
+                    why = stopped => {
+                        shared.events.stopped(&task, why);
+                        match why {
+                            Stop::Canceled => Some(report(Report::Canceled)),
+                            Stop::Abandon => Some(report(Report::Abandoned)),
+                            Stop::LeaseLost => None,
+                        }
+                    }
+                }
+            }
+        };
+        let _ = shared.done.send(Finished {
+            task_id: task.task_id,
+            report: finished,
+        });
+    });
+}

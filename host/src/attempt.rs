@@ -56,6 +56,11 @@ pub enum FailureKind {
     Panic,
     /// The guest trapped (unreachable, out-of-bounds access, …).
     Trap,
+    /// The guest called `exit` (WASI) instead of returning from `execute`.
+    Exit {
+        /// The exit status it gave.
+        status: i32,
+    },
     /// The guest overflowed its call stack.
     StackOverflow,
     /// The guest tried to grow memory past the limit.
@@ -286,7 +291,9 @@ impl Host {
     }
 }
 
-/// Turns a wasmtime error into a failure a person can act on.
+/// Turns a wasmtime error into a failure a person can act on. The cause is found by type
+/// (downcasting wasmtime's and WASI's errors), never by searching error text, so that an
+/// upgrade of wasmtime cannot silently change a reason.
 fn classify(
     error: wasmtime::Error,
     state: &TaskState,
@@ -298,19 +305,40 @@ fn classify(
         .downcast_ref::<WasmBacktrace>()
         .map(short_backtrace)
         .unwrap_or_default();
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return failed(
+            FailureKind::Exit { status: exit.0 },
+            format!(
+                "the guest called exit({}) instead of returning from execute; \
+                 return an error from execute to fail a task",
+                exit.0
+            ),
+        );
+    }
+    if let Some(pool) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return failed(
+            FailureKind::Host,
+            format!(
+                "the attempt could not start: {pool}; the host's instance pool is full: lower \
+                 the runner's concurrency or raise its pool size"
+            ),
+        );
+    }
+    // A panic says why in its own words: report it even when the guest had earlier handled a
+    // refused allocation.
+    if let Some(panic) = panic_message(stderr_tail) {
+        return failed(FailureKind::Panic, format!("guest panicked: {panic}"));
+    }
     if let Some(asked) = state.limiter.refused {
         return failed(
             FailureKind::MemoryLimit,
             format!(
-                "memory limit of {} exceeded (the guest asked for {}); \
+                "memory limit of {} exceeded (the guest asked for {} in all); \
                  use less memory or raise the runner's memory limit",
                 human_bytes(limits.memory_bytes),
                 human_bytes(asked)
             ),
         );
-    }
-    if let Some(panic) = panic_message(stderr_tail) {
-        return failed(FailureKind::Panic, format!("guest panicked: {panic}"));
     }
     match trap {
         Some(Trap::StackOverflow) => failed(
@@ -325,18 +353,10 @@ fn classify(
                 format!("guest trapped: {text}{backtrace}"),
             )
         }
-        None => {
-            let text = format!("{error:#}");
-            let hint = if text.contains("instance") && text.contains("limit") {
-                "; the host's instance pool is full: lower the runner's concurrency or raise its pool size"
-            } else {
-                ""
-            };
-            failed(
-                FailureKind::Host,
-                format!("the attempt could not run: {text}{hint}"),
-            )
-        }
+        None => failed(
+            FailureKind::Host,
+            format!("the attempt could not run: {error:#}"),
+        ),
     }
 }
 

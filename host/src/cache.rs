@@ -26,7 +26,12 @@ pub enum CacheOutcome {
 #[derive(Debug, Clone)]
 pub(crate) struct ComponentCache {
     dir: PathBuf,
+    /// Bytes of compiled code kept; the least recently used go first past it.
+    max_bytes: u64,
 }
+
+/// The default bound of the compiled-component cache: 2 GiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
 /// Hex SHA-256 of a component's bytes.
 pub(crate) fn digest(bytes: &[u8]) -> String {
@@ -35,8 +40,39 @@ pub(crate) fn digest(bytes: &[u8]) -> String {
 }
 
 impl ComponentCache {
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        ComponentCache { dir }
+    pub(crate) fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        ComponentCache { dir, max_bytes }
+    }
+
+    /// Deletes the least recently used artifacts (and their locks) until the cache holds at
+    /// most `max_bytes`, sparing `keep`. Best effort: another process may be doing the same.
+    fn prune(&self, keep: &Path) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = artifacts.iter().map(|(_, len, _)| *len).sum();
+        artifacts.sort();
+        for (_, len, path) in artifacts {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            if fs::remove_file(&path).is_ok() {
+                let _ = fs::remove_file(path.with_extension("lock"));
+                total = total.saturating_sub(len);
+                tracing::debug!(path = %path.display(), "evicted a cached component");
+            }
+        }
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -70,7 +106,14 @@ impl ComponentCache {
             // configuration (the file name carries its compatibility hash), into a directory
             // only Tessera writes; wasmtime still checks its header before use.
             match unsafe { Component::deserialize_file(engine, &artifact) } {
-                Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Ok(component) => {
+                    // Recently used: the last to be evicted.
+                    let _ = File::options()
+                        .write(true)
+                        .open(&artifact)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    return Ok((component, CacheOutcome::Hit));
+                }
                 Err(e) => tracing::warn!(
                     path = %artifact.display(),
                     "discarding unreadable cached component: {e}"
@@ -87,6 +130,7 @@ impl ComponentCache {
             fs::rename(&tmp, &artifact)
         };
         write().map_err(io("write", &artifact))?;
+        self.prune(&artifact);
         Ok((component, CacheOutcome::Compiled))
     }
 }

@@ -108,6 +108,8 @@ pub enum LoadError {
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
+/// Longest a component may take to list its task types when it is loaded.
+pub const LOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 const BUILD_HINT: &str = "build it with the tessera-guest SDK: \
     cargo build --release --target wasm32-wasip2 (or cargo component build --release)";
 
@@ -129,6 +131,16 @@ impl Host {
     /// Loads a component file: checks it, compiles it (or reads the cache), links it against
     /// the host and asks it for its task types.
     pub async fn load(&self, path: impl AsRef<Path>) -> Result<Arc<TaskComponent>, LoadError> {
+        self.load_with(path, &Limits::default()).await
+    }
+
+    /// Loads a component, asking for its task types under `limits`' memory limit and a
+    /// deadline of at most [`LOAD_DEADLINE`].
+    pub async fn load_with(
+        &self,
+        path: impl AsRef<Path>,
+        limits: &Limits,
+    ) -> Result<Arc<TaskComponent>, LoadError> {
         let path = path.as_ref().to_path_buf();
         let bytes = tokio::fs::read(&path)
             .await
@@ -182,7 +194,7 @@ impl Host {
             ))
         })?;
 
-        let identifiers = self.task_types(&pre).await.map_err(invalid)?;
+        let identifiers = self.task_types(&pre, limits).await.map_err(invalid)?;
         Ok(Arc::new(TaskComponent {
             path,
             pre,
@@ -194,10 +206,14 @@ impl Host {
 
     /// Loads several components that together serve a runner: each task type (name and major
     /// version) must come from one of them.
-    pub async fn load_all(&self, paths: &[PathBuf]) -> Result<Vec<Arc<TaskComponent>>, LoadError> {
+    pub async fn load_all(
+        &self,
+        paths: &[PathBuf],
+        limits: &Limits,
+    ) -> Result<Vec<Arc<TaskComponent>>, LoadError> {
         let mut loaded: Vec<Arc<TaskComponent>> = Vec::with_capacity(paths.len());
         for path in paths {
-            let c = self.load(path).await?;
+            let c = self.load_with(path, limits).await?;
             for id in c.identifiers() {
                 if let Some(other) = loaded.iter().find(|o| {
                     o.identifiers()
@@ -220,8 +236,12 @@ impl Host {
     async fn task_types(
         &self,
         pre: &TaskComponentPre<crate::state::TaskState>,
+        limits: &Limits,
     ) -> Result<Vec<TaskIdentifier>, String> {
-        let limits = Limits::default();
+        let limits = Limits {
+            deadline: limits.deadline.min(LOAD_DEADLINE),
+            ..limits.clone()
+        };
         let (state, _streams) = self.new_state(
             &limits,
             Arc::new(DiscardLogs),
@@ -231,19 +251,30 @@ impl Host {
         );
         let mut store = Store::new(&self.engine, state);
         self.configure_store(&mut store, &limits);
-        let listed: Vec<WitIdentifier> = tokio::time::timeout(
-            limits.deadline.min(std::time::Duration::from_secs(60)),
-            async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance
-                    .tessera_task_tasks()
-                    .call_task_types(&mut store)
-                    .await
-            },
-        )
+        let listed = tokio::time::timeout(limits.deadline, async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .tessera_task_tasks()
+                .call_task_types(&mut store)
+                .await
+        })
         .await
-        .map_err(|_| "it did not list its task types within 60 s".to_string())?
-        .map_err(|e| format!("listing its task types failed: {e:#}"))?;
+        .map_err(|_| {
+            format!(
+                "it did not list its task types within {} (task-types must only return a list)",
+                crate::limits::human_duration(limits.deadline)
+            )
+        })?;
+        let listed: Vec<WitIdentifier> = listed.map_err(|e| {
+            if store.data().limiter.refused.is_some() {
+                format!(
+                    "listing its task types needed more than the memory limit of {}",
+                    crate::limits::human_bytes(limits.memory_bytes)
+                )
+            } else {
+                format!("listing its task types failed: {e:#}")
+            }
+        })?;
         if listed.is_empty() {
             return Err(
                 "it exports no task types; register them with tessera_guest::export_tasks!".into(),

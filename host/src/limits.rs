@@ -70,11 +70,15 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-/// Enforces [`Limits::memory_bytes`] on a store and remembers whether a guest hit it.
+/// Enforces [`Limits::memory_bytes`] on a store — over all its memories together, so that a
+/// component with several memories gets no more than one with a single memory — and remembers
+/// whether a guest hit it.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     limit: usize,
-    /// The size a refused growth asked for, if any was refused.
+    /// Bytes of linear memory the store's memories hold together.
+    total: usize,
+    /// The total a refused growth asked for, if any was refused.
     pub(crate) refused: Option<usize>,
 }
 
@@ -82,6 +86,7 @@ impl MemoryLimiter {
     pub(crate) fn new(limit: usize) -> Self {
         MemoryLimiter {
             limit,
+            total: 0,
             refused: None,
         }
     }
@@ -90,13 +95,17 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.limit && maximum.is_none_or(|max| desired <= max);
-        if !allowed {
-            self.refused = Some(desired);
+        // Every memory's creation (from 0) and growth passes here; memories never shrink.
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        let allowed = total <= self.limit && maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            self.total = total;
+        } else {
+            self.refused = Some(total);
         }
         Ok(allowed)
     }
@@ -134,5 +143,19 @@ mod tests {
         assert!(l.refused.is_none());
         assert!(!l.memory_growing(1 << 20, 2 << 20, None).unwrap());
         assert_eq!(l.refused, Some(2 << 20));
+    }
+
+    #[test]
+    fn the_limit_counts_every_memory_of_the_attempt_together() {
+        use wasmtime::ResourceLimiter;
+        // Two 60 MiB memories under a 64 MiB limit: the second is refused.
+        let mut l = MemoryLimiter::new(64 << 20);
+        assert!(l.memory_growing(0, 60 << 20, None).unwrap());
+        assert!(!l.memory_growing(0, 60 << 20, None).unwrap());
+        assert_eq!(l.refused, Some(120 << 20));
+        // Small ones still fit beside the first.
+        assert!(l.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(l.memory_growing(2 << 20, 4 << 20, None).unwrap());
+        assert!(!l.memory_growing(4 << 20, 5 << 20, None).unwrap());
     }
 }

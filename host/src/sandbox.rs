@@ -31,7 +31,9 @@ impl Host {
         Ok(Host {
             engine,
             linker,
-            cache: config.cache_dir.map(ComponentCache::new),
+            cache: config
+                .cache_dir
+                .map(|dir| ComponentCache::new(dir, config.cache_max_bytes)),
             allocation,
             _ticker: ticker,
         })

@@ -201,3 +201,88 @@ fn five_hosts_starting_together_compile_once() {
         4
     );
 }
+
+#[tokio::test]
+async fn the_cache_keeps_to_its_bound_evicting_the_least_recently_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasms = [
+        guest("parallel-sleep"),
+        guest("fan-out"),
+        guest("hostile-guest"),
+    ];
+    let artifacts = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".cwasm"))
+            .collect();
+        names.sort();
+        names
+    };
+    let sizes = |names: &[String]| -> u64 {
+        names
+            .iter()
+            .map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len())
+            .sum()
+    };
+    // Learn the three artifacts' sizes with an unbounded cache.
+    let host = host_with_cache(dir.path());
+    let mut digests = Vec::new();
+    for w in &wasms {
+        digests.push(host.load(w).await.unwrap().digest().to_string());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = artifacts();
+    assert_eq!(all.len(), 3);
+    let total = sizes(&all);
+    std::fs::remove_dir_all(dir.path()).unwrap();
+
+    // Room for all but one byte of the three: loading the third evicts the least recently used.
+    let bounded = Host::new(HostConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        cache_max_bytes: total - 1,
+        max_instances: 8,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    bounded.load(&wasms[0]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    bounded.load(&wasms[1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Used again: now the second is the least recently used.
+    let again = bounded.load(&wasms[0]).await.unwrap();
+    assert_eq!(again.cache_outcome(), CacheOutcome::Hit);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    bounded.load(&wasms[2]).await.unwrap();
+    let kept = artifacts();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.iter().any(|n| n.starts_with(&digests[0])), "{kept:?}");
+    assert!(kept.iter().any(|n| n.starts_with(&digests[2])), "{kept:?}");
+    assert!(sizes(&kept) < total);
+}
+
+#[tokio::test]
+async fn a_component_whose_task_types_never_return_is_refused_quickly() {
+    let host = host_with_cache(&tessera_testkit::shared_cache());
+    let started = std::time::Instant::now();
+    let err = host
+        .load_with(
+            guest("slow-load-guest"),
+            &Limits {
+                deadline: Duration::from_secs(1800),
+                ..Limits::default()
+            },
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("did not list its task types within 5 s"),
+        "{err}"
+    );
+    // The load deadline, not the attempt deadline (30 min here), bounded it.
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+}

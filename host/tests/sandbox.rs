@@ -461,3 +461,44 @@ async fn dropping_the_attempt_cancels_it_at_once() {
         .await;
     assert!(after.computed().is_some());
 }
+
+#[tokio::test]
+async fn exit_reads_as_exit_with_its_status() {
+    let (host, component) = setup().await;
+    // WASI 0.2's exit carries success or failure only: exit(3) arrives as status 1.
+    for (asked, status) in [(0, 0), (3, 1)] {
+        let f = fails_then_host_still_works(
+            &host,
+            &component,
+            "Misuse",
+            json!({"how": "exit", "size": asked}),
+            &Limits::default(),
+        )
+        .await;
+        assert_eq!(f.kind, FailureKind::Exit { status }, "{f}");
+        assert!(f.message.contains(&format!("called exit({status})")), "{f}");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_after_a_handled_refusal_is_reported_as_the_panic() {
+    let (host, component) = setup().await;
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let f = fails_then_host_still_works(
+        &host,
+        &component,
+        "Misuse",
+        json!({"how": "reserve-then-panic"}),
+        &limits,
+    )
+    .await;
+    assert_eq!(f.kind, FailureKind::Panic, "{f}");
+    assert!(
+        f.message
+            .contains("gave up for another reason (the reservation was refused: true)"),
+        "{f}"
+    );
+}

@@ -122,7 +122,7 @@ pub async fn run(
         ..HostConfig::default()
     })
     .context("could not start the WebAssembly sandbox")?;
-    let components = host.load_all(&config.components).await?;
+    let components = host.load_all(&config.components, &config.limits).await?;
     let identifiers: Vec<_> = components
         .iter()
         .flat_map(|c| c.identifiers().iter().cloned())

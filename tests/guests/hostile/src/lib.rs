@@ -289,8 +289,8 @@ impl Task for Echo {
 /// Sends the host output the server would refuse, one way per `how`.
 #[derive(Serialize, Deserialize)]
 pub struct Misuse {
-    /// `huge-error`, `duplicate-deps`, `deep-input`, `big-inputs`, `progress-overflow` or
-    /// `control-text`.
+    /// `huge-error`, `duplicate-deps`, `deep-input`, `big-inputs`, `progress-overflow`,
+    /// `control-text`, `exit` (with status `size`) or `reserve-then-panic`.
     pub how: String,
     /// A size in MiB (`huge-error`, `big-inputs`) or a depth (`deep-input`).
     #[serde(default)]
@@ -342,6 +342,13 @@ impl Task for Misuse {
                     TaskError::new("bad\x1b[31m red \x1b]52;c;Y2xpcA==\x07 \x00 end")
                         .with_code("\x1b[1mcode"),
                 )
+            }
+            "exit" => std::process::exit(self.size as i32),
+            "reserve-then-panic" => {
+                let mut hoard: Vec<u8> = Vec::new();
+                // Refused by the memory limit, and handled: not the cause of what follows.
+                let refused = hoard.try_reserve(1 << 30).is_err();
+                panic!("gave up for another reason (the reservation was refused: {refused})");
             }
             other => Err(TaskError::new(format!("unknown misuse {other:?}"))),
         }

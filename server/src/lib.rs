@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Largest root task input, in bytes (runners refuse larger inputs by default too).
+    pub max_input: usize,
     /// Connection limit and timeouts.
     pub connections: http::serve::Limits,
 }
@@ -97,6 +99,7 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             token: None,
             max_body: 32 << 20,
+            max_input: 1 << 20,
             connections: http::serve::Limits::default(),
         }
     }
@@ -187,6 +190,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown: shutdown_rx.clone(),
         token: config.token.as_deref().map(Arc::from),
         max_body: config.max_body,
+        max_input: config.max_input,
     };
     let app = http::router(state);
     let serve = tokio::spawn(http::serve::serve(

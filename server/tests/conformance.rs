@@ -23,6 +23,7 @@ fn config() -> StoreConfig {
         retry_base: Duration::from_secs(2),
         retry_max: Duration::from_secs(60),
         max_lost: 3,
+        max_job_tasks: 1_000,
     }
 }
 
@@ -1058,6 +1059,34 @@ pub async fn progress_saturates_instead_of_poisoning_the_job(store: Arc<dyn Stor
     assert_eq!(s.jobs(&JobFilter::default()).await.unwrap().jobs.len(), 1);
 }
 
+pub async fn a_job_may_not_grow_past_its_task_limit(store: Arc<dyn Store>) {
+    let s = &*store;
+    // The limit is 1,000 tasks: the root and 998 subtasks fit, one more does not.
+    let j = s.submit(&job("big", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await;
+    let leaves: Vec<SubtaskSpec> = (0..998).map(|_| sub("A", vec![])).collect();
+    let mut with_parent = leaves.clone();
+    with_parent.push(sub("B", vec![]));
+    assert!(report(s, &root[0], computed(with_parent), T0 + 1).await);
+    let b = s
+        .claim(&claim_req("r", &[id("B", "v0.0")], 1), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(s.job(&j.id).await.unwrap().task_counts.total(), 1_000);
+    // B would add one more: its attempt fails, saying why, and nothing is added.
+    assert!(report(s, &b[0], computed(vec![sub("C", vec![])]), T0 + 3).await);
+    let t = s.task(&b[0].task_id).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("would give its job 1001 tasks, more than the 1000"),
+        "{t:?}"
+    );
+    assert_eq!(s.job(&j.id).await.unwrap().task_counts.total(), 1_000);
+}
+
 pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
     let s = &*store;
     s.submit(&job("dup", "Root", 0), T0).await.unwrap();
@@ -1143,6 +1172,7 @@ macro_rules! suite {
             an_unrequested_canceled_report_gives_the_task_back,
             progress_saturates_instead_of_poisoning_the_job,
             duplicate_dependencies_fail_the_attempt,
+            a_job_may_not_grow_past_its_task_limit,
             a_runner_may_serve_a_thousand_identifiers,
         );
     };

@@ -26,6 +26,12 @@ pub struct Args {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 32)]
     max_body_mib: usize,
+    /// Largest root task input, in KiB (runners' --max-input-kib defaults to the same).
+    #[arg(long, default_value_t = 1024)]
+    max_input_kib: usize,
+    /// Most tasks one job may have; an attempt whose subtasks would pass it fails.
+    #[arg(long, default_value_t = StoreConfig::default().max_job_tasks)]
+    max_job_tasks: u64,
     /// Most connections open at once (default: what the open-file limit allows, less 256).
     /// When full, the connection idle the longest is closed to make room.
     #[arg(long)]
@@ -60,10 +66,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             lease: args.lease_seconds,
             retry_base: args.retry_base_seconds,
             max_lost: args.max_lost,
+            max_job_tasks: args.max_job_tasks.max(1),
             ..StoreConfig::default()
         },
         token: args.token.filter(|t| !t.is_empty()),
         max_body: args.max_body_mib.clamp(1, 4096) << 20,
+        max_input: args.max_input_kib.clamp(1, 4 << 20) << 10,
         connections: tessera_server::ConnectionLimits {
             max_connections: args
                 .max_connections

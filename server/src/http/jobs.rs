@@ -8,13 +8,64 @@ use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::now_unix_nano;
 
+/// [`SubmitJob`] as it arrives: the input kept as text until its size is checked, so that a
+/// huge input costs its bytes, not a tree of JSON values many times larger.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    name: String,
+    root: RootBody,
+    #[serde(default)]
+    cluster: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootBody {
+    identifier: tessera_api::TaskIdentifier,
+    #[serde(default)]
+    input: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    max_retries: u32,
+    #[serde(default)]
+    display: Option<String>,
+}
+
 /// Submits a job: its root task is queued.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJob,
-    responses((status = 200, body = Job), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
-    ApiJson(job): ApiJson<SubmitJob>,
+    ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Json<Job>, ApiError> {
+    let input = match body.root.input {
+        None => serde_json::Value::Null,
+        Some(raw) if raw.get().len() > state.max_input => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "input_too_large",
+                format!(
+                    "the root task's input is {} bytes; this server accepts at most {} \
+                     (--max-input-kib); pass large data by reference (a URL or object key)",
+                    raw.get().len(),
+                    state.max_input
+                ),
+            ));
+        }
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| ApiError::bad_request(format!("the root task's input: {e}")))?,
+    };
+    let job = SubmitJob {
+        name: body.name,
+        root: tessera_api::RootTask {
+            identifier: body.root.identifier,
+            input,
+            max_retries: body.root.max_retries,
+            display: body.root.display,
+        },
+        cluster: body.cluster,
+    };
     let job = state.store.submit(&job, now_unix_nano()).await?;
     state.wake.notify();
     Ok(Json(job))

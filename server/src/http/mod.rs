@@ -35,6 +35,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// The largest root task input accepted, in bytes.
+    pub max_input: usize,
 }
 
 #[derive(OpenApi)]

@@ -121,8 +121,15 @@ pub async fn report(
             why,
         ));
     }
+    // The reports are committed: whatever happens to the claim, the answer says so.
     let tasks = match &request.claim {
-        Some(c) => claim_waiting(&state, c).await?,
+        Some(c) => match claim_waiting(&state, c).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!("the claim riding on a report failed (the reports stand): {e:?}");
+                Vec::new()
+            }
+        },
         None => Vec::new(),
     };
     Ok(Json(ReportResponse { results, tasks }))

@@ -137,11 +137,18 @@ impl<D: Driver> Core<D> {
         ids.dedup();
         transact!(self, Mode::Write, |tx| {
             let rows = tx.lock_tasks(&ids).await?;
-            let plan = decide::reports(reports, &rows, &self.config, now, new_id);
+            let growing = decide::jobs_growing(reports, &rows);
+            let totals = if growing.is_empty() {
+                Default::default()
+            } else {
+                tx.lock_job_totals(&growing).await?
+            };
+            let plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
             if !plan.changed() {
                 return Ok(plan.results);
             }
             tx.insert_tasks(&plan.tasks).await?;
+            tx.add_job_tasks(&plan.job_tasks).await?;
             tx.set_states(&plan.states).await?;
             tx.close_spans(&plan.spans, now).await?;
             tx.add_progress(&plan.progress).await?;

@@ -94,6 +94,8 @@ pub(crate) struct ReportPlan {
     pub failed_jobs: Vec<String>,
     /// Tasks computed without subtasks: completion walks up from them.
     pub completed: Vec<String>,
+    /// Tasks added to each job.
+    pub job_tasks: Vec<(String, u64)>,
 }
 
 impl ReportPlan {
@@ -103,15 +105,31 @@ impl ReportPlan {
     }
 }
 
-/// Decides a batch of reports over the rows of the tasks they name (locked by the caller).
-/// Each report is accepted or refused on its own; `new_id` names new subtasks.
+/// The jobs whose task totals a batch needs: those of reports that add subtasks.
+pub(crate) fn jobs_growing<'a>(reports: &[TaskReport], rows: &'a [HeldRow]) -> Vec<&'a str> {
+    let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut jobs: Vec<&str> = reports
+        .iter()
+        .filter(|r| matches!(&r.report, Report::Computed { subtasks, .. } if !subtasks.is_empty()))
+        .filter_map(|r| rows.get(r.task_id.as_str()).map(|row| row.job_id.as_str()))
+        .collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
+}
+
+/// Decides a batch of reports over the rows of the tasks they name (locked by the caller) and
+/// the task totals of the jobs that grow ([`jobs_growing`]). Each report is accepted or refused
+/// on its own; `new_id` names new subtasks.
 pub(crate) fn reports(
     reports: &[TaskReport],
     rows: &[HeldRow],
+    totals: &HashMap<String, u64>,
     config: &StoreConfig,
     now: u64,
     mut new_id: impl FnMut() -> String,
 ) -> ReportPlan {
+    let mut added: BTreeMap<String, u64> = BTreeMap::new();
     let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut plan = ReportPlan::default();
     let mut seen: HashSet<&str> = HashSet::new();
@@ -142,6 +160,22 @@ pub(crate) fn reports(
                     let reason = format!("the attempt submitted invalid subtasks: {why}");
                     fail(&mut plan, row, reason, display.clone(), config, now);
                     continue;
+                }
+                if !subtasks.is_empty() {
+                    let before = totals.get(&row.job_id).copied().unwrap_or(0)
+                        + added.get(&row.job_id).copied().unwrap_or(0);
+                    let after = before.saturating_add(subtasks.len() as u64);
+                    if after > config.max_job_tasks {
+                        let reason = format!(
+                            "the attempt's {} subtasks would give its job {after} tasks, more than \
+                             the {} a job may have (the server's --max-job-tasks)",
+                            subtasks.len(),
+                            config.max_job_tasks
+                        );
+                        fail(&mut plan, row, reason, display.clone(), config, now);
+                        continue;
+                    }
+                    *added.entry(row.job_id.clone()).or_default() += subtasks.len() as u64;
                 }
                 let display = display
                     .as_deref()
@@ -186,6 +220,7 @@ pub(crate) fn reports(
             }
         }
     }
+    plan.job_tasks = added.into_iter().collect();
     plan.progress = progress
         .into_iter()
         .map(|((job_id, label), (done, total))| AddProgress {
@@ -505,6 +540,7 @@ mod tests {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(60),
             max_lost: 3,
+            max_job_tasks: 1_000_000,
         }
     }
 
@@ -562,7 +598,7 @@ mod tests {
 
     fn decide(batch: &[TaskReport], rows: &[HeldRow]) -> ReportPlan {
         let mut n = 0;
-        reports(batch, rows, &config(), NOW, || {
+        reports(batch, rows, &HashMap::new(), &config(), NOW, || {
             n += 1;
             format!("new{n}")
         })
@@ -909,11 +945,46 @@ mod tests {
         let plan = reports(
             &[report("t", Report::Abandoned)],
             &[r],
+            &HashMap::new(),
             &config(),
             NOW,
             || "id".into(),
         );
         assert_eq!(plan.states[0].lost, 0);
+    }
+
+    #[test]
+    fn a_job_may_not_grow_past_its_task_limit() {
+        let config = StoreConfig {
+            max_job_tasks: 10,
+            ..config()
+        };
+        let three = || computed(vec![sub("A", vec![]), sub("B", vec![]), sub("C", vec![])]);
+        let batch = [
+            report("a", three()),
+            report("b", three()),
+            report("c", three()),
+        ];
+        let rows = [row("a"), row("b"), row("c")];
+        assert_eq!(jobs_growing(&batch, &rows), vec!["job"]);
+        // The job has 3 tasks: the first two reports take it to 9, the third would make 12.
+        let totals = HashMap::from([("job".to_string(), 3)]);
+        let mut n = 0;
+        let p = reports(&batch, &rows, &totals, &config, NOW, || {
+            n += 1;
+            format!("new{n}")
+        });
+        assert!(p.results.iter().all(|r| r.accepted));
+        assert_eq!(p.tasks.len(), 6);
+        assert_eq!(p.job_tasks, vec![("job".to_string(), 6)]);
+        assert_eq!(p.states[2].state, TaskState::Failed);
+        let ErrorText::Set(why) = &p.states[2].error else {
+            panic!("a reason is recorded")
+        };
+        assert!(
+            why.contains("would give its job 12 tasks, more than the 10"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -927,6 +998,7 @@ mod tests {
                 },
             )],
             &[row("t")],
+            &HashMap::new(),
             &config(),
             NOW,
             || "id".into(),

@@ -94,6 +94,10 @@ pub trait Tx: Send + Sized {
         canceled: Option<bool>,
         failed: Option<bool>,
     ) -> Result<(), StoreError>;
+    /// Locks the named jobs (in id order) and returns how many tasks each has.
+    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError>;
+    /// Adds to jobs' task totals.
+    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError>;
     /// Marks jobs failed.
     async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Marks jobs completed at `now`.

@@ -79,6 +79,8 @@ pub struct StoreConfig {
     /// Leases in a row that may expire without a report before the attempt counts as failed
     /// ("lost by its runner N times"); 0 never fails a task for it.
     pub max_lost: u32,
+    /// Most tasks one job may have; an attempt whose subtasks would pass it fails.
+    pub max_job_tasks: u64,
 }
 
 impl Default for StoreConfig {
@@ -88,6 +90,7 @@ impl Default for StoreConfig {
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             max_lost: 5,
+            max_job_tasks: 5_000_000,
         }
     }
 }

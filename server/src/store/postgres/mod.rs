@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_logs_task_time.sql"),
     include_str!("migrations/0003_lost.sql"),
+    include_str!("migrations/0004_job_task_total.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -580,6 +581,35 @@ impl Tx for PgTx {
             .opt("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", &[&id])
             .await?
             .is_some())
+    }
+
+    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        Ok(self
+            .rows(
+                "SELECT id, task_total FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&sorted],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), u(r.get(1))))
+            .collect())
+    }
+
+    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError> {
+        if adds.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = adds.iter().map(|(id, _)| id.as_str()).collect();
+        let ns: Vec<i64> = adds.iter().map(|(_, n)| i(*n)).collect();
+        self.exec(
+            "UPDATE jobs SET task_total = jobs.task_total + d.n \
+             FROM UNNEST($1::text[], $2::bigint[]) AS d(id, n) WHERE jobs.id = d.id",
+            &[&ids, &ns],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {

@@ -33,6 +33,7 @@ use super::query::{self, Param};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_lost.sql"),
+    include_str!("migrations/0003_job_task_total.sql"),
 ];
 
 /// The SQLite job store.
@@ -502,6 +503,30 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
             .exists([id])?)
+    }
+
+    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        // The write transaction holds SQLite's only write lock already.
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT task_total FROM jobs WHERE id = ?1")?;
+        let mut totals = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(n) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                totals.insert(id.to_string(), n.max(0) as u64);
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE jobs SET task_total = task_total + ?2 WHERE id = ?1")?;
+        for (id, n) in adds {
+            stmt.execute(params![id, i(*n)])?;
+        }
+        Ok(())
     }
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {

@@ -84,9 +84,13 @@ impl<'de> Deserialize<'de> for Version {
 #[serde(try_from = "RawIdentifier")]
 pub struct TaskIdentifier {
     /// The task type's name, e.g. `SleepTask`.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.:-]{1,200}$"))]
     pub name: String,
-    /// The task type's version, `v<major>.<minor>`.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "v0.0"))]
+    /// The task type's version, `v<major>.<minor>` (each part at most 4294967295).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, example = "v0.0", pattern = r"^v[0-9]{1,9}\.[0-9]{1,9}$")
+    )]
     pub version: Version,
 }
 

@@ -95,10 +95,11 @@ pub struct RootTask {
     pub identifier: TaskIdentifier,
     /// Its input, any JSON value.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub input: serde_json::Value,
     /// How often it may be retried after a failure.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::num::whole")]
     pub max_retries: u32,
     /// A display name; defaults to the task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,11 +112,25 @@ pub struct RootTask {
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     /// A name for people, e.g. `parallel-sleep-workflow`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     /// The root task.
     pub root: RootTask,
     /// The cluster whose runners run it (default `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub cluster: Option<String>,
 }
 
@@ -205,6 +220,7 @@ pub struct JobPage {
 /// Filters for listing jobs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct JobFilter {
     /// Only jobs in this state.
@@ -212,12 +228,16 @@ pub struct JobFilter {
     /// Only jobs whose name contains this text.
     pub name: Option<String>,
     /// Only jobs submitted at or after this time (ns since the Unix epoch).
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub since: Option<u64>,
     /// Only jobs submitted before this time (ns since the Unix epoch).
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub until: Option<u64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (default 50, at most 500).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub limit: Option<u32>,
 }
 
@@ -240,7 +260,7 @@ pub struct Task {
     /// Its state.
     pub state: TaskState,
     /// Its input.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub input: serde_json::Value,
     /// Ids of tasks that must complete before it runs.
     pub depends_on: Vec<String>,
@@ -281,6 +301,7 @@ pub struct TaskPage {
 /// Query of a job's tasks.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     /// Only the direct children of this task (the console expands the tree with it).
@@ -290,6 +311,8 @@ pub struct TaskQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (default 100, at most 1000).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub limit: Option<u32>,
 }
 

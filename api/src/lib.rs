@@ -11,6 +11,7 @@ mod identifier;
 mod jobs;
 mod level;
 pub mod limits;
+pub mod num;
 mod runner;
 mod subtask;
 mod telemetry;

@@ -17,8 +17,8 @@ pub const MAX_DISPLAY_BYTES: usize = 256;
 pub const MAX_LABEL_BYTES: usize = 128;
 /// Most progress indicators one attempt may create.
 pub const MAX_PROGRESS_LABELS: usize = 64;
-/// Longest job, cluster or runner name, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
+/// Longest job, cluster or runner name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 /// Most tasks one claim may ask for.
 pub const MAX_CLAIM: u32 = 1000;
 /// Most task identifiers one runner may serve.
@@ -56,12 +56,13 @@ pub fn check_input_depth(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a job, cluster or runner name: 1 to [`MAX_NAME_BYTES`] bytes, not blank, no control
-/// characters.
+/// Checks a job, cluster or runner name: 1 to [`MAX_NAME_CHARS`] characters, not blank (in
+/// the sense of JSON Schema's `\s`, as the OpenAPI document states it), no control characters.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+    let blank = name.chars().all(|c| c.is_whitespace() || c == '\u{feff}');
+    if blank || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(format!(
-            "{what} {} is not valid: use 1 to {MAX_NAME_BYTES} printable characters",
+            "{what} {} is not valid: use 1 to {MAX_NAME_CHARS} printable characters",
             elide(name, 64)
         ));
     }

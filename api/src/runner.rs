@@ -10,15 +10,28 @@ use crate::{ProgressUpdate, SubtaskSpec, TaskIdentifier};
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The runner's id (any stable string; a UUID is typical).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub runner_id: String,
     /// The cluster it serves.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub cluster: String,
     /// The task types (with versions) it can run.
+    #[cfg_attr(feature = "openapi", schema(max_items = 1000))]
     pub identifiers: Vec<TaskIdentifier>,
     /// At most this many tasks.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    #[serde(deserialize_with = "crate::num::whole")]
     pub max: u32,
     /// Wait up to this long for work before answering empty (long-poll), in ms.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::num::whole")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 60000))]
     pub wait_ms: u64,
     /// Answer empty as soon as the runner's outlook shows no work at all (run-all runners
     /// use it to exit the moment their job finishes).
@@ -37,7 +50,7 @@ pub struct ClaimedTask {
     /// Its task type as submitted.
     pub identifier: TaskIdentifier,
     /// Its input.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub input: serde_json::Value,
     /// This attempt's number, from 1.
     pub attempt: u32,
@@ -94,6 +107,7 @@ pub struct TaskReport {
     /// The task.
     pub task_id: String,
     /// The lease token from the claim.
+    #[serde(deserialize_with = "crate::num::whole")]
     pub lease: u64,
     /// How the attempt ended.
     pub report: Report,
@@ -105,6 +119,7 @@ pub struct TaskReport {
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// The reporting runner.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub runner_id: String,
     /// The reports.
     pub reports: Vec<TaskReport>,
@@ -143,6 +158,7 @@ pub struct LeaseRef {
     /// The task.
     pub task_id: String,
     /// The lease token.
+    #[serde(deserialize_with = "crate::num::whole")]
     pub lease: u64,
 }
 
@@ -152,6 +168,7 @@ pub struct LeaseRef {
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// The runner.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub runner_id: String,
     /// The leases it holds.
     pub leases: Vec<LeaseRef>,
@@ -185,6 +202,13 @@ pub struct ExtendResponse {
 #[serde(deny_unknown_fields)]
 pub struct OutlookRequest {
     /// The cluster it serves.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub cluster: String,
     /// The task types it can run.
     pub identifiers: Vec<TaskIdentifier>,

@@ -12,16 +12,18 @@ pub struct SubtaskSpec {
     /// Which task type runs it.
     pub identifier: TaskIdentifier,
     /// Its input, a JSON value.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub input: serde_json::Value,
     /// A name for people; defaults to the task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<String>,
     /// Indexes of earlier subtasks of the same attempt that must complete first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "crate::num::vec_whole")]
     pub depends_on: Vec<u32>,
     /// How often it may be retried after a failure.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::num::whole")]
     pub max_retries: u32,
     /// The cluster that runs it; `None` means the parent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +38,9 @@ pub struct ProgressUpdate {
     /// The indicator's name, e.g. `tiles`.
     pub label: String,
     /// Units done.
+    #[serde(deserialize_with = "crate::num::whole")]
     pub done: u64,
     /// Units in all.
+    #[serde(deserialize_with = "crate::num::whole")]
     pub total: u64,
 }

@@ -10,6 +10,7 @@ use crate::Level;
 #[serde(deny_unknown_fields)]
 pub struct LogLine {
     /// When it was written (ns since the Unix epoch).
+    #[serde(deserialize_with = "crate::num::whole")]
     pub time_unix_nano: u64,
     /// Severity.
     pub level: Level,
@@ -25,6 +26,7 @@ pub struct LogLine {
     pub runner_id: String,
     /// The attempt number.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::num::whole")]
     pub attempt: u32,
     /// Structured fields.
     #[serde(default)]
@@ -44,6 +46,7 @@ pub struct LogBatch {
 /// Query of a job's logs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Only this task's lines.
@@ -51,8 +54,11 @@ pub struct LogQuery {
     /// Only lines at this level or more severe.
     pub level: Option<Level>,
     /// The `next_cursor` of the previous page.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^([0-9]{1,20}:[0-9]{1,20})?$"))]
     pub cursor: Option<String>,
     /// Page size (default 500, at most 5000).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 5000))]
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub limit: Option<u32>,
 }
 
@@ -122,12 +128,16 @@ pub struct SpanPage {
 /// Query of a job's spans.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct SpanQuery {
     /// Only this task's attempts.
     pub task: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^([0-9]{1,20}:[0-9]{1,20})?$"))]
     pub cursor: Option<String>,
     /// Page size (default 1000, at most 5000).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 5000))]
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub limit: Option<u32>,
 }

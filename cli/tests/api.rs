@@ -215,7 +215,7 @@ async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
             ("cancel unknown job", http.post(url(&format!("/v1/jobs/{ghost}/cancel"))).json(&json!({})), 404, "does not exist"),
             ("tasks of unknown job", http.get(url(&format!("/v1/jobs/{ghost}/tasks"))), 404, "does not exist"),
             ("unknown task", http.get(url(&format!("/v1/tasks/{ghost}"))), 404, "does not exist"),
-            ("logs for an unknown task", http.post(url("/v1/logs")).json(&json!({"logs": [{"time_unix_nano": 1, "level": "info", "message": "m", "task_id": ghost}]})), 400, "does not exist"),
+            ("logs for an unknown task", http.post(url("/v1/logs")).json(&json!({"logs": [{"time_unix_nano": 1, "level": "info", "message": "m", "task_id": ghost}]})), 404, "does not exist"),
             ("bad log level", http.get(url(&format!("/v1/jobs/{}/logs?level=loud", job.id))), 400, "query string is not valid"),
             ("bad page size", http.get(url("/v1/jobs?limit=abc")), 400, "query string is not valid"),
             ("page too large", http.get(url("/v1/jobs?limit=100000")), 400, "at most 500"),
@@ -223,7 +223,7 @@ async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
             ("claim max 0", http.post(url("/v1/runner/claim")).json(&json!({"runner_id": "r", "cluster": "default", "identifiers": [], "max": 0})), 400, "max must be"),
             ("report on an unknown task", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": ghost, "lease": 1, "report": {"outcome": "computed"}}]})), 409, "does not exist"),
             ("report with a stale lease", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": root[0].task_id, "lease": root[0].lease + 7, "report": {"outcome": "failed", "reason": "x"}}]})), 409, "no longer held"),
-            ("retry a job with nothing to retry", http.post(url(&format!("/v1/jobs/{}/retry", job.id))).json(&json!({})), 400, "no failed or canceled tasks"),
+            ("retry a job with nothing to retry", http.post(url(&format!("/v1/jobs/{}/retry", job.id))).json(&json!({})), 409, "no failed or canceled tasks"),
             ("unknown route", http.get(url("/v1/nope")), 404, "/v1/openapi.json"),
             ("wrong method", http.delete(url("/v1/jobs")), 405, "not allowed"),
         ];

@@ -29,14 +29,15 @@ pub(crate) struct TaskState {
 }
 
 impl TaskState {
-    /// Progress indicators in label order.
+    /// Progress indicators in label order, each value at most what the API accepts (2^63 − 1).
     pub(crate) fn progress_updates(&self) -> Vec<ProgressUpdate> {
+        let most = i64::MAX as u64;
         self.progress
             .iter()
             .map(|(label, &(done, total))| ProgressUpdate {
                 label: label.clone(),
-                done,
-                total,
+                done: done.min(most),
+                total: total.min(most),
             })
             .collect()
     }

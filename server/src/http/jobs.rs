@@ -25,7 +25,7 @@ pub struct RootBody {
     identifier: tessera_api::TaskIdentifier,
     #[serde(default)]
     input: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tessera_api::num::whole")]
     max_retries: u32,
     #[serde(default)]
     display: Option<String>,

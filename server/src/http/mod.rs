@@ -63,9 +63,102 @@ pub struct AppState {
         telemetry::logs,
         telemetry::spans,
     ),
-    components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport))
+    components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport)),
+    modifiers(&Conventions)
 )]
 struct ApiDoc;
+
+/// What every route shares, stated once: the bearer scheme, and the errors any route can
+/// answer (a missing token, an oversized or non-JSON body, a busy or broken database).
+struct Conventions;
+
+impl utoipa::Modify for Conventions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{Ref, ResponseBuilder};
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        // Types read with deny_unknown_fields whose derive does not say so (a checked
+        // identifier, the variants of a tagged enum).
+        if let Some(components) = doc.components.as_mut() {
+            use utoipa::openapi::RefOr;
+            use utoipa::openapi::schema::{AdditionalProperties, Schema};
+            let closed = |schema: &mut RefOr<Schema>| {
+                if let RefOr::T(Schema::Object(o)) = schema {
+                    o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            };
+            for name in ["TaskIdentifier", "Report"] {
+                match components.schemas.get_mut(name) {
+                    Some(RefOr::T(Schema::OneOf(one))) => one.items.iter_mut().for_each(closed),
+                    Some(schema) => closed(schema),
+                    None => {}
+                }
+            }
+        }
+        let error = |why: &str| {
+            ResponseBuilder::new()
+                .description(why)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let names_one = path.contains("{id}") || path == "/v1/logs";
+            let changes_state =
+                path.ends_with("/cancel") || path.ends_with("/retry") || path == "/v1/logs";
+            let posts = item.post.iter_mut().map(|op| (op, true));
+            let gets = item.get.iter_mut().map(|op| (op, false));
+            for (op, post) in posts.chain(gets) {
+                // The public routes say so with an empty security requirement.
+                let public = op.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, why: &str| {
+                    responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(why).into());
+                };
+                if !public {
+                    add("401", "No bearer token, or the wrong one");
+                    add("400", "The request is not valid; the message says why");
+                    add("414", "The request target is longer than 8 KiB");
+                    add("500", "The server failed; nothing was changed");
+                }
+                add("503", "The database is busy or unreachable; try again");
+                if names_one {
+                    add("404", "The job or task named does not exist");
+                }
+                if changes_state {
+                    add(
+                        "409",
+                        "The job's state does not allow it; the message says why",
+                    );
+                }
+                if post {
+                    add("413", "The body is larger than the server accepts");
+                    add("415", "The body is not sent as application/json");
+                }
+            }
+        }
+    }
+}
 
 /// The OpenAPI description of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {

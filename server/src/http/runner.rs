@@ -18,7 +18,7 @@ use crate::store::check_name;
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
 fn check_runner(runner_id: &str) -> Result<(), ApiError> {
-    if runner_id.is_empty() || runner_id.len() > 200 {
+    if runner_id.is_empty() || runner_id.chars().count() > 200 {
         return Err(ApiError::bad_request(
             "runner_id must be 1 to 200 characters (a UUID is typical)",
         ));
@@ -37,6 +37,12 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
     if c.max == 0 || c.max > 1000 {
         return Err(ApiError::bad_request("max must be between 1 and 1000"));
     }
+    if c.wait_ms > MAX_WAIT.as_millis() as u64 {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms must be at most {} (a minute); claim again to wait longer",
+            MAX_WAIT.as_millis()
+        )));
+    }
     Ok(())
 }
 
@@ -46,7 +52,13 @@ async fn claim_waiting(
     state: &AppState,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedTask>, ApiError> {
-    let deadline = Instant::now() + Duration::from_millis(request.wait_ms).min(MAX_WAIT);
+    // A runner that serves nothing can never be handed anything: no reason to wait.
+    let wait = if request.identifiers.is_empty() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(request.wait_ms).min(MAX_WAIT)
+    };
+    let deadline = Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
     loop {
         let mut woken = state.wake.subscribe();

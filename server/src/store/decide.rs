@@ -480,7 +480,7 @@ pub(crate) fn extensions(
 /// Whether a job may be canceled.
 pub(crate) fn cancel(job: &Job) -> Result<(), StoreError> {
     if job.state == JobState::Completed {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Conflict(format!(
             "job {} already completed; there is nothing left to cancel",
             job.id
         )));
@@ -491,7 +491,7 @@ pub(crate) fn cancel(job: &Job) -> Result<(), StoreError> {
 /// Whether a job may be retried.
 pub(crate) fn retry(job: &Job) -> Result<(), StoreError> {
     if job.task_counts.failed == 0 && job.task_counts.canceled == 0 && !job.canceled {
-        return Err(StoreError::Invalid(format!(
+        return Err(StoreError::Conflict(format!(
             "job {} has no failed or canceled tasks to retry (it is {})",
             job.id, job.state
         )));
@@ -507,13 +507,16 @@ pub(crate) fn logs(
 ) -> Result<(), StoreError> {
     for line in lines.iter_mut() {
         let Some(job) = jobs.get(&line.task_id) else {
-            return Err(StoreError::Invalid(format!(
-                "log line names task {:?}, which does not exist; nothing of this batch was stored",
-                line.task_id
-            )));
+            return Err(StoreError::NotFound {
+                what: "task",
+                id: format!(
+                    "{} (named by a log line; nothing of this batch was stored)",
+                    limits::elide(&line.task_id, 64)
+                ),
+            });
         };
         if !line.job_id.is_empty() && &line.job_id != job {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::Conflict(format!(
                 "log line names job {} but task {} belongs to job {job}; nothing of this batch was stored",
                 line.job_id, line.task_id
             )));

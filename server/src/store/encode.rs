@@ -74,9 +74,14 @@ pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major
 
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
+    // Digits only; a number past the stored range is past every row (saturate, not refuse).
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
+    };
     cursor
         .split_once(':')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .and_then(|(a, b)| Some((number(a)?, number(b)?.min(i64::MAX as u64) as i64)))
         .ok_or_else(|| {
             StoreError::Invalid(format!(
                 "cursor {cursor:?} is not valid: pass the next_cursor of the previous page"

@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The request is malformed; the message says how.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well formed but conflicts with the state of what it names (retrying a
+    /// job with nothing to retry, canceling a completed one).
+    #[error("{0}")]
+    Conflict(String),
     /// The database was busy or two transactions conflicted, and retrying did not help.
     #[error("the job store is busy ({0})")]
     Contention(#[source] DbError),

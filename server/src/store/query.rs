@@ -72,7 +72,7 @@ pub fn job_ids(filter: &JobFilter, limit: u32, contains: &str) -> Query {
     if let Some(until) = filter.until {
         q.and(" AND submitted_at < ?", [int(until)]);
     }
-    if let Some(cursor) = &filter.cursor {
+    if let Some(cursor) = filter.cursor.as_ref().filter(|c| !c.is_empty()) {
         q.and(" AND id < ?", [Param::Text(cursor.clone())]);
     }
     q.and(" ORDER BY id DESC LIMIT ?", [int(limit.into())]);
@@ -89,7 +89,7 @@ pub fn tasks(job: &str, query: &TaskQuery, limit: u32) -> Query {
     if let Some(state) = query.state {
         q.and(" AND state = ?", [Param::Text(state.as_str().into())]);
     }
-    if let Some(cursor) = &query.cursor {
+    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
         q.and(" AND path > ?", [Param::Text(cursor.clone())]);
     }
     q.and(" ORDER BY path LIMIT ?", [int(limit.into())]);
@@ -108,7 +108,7 @@ pub fn logs(job: &str, query: &LogQuery, limit: u32) -> Result<Query, StoreError
     if let Some(level) = query.level {
         q.and(" AND level >= ?", [Param::Int(level_rank(level))]);
     }
-    if let Some(cursor) = &query.cursor {
+    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
         let (time, id) = split_cursor(cursor)?;
         let clause = " AND (time > ? OR (time = ? AND id > ?))";
         q.and(clause, [int(time), int(time), Param::Int(id)]);
@@ -126,7 +126,7 @@ pub fn spans(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreErr
     if let Some(task) = &query.task {
         q.and(" AND task_id = ?", [Param::Text(task.clone())]);
     }
-    if let Some(cursor) = &query.cursor {
+    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
         let (start, id) = split_cursor(cursor)?;
         let clause = " AND (start > ? OR (start = ? AND id > ?))";
         q.and(clause, [int(start), int(start), Param::Int(id)]);

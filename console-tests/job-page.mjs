@@ -8,6 +8,13 @@ import { launch, check } from "./browser.mjs";
 const url = process.env.TESSERA_URL;
 const job = process.env.JOB_ID;
 const running = process.env.RUNNING_JOB_ID;
+const deep = process.env.DEEP_JOB_ID;
+
+async function post(path, body) {
+  const r = await fetch(url + path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status + " " + (await r.text()));
+  return r.json();
+}
 const shots = process.env.SCREENSHOTS || "screenshots";
 mkdirSync(shots, { recursive: true });
 
@@ -75,6 +82,44 @@ try {
   const input = await page.textContent("#task-view pre");
   check(input.includes('"index": 7'), "task view shows the input: " + input);
   await page.screenshot({ path: shots + "/task.png", fullPage: true });
+
+  // Live updates keep the tree as the person left it: three levels expanded, a row selected,
+  // the same DOM rows (updated in place, not rebuilt), through ten changes pushed by the server.
+  await page.goto(url + "/jobs/" + deep);
+  await page.waitForSelector("body[data-ready]");
+  const treeItem = (name) => '#tree [role=treeitem]:has(> .name:text-is("' + name + '"))';
+  for (const name of ["A", "B"]) {
+    await page.waitForSelector(treeItem(name));
+    await page.click(treeItem(name) + " > .toggle");
+  }
+  await page.waitForFunction(() => document.querySelectorAll("#tree [role=treeitem]").length === 15);
+  await page.click(treeItem("B") + " > .name");
+  await page.evaluate(() => {
+    for (const item of document.querySelectorAll("#tree [role=treeitem]")) item.dataset.mark = "original";
+  });
+  for (let i = 1; i <= 10; i++) {
+    const claimed = await post("/v1/runner/claim", { runner_id: "browser-test", cluster: "deep", identifiers: [{ name: "Leaf", version: "v0.0" }], max: 1, wait_ms: 0 });
+    const t = claimed.tasks[0];
+    check(t, "update " + i + ": a leaf to complete");
+    await post("/v1/runner/report", { runner_id: "browser-test", reports: [{ task_id: t.task_id, lease: t.lease, report: { outcome: "computed" } }] });
+    await page.waitForSelector('#tree [data-task-id="' + t.task_id + '"] .badge.s-computed', { timeout: 15000 });
+    const kept = await page.evaluate(() => {
+      const items = [...document.querySelectorAll("#tree [role=treeitem]")];
+      const get = (n) => items.find((it) => it.querySelector(":scope > .name").textContent === n);
+      return {
+        expanded: ["Root", "A", "B"].every((n) => get(n)?.getAttribute("aria-expanded") === "true"),
+        rows: items.length,
+        sameRows: items.every((it) => it.dataset.mark === "original"),
+        selected: get("B")?.classList.contains("sel"),
+      };
+    });
+    check(kept.expanded && kept.rows === 15, "update " + i + ": still three levels expanded: " + JSON.stringify(kept));
+    check(kept.sameRows, "update " + i + ": rows updated in place, not rebuilt");
+    check(kept.selected, "update " + i + ": the selection stays");
+  }
+  const updates = Number(await page.evaluate(() => document.body.dataset.updates || 0));
+  check(updates >= 10, "the page took at least ten pushed updates, got " + updates);
+  await page.screenshot({ path: shots + "/deep.png", fullPage: true });
 
   // Cancel from the page cancels a running job.
   await page.goto(url + "/jobs/" + running);

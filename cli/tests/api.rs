@@ -357,6 +357,64 @@ async fn http_edges_answer_json_and_the_console_sends_security_headers() {
     }
 }
 
+/// The console stays live by long-polling a job: `ETag` names its version, `If-None-Match` with
+/// `wait_ms` waits for a change (304 when none comes), and a claim elsewhere ends the wait.
+#[tokio::test]
+async fn a_job_can_be_watched_for_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let c = server.client();
+    let job = c.submit(&submit_body("watched")).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/jobs/{}", server.url, job.id);
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_string();
+    // Nothing changes: 304, with the same version.
+    let same = http
+        .get(format!("{url}?wait_ms=200"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status().as_u16(), 304);
+    assert_eq!(same.headers()["etag"].to_str().unwrap(), etag);
+    // A claim during a long wait ends it with the new version.
+    let waiting = {
+        let (http, url, etag) = (http.clone(), url.clone(), etag.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = http
+                .get(format!("{url}?wait_ms=30000"))
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.claim(&claim(1, 0)).await.unwrap().tasks.len(), 1);
+    let (status, body, took) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body["task_counts"]["running"], 1, "{body}");
+    assert!(
+        took < Duration::from_secs(25),
+        "the claim ended the wait ({took:?})"
+    );
+    // A wait past a minute is refused.
+    let long = http
+        .get(format!("{url}?wait_ms=60001"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status().as_u16(), 400);
+}
+
 /// A 31 MiB JSON array as a job input once took the server to 1.87 GB. It is refused now, with a
 /// message, and costs the server little more than its bytes.
 #[tokio::test]

@@ -12,7 +12,79 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{ServerProc, guest, output, runner, until};
-use tessera_api::{JobState, RootTask, SubmitJob, TaskIdentifier};
+use tessera_api::{
+    ClaimRequest, Client, JobState, Report, ReportRequest, RootTask, SubmitJob, SubtaskSpec,
+    TaskIdentifier, TaskReport,
+};
+
+/// A job three levels deep on cluster `deep`, built through the runner protocol (the test is
+/// its runner): Root > A > B > Leaf 0..11, the leaves queued for the browser test to complete
+/// one by one.
+async fn deep_job(c: &Client) -> String {
+    let id = |name: &str| TaskIdentifier::parse(name, "v0.0").unwrap();
+    let job = c
+        .submit(&SubmitJob {
+            name: "deep".into(),
+            root: RootTask {
+                identifier: id("Root"),
+                input: serde_json::json!({}),
+                max_retries: 0,
+                display: Some("Root".into()),
+            },
+            cluster: Some("deep".into()),
+        })
+        .await
+        .unwrap();
+    let child = |name: &str, display: String| SubtaskSpec {
+        identifier: id(name),
+        input: serde_json::json!({}),
+        display: Some(display),
+        depends_on: vec![],
+        max_retries: 0,
+        cluster: None,
+    };
+    let levels = [
+        ("Root", vec![child("Mid", "A".into())]),
+        ("Mid", vec![child("Mid", "B".into())]),
+        (
+            "Mid",
+            (0..12)
+                .map(|i| child("Leaf", format!("Leaf {i}")))
+                .collect(),
+        ),
+    ];
+    for (name, subtasks) in levels {
+        let claimed = c
+            .claim(&ClaimRequest {
+                runner_id: "console-test".into(),
+                cluster: "deep".into(),
+                identifiers: vec![id(name)],
+                max: 1,
+                wait_ms: 5_000,
+                return_when_idle: false,
+            })
+            .await
+            .unwrap()
+            .tasks;
+        let t = &claimed[0];
+        c.report(&ReportRequest {
+            runner_id: "console-test".into(),
+            reports: vec![TaskReport {
+                task_id: t.task_id.clone(),
+                lease: t.lease,
+                report: Report::Computed {
+                    subtasks,
+                    display: None,
+                    progress: vec![],
+                },
+            }],
+            claim: None,
+        })
+        .await
+        .unwrap();
+    }
+    job.id
+}
 
 fn sleep_job(name: &str, count: u32, seconds: f64) -> SubmitJob {
     SubmitJob {
@@ -76,6 +148,8 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     })
     .await;
 
+    let deep = deep_job(&c).await;
+
     let shots = tests.join("screenshots");
     let mut node = Command::new("node");
     node.arg("job-page.mjs")
@@ -83,6 +157,7 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         .env("TESSERA_URL", &server.url)
         .env("JOB_ID", &done.id)
         .env("RUNNING_JOB_ID", &long.id)
+        .env("DEEP_JOB_ID", &deep)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", &chromium);
     let (status, out, err) = output(node, Duration::from_secs(180));

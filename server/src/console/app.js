@@ -3,7 +3,8 @@
 "use strict";
 
 const TOKEN_KEY = "tessera-token";
-const state = { timers: [], view: null };
+// The page shown now: leaving it aborts its signal, which ends its loops and its requests.
+const state = { view: null };
 
 function token() {
   const fromUrl = new URLSearchParams(location.search).get("token");
@@ -72,20 +73,22 @@ function progressBar(done, total, label) {
     el("span", { style: "width:" + pct + "%" }));
 }
 
-function every(ms, fn) {
-  let stopped = false;
-  const tick = async () => {
-    if (stopped) return;
-    try { await fn(); } catch (e) { console.warn(e); }
-    if (!stopped) state.timers.push(setTimeout(tick, ms));
-  };
-  state.timers.push(setTimeout(tick, ms));
-  return () => { stopped = true; };
+// Waits `ms`, or less if the page is left.
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+  });
 }
 
-function clearTimers() {
-  state.timers.forEach(clearTimeout);
-  state.timers = [];
+// Every `ms`, runs `fn` (one at a time, never overlapping) until the page is left.
+async function loop(signal, ms, fn) {
+  while (!signal.aborted) {
+    await pause(ms, signal);
+    if (signal.aborted) return;
+    try { await fn(); } catch (e) { if (!signal.aborted) console.warn(e); }
+  }
 }
 
 function ready() {
@@ -94,7 +97,7 @@ function ready() {
 
 // ---------------------------------------------------------------- jobs page
 
-async function jobsPage(app) {
+async function jobsPage(app, signal) {
   const params = new URLSearchParams(location.search);
   const filter = { state: params.get("state") || "", name: params.get("name") || "" };
   const cursors = [null];
@@ -113,13 +116,17 @@ async function jobsPage(app) {
       el("table", {}, el("thead", {}, el("tr", {}, ...["Name", "State", "Progress", "Tasks", "Failed", "Submitted", "Duration"].map((h) => el("th", { text: h })))), body),
       el("div", { class: "pager" }, newer, older, pageInfo)));
 
+  // Answers to earlier filters may arrive after later ones: only the latest is shown.
+  let generation = 0;
   async function load() {
+    const mine = ++generation;
     const q = new URLSearchParams({ limit: "25" });
     if (filter.state) q.set("state", filter.state);
     if (filter.name) q.set("name", filter.name);
     const cursor = cursors[cursors.length - 1];
     if (cursor) q.set("cursor", cursor);
-    const page = await api("/v1/jobs?" + q);
+    const page = await api("/v1/jobs?" + q, { signal });
+    if (mine !== generation) return;
     body.replaceChildren(...page.jobs.map((j) => {
       const c = j.task_counts;
       const total = c.queued + c.running + c.computed + c.failed + c.canceled;
@@ -152,15 +159,18 @@ async function jobsPage(app) {
     load();
   };
   stateSelect.addEventListener("change", refilter);
-  nameInput.addEventListener("input", refilter);
+  // Typing asks once it pauses, not on every keystroke.
+  let typing = null;
+  nameInput.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(refilter, 250); });
+  signal.addEventListener("abort", () => clearTimeout(typing), { once: true });
   await load();
-  every(2000, load);
+  loop(signal, 2000, load);
 }
 
 // ---------------------------------------------------------------- job page
 
-async function jobPage(app, id) {
-  const job = await api("/v1/jobs/" + encodeURIComponent(id));
+async function jobPage(app, id, signal) {
+  const job = await api("/v1/jobs/" + encodeURIComponent(id), { signal });
   const names = new Map(); // task id -> display
   const header = el("div", { class: "panel", id: "job-header" });
   const treeBox = el("div", { class: "tree", role: "tree", id: "tree", "aria-label": "Task tree" });
@@ -181,9 +191,9 @@ async function jobPage(app, id) {
     const wall = j.started_at ? (j.finished_at || Date.now() * 1e6) - j.started_at : 0;
     const parallelism = wall > 0 ? (j.task_time_ns / wall).toFixed(1) : "–";
     const cancel = el("button", { class: "danger", id: "cancel-job", text: "Cancel job", disabled: j.state === "completed" || j.state === "canceled" || j.state === "failed",
-      onclick: async () => { if (confirm("Cancel job " + j.name + "? Queued tasks stop; running ones stop at their next lease extension.")) { await api("/v1/jobs/" + id + "/cancel", { method: "POST", body: {} }); refresh(); } } });
+      onclick: async () => { if (confirm("Cancel job " + j.name + "? Queued tasks stop; running ones stop at their next lease extension.")) { await api("/v1/jobs/" + id + "/cancel", { method: "POST", body: {} }); } } });
     const retry = el("button", { id: "retry-job", text: "Retry failed", disabled: !(c.failed > 0 || c.canceled > 0),
-      onclick: async () => { if (confirm("Requeue the failed and canceled tasks of " + j.name + "?")) { await api("/v1/jobs/" + id + "/retry", { method: "POST", body: {} }); refresh(); } } });
+      onclick: async () => { if (confirm("Requeue the failed and canceled tasks of " + j.name + "?")) { await api("/v1/jobs/" + id + "/retry", { method: "POST", body: {} }); } } });
     header.replaceChildren(
       el("div", { class: "row" }, el("h1", { text: j.name }), badge(j.state), el("span", { class: "muted mono", text: j.id }),
         el("span", { style: "margin-left:auto" }), cancel, retry),
@@ -197,60 +207,104 @@ async function jobPage(app, id) {
         el("div", {}, el("b", { id: "parallelism", text: parallelism }), "parallelism (task time / wall time)")));
   }
 
-  // The tree: root first, children loaded a page at a time when expanded.
+  // The tree: root first, children loaded a page at a time when expanded. Rows are keyed by
+  // task id and updated in place, so expansion, selection and scroll survive every update.
   function row(t) {
-    names.set(t.id, t.display);
-    const dur = t.started_at && t.finished_at ? t.finished_at - t.started_at : null;
-    const toggle = el("button", { class: "toggle", "aria-label": (t.children ? "Expand " : "") + t.display, text: t.children ? "▸" : "·", disabled: !t.children });
-    const item = el("div", { role: "treeitem", "data-task-id": t.id, "aria-expanded": t.children ? "false" : undefined, style: "padding-left:" + (4 + 16 * t.depth) + "px", tabindex: 0 },
-      toggle, el("span", { class: "name", text: t.display }), badge(t.state),
-      el("span", { class: "meta", text: (t.attempts > 1 ? t.attempts + " attempts · " : "") + fmtDuration(dur) }));
+    const toggle = el("button", { class: "toggle" });
+    const name = el("span", { class: "name" });
+    const stateBox = el("span", {});
+    const meta = el("span", { class: "meta" });
+    const item = el("div", { role: "treeitem", "data-task-id": t.id, style: "padding-left:" + (4 + 16 * t.depth) + "px", tabindex: 0 },
+      toggle, name, stateBox, meta);
     const children = el("div", { role: "group" });
-    const node = el("div", {}, item, children);
+    const node = el("div", { "data-node": t.id }, item, children);
+    node.update = (t) => {
+      names.set(t.id, t.display);
+      node.task = t;
+      const dur = t.started_at && t.finished_at ? t.finished_at - t.started_at : null;
+      if (name.textContent !== t.display) name.textContent = t.display;
+      if (stateBox.dataset.state !== t.state) { stateBox.dataset.state = t.state; stateBox.replaceChildren(badge(t.state)); }
+      meta.textContent = (t.attempts > 1 ? t.attempts + " attempts · " : "") + fmtDuration(dur);
+      toggle.setAttribute("aria-label", (t.children ? "Expand " : "") + t.display);
+      if (t.children && !item.hasAttribute("aria-expanded")) {
+        toggle.disabled = false;
+        toggle.textContent = "▸";
+        item.setAttribute("aria-expanded", "false");
+      } else if (!t.children) {
+        toggle.disabled = true;
+        toggle.textContent = "·";
+      }
+    };
+    node.update(t);
     item.addEventListener("click", (e) => { if (e.target !== toggle) selectTask(t.id); });
     item.addEventListener("keydown", (e) => { if (e.key === "Enter") selectTask(t.id); });
-    toggle.addEventListener("click", () => expand(t, item, toggle, children));
+    toggle.addEventListener("click", () => expand(node));
     return node;
   }
-  async function loadChildren(t, box, cursor) {
-    const q = new URLSearchParams({ parent: t.id, limit: "100" });
-    if (cursor) q.set("cursor", cursor);
-    const page = await api("/v1/jobs/" + id + "/tasks?" + q);
-    box.querySelector(":scope > .more")?.remove();
-    box.append(...page.tasks.map(row));
-    if (page.next_cursor) {
-      box.append(el("button", { class: "more", text: "Load more children", "aria-label": "Load more children of " + t.display,
-        onclick: () => loadChildren(t, box, page.next_cursor) }));
+  // Puts a page of children into `box`: existing rows updated, new ones added in order.
+  function merge(box, tasks) {
+    const more = box.querySelector(":scope > .more");
+    for (const t of tasks) {
+      const existing = box.querySelector(':scope > [data-node="' + CSS.escape(t.id) + '"]');
+      if (existing) existing.update(t);
+      else box.insertBefore(row(t), more);
     }
+  }
+  function moreButton(node, box, cursor) {
+    box.querySelector(":scope > .more")?.remove();
+    if (cursor) {
+      box.append(el("button", { class: "more", text: "Load more children", "aria-label": "Load more children of " + node.task.display,
+        onclick: () => loadChildren(node, cursor) }));
+    }
+  }
+  async function loadChildren(node, cursor) {
+    const box = node.lastChild;
+    const q = new URLSearchParams({ parent: node.task.id, limit: "100" });
+    if (cursor) q.set("cursor", cursor);
+    const page = await api("/v1/jobs/" + id + "/tasks?" + q, { signal });
+    merge(box, page.tasks);
+    moreButton(node, box, page.next_cursor);
     logs.refreshTasks();
   }
-  async function expand(t, item, toggle, box) {
+  async function expand(node) {
+    const item = node.firstChild;
     const open = item.getAttribute("aria-expanded") === "true";
     item.setAttribute("aria-expanded", open ? "false" : "true");
-    toggle.textContent = open ? "▸" : "▾";
-    if (open) { box.replaceChildren(); return; }
-    await loadChildren(t, box, null);
+    item.querySelector(".toggle").textContent = open ? "▸" : "▾";
+    if (open) { node.lastChild.replaceChildren(); return; }
+    await loadChildren(node, null);
   }
   async function loadTree() {
-    const page = await api("/v1/jobs/" + id + "/tasks?limit=1");
+    const page = await api("/v1/jobs/" + id + "/tasks?limit=1", { signal });
     const root = page.tasks[0];
-    treeBox.replaceChildren();
     if (!root) return;
     const node = row(root);
-    treeBox.append(node);
-    if (root.children) {
-      const item = node.firstChild;
-      await expand(root, item, item.querySelector(".toggle"), node.lastChild);
-    }
+    treeBox.replaceChildren(node);
+    if (root.children) await expand(node);
   }
+  // Updates every row shown: the root, and the children of every expanded row (as many pages
+  // as are shown), in place.
   async function refreshTree() {
-    // Re-render the rows already shown, keeping what is expanded.
-    const expanded = [...treeBox.querySelectorAll('[aria-expanded="true"]')].map((n) => n.dataset.taskId);
-    await loadTree();
-    for (const tid of expanded) {
-      const item = treeBox.querySelector('[data-task-id="' + tid + '"]');
-      if (item && item.getAttribute("aria-expanded") === "false") item.querySelector(".toggle").click();
+    const rootNode = treeBox.querySelector(":scope > [data-node]");
+    if (!rootNode) return loadTree();
+    const page = await api("/v1/jobs/" + id + "/tasks?limit=1", { signal });
+    if (page.tasks[0]) rootNode.update(page.tasks[0]);
+    for (const node of [...treeBox.querySelectorAll("[data-node]")]) {
+      if (node.firstChild.getAttribute("aria-expanded") !== "true") continue;
+      const box = node.lastChild;
+      const shown = box.querySelectorAll(":scope > [data-node]").length;
+      let cursor = null, seen = 0;
+      do {
+        const q = new URLSearchParams({ parent: node.task.id, limit: "100" });
+        if (cursor) q.set("cursor", cursor);
+        const children = await api("/v1/jobs/" + id + "/tasks?" + q, { signal });
+        merge(box, children.tasks);
+        seen += children.tasks.length;
+        cursor = children.next_cursor;
+      } while (cursor && seen < shown);
+      moreButton(node, box, cursor);
     }
+    logs.refreshTasks();
   }
 
   async function selectTask(taskId) {
@@ -286,10 +340,31 @@ async function jobPage(app, id) {
       el("div", { class: "logs", id: "task-logs" }, ...lines.logs.map((l) => logs.line(l))));
   }
 
-  async function refresh() {
-    current = await api("/v1/jobs/" + id);
-    renderHeader(current);
-    await Promise.all([refreshTree(), timeline.load()]);
+  // Live: the server answers a watch as soon as the job changes (ETag + If-None-Match long
+  // poll); each change updates the header, the tree in place and the timeline.
+  async function watch() {
+    let etag = null;
+    while (!signal.aborted) {
+      try {
+        const headers = { Accept: "application/json" };
+        const t = token();
+        if (t) headers.Authorization = "Bearer " + t;
+        if (etag) headers["If-None-Match"] = etag;
+        const response = await fetch("/v1/jobs/" + encodeURIComponent(id) + "?wait_ms=" + (etag ? 10000 : 0), { headers, signal, cache: "no-store" });
+        if (response.status === 304) continue;
+        if (!response.ok) throw new Error("watching the job: HTTP " + response.status);
+        etag = response.headers.get("ETag");
+        current = await response.json();
+        renderHeader(current);
+        await refreshTree();
+        await timeline.load();
+        document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+      } catch (e) {
+        if (signal.aborted) return;
+        console.warn(e);
+        await pause(2000, signal);
+      }
+    }
   }
 
   renderHeader(job);
@@ -297,17 +372,10 @@ async function jobPage(app, id) {
   // After the tree, so log lines can name their tasks.
   await logs.load();
   ready();
-  let last = JSON.stringify(job.task_counts) + job.state;
-  every(1500, async () => {
-    const j = await api("/v1/jobs/" + id);
-    const now = JSON.stringify(j.task_counts) + j.state;
-    renderHeader(j);
-    if (now !== last || j.state === "running") {
-      last = now;
-      await Promise.all([refreshTree(), timeline.load()]);
-    }
-  });
-  every(1000, () => logs.follow());
+  watch();
+  // Running attempts' bars grow with the clock, with no request.
+  loop(signal, 1000, () => { if (current.state === "running") timeline.draw(); });
+  loop(signal, 1000, () => logs.follow());
 }
 
 // ---------------------------------------------------------------- timeline
@@ -405,7 +473,7 @@ function makeTimeline(jobId, names, onSelect) {
     for (const m of [1, 2, 5, 10]) if (m * p >= ms) return m * p;
     return 10 * p;
   }
-  return { node, load };
+  return { node, load, draw };
 }
 
 // ---------------------------------------------------------------- logs
@@ -479,13 +547,15 @@ function makeLogs(jobId, names) {
 // ---------------------------------------------------------------- routing
 
 async function route() {
-  clearTimers();
+  state.view?.abort();
+  state.view = new AbortController();
+  const signal = state.view.signal;
   delete document.body.dataset.ready;
   const app = document.getElementById("app");
   const m = location.pathname.match(/^\/jobs\/([^/]+)\/?$/);
   try {
-    if (location.pathname === "/" || location.pathname === "") await jobsPage(app);
-    else if (m) await jobPage(app, decodeURIComponent(m[1]));
+    if (location.pathname === "/" || location.pathname === "") await jobsPage(app, signal);
+    else if (m) await jobPage(app, decodeURIComponent(m[1]), signal);
     else app.replaceChildren(el("p", {}, "Nothing here. ", el("a", { href: "/", text: "See all jobs" })));
   } catch (e) {
     app.replaceChildren(el("p", { class: "error", text: "Could not load this page: " + e.message }), el("a", { href: "/", text: "Back to all jobs" }));

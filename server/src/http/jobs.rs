@@ -81,14 +81,84 @@ pub async fn list(
     Ok(Json(state.store.jobs(&filter).await?))
 }
 
-/// One job: state, task counts, progress, times.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+/// How long a watch may wait, and how long it lets a burst of changes settle.
+const MAX_WATCH: std::time::Duration = std::time::Duration::from_secs(60);
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Asking to be told when a job changes.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// With `If-None-Match`: wait up to this long (ms, at most 60000) for the job to differ
+    /// from that version before answering 304.
+    #[serde(default, deserialize_with = "tessera_api::num::opt_whole")]
+    #[param(minimum = 0, maximum = 60000)]
+    wait_ms: Option<u64>,
+}
+
+/// A job's version: changes whenever anything its answer shows changes.
+fn etag(job: &Job) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(job)
+        .expect("jobs serialize")
+        .hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// One job: state, task counts, progress, times. Its `ETag` names this version; with
+/// `If-None-Match` and `wait_ms` the request waits until the job differs (a long poll, as the
+/// console uses to stay live), else answers 304.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), Watch),
+    responses((status = 200, body = Job), (status = 304, description = "Unchanged since If-None-Match"),
+        (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.store.job(&id).await?))
+    ApiQuery(watch): ApiQuery<Watch>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let wait = std::time::Duration::from_millis(watch.wait_ms.unwrap_or(0));
+    if wait > MAX_WATCH {
+        return Err(ApiError::bad_request(
+            "wait_ms must be at most 60000 (a minute); ask again to wait longer",
+        ));
+    }
+    let known = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let mut woken = state.wake.watch();
+        let job = state.store.job(&id).await?;
+        let tag = etag(&job);
+        let with_tag = |status: StatusCode, body: Option<Job>| {
+            let mut r = match body {
+                Some(job) => (status, Json(job)).into_response(),
+                None => status.into_response(),
+            };
+            if let Ok(v) = header::HeaderValue::from_str(&tag) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            r
+        };
+        if known.as_deref() != Some(tag.as_str()) {
+            return Ok(with_tag(StatusCode::OK, Some(job)));
+        }
+        if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+            return Ok(with_tag(StatusCode::NOT_MODIFIED, None));
+        }
+        tokio::select! {
+            _ = woken.changed() => tokio::time::sleep(SETTLE).await,
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 /// A job's tasks, depth-first from the root, one page (or one parent's children).

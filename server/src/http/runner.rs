@@ -63,6 +63,9 @@ async fn claim_waiting(
     loop {
         let mut woken = state.wake.subscribe();
         let tasks = state.store.claim(request, now_unix_nano()).await?;
+        if !tasks.is_empty() {
+            state.wake.touched();
+        }
         let now = Instant::now();
         if !tasks.is_empty() || now >= deadline || *shutdown.borrow() {
             return Ok(tasks);

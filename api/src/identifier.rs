@@ -18,11 +18,15 @@ pub struct Version {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifierError {
     /// The version is not of the form `v<major>.<minor>`.
-    #[error("version {0:?} is not of the form v<major>.<minor>, e.g. v0.0 or v1.2")]
+    #[error(
+        "version {} is not of the form v<major>.<minor>, e.g. v0.0 or v1.2",
+        crate::limits::elide(.0, 64)
+    )]
     BadVersion(String),
     /// The name is empty, too long or has characters other than letters, digits, `_`, `-`, `.`, `:`.
     #[error(
-        "task name {0:?} is not valid: use 1 to 200 letters, digits, '_', '-', '.' or ':' (e.g. SleepTask)"
+        "task name {} is not valid: use 1 to 200 letters, digits, '_', '-', '.' or ':' (e.g. SleepTask)",
+        crate::limits::elide(.0, 64)
     )]
     BadName(String),
 }
@@ -151,6 +155,18 @@ fn validate_name(name: &str) -> Result<(), IdentifierError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_or_hostile_name_makes_a_short_safe_message() {
+        let huge = format!("\x1b]0;x\x07{}", "n".repeat(1 << 20));
+        let e = TaskIdentifier::parse(&huge, "v0.0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400 && e.contains("bytes)"), "{}", e.len());
+        assert!(!e.contains('\x1b'));
+        let e = TaskIdentifier::parse("T", &huge).unwrap_err().to_string();
+        assert!(e.len() < 400, "{}", e.len());
+    }
 
     #[test]
     fn versions_parse_and_print() {

@@ -181,3 +181,83 @@ async fn guest_text_cannot_drive_a_terminal() {
         "{json_logs}"
     );
 }
+
+/// Log budgets count raw bytes; escaped for JSON a control byte is six. Eight tasks within
+/// their budgets once pushed a log batch past the body limit and every line was dropped, a
+/// neighbour's included. Batches are now cut by their encoded size: every line arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_batches_fit_the_body_limit_however_their_lines_escape() {
+    let hostile = guest("hostile-guest");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--max-body-mib", "1"]);
+    let c = server.client();
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(
+            submit(
+                &c,
+                &format!("escaped-{i}"),
+                "Misuse",
+                json!({ "how": "escaped-logs", "size": 200 }),
+            )
+            .await,
+        );
+    }
+    let mut cmd = runner(&server, &[&hostile]);
+    cmd.args(["--concurrency", "8"]);
+    let (status, _, err) = output(cmd, 3 * MINUTE);
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("refused"), "no log batch was refused:\n{err}");
+    for job in &jobs {
+        assert_eq!(c.job(job).await.unwrap().state, JobState::Completed);
+        let mut lines = 0;
+        let mut cursor = None;
+        loop {
+            let page = c
+                .logs(
+                    job,
+                    &tessera_api::LogQuery {
+                        cursor: cursor.clone(),
+                        limit: Some(5000),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            if page.logs.is_empty() {
+                break;
+            }
+            lines += page.logs.len();
+            cursor = page.next_cursor;
+        }
+        // 200 lines of about 1 KiB: within the default 1 MiB log budget, all of them kept.
+        assert_eq!(lines, 200, "job {job}");
+    }
+}
+
+/// `tessera submit` with an input over the server's limits: one clear line, exit 2, no panic,
+/// no silent SIGPIPE.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_submit_gets_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(
+        &dir.path().join("t.db"),
+        &["--max-body-mib", "2", "--max-input-kib", "256"],
+    );
+    // 2.6 MB: over the body limit. 600 KB: within it, over the input limit.
+    let big = dir.path().join("big.json");
+    let items: Vec<u32> = (0..400_000).collect();
+    std::fs::write(&big, serde_json::to_string(&items).unwrap()).unwrap();
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, serde_json::to_string(&vec![7u8; 300_000]).unwrap()).unwrap();
+    for (file, why) in [
+        (&big, "larger than the server accepts"),
+        (&small, "--max-input-kib"),
+    ] {
+        let (status, _, err) =
+            server.cli(&["submit", "Echo", "--input-file", file.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(why), "{err}");
+    }
+}

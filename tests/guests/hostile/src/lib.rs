@@ -290,7 +290,8 @@ impl Task for Echo {
 #[derive(Serialize, Deserialize)]
 pub struct Misuse {
     /// `huge-error`, `duplicate-deps`, `deep-input`, `big-inputs`, `progress-overflow`,
-    /// `control-text`, `exit` (with status `size`) or `reserve-then-panic`.
+    /// `control-text`, `exit` (with status `size`), `reserve-then-panic` or `escaped-logs`
+    /// (`size` lines of 1,000 control bytes).
     pub how: String,
     /// A size in MiB (`huge-error`, `big-inputs`) or a depth (`deep-input`).
     #[serde(default)]
@@ -344,6 +345,14 @@ impl Task for Misuse {
                 )
             }
             "exit" => std::process::exit(self.size as i32),
+            // Lines of control bytes: each raw byte becomes six once JSON-escaped (`\u0001`).
+            "escaped-logs" => {
+                let line = "\x01".repeat(1000);
+                for i in 0..self.size {
+                    info!(ctx, n = i, "{line}");
+                }
+                Ok(())
+            }
             "reserve-then-panic" => {
                 let mut hoard: Vec<u8> = Vec::new();
                 // Refused by the memory limit, and handled: not the cause of what follows.

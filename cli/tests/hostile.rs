@@ -9,24 +9,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{ServerProc, guest, output, runner};
-use tessera_api::{Client, JobState, RootTask, SubmitJob, Task, TaskIdentifier, TaskQuery};
+use tessera_api::{Client, JobState, Task, TaskQuery};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
 async fn submit(c: &Client, name: &str, task: &str, input: Value) -> String {
-    c.submit(&SubmitJob {
-        name: name.into(),
-        root: RootTask {
-            identifier: TaskIdentifier::parse(task, "v0.0").unwrap(),
-            input,
-            max_retries: 0,
-            display: None,
-        },
-        cluster: None,
-    })
-    .await
-    .unwrap()
-    .id
+    c.submit(&support::job_of(name, task, input))
+        .await
+        .unwrap()
+        .id
 }
 
 async fn root(c: &Client, job: &str) -> Task {

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use support::{ServerProc, finished, guest, runner, signal, until};
-use tessera_api::{Client, JobState, RootTask, SpanOutcome, SpanQuery, SubmitJob, TaskIdentifier};
+use tessera_api::{Client, JobState, SpanOutcome, SpanQuery, SubmitJob};
 
 /// Two servers started at once on a fresh database (the migration lock is exercised).
 fn two_servers(db: &str, dir: &std::path::Path, extra: &[&str]) -> (ServerProc, ServerProc) {
@@ -19,16 +19,7 @@ fn two_servers(db: &str, dir: &std::path::Path, extra: &[&str]) -> (ServerProc, 
 }
 
 fn job(task: &str, input: serde_json::Value) -> SubmitJob {
-    SubmitJob {
-        name: task.to_lowercase(),
-        root: RootTask {
-            identifier: TaskIdentifier::parse(task, "v0.0").unwrap(),
-            input,
-            max_retries: 0,
-            display: None,
-        },
-        cluster: None,
-    }
+    support::job_of(&task.to_lowercase(), task, input)
 }
 
 async fn computed_once(c: &Client, job: &str, tasks: usize) -> HashMap<String, String> {

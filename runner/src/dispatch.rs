@@ -358,6 +358,24 @@ mod tests {
         }
     }
 
+    /// Starts `d`, gives it task `a` and lets `a` finish computed: its report is on its way.
+    fn claim_and_finish_a(d: &mut Dispatcher, now: Instant) {
+        d.step(Input::Tick, now);
+        d.step(
+            Input::Claimed(Ok(ClaimResponse {
+                tasks: vec![task("a")],
+            })),
+            now,
+        );
+        d.step(
+            Input::Finished {
+                task_id: "a".into(),
+                report: Some(computed("a")),
+            },
+            now,
+        );
+    }
+
     fn claims(actions: &[Action]) -> Vec<(u32, u64)> {
         actions
             .iter()
@@ -575,20 +593,7 @@ mod tests {
     fn tasks_claimed_while_stopping_are_held_and_given_back() {
         let now = Instant::now();
         let mut d = Dispatcher::new(settings(2, true));
-        d.step(Input::Tick, now);
-        d.step(
-            Input::Claimed(Ok(ClaimResponse {
-                tasks: vec![task("a")],
-            })),
-            now,
-        );
-        d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        claim_and_finish_a(&mut d, now);
         d.step(Input::Stop, now);
         // The report in flight carried a claim (sent before the stop): its tasks go back.
         let a = d.step(accepted(&["a"], vec![task("b")]), now);
@@ -608,20 +613,7 @@ mod tests {
     fn an_unreachable_server_delays_reports_without_losing_them() {
         let now = Instant::now();
         let mut d = Dispatcher::new(settings(1, true));
-        d.step(Input::Tick, now);
-        d.step(
-            Input::Claimed(Ok(ClaimResponse {
-                tasks: vec![task("a")],
-            })),
-            now,
-        );
-        d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        claim_and_finish_a(&mut d, now);
         let a = d.step(
             Input::Reported(Err(ClientError::Unreachable {
                 url: "u".into(),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tessera_api::{Client, Job, JobState};
+use tessera_api::{Client, Job, JobState, RootTask, SubmitJob, TaskIdentifier};
 
 #[allow(unused_imports)]
 pub use tessera_testkit::{guest, shared_cache, workspace};
@@ -233,4 +233,20 @@ pub fn output(mut cmd: Command, limit: Duration) -> (std::process::ExitStatus, S
         std::thread::sleep(Duration::from_millis(20));
     };
     (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// A job named `name` whose root task is `task` (v0.0) with `input`: no retries, the default
+/// cluster.
+#[allow(dead_code)]
+pub fn job_of(name: &str, task: &str, input: serde_json::Value) -> SubmitJob {
+    SubmitJob {
+        name: name.into(),
+        root: RootTask {
+            identifier: TaskIdentifier::parse(task, "v0.0").unwrap(),
+            input,
+            max_retries: 0,
+            display: None,
+        },
+        cluster: None,
+    }
 }

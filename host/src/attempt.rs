@@ -169,7 +169,8 @@ impl Host {
                 attempt,
             },
             budget: crate::state::SubmitBudget {
-                subtasks: limits.subtasks,
+                // Subtask handles are u32 indexes.
+                subtasks: limits.subtasks.min(u32::MAX as usize),
                 input_bytes: limits.input_bytes,
                 report_bytes: limits.report_bytes,
             },

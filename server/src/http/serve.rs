@@ -151,6 +151,19 @@ impl Registry {
     }
 }
 
+/// Forgets a connection when its task ends, however it ends (a panic included), so that a
+/// lost task never holds a slot of the limit.
+struct Open {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.registry.closed(self.id);
+    }
+}
+
 /// Marks a request finished when dropped (answered, failed or abandoned by its client).
 struct Busy {
     registry: Arc<Registry>,
@@ -204,6 +217,10 @@ pub async fn serve(
         let header = limits.header;
         let mut stop = shutdown.clone();
         connections.spawn(async move {
+            let _open = Open {
+                registry: registry.clone(),
+                id,
+            };
             let service = {
                 let registry = registry.clone();
                 hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -244,7 +261,6 @@ pub async fn serve(
                     }
                 }
             }
-            registry.closed(id);
         });
         // Reap finished connection tasks as we go.
         while connections.try_join_next().is_some() {}

@@ -162,8 +162,11 @@ pub(crate) fn reports(
                     continue;
                 }
                 if !subtasks.is_empty() {
-                    let before = totals.get(&row.job_id).copied().unwrap_or(0)
-                        + added.get(&row.job_id).copied().unwrap_or(0);
+                    let before = totals
+                        .get(&row.job_id)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_add(added.get(&row.job_id).copied().unwrap_or(0));
                     let after = before.saturating_add(subtasks.len() as u64);
                     if after > config.max_job_tasks {
                         let reason = format!(

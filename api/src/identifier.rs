@@ -162,7 +162,7 @@ mod tests {
         let e = TaskIdentifier::parse(&huge, "v0.0")
             .unwrap_err()
             .to_string();
-        assert!(e.len() < 400 && e.contains("bytes)"), "{}", e.len());
+        assert!(e.len() < 400 && e.contains("bytes]"), "{}", e.len());
         assert!(!e.contains('\x1b'));
         let e = TaskIdentifier::parse("T", &huge).unwrap_err().to_string();
         assert!(e.len() < 400, "{}", e.len());

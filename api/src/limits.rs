@@ -83,19 +83,36 @@ pub fn cut(text: &str, max: usize) -> String {
     format!("{}{note}", &text[..at])
 }
 
-/// `text` quoted for a message, its control characters escaped and at most `max` bytes of it
-/// shown (with its full length when elided): safe in any terminal and any log line.
-pub fn elide(text: &str, max: usize) -> String {
-    let mut out = String::from("\"");
-    for (i, c) in text.char_indices() {
-        if i >= max {
-            out.push_str(&format!("…\" ({} bytes)", text.len()));
+/// Whether a character could change what a terminal shows beyond itself: C0 and C1 controls
+/// (ESC, BEL, CR, NUL, …), and the invisible or direction-changing format characters that can
+/// disguise text.
+fn drives_terminals(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Text that came from a guest or a client, made safe for a terminal or a log line: control
+/// and format characters escaped (`\n`, `\u{1b}`, …) and at most about `max` bytes of it
+/// shown, then `… [N bytes]` with its full length.
+pub fn escape(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 16);
+    for c in text.chars() {
+        if out.len() >= max {
+            out.push_str(&format!("… [{} bytes]", text.len()));
             return out;
         }
-        out.extend(c.escape_debug());
+        if drives_terminals(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    out.push('"');
     out
+}
+
+/// [`escape`]d and quoted, for quoting a value inside a message.
+pub fn elide(text: &str, max: usize) -> String {
+    format!("\"{}\"", escape(text, max))
 }
 
 #[cfg(test)]
@@ -140,6 +157,30 @@ mod tests {
     #[test]
     fn elide_escapes_and_shortens() {
         assert_eq!(elide("a\nb", 10), "\"a\\nb\"");
-        assert_eq!(elide(&"x".repeat(20), 5), "\"xxxxx…\" (20 bytes)");
+        assert_eq!(elide(&"x".repeat(20), 5), "\"xxxxx… [20 bytes]\"");
+    }
+
+    #[test]
+    fn guest_text_cannot_drive_the_terminal() {
+        let hostile = "ok\x1b[2J\x1b]0;title\x07\r\nFORGED 12:00 INFO line\0\u{202e}txt.exe\u{9b}";
+        let shown = escape(hostile, 1000);
+        assert!(
+            !shown.chars().any(drives_terminals),
+            "nothing a terminal acts on is left: {shown:?}"
+        );
+        assert!(
+            shown.contains("\\u{1b}[2J") && shown.contains("\\r\\nFORGED"),
+            "{shown}"
+        );
+        assert!(shown.contains("\\u{202e}txt.exe"), "{shown}");
+        assert_eq!(
+            escape("plain text, ünïcode ✓", 100),
+            "plain text, ünïcode ✓"
+        );
+        let cut = escape(&"x".repeat(10_000), 100);
+        assert!(
+            cut.starts_with(&"x".repeat(100)) && cut.ends_with("… [10000 bytes]"),
+            "{cut}"
+        );
     }
 }

@@ -66,36 +66,16 @@ pub fn short(id: &str) -> &str {
 /// How much of one value a text line shows before eliding the rest.
 pub const MAX_SHOWN: usize = 2000;
 
-/// Whether a character could change what a terminal shows beyond itself: C0 and C1 controls
-/// (ESC, BEL, CR, NUL, …), and the invisible or direction-changing format characters that can
-/// disguise text.
-fn unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-}
-
 /// Text that came from a guest or a client, made safe for a terminal: control and format
-/// characters escaped (`\n`, `\u{1b}`, …), and at most [`MAX_SHOWN`] bytes of it shown,
-/// then `… [N bytes]`. JSON output never goes through this.
+/// characters escaped, at most [`MAX_SHOWN`] bytes of it shown. JSON output never goes
+/// through this.
 pub fn safe(text: &str) -> String {
     safe_max(text, MAX_SHOWN)
 }
 
 /// [`safe`] with another length.
 pub fn safe_max(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max) + 16);
-    for c in text.chars() {
-        if out.len() >= max {
-            out.push_str(&format!("… [{} bytes]", text.len()));
-            return out;
-        }
-        if unsafe_char(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    tessera_api::limits::escape(text, max)
 }
 
 /// Whether stdout is a terminal (colour, progress bars).
@@ -157,27 +137,5 @@ mod tests {
         assert_eq!(duration_ns(125_000_000_000), "2 min 5 s");
         assert_eq!(short("01a2203a-74fa-716b-9b19-628277044f80"), "77044f80");
         assert_eq!(short("abc"), "abc");
-    }
-
-    #[test]
-    fn guest_text_cannot_drive_the_terminal() {
-        let hostile = "ok\x1b[2J\x1b]0;title\x07\r\nFORGED 12:00 INFO line\0\u{202e}txt.exe\u{9b}";
-        let shown = safe(hostile);
-        assert!(
-            !shown.chars().any(unsafe_char),
-            "nothing a terminal acts on is left: {shown:?}"
-        );
-        assert!(
-            shown.contains("\\u{1b}[2J") && shown.contains("\\r\\nFORGED"),
-            "{shown}"
-        );
-        assert!(shown.contains("\\u{202e}txt.exe"), "{shown}");
-        assert_eq!(safe("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
-        let long = "x".repeat(10_000);
-        let cut = safe_max(&long, 100);
-        assert!(
-            cut.starts_with(&"x".repeat(100)) && cut.ends_with("… [10000 bytes]"),
-            "{cut}"
-        );
     }
 }

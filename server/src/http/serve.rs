@@ -43,21 +43,23 @@ impl Default for Limits {
     }
 }
 
-/// Raises this process's open-file soft limit to its hard limit, and returns the soft limit
-/// in force afterwards (None where it cannot be read).
-pub fn raise_fd_limit() -> Option<u64> {
+/// Raises this process's open-file soft limit to its hard limit ([`serve`] does, at start).
+fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return Some(hard);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("could not raise the open-file limit from {soft} to {hard}: {e}");
     }
-    Some(soft)
 }
 
-/// The default connection limit: what the open-file limit allows, keeping 256 descriptors for
-/// the database, logs and everything else, and at most 16,384.
+/// The default connection limit: what the open-file limit allows once [`serve`] has raised it
+/// to the hard limit, keeping 256 descriptors for the database, logs and everything else, and
+/// at most 16,384.
 pub fn default_max_connections() -> usize {
-    let fds = raise_fd_limit().unwrap_or(1024);
+    use nix::sys::resource::{Resource, getrlimit};
+    let fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
     usize::try_from(fds.saturating_sub(256))
         .unwrap_or(usize::MAX)
         .clamp(64, 16_384)
@@ -184,6 +186,7 @@ pub async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    raise_fd_limit();
     let registry = Arc::new(Registry::default());
     let sweeper = tokio::spawn(sweep_idle(registry.clone(), limits.idle));
     let mut connections = tokio::task::JoinSet::new();

@@ -169,6 +169,7 @@ pub async fn run(
         done: done_tx,
         events: events.clone(),
     });
+    let outlook_identifiers = identifiers.clone();
     let dispatcher = Dispatcher::new(Settings {
         claim: ClaimRequest {
             runner_id,
@@ -188,7 +189,10 @@ pub async fn run(
         events,
         lease,
         grace: config.grace,
-        cluster: config.cluster,
+        outlook: OutlookRequest {
+            cluster: config.cluster.clone(),
+            identifiers: outlook_identifiers,
+        },
     };
     let result = driver.drive(dispatcher, done_rx, control).await;
     extender.abort();
@@ -205,7 +209,8 @@ struct Driver {
     events: Arc<dyn Events>,
     lease: Arc<Mutex<Duration>>,
     grace: Duration,
-    cluster: String,
+    /// What an outlook asks: this runner's cluster and task types.
+    outlook: OutlookRequest,
 }
 
 /// Requests in flight and timers.
@@ -308,15 +313,7 @@ impl Driver {
             }
             Action::CheckOutlook => {
                 let client = self.client.clone();
-                let request = OutlookRequest {
-                    cluster: self.cluster.clone(),
-                    identifiers: self
-                        .shared
-                        .components
-                        .iter()
-                        .flat_map(|c| c.identifiers().iter().cloned())
-                        .collect(),
-                };
+                let request = self.outlook.clone();
                 pending.outlook = Some(Box::pin(async move { client.outlook(&request).await }));
             }
             Action::Start(task) => {

@@ -199,7 +199,10 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
 const MAX_URI: usize = 8 * 1024;
 
 async fn limit_uri(request: Request, next: Next) -> Response {
-    let len = request.uri().to_string().len();
+    let len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
     if len > MAX_URI {
         return ApiError::new(
             StatusCode::URI_TOO_LONG,

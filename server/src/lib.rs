@@ -7,7 +7,7 @@
 mod console;
 pub mod http;
 pub mod store;
-mod wake;
+pub mod wake;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

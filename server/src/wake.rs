@@ -1,49 +1,162 @@
-//! Wakes long-polling claims when claimable work may have appeared, and watchers of a job
-//! (the console) when anything may have changed.
+//! Wakes long-polling claims when claimable work may have appeared — only the claims of the
+//! clusters it may have appeared in — and watchers of a job (the console) when anything may
+//! have changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-/// Two broadcast "something changed" signals: counters that waiters watch. Claimable work
-/// wakes both; a change that makes nothing claimable (a task claimed) wakes watchers only, so
-/// that claims never wake other claims.
+/// Where claimable work may have appeared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Nowhere: nothing became claimable.
+    #[default]
+    Nothing,
+    /// In these clusters.
+    Clusters(Vec<String>),
+    /// Anywhere (the change is not known task by task).
+    Everyone,
+}
+
+/// Broadcast "look again" signals: counters that waiters watch. A claim waits on its
+/// cluster's counter and the everyone counter, so that work submitted to cluster A never runs
+/// a claim transaction for a runner waiting on cluster B; watchers of jobs wait on a counter
+/// that every change moves, claims included, so that claims never wake other claims.
 #[derive(Debug, Clone)]
 pub struct Wake {
-    work: watch::Sender<u64>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    everyone: watch::Sender<u64>,
+    clusters: Mutex<HashMap<String, watch::Sender<u64>>>,
     any: watch::Sender<u64>,
 }
 
 impl Default for Wake {
     fn default() -> Self {
         Wake {
-            work: watch::channel(0).0,
-            any: watch::channel(0).0,
+            inner: Arc::new(Inner {
+                everyone: watch::channel(0).0,
+                clusters: Mutex::new(HashMap::new()),
+                any: watch::channel(0).0,
+            }),
+        }
+    }
+}
+
+fn bump(tx: &watch::Sender<u64>) {
+    tx.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// What a waiting claim watches: its cluster and everyone.
+pub struct Woken {
+    everyone: watch::Receiver<u64>,
+    cluster: watch::Receiver<u64>,
+}
+
+impl Woken {
+    /// Resolves at the next wake-up of its cluster or of everyone.
+    pub async fn changed(&mut self) {
+        tokio::select! {
+            _ = self.everyone.changed() => {}
+            _ = self.cluster.changed() => {}
         }
     }
 }
 
 impl Wake {
-    /// Tells every waiter to look again: work may be claimable.
+    /// Wakes every waiting claim: work may be claimable anywhere.
     pub fn notify(&self) {
-        self.work.send_modify(|n| *n = n.wrapping_add(1));
+        bump(&self.inner.everyone);
         self.touched();
+    }
+
+    /// Wakes the claims that `scope` names.
+    pub fn notify_scope(&self, scope: &Scope) {
+        match scope {
+            Scope::Nothing => {}
+            Scope::Everyone => self.notify(),
+            Scope::Clusters(names) => {
+                let clusters = self.inner.clusters.lock().unwrap();
+                for name in names {
+                    if let Some(tx) = clusters.get(name) {
+                        bump(tx);
+                    }
+                }
+                drop(clusters);
+                self.touched();
+            }
+        }
     }
 
     /// Tells watchers that something changed that makes no work claimable.
     pub fn touched(&self) {
-        self.any.send_modify(|n| *n = n.wrapping_add(1));
+        bump(&self.inner.any);
     }
 
-    /// A receiver that sees [`Wake::notify`] calls made after this call.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        let mut rx = self.work.subscribe();
-        rx.borrow_and_update();
-        rx
+    /// What a claim on `cluster` waits on; it sees wake-ups sent after this call.
+    pub fn subscribe(&self, cluster: &str) -> Woken {
+        let mut clusters = self.inner.clusters.lock().unwrap();
+        if !clusters.contains_key(cluster) {
+            // Forget clusters nobody waits on any more, so names cannot pile up.
+            clusters.retain(|_, tx| tx.receiver_count() > 0);
+            clusters.insert(cluster.to_string(), watch::channel(0).0);
+        }
+        let mut cluster = clusters[cluster].subscribe();
+        drop(clusters);
+        cluster.borrow_and_update();
+        let mut everyone = self.inner.everyone.subscribe();
+        everyone.borrow_and_update();
+        Woken { everyone, cluster }
     }
 
     /// A receiver that sees every change signalled after this call.
     pub fn watch(&self) -> watch::Receiver<u64> {
-        let mut rx = self.any.subscribe();
+        let mut rx = self.inner.any.subscribe();
         rx.borrow_and_update();
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn woke(w: &mut Woken) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), w.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_cluster_wakes_only_its_own_claims() {
+        let wake = Wake::default();
+        let mut a = wake.subscribe("a");
+        let mut b = wake.subscribe("b");
+        wake.notify_scope(&Scope::Clusters(vec!["a".into()]));
+        assert!(woke(&mut a).await);
+        assert!(!woke(&mut b).await, "cluster b slept through a's work");
+        wake.notify_scope(&Scope::Nothing);
+        assert!(!woke(&mut a).await);
+        wake.notify_scope(&Scope::Everyone);
+        assert!(woke(&mut a).await && woke(&mut b).await);
+    }
+
+    #[tokio::test]
+    async fn watchers_see_every_change_and_clusters_nobody_waits_on_are_forgotten() {
+        let wake = Wake::default();
+        let watcher = wake.watch();
+        wake.touched();
+        assert!(watcher.has_changed().unwrap());
+        for i in 0..100 {
+            drop(wake.subscribe(&format!("gone-{i}")));
+        }
+        let _kept = wake.subscribe("kept");
+        assert!(wake.inner.clusters.lock().unwrap().len() <= 2);
     }
 }

@@ -67,7 +67,9 @@ pub async fn submit(
         cluster: body.cluster,
     };
     let job = state.store.submit(&job, now_unix_nano()).await?;
-    state.wake.notify();
+    state
+        .wake
+        .notify_scope(&crate::wake::Scope::Clusters(vec![job.cluster.clone()]));
     Ok(Json(job))
 }
 
@@ -189,7 +191,10 @@ pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(state.store.cancel(&id, now_unix_nano()).await?))
+    let job = state.store.cancel(&id, now_unix_nano()).await?;
+    // Nothing became claimable; watchers of the job should look.
+    state.wake.touched();
+    Ok(Json(job))
 }
 
 /// Requeues a job's failed and canceled tasks with fresh retries.

@@ -16,6 +16,8 @@ use crate::store::check_name;
 
 /// Longest long-poll a claim may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a woken claim lets further wake-ups gather before it claims.
+const DEBOUNCE: Duration = Duration::from_millis(2);
 
 fn check_runner(runner_id: &str) -> Result<(), ApiError> {
     if runner_id.is_empty() || runner_id.chars().count() > 200 {
@@ -61,7 +63,7 @@ async fn claim_waiting(
     let deadline = Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
     loop {
-        let mut woken = state.wake.subscribe();
+        let mut woken = state.wake.subscribe(&request.cluster);
         let tasks = state.store.claim(request, now_unix_nano()).await?;
         if !tasks.is_empty() {
             state.wake.touched();
@@ -87,7 +89,8 @@ async fn claim_waiting(
             until = until.min(now + delay);
         }
         tokio::select! {
-            _ = woken.changed() => {}
+            // A burst of wake-ups (many reports at once) costs one claim, not one each.
+            _ = woken.changed() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = shutdown.changed() => {}
         }
@@ -121,13 +124,11 @@ pub async fn report(
     if let Some(c) = &request.claim {
         check_claim(c)?;
     }
-    let results = state
+    let (results, scope) = state
         .store
-        .report(&request.runner_id, &request.reports, now_unix_nano())
+        .report_waking(&request.runner_id, &request.reports, now_unix_nano())
         .await?;
-    if results.iter().any(|r| r.accepted) {
-        state.wake.notify();
-    }
+    state.wake.notify_scope(&scope);
     if !results.is_empty() && results.iter().all(|r| !r.accepted) && request.claim.is_none() {
         let why = results[0].error.clone().unwrap_or_default();
         return Err(ApiError::new(

@@ -131,7 +131,7 @@ impl<D: Driver> Core<D> {
         &self,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<Vec<ReportResult>, StoreError> {
+    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
         let mut ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -145,7 +145,7 @@ impl<D: Driver> Core<D> {
             };
             let plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
             if !plan.changed() {
-                return Ok(plan.results);
+                return Ok((plan.results, crate::wake::Scope::Nothing));
             }
             tx.insert_tasks(&plan.tasks).await?;
             tx.add_job_tasks(&plan.job_tasks).await?;
@@ -167,7 +167,8 @@ impl<D: Driver> Core<D> {
                 frontier = decide::ready_parents(&parents);
             }
             tx.notify().await?;
-            Ok(plan.results)
+            let scope = plan.scope();
+            Ok((plan.results, scope))
         })
     }
 
@@ -331,14 +332,14 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    async fn report(
+    async fn report_waking(
         &self,
         _runner_id: &str,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<Vec<ReportResult>, StoreError> {
+    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
         if reports.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), crate::wake::Scope::Nothing));
         }
         let reports = reports.to_vec();
         self.run(move |me| async move { me.do_report(&reports, now).await })

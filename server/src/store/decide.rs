@@ -2,7 +2,7 @@
 //! database in its tests. [`super::core`] reads the rows through a driver, asks here, and hands
 //! the answer back to the driver to apply.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_api::{
     Job, JobState, LeaseRef, LeaseStatus, LogLine, Report, ReportResult, SpanOutcome, SubtaskSpec,
@@ -14,6 +14,7 @@ use super::driver::{
 };
 use super::encode::{nanos, path_segment};
 use super::{StoreConfig, StoreError, check_name};
+use crate::wake::Scope;
 use tessera_api::limits;
 
 /// Why a report or an extension does not hold its task.
@@ -96,12 +97,28 @@ pub(crate) struct ReportPlan {
     pub completed: Vec<String>,
     /// Tasks added to each job.
     pub job_tasks: Vec<(String, u64)>,
+    /// Clusters in which a task became claimable, or will when its retry backoff ends.
+    pub claimable_in: BTreeSet<String>,
 }
 
 impl ReportPlan {
     /// Whether anything was accepted (and so claimable work may have changed).
     pub(crate) fn changed(&self) -> bool {
         self.results.iter().any(|r| r.accepted)
+    }
+
+    /// Whose claims to wake once the plan is applied. A completed task may release tasks
+    /// that depend on it, in any cluster, which only the database knows: then everyone.
+    pub(crate) fn scope(&self) -> Scope {
+        if !self.changed() {
+            Scope::Nothing
+        } else if !self.completed.is_empty() {
+            Scope::Everyone
+        } else if self.claimable_in.is_empty() {
+            Scope::Nothing
+        } else {
+            Scope::Clusters(self.claimable_in.iter().cloned().collect())
+        }
     }
 }
 
@@ -183,8 +200,13 @@ pub(crate) fn reports(
                 let display = display
                     .as_deref()
                     .map(|d| limits::cut(d, limits::MAX_DISPLAY_BYTES));
-                plan.tasks
-                    .extend(subtask_rows(row, subtasks, now, &mut new_id));
+                let rows = subtask_rows(row, subtasks, now, &mut new_id);
+                plan.claimable_in.extend(
+                    rows.iter()
+                        .filter(|t| t.state == TaskState::Queued && t.depends_on.is_empty())
+                        .map(|t| t.cluster.clone()),
+                );
+                plan.tasks.extend(rows);
                 plan.states.push(SetState {
                     display: display.clone(),
                     children: Some(subtasks.len() as u64),
@@ -217,6 +239,9 @@ pub(crate) fn reports(
                     .push(span(row, SpanOutcome::Canceled, None, None));
             }
             Report::Abandoned | Report::Canceled => {
+                if !row.job_canceled {
+                    plan.claimable_in.insert(row.cluster.clone());
+                }
                 plan.states.push(requeue(row, now));
                 plan.spans
                     .push(span(row, SpanOutcome::Abandoned, None, None));
@@ -307,6 +332,7 @@ fn fail(
             ..base
         }
     } else if row.retries_used < row.max_retries {
+        plan.claimable_in.insert(row.cluster.clone());
         let wait = nanos(config.backoff(row.retries_used));
         SetState {
             state: TaskState::Queued,
@@ -957,6 +983,40 @@ mod tests {
             || "id".into(),
         );
         assert_eq!(plan.states[0].lost, 0);
+    }
+
+    #[test]
+    fn only_the_clusters_where_work_appears_are_woken() {
+        // New subtasks: their clusters (a dependent one waits, so not its cluster).
+        let gpu = SubtaskSpec {
+            cluster: Some("gpu".into()),
+            ..sub("A", vec![])
+        };
+        let waits = SubtaskSpec {
+            cluster: Some("later".into()),
+            ..sub("B", vec![0])
+        };
+        let p = decide(&[report("t", computed(vec![gpu, waits]))], &[row("t")]);
+        assert_eq!(p.scope(), Scope::Clusters(vec!["gpu".into()]));
+        // A requeue, and a failure with a retry left: the task's own cluster.
+        let p = decide(&[report("t", Report::Abandoned)], &[row("t")]);
+        assert_eq!(p.scope(), Scope::Clusters(vec!["default".into()]));
+        let mut r = row("t");
+        r.max_retries = 1;
+        let p = decide(&[report("t", failed("boom"))], &[r]);
+        assert_eq!(p.scope(), Scope::Clusters(vec!["default".into()]));
+        // A final failure makes nothing claimable; a refused report changes nothing.
+        assert_eq!(
+            decide(&[report("t", failed("boom"))], &[row("t")]).scope(),
+            Scope::Nothing
+        );
+        assert_eq!(
+            decide(&[report("x", failed("boom"))], &[]).scope(),
+            Scope::Nothing
+        );
+        // A completion may release dependents anywhere.
+        let p = decide(&[report("t", computed(vec![]))], &[row("t")]);
+        assert_eq!(p.scope(), Scope::Everyone);
     }
 
     #[test]

@@ -131,13 +131,23 @@ pub trait Store: Send + Sync + 'static {
     /// Hands out up to `max` eligible tasks under fresh leases (never waits).
     async fn claim(&self, request: &ClaimRequest, now: u64)
     -> Result<Vec<ClaimedTask>, StoreError>;
-    /// Records attempt reports; each is accepted or refused on its own (fencing).
+    /// Records attempt reports; each is accepted or refused on its own (fencing). Says in
+    /// which clusters work may have become claimable.
+    async fn report_waking(
+        &self,
+        runner_id: &str,
+        reports: &[TaskReport],
+        now: u64,
+    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError>;
+    /// [`Store::report_waking`] without the wake-up scope.
     async fn report(
         &self,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<Vec<ReportResult>, StoreError>;
+    ) -> Result<Vec<ReportResult>, StoreError> {
+        Ok(self.report_waking(runner_id, reports, now).await?.0)
+    }
     /// Extends leases that are still held.
     async fn extend(
         &self,

@@ -1,0 +1,107 @@
+//! Submit latency while 2,000 runners long-poll another cluster: a submit must not run a claim
+//! transaction for each of them. Median and 95th percentile of 200 sequential submits, with
+//! no idle runners and with 2,000 waiting on cluster `idle`.
+//!
+//! `cargo bench -p tessera-server --bench wake`; results in `bench/README.md`.
+
+use std::time::{Duration, Instant};
+
+use tessera_api::{ClaimRequest, Client, RootTask, SubmitJob, TaskIdentifier};
+use tessera_server::{Database, ServerConfig};
+
+const IDLE: usize = 2_000;
+const SUBMITS: usize = 200;
+
+fn job(i: usize) -> SubmitJob {
+    SubmitJob {
+        name: format!("latency-{i}"),
+        root: RootTask {
+            identifier: TaskIdentifier::parse("Noop", "v0.0").unwrap(),
+            input: serde_json::Value::Null,
+            max_retries: 0,
+            display: None,
+        },
+        cluster: Some("busy".into()),
+    }
+}
+
+/// Milliseconds of 200 submits, sorted.
+async fn submits(c: &Client) -> Vec<f64> {
+    let mut ms = Vec::with_capacity(SUBMITS);
+    for i in 0..SUBMITS {
+        let started = Instant::now();
+        c.submit(&job(i)).await.unwrap();
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+fn main() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_rt
+        .block_on(tessera_server::start(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database: Database::Sqlite(dir.path().join("bench.db")),
+            ..ServerConfig::default()
+        }))
+        .unwrap();
+    let url = server.url();
+    println!(
+        "{:<28} {:>10} {:>10}",
+        "idle runners elsewhere", "median ms", "p95 ms"
+    );
+    client_rt.block_on(async {
+        let c = Client::new(url.clone(), None);
+        let quiet = submits(&c).await;
+        println!(
+            "{:<28} {:>10.2} {:>10.2}",
+            0,
+            quiet[SUBMITS / 2],
+            quiet[SUBMITS * 95 / 100]
+        );
+        // 2,000 runners of cluster `idle`, each long-polling on its own connection.
+        let pollers: Vec<_> = (0..IDLE)
+            .map(|i| {
+                let c = Client::new(url.clone(), None);
+                tokio::spawn(async move {
+                    loop {
+                        let _ = c
+                            .claim(&ClaimRequest {
+                                runner_id: format!("idle-{i}"),
+                                cluster: "idle".into(),
+                                identifiers: vec![TaskIdentifier::parse("Noop", "v0.0").unwrap()],
+                                max: 1,
+                                wait_ms: 60_000,
+                                return_when_idle: false,
+                            })
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        // Let every poller reach its wait.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let busy = submits(&c).await;
+        println!(
+            "{:<28} {:>10.2} {:>10.2}",
+            IDLE,
+            busy[SUBMITS / 2],
+            busy[SUBMITS * 95 / 100]
+        );
+        for p in pollers {
+            p.abort();
+        }
+    });
+    server_rt.block_on(server.shutdown());
+}

@@ -5,6 +5,7 @@
 #   bench/w2.sh                                   # SQLite, one server
 #   DB=postgres://postgres@127.0.0.1:PORT/w2 SERVERS=2 bench/w2.sh
 #   COUNT=20000 RUNNERS=4 CONCURRENCY=32 bench/w2.sh
+#   CONCURRENCY=1 RUNNER_ARGS="--prefetch 16" bench/w2.sh      # extra runner flags
 #
 # With SERVERS > 1 (PostgreSQL only) runner i talks to server i mod SERVERS.
 set -euo pipefail
@@ -36,10 +37,11 @@ done
 export TESSERA_SERVER=${urls[0]}
 job=$("$bin" submit FanOut --name w2 --input "{\"count\": $COUNT}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 export W2_SERVERS="${urls[*]}" W2_BIN="$bin" W2_WASM="$wasm" W2_CONCURRENCY="$CONCURRENCY"
+export W2_RUNNER_ARGS="${RUNNER_ARGS:-}"
 "$bin" parallel -n "$RUNNERS" -- sh -c '
     set -- $W2_SERVERS
     shift $(( (TESSERA_PARALLEL_INDEX - 1) % $# ))
-    exec "$W2_BIN" runner "$W2_WASM" --server "$1" --concurrency "$W2_CONCURRENCY" --quiet'
+    exec "$W2_BIN" runner "$W2_WASM" --server "$1" --concurrency "$W2_CONCURRENCY" --quiet $W2_RUNNER_ARGS'
 "$bin" jobs show "$job" --json | python3 -c '
 import json, sys
 job = json.load(sys.stdin)

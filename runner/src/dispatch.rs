@@ -4,6 +4,7 @@
 //! I/O, so each decision is unit-tested without a network. [`crate::run`] performs the actions
 //! and feeds their results back.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tessera_api::limits::MAX_CLAIM;
@@ -100,12 +101,24 @@ pub struct Settings {
     pub forever: bool,
     /// The server's body limit, in bytes.
     pub max_body: usize,
+    /// Most tasks claimed ahead of free slots while the queue is deep (every claim filled):
+    /// they wait here, leases held, and start as slots free, so that a slot does not wait a
+    /// round trip for its next task. 0 claims only for free slots.
+    pub prefetch: usize,
 }
 
 /// The dispatcher's state.
 pub struct Dispatcher {
     settings: Settings,
     running: usize,
+    /// Tasks claimed ahead, waiting for a slot (their leases held).
+    queue: VecDeque<ClaimedTask>,
+    /// Whether the last claim answer filled all it asked for: the queue is deep.
+    deep: bool,
+    /// How many tasks the claim in flight asked for, and the claim riding on the report in
+    /// flight.
+    asked_claim: u32,
+    asked_ride: u32,
     outbox: Outbox,
     claiming: bool,
     reporting: Option<Batch>,
@@ -122,6 +135,10 @@ impl Dispatcher {
             outbox: Outbox::new(settings.max_body),
             settings,
             running: 0,
+            queue: VecDeque::new(),
+            deep: false,
+            asked_claim: 0,
+            asked_ride: 0,
             claiming: false,
             reporting: None,
             asking_outlook: false,
@@ -137,11 +154,16 @@ impl Dispatcher {
     }
 
     fn idle(&self) -> bool {
-        self.running == 0 && self.outbox.is_empty() && self.reporting.is_none()
+        self.running == 0
+            && self.queue.is_empty()
+            && self.outbox.is_empty()
+            && self.reporting.is_none()
     }
 
+    /// How many tasks to ask for: free slots, plus the prefetch while the queue is deep.
     fn free(&self) -> usize {
-        self.settings.concurrency.saturating_sub(self.running)
+        let room = self.settings.concurrency + if self.deep { self.settings.prefetch } else { 0 };
+        room.saturating_sub(self.running + self.queue.len())
     }
 
     fn claim_for(&self, free: usize, wait_ms: u64) -> ClaimRequest {
@@ -166,6 +188,12 @@ impl Dispatcher {
                     Some(report) => act.extend(self.outbox.push(report).map(Action::Notice)),
                     None => act.push(Action::Release(task_id)),
                 }
+                if !self.stopping
+                    && let Some(next) = self.queue.pop_front()
+                {
+                    self.running += 1;
+                    act.push(Action::Start(next));
+                }
             }
             Input::Claimed(answer) => {
                 self.claiming = false;
@@ -173,6 +201,7 @@ impl Dispatcher {
                     Ok(c) => {
                         self.failures = 0;
                         let got = c.tasks.len();
+                        self.deep = got > 0 && got >= self.asked_claim as usize;
                         self.take(c.tasks, &mut act);
                         if got == 0 && self.idle() && !self.settings.forever && !self.stopping {
                             self.asking_outlook = true;
@@ -199,6 +228,9 @@ impl Dispatcher {
                 act.extend(settled.notices.into_iter().map(Action::Notice));
                 act.extend(settled.done.into_iter().map(Action::Release));
                 if let Ok(r) = answer {
+                    if self.asked_ride > 0 {
+                        self.deep = r.tasks.len() >= self.asked_ride as usize;
+                    }
                     self.take(r.tasks, &mut act);
                 }
             }
@@ -224,6 +256,10 @@ impl Dispatcher {
                         self.claiming = false;
                         act.push(Action::CancelClaim);
                     }
+                    // Tasks claimed ahead go back (their leases are held until reported).
+                    for task in std::mem::take(&mut self.queue) {
+                        act.extend(self.give_back(task));
+                    }
                 }
             }
             Input::Tick => {}
@@ -236,7 +272,8 @@ impl Dispatcher {
         act
     }
 
-    /// Starts claimed tasks, or while stopping gives them straight back.
+    /// Starts claimed tasks while slots are free and queues the rest (their leases held);
+    /// while stopping gives them straight back.
     fn take(&mut self, tasks: Vec<ClaimedTask>, act: &mut Vec<Action>) {
         for task in tasks {
             if self.stopping {
@@ -244,20 +281,29 @@ impl Dispatcher {
                     task_id: task.task_id.clone(),
                     lease: task.lease,
                 });
-                act.extend(
-                    self.outbox
-                        .push(TaskReport {
-                            task_id: task.task_id,
-                            lease: task.lease,
-                            report: Report::Abandoned,
-                        })
-                        .map(Action::Notice),
-                );
-            } else {
+                act.extend(self.give_back(task));
+            } else if self.running < self.settings.concurrency {
                 self.running += 1;
                 act.push(Action::Start(task));
+            } else {
+                act.push(Action::Hold {
+                    task_id: task.task_id.clone(),
+                    lease: task.lease,
+                });
+                self.queue.push_back(task);
             }
         }
+    }
+
+    /// Reports a held task abandoned: it requeues without spending a retry.
+    fn give_back(&mut self, task: ClaimedTask) -> Option<Action> {
+        self.outbox
+            .push(TaskReport {
+                task_id: task.task_id,
+                lease: task.lease,
+                report: Report::Abandoned,
+            })
+            .map(Action::Notice)
     }
 
     fn failed(&mut self, what: &'static str, e: ClientError, act: &mut Vec<Action>) {
@@ -284,6 +330,7 @@ impl Dispatcher {
         if self.reporting.is_none() {
             if let Some(batch) = self.outbox.next_batch(now) {
                 let ride = (may_claim && !self.claiming).then(|| self.claim_for(free, 0));
+                self.asked_ride = ride.as_ref().map_or(0, |c| c.max);
                 act.push(Action::Report(ReportRequest {
                     runner_id: self.settings.claim.runner_id.clone(),
                     reports: batch.reports(),
@@ -301,10 +348,9 @@ impl Dispatcher {
             } else {
                 Duration::from_millis(250 << self.failures.min(5))
             };
-            act.push(Action::Claim {
-                request: self.claim_for(free, self.settings.claim.wait_ms),
-                after,
-            });
+            let request = self.claim_for(free, self.settings.claim.wait_ms);
+            self.asked_claim = request.max;
+            act.push(Action::Claim { request, after });
         }
         if self.stopping && self.idle() {
             self.done = true;
@@ -331,6 +377,7 @@ mod tests {
             concurrency,
             forever,
             max_body: 1 << 20,
+            prefetch: 0,
         }
     }
 
@@ -458,6 +505,71 @@ mod tests {
                 .any(|x| matches!(x, Action::Start(t) if t.task_id == "c"))
         );
         assert_eq!(d.running(), 2);
+    }
+
+    #[test]
+    fn a_deep_queue_is_claimed_ahead_and_a_shallow_one_is_not() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(Settings {
+            prefetch: 4,
+            ..settings(1, true)
+        });
+        // The first claim asks for the free slot only, and gets it: the queue is deep.
+        assert_eq!(claims(&d.step(Input::Tick, now)), vec![(1, 20_000)]);
+        let a = d.step(
+            Input::Claimed(Ok(ClaimResponse {
+                tasks: vec![task("a")],
+            })),
+            now,
+        );
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Start(t) if t.task_id == "a"))
+        );
+        // Now it asks for four ahead; they wait, leases held.
+        assert_eq!(claims(&a), vec![(4, 20_000)]);
+        let ahead: Vec<ClaimedTask> = ["b", "c", "d", "e"].iter().map(|id| task(id)).collect();
+        let a = d.step(Input::Claimed(Ok(ClaimResponse { tasks: ahead })), now);
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::Hold { .. }))
+                .count(),
+            4
+        );
+        assert!(!a.iter().any(|x| matches!(x, Action::Start(_))));
+        // A slot frees: the next one starts at once, with no round trip.
+        let a = d.step(
+            Input::Finished {
+                task_id: "a".into(),
+                report: Some(computed("a")),
+            },
+            now,
+        );
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Start(t) if t.task_id == "b"))
+        );
+        // The report carries a claim for the one place free ahead; an answer short of it
+        // means the queue is shallow: from then on, only free slots are asked for.
+        let ride = reports(&a)[0].claim.as_ref().map(|c| c.max);
+        assert_eq!(ride, Some(1));
+        let a = d.step(accepted(&["a"], vec![]), now);
+        assert!(
+            claims(&a).is_empty(),
+            "no free slot, and no prefetch while shallow"
+        );
+        // Stopping gives the tasks claimed ahead back.
+        let a = d.step(Input::Stop, now);
+        let back = reports(&a);
+        assert_eq!(back.len(), 1);
+        let ids: Vec<&str> = back[0].reports.iter().map(|r| r.task_id.as_str()).collect();
+        assert_eq!(ids, ["c", "d", "e"]);
+        assert!(
+            back[0]
+                .reports
+                .iter()
+                .all(|r| r.report == Report::Abandoned)
+        );
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct Config {
     pub limits: Limits,
     /// How long to wait for the server at start.
     pub patience: Duration,
+    /// Tasks claimed ahead of free slots while the queue is deep (0: none). Off by default:
+    /// a runner learns the queue is deep only from its own claims, so with few tasks it could
+    /// hold some that another, idle runner would start at once.
+    pub prefetch: usize,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             runner_id: None,
             limits: Limits::default(),
             patience: Duration::from_secs(30),
+            prefetch: 0,
         }
     }
 }
@@ -182,6 +187,7 @@ pub async fn run(
         concurrency: config.concurrency as usize,
         forever: config.forever,
         max_body,
+        prefetch: config.prefetch.min(1000),
     });
     let driver = Driver {
         client: client.clone(),

@@ -8,9 +8,5 @@ dir=$(mktemp -d)
 ./target/release/tessera server --listen 127.0.0.1:0 --db "sqlite://$dir/c.db" >"$dir/out" 2>"$dir/err" &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-    url=$(sed -n 's/^Tessera server listening on //p' "$dir/out")
-    [ -n "$url" ] && break
-    sleep 0.1
-done
+url=$(scripts/server-url.sh "$dir/out" "$dir/err")
 (cd console-tests && TESSERA_URL=$url node bench-100k.mjs)

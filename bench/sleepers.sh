@@ -19,12 +19,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
 "$bin" server --listen 127.0.0.1:0 --db "sqlite://$dir/s.db" >"$dir/server.out" 2>"$dir/server.err" &
 pids+=($!)
-for _ in $(seq 100); do
-    url=$(sed -n 's/^Tessera server listening on //p' "$dir/server.out")
-    [ -n "$url" ] && break
-    sleep 0.1
-done
-export TESSERA_SERVER=$url
+export TESSERA_SERVER=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
 echo "vm.max_map_count: $(cat /proc/sys/vm/max_map_count)"
 start=$(date +%s.%N)
 job=$("$bin" submit ParallelSleepWorkflow --input "{\"count\":$COUNT,\"seconds\":$SECONDS_EACH}" --json \

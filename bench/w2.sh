@@ -26,13 +26,7 @@ urls=()
 for s in $(seq "$SERVERS"); do
     "$bin" server --listen 127.0.0.1:0 --db "$DB" >"$dir/server$s.out" 2>"$dir/server$s.err" &
     pids+=($!)
-    for _ in $(seq 100); do
-        url=$(sed -n 's/^Tessera server listening on //p' "$dir/server$s.out")
-        [ -n "$url" ] && break
-        sleep 0.1
-    done
-    [ -n "$url" ] || { cat "$dir/server$s.err"; exit 1; }
-    urls+=("$url")
+    urls+=("$(scripts/server-url.sh "$dir/server$s.out" "$dir/server$s.err")")
 done
 export TESSERA_SERVER=${urls[0]}
 job=$("$bin" submit FanOut --name w2 --input "{\"count\": $COUNT}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

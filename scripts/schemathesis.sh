@@ -20,12 +20,7 @@ token=st-$RANDOM$RANDOM
     >"$dir/server.out" 2>"$dir/server.err" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do
-    url=$(sed -n 's/^Tessera server listening on //p' "$dir/server.out")
-    [ -n "$url" ] && break
-    sleep 0.1
-done
-[ -n "${url:-}" ] || { cat "$dir/server.err"; exit 1; }
+url=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts \
     "$venv/bin/schemathesis" run "$url/v1/openapi.json" \
     --header "Authorization: Bearer $token" \

@@ -106,6 +106,10 @@ async fn bad_results_fail_their_own_attempt_once_and_spoil_no_batch() {
         !err.contains("start one with `tessera server`"),
         "no refusal reads as an unreachable server:\n{err}"
     );
+    assert!(
+        !err.contains("gave up waiting for the last log lines"),
+        "the runner's logs drained as it exited:\n{err}"
+    );
     // A 50 MiB error is a line, not a flood: elided with its length wherever it is printed.
     assert!(
         out.lines().all(|l| l.len() < 4096),

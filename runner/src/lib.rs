@@ -202,9 +202,16 @@ pub async fn run(
     };
     let result = driver.drive(dispatcher, done_rx, control).await;
     extender.abort();
+    // The shipper ends once the last log sink is gone: the driver's and ours.
+    drop(driver);
     drop(shared);
     // Every sink clone is gone once the attempts are: the shipper drains and ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), shipping).await;
+    if tokio::time::timeout(Duration::from_secs(10), shipping)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gave up waiting for the last log lines to be sent after 10 s");
+    }
     result
 }
 

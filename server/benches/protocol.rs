@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tessera_api::{Client, ReportRequest};
 use tessera_server::{Database, ServerConfig, StoreConfig};
-use tessera_testkit::protocol::{claim, done, fan_out};
+use tessera_testkit::protocol::{bench_runtime, claim, done, fan_out};
 
 /// One client: claim, then report each batch with the next claim riding along.
 async fn drain(c: Client, runner: String, batch: u32) -> usize {
@@ -30,16 +30,8 @@ async fn drain(c: Client, runner: String, batch: u32) -> usize {
 }
 
 fn main() {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server_rt = bench_runtime();
+    let client_rt = bench_runtime();
     println!(
         "{:<10} {:>8} {:>8} {:>10} {:>12}",
         "mode", "clients", "tasks", "seconds", "tasks/s"

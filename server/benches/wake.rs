@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tessera_api::{ClaimRequest, Client, RootTask, SubmitJob, TaskIdentifier};
 use tessera_server::{Database, ServerConfig};
+use tessera_testkit::protocol::bench_runtime;
 
 const IDLE: usize = 2_000;
 const SUBMITS: usize = 200;
@@ -38,16 +39,8 @@ async fn submits(c: &Client) -> Vec<f64> {
 }
 
 fn main() {
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server_rt = bench_runtime();
+    let client_rt = bench_runtime();
     let dir = tempfile::tempdir().unwrap();
     let server = server_rt
         .block_on(tessera_server::start(ServerConfig {

@@ -84,3 +84,13 @@ pub async fn fan_out(c: &Client, n: usize) -> String {
     assert!(r.results[0].accepted, "{:?}", r.results[0]);
     job.id
 }
+
+/// A runtime for one side of a benchmark (the server or its clients): two worker threads, as
+/// many as the machine the figures are recorded on has cores.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

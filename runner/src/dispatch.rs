@@ -405,8 +405,8 @@ mod tests {
         }
     }
 
-    /// Starts `d`, gives it task `a` and lets `a` finish computed: its report is on its way.
-    fn claim_and_finish_a(d: &mut Dispatcher, now: Instant) {
+    /// Starts `d` and gives it task `a`.
+    fn claim_a(d: &mut Dispatcher, now: Instant) {
         d.step(Input::Tick, now);
         d.step(
             Input::Claimed(Ok(ClaimResponse {
@@ -414,6 +414,11 @@ mod tests {
             })),
             now,
         );
+    }
+
+    /// Starts `d`, gives it task `a` and lets `a` finish computed: its report is on its way.
+    fn claim_and_finish_a(d: &mut Dispatcher, now: Instant) {
+        claim_a(d, now);
         d.step(
             Input::Finished {
                 task_id: "a".into(),
@@ -576,13 +581,7 @@ mod tests {
     fn a_lost_lease_releases_without_a_report() {
         let now = Instant::now();
         let mut d = Dispatcher::new(settings(1, true));
-        d.step(Input::Tick, now);
-        d.step(
-            Input::Claimed(Ok(ClaimResponse {
-                tasks: vec![task("a")],
-            })),
-            now,
-        );
+        claim_a(&mut d, now);
         let a = d.step(
             Input::Finished {
                 task_id: "a".into(),
@@ -671,13 +670,7 @@ mod tests {
     fn stopping_cancels_the_claim_finishes_running_work_then_exits() {
         let now = Instant::now();
         let mut d = Dispatcher::new(settings(2, true));
-        d.step(Input::Tick, now);
-        d.step(
-            Input::Claimed(Ok(ClaimResponse {
-                tasks: vec![task("a")],
-            })),
-            now,
-        );
+        claim_a(&mut d, now);
         // A claim for the free slot is in flight.
         let a = d.step(Input::Stop, now);
         assert_eq!(a, vec![Action::CancelClaim]);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The million: one root task fans out NGROUPS × EACH no-op subtasks (100 × 10,000 by default)
+# through a level of groups; RUNNERS runners at CONCURRENCY each run them. Prints the wall time
+# (first start to last stop), tasks/s, the server's peak RSS, the database's size per task, and
+# the slowest job GET and first tasks page seen while it ran (sampled every second).
+#
+#   bench/million.sh                                    # SQLite
+#   NGROUPS=10 bench/million.sh                         # 100,011 tasks
+#   RUNNER_ARGS="--prefetch 256" bench/million.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NGROUPS=${NGROUPS:-100}
+EACH=${EACH:-10000}
+RUNNERS=${RUNNERS:-2}
+CONCURRENCY=${CONCURRENCY:-64}
+cargo build --release -p tessera --quiet
+cargo build --release -p fan-out --target wasm32-wasip2 --quiet
+bin=$PWD/target/release/tessera
+wasm=$PWD/target/wasm32-wasip2/release/fan_out.wasm
+dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+"$bin" server --listen 127.0.0.1:0 --db "sqlite://$dir/m.db" >"$dir/server.out" 2>"$dir/server.err" &
+server=$!
+pids+=($server)
+url=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
+export TESSERA_SERVER=$url
+job=$("$bin" submit Groups --name million --input "{\"groups\": $NGROUPS, \"each\": $EACH}" --json \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+export M_BIN="$bin" M_WASM="$wasm" M_CONCURRENCY="$CONCURRENCY" M_ARGS="${RUNNER_ARGS:-}"
+"$bin" parallel -n "$RUNNERS" -- sh -c \
+    'exec "$M_BIN" runner "$M_WASM" --concurrency "$M_CONCURRENCY" --quiet $M_ARGS' &
+runners=$!
+pids+=($runners)
+worst_job=0
+worst_page=0
+peak=0
+while kill -0 "$runners" 2>/dev/null; do
+    t=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job")
+    p=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job/tasks?limit=100")
+    worst_job=$(awk -v a="$worst_job" -v b="$t" 'BEGIN { print (b > a) ? b : a }')
+    worst_page=$(awk -v a="$worst_page" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$server/status")
+    [ "$hwm" -gt "$peak" ] && peak=$hwm
+    sleep 1
+done
+wait "$runners"
+bytes=$(du -cb "$dir"/m.db* | tail -1 | cut -f1)
+"$bin" jobs show "$job" --json | python3 -c '
+import json, sys
+job = json.load(sys.stdin)
+n = job["task_counts"]["computed"]
+secs = (job["finished_at"] - job["started_at"]) / 1e9
+state = job["state"]
+print(f"million: job {state}, {n:,} tasks computed in {secs:.1f} s = {n / secs:,.0f} tasks/s")
+'
+awk -v p="$peak" -v b="$bytes" -v n="$(( NGROUPS * EACH + NGROUPS + 1 ))" -v j="$worst_job" -v g="$worst_page" 'BEGIN {
+    printf "server peak RSS %.0f MiB; database %.0f MB = %.0f bytes per task\n", p / 1024, b / 1e6, b / n
+    printf "slowest job GET %.0f ms, slowest first tasks page %.0f ms (sampled every second)\n", j * 1000, g * 1000
+}'
+echo "database: sqlite, runners: $RUNNERS x concurrency $CONCURRENCY ${RUNNER_ARGS:-}"

@@ -13,17 +13,10 @@ NGROUPS=${NGROUPS:-100}
 EACH=${EACH:-10000}
 RUNNERS=${RUNNERS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
-cargo build --release -p tessera --quiet
-cargo build --release -p fan-out --target wasm32-wasip2 --quiet
-bin=$PWD/target/release/tessera
-wasm=$PWD/target/wasm32-wasip2/release/fan_out.wasm
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
-"$bin" server --listen 127.0.0.1:0 --db "sqlite://$dir/m.db" >"$dir/server.out" 2>"$dir/server.err" &
-server=$!
-pids+=($server)
-url=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
+source bench/lib.sh
+bench_setup fan-out fan_out
+start_server "sqlite://$dir/m.db" server
+server=$server_pid
 export TESSERA_SERVER=$url
 job=$("$bin" submit Groups --name million --input "{\"groups\": $NGROUPS, \"each\": $EACH}" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

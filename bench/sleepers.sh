@@ -10,16 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-10000}
 SECONDS_EACH=${SLEEP:-10}
-cargo build --release -p tessera --quiet
-cargo build --release -p parallel-sleep --target wasm32-wasip2 --quiet
-bin=$PWD/target/release/tessera
-wasm=$PWD/target/wasm32-wasip2/release/parallel_sleep.wasm
-dir=$(mktemp -d)
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
-"$bin" server --listen 127.0.0.1:0 --db "sqlite://$dir/s.db" >"$dir/server.out" 2>"$dir/server.err" &
-pids+=($!)
-export TESSERA_SERVER=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
+source bench/lib.sh
+bench_setup parallel-sleep parallel_sleep
+start_server "sqlite://$dir/s.db" server
+export TESSERA_SERVER=$url
 echo "vm.max_map_count: $(cat /proc/sys/vm/max_map_count)"
 start=$(date +%s.%N)
 job=$("$bin" submit ParallelSleepWorkflow --input "{\"count\":$COUNT,\"seconds\":$SECONDS_EACH}" --json \

@@ -14,19 +14,13 @@ COUNT=${COUNT:-10000}
 RUNNERS=${RUNNERS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
 SERVERS=${SERVERS:-1}
-cargo build --release -p tessera --quiet
-cargo build --release -p fan-out --target wasm32-wasip2 --quiet
-bin=$PWD/target/release/tessera
-wasm=$PWD/target/wasm32-wasip2/release/fan_out.wasm
-dir=$(mktemp -d)
+source bench/lib.sh
+bench_setup fan-out fan_out
 DB=${DB:-sqlite://$dir/w2.db}
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
 urls=()
 for s in $(seq "$SERVERS"); do
-    "$bin" server --listen 127.0.0.1:0 --db "$DB" >"$dir/server$s.out" 2>"$dir/server$s.err" &
-    pids+=($!)
-    urls+=("$(scripts/server-url.sh "$dir/server$s.out" "$dir/server$s.err")")
+    start_server "$DB" "server$s"
+    urls+=("$url")
 done
 export TESSERA_SERVER=${urls[0]}
 job=$("$bin" submit FanOut --name w2 --input "{\"count\": $COUNT}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

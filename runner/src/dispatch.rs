@@ -405,6 +405,14 @@ mod tests {
         }
     }
 
+    /// Task `a` ended computed.
+    fn finished_a() -> Input {
+        Input::Finished {
+            task_id: "a".into(),
+            report: Some(computed("a")),
+        }
+    }
+
     /// Starts `d` and gives it task `a`.
     fn claim_a(d: &mut Dispatcher, now: Instant) {
         d.step(Input::Tick, now);
@@ -419,13 +427,7 @@ mod tests {
     /// Starts `d`, gives it task `a` and lets `a` finish computed: its report is on its way.
     fn claim_and_finish_a(d: &mut Dispatcher, now: Instant) {
         claim_a(d, now);
-        d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        d.step(finished_a(), now);
     }
 
     fn claims(actions: &[Action]) -> Vec<(u32, u64)> {
@@ -488,13 +490,7 @@ mod tests {
             2
         );
         assert!(claims(&a).is_empty(), "no free slot");
-        let a = d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        let a = d.step(finished_a(), now);
         let sent = reports(&a);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].reports[0].task_id, "a");
@@ -543,13 +539,7 @@ mod tests {
         );
         assert!(!a.iter().any(|x| matches!(x, Action::Start(_))));
         // A slot frees: the next one starts at once, with no round trip.
-        let a = d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        let a = d.step(finished_a(), now);
         assert!(
             a.iter()
                 .any(|x| matches!(x, Action::Start(t) if t.task_id == "b"))
@@ -674,13 +664,7 @@ mod tests {
         // A claim for the free slot is in flight.
         let a = d.step(Input::Stop, now);
         assert_eq!(a, vec![Action::CancelClaim]);
-        let a = d.step(
-            Input::Finished {
-                task_id: "a".into(),
-                report: Some(computed("a")),
-            },
-            now,
-        );
+        let a = d.step(finished_a(), now);
         let sent = reports(&a);
         assert!(
             sent[0].claim.is_none(),

@@ -1,0 +1,22 @@
+# Shared by the benchmark scripts: `source bench/lib.sh` from the repository root.
+
+# Builds the release CLI and the guest package $1 (component $2.wasm); sets $bin and $wasm,
+# and a scratch directory $dir whose servers and runners ($pids) end with the script.
+bench_setup() {
+    cargo build --release -p tessera --quiet
+    cargo build --release -p "$1" --target wasm32-wasip2 --quiet
+    bin=$PWD/target/release/tessera
+    wasm=$PWD/target/wasm32-wasip2/release/$2.wasm
+    dir=$(mktemp -d)
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+}
+
+# Starts a server on database $1, its output in $dir/$2.out and .err; sets $url and
+# $server_pid.
+start_server() {
+    "$bin" server --listen 127.0.0.1:0 --db "$1" >"$dir/$2.out" 2>"$dir/$2.err" &
+    server_pid=$!
+    pids+=("$server_pid")
+    url=$(scripts/server-url.sh "$dir/$2.out" "$dir/$2.err")
+}

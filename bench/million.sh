@@ -25,14 +25,13 @@ export M_BIN="$bin" M_WASM="$wasm" M_CONCURRENCY="$CONCURRENCY" M_ARGS="${RUNNER
     'exec "$M_BIN" runner "$M_WASM" --concurrency "$M_CONCURRENCY" --quiet $M_ARGS' &
 runners=$!
 pids+=($runners)
-worst_job=0
-worst_page=0
+samples="$dir/samples"
+: > "$samples"
 peak=0
 while kill -0 "$runners" 2>/dev/null; do
     t=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job")
     p=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job/tasks?limit=100")
-    worst_job=$(awk -v a="$worst_job" -v b="$t" 'BEGIN { print (b > a) ? b : a }')
-    worst_page=$(awk -v a="$worst_page" -v b="$p" 'BEGIN { print (b > a) ? b : a }')
+    echo "$t $p" >> "$samples"
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$server/status")
     [ "$hwm" -gt "$peak" ] && peak=$hwm
     sleep 1
@@ -47,8 +46,19 @@ secs = (job["finished_at"] - job["started_at"]) / 1e9
 state = job["state"]
 print(f"million: job {state}, {n:,} tasks computed in {secs:.1f} s = {n / secs:,.0f} tasks/s")
 '
-awk -v p="$peak" -v b="$bytes" -v n="$(( NGROUPS * EACH + NGROUPS + 1 ))" -v j="$worst_job" -v g="$worst_page" 'BEGIN {
+awk -v p="$peak" -v b="$bytes" -v n="$(( NGROUPS * EACH + NGROUPS + 1 ))" 'BEGIN {
     printf "server peak RSS %.0f MiB; database %.0f MB = %.0f bytes per task\n", p / 1024, b / 1e6, b / n
-    printf "slowest job GET %.0f ms, slowest first tasks page %.0f ms (sampled every second)\n", j * 1000, g * 1000
 }'
+# Latency while it ran: median, 95th percentile and slowest of the samples, in ms.
+for column in 1 2; do
+    what=$([ $column = 1 ] && echo "job GET" || echo "first tasks page")
+    cut -d' ' -f$column "$samples" | sort -g | awk -v what="$what" '
+        { v[NR] = $1 * 1000 }
+        END {
+            if (NR == 0) exit
+            p95 = int(NR * 0.95 + 0.5); if (p95 < 1) p95 = 1
+            printf "%s: median %.1f ms, p95 %.1f ms, slowest %.1f ms (%d samples, one a second)\n",
+                what, v[int((NR + 1) / 2)], v[p95], v[NR], NR
+        }'
+done
 echo "database: sqlite, runners: $RUNNERS x concurrency $CONCURRENCY ${RUNNER_ARGS:-}"

@@ -1112,6 +1112,31 @@ pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
     assert_eq!(got.len(), 1);
 }
 
+/// After a test: every job's kept counts (tasks by state, task time, last end) agree with a
+/// count of its rows, whatever the test did to it.
+async fn audit_every_job(store: &dyn Store, backend: &str) {
+    let mut filter = JobFilter {
+        limit: Some(500),
+        ..JobFilter::default()
+    };
+    loop {
+        let page = store.jobs(&filter).await.unwrap();
+        for job in &page.jobs {
+            let wrong = store.audit(&job.id).await.unwrap();
+            assert!(
+                wrong.is_empty(),
+                "{backend}: job {} ({}) keeps counts its rows disagree with: {wrong:?}",
+                job.id,
+                job.name
+            );
+        }
+        match page.next_cursor {
+            Some(cursor) => filter.cursor = Some(cursor),
+            None => return,
+        }
+    }
+}
+
 macro_rules! stores {
     ($backend:ident, $make:path; $($test:ident),+ $(,)?) => {
         mod $backend {
@@ -1119,7 +1144,8 @@ macro_rules! stores {
                 #[tokio::test]
                 async fn $test() {
                     let Some((store, _guard)) = $make().await else { return };
-                    super::$test(store).await;
+                    super::$test(store.clone()).await;
+                    super::audit_every_job(&*store, stringify!($backend)).await;
                 }
             )+
         }

@@ -12,7 +12,7 @@ use tessera_api::{
     TaskPage, TaskQuery, TaskReport, TaskState,
 };
 
-use super::decide;
+use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx};
 use super::encode::{lease_ms, nanos, new_id};
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
@@ -122,6 +122,9 @@ impl<D: Driver> Core<D> {
                 submitted_at: now,
             };
             tx.insert_job(&new_job).await?;
+            let mut tallies = Tallies::default();
+            tallies.add(&id, TaskState::Queued, 1);
+            tx.add_job_tallies(&tallies.rows()).await?;
             tx.notify().await?;
             Self::load_job(&mut tx, &id).await
         })
@@ -143,14 +146,15 @@ impl<D: Driver> Core<D> {
             } else {
                 tx.lock_job_totals(&growing).await?
             };
-            let plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
+            let mut plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
             if !plan.changed() {
                 return Ok((plan.results, crate::wake::Scope::Nothing));
             }
             tx.insert_tasks(&plan.tasks).await?;
-            tx.add_job_tasks(&plan.job_tasks).await?;
             tx.set_states(&plan.states).await?;
-            tx.close_spans(&plan.spans, now).await?;
+            let ended = tx.close_spans(&plan.spans, now).await?;
+            plan.tallies.ended(&ended, now);
+            tx.add_job_tallies(&plan.tallies.rows()).await?;
             tx.add_progress(&plan.progress).await?;
             tx.fail_jobs(&plan.failed_jobs).await?;
             let mut frontier = plan.completed.clone();
@@ -185,7 +189,16 @@ impl<D: Driver> Core<D> {
             now,
             expires: now.saturating_add(nanos(self.config.lease)),
         };
-        let rows = transact!(self, Mode::Write, |tx| tx.claim_eligible(&params).await)?;
+        let rows = transact!(self, Mode::Write, |tx| {
+            let rows = tx.claim_eligible(&params).await?;
+            let mut tallies = Tallies::default();
+            for r in &rows {
+                tallies.shift(&r.job_id, TaskState::Queued, TaskState::Running, 1);
+                tallies.started(&r.job_id, now);
+            }
+            tx.add_job_tallies(&tallies.rows()).await?;
+            Ok(rows)
+        })?;
         let lease_ms = lease_ms(&self.config);
         Ok(rows
             .into_iter()
@@ -296,7 +309,10 @@ impl<D: Driver> Store for Core<D> {
                 let current = Self::load_job(&mut tx, &job).await?;
                 decide::cancel(&current)?;
                 tx.set_job_flags(&job, Some(true), None).await?;
-                tx.cancel_queued(&job, now).await?;
+                let n = tx.cancel_queued(&job, now).await?;
+                let mut tallies = Tallies::default();
+                tallies.shift(&job, TaskState::Queued, TaskState::Canceled, n);
+                tx.add_job_tallies(&tallies.rows()).await?;
                 Self::load_job(&mut tx, &job).await
             })
         })
@@ -311,7 +327,12 @@ impl<D: Driver> Store for Core<D> {
                 let current = Self::load_job(&mut tx, &job).await?;
                 decide::retry(&current)?;
                 tx.set_job_flags(&job, Some(false), Some(false)).await?;
-                tx.requeue_failed(&job).await?;
+                let mut tallies = Tallies::default();
+                for from in [TaskState::Failed, TaskState::Canceled] {
+                    let n = tx.requeue(&job, from).await?;
+                    tallies.shift(&job, from, TaskState::Queued, n);
+                }
+                tx.add_job_tallies(&tallies.rows()).await?;
                 tx.notify().await?;
                 Self::load_job(&mut tx, &job).await
             })
@@ -397,9 +418,11 @@ impl<D: Driver> Store for Core<D> {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let plan = decide::expired(&rows, &me.config, now);
+                let mut plan = decide::expired(&rows, &me.config, now);
                 tx.set_states(&plan.states).await?;
-                tx.close_spans(&plan.spans, now).await?;
+                let ended = tx.close_spans(&plan.spans, now).await?;
+                plan.tallies.ended(&ended, now);
+                tx.add_job_tallies(&plan.tallies.rows()).await?;
                 tx.fail_jobs(&plan.failed_jobs).await?;
                 tx.notify().await?;
                 Ok(rows.len() as u64)
@@ -475,6 +498,23 @@ impl<D: Driver> Store for Core<D> {
     async fn next_retry_at(&self) -> Result<Option<u64>, StoreError> {
         self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.next_retry_at().await) })
             .await
+    }
+
+    async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError> {
+        let job = job.to_string();
+        self.run(move |me| async move {
+            // A write transaction: it locks the job, so no change lands between the reads.
+            transact!(me, Mode::Write, |tx| {
+                let totals = tx.lock_job_totals(&[&job]).await?;
+                let kept = Self::load_job(&mut tx, &job).await?;
+                let Some(counted) = tx.count_job(&job).await? else {
+                    return Ok(vec![format!("job {job} vanished during the audit")]);
+                };
+                let total = totals.get(&job).copied().unwrap_or(0);
+                Ok(decide::audit(&kept, total, &counted))
+            })
+        })
+        .await
     }
 
     fn forward_wakeups(&self, wake: crate::Wake) {

@@ -10,7 +10,8 @@ use tessera_api::{
 };
 
 use super::driver::{
-    AddProgress, CloseSpan, CompletedRow, ErrorText, HeldRow, NewTask, ParentRow, SetState,
+    AddProgress, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobTally, NewTask,
+    ParentRow, SetState, state_index,
 };
 use super::encode::{nanos, path_segment};
 use super::{StoreConfig, StoreError, check_name};
@@ -95,8 +96,8 @@ pub(crate) struct ReportPlan {
     pub failed_jobs: Vec<String>,
     /// Tasks computed without subtasks: completion walks up from them.
     pub completed: Vec<String>,
-    /// Tasks added to each job.
-    pub job_tasks: Vec<(String, u64)>,
+    /// What the plan changes in its jobs' kept counts (before its spans are ended).
+    pub tallies: Tallies,
     /// Clusters in which a task became claimable, or will when its retry backoff ends.
     pub claimable_in: BTreeSet<String>,
 }
@@ -120,6 +121,117 @@ impl ReportPlan {
             Scope::Clusters(self.claimable_in.iter().cloned().collect())
         }
     }
+}
+
+/// Changes to jobs' kept counts, added up per job: what a transaction tells
+/// [`super::driver::Tx::add_job_tallies`], so that reading a job never counts its tasks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Tallies(BTreeMap<String, JobTally>);
+
+impl Tallies {
+    fn job(&mut self, job: &str) -> &mut JobTally {
+        self.0.entry(job.to_string()).or_insert_with(|| JobTally {
+            job_id: job.to_string(),
+            ..JobTally::default()
+        })
+    }
+
+    /// `n` new tasks of `job` in `state`.
+    pub(crate) fn add(&mut self, job: &str, state: TaskState, n: u64) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let count = &mut self.job(job).states[state_index(state)];
+        *count = count.saturating_add(n);
+    }
+
+    /// `n` tasks of `job` moved from `from` to `to`.
+    pub(crate) fn shift(&mut self, job: &str, from: TaskState, to: TaskState, n: u64) {
+        if from == to || n == 0 {
+            return;
+        }
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let tally = self.job(job);
+        let i = state_index(from);
+        tally.states[i] = tally.states[i].saturating_sub(n);
+        let i = state_index(to);
+        tally.states[i] = tally.states[i].saturating_add(n);
+    }
+
+    /// Attempts that ended at `now`.
+    pub(crate) fn ended(&mut self, spans: &[EndedSpan], now: u64) {
+        for s in spans {
+            let tally = self.job(&s.job_id);
+            tally.task_time_ns = tally.task_time_ns.saturating_add(s.nanos);
+            tally.last_end = tally.last_end.max(now);
+        }
+    }
+
+    /// The first claim of `job`'s tasks, if it is the first.
+    pub(crate) fn started(&mut self, job: &str, now: u64) {
+        let tally = self.job(job);
+        tally.started_at = Some(tally.started_at.map_or(now, |t| t.min(now)));
+    }
+
+    /// The tallies that change something, in job id order (the order locks are taken in).
+    pub(crate) fn rows(&self) -> Vec<JobTally> {
+        self.0
+            .values()
+            .filter(|t| {
+                **t != JobTally {
+                    job_id: t.job_id.clone(),
+                    ..JobTally::default()
+                }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// How a job's kept counts (and its kept task `total`) differ from `counted`, its rows counted
+/// with absolute values in a [`JobTally`]; empty when they agree.
+pub(crate) fn audit(kept: &Job, total: u64, counted: &JobTally) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for &state in TaskState::ALL {
+        let (k, c) = (kept.task_counts.get(state), counted.state(state));
+        if i64::try_from(k).ok() != Some(c) {
+            wrong.push(format!("{state} tasks: kept {k}, counted {c}"));
+        }
+    }
+    if i64::try_from(total).ok() != Some(counted.total()) {
+        wrong.push(format!(
+            "tasks in all: kept {total}, counted {}",
+            counted.total()
+        ));
+    }
+    if kept.task_time_ns != counted.task_time_ns {
+        wrong.push(format!(
+            "task time: kept {} ns, counted {} ns",
+            kept.task_time_ns, counted.task_time_ns
+        ));
+    }
+    if kept.state.is_finished()
+        && counted.last_end > 0
+        && kept.finished_at != Some(counted.last_end)
+    {
+        wrong.push(format!(
+            "finished at: kept {:?}, last attempt ended at {}",
+            kept.finished_at, counted.last_end
+        ));
+    }
+    wrong
+}
+
+/// The tallies of a plan's transitions and new tasks, over the rows they start from.
+fn tally(plan: &mut ReportPlan, rows: &HashMap<&str, &HeldRow>) {
+    let mut tallies = Tallies::default();
+    for s in &plan.states {
+        if let Some(row) = rows.get(s.id.as_str()) {
+            tallies.shift(&row.job_id, row.state, s.state, 1);
+        }
+    }
+    for t in &plan.tasks {
+        tallies.add(&t.job_id, t.state, 1);
+    }
+    plan.tallies = tallies;
 }
 
 /// The jobs whose task totals a batch needs: those of reports that add subtasks.
@@ -248,7 +360,7 @@ pub(crate) fn reports(
             }
         }
     }
-    plan.job_tasks = added.into_iter().collect();
+    tally(&mut plan, &rows);
     plan.progress = progress
         .into_iter()
         .map(|((job_id, label), (done, total))| AddProgress {
@@ -475,6 +587,8 @@ pub(crate) fn expired(rows: &[HeldRow], config: &StoreConfig, now: u64) -> Repor
         plan.spans
             .push(span(row, SpanOutcome::Expired, Some(why.into()), None));
     }
+    let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    tally(&mut plan, &rows);
     plan
 }
 
@@ -1020,6 +1134,128 @@ mod tests {
     }
 
     #[test]
+    fn tallies_follow_every_transition_of_a_batch() {
+        let mut canceled = row("x");
+        canceled.job_canceled = true;
+        canceled.job_id = "other".into();
+        let mut retried = row("r");
+        retried.max_retries = 1;
+        let batch = [
+            report("c", computed(vec![sub("A", vec![]), sub("B", vec![0])])),
+            report("f", failed("boom")),
+            report("r", failed("again")),
+            report("a", Report::Abandoned),
+            report("a", Report::Abandoned),
+            report("x", Report::Canceled),
+            report("gone", failed("no such task")),
+        ];
+        let p = decide(&batch, &[row("c"), row("f"), retried, row("a"), canceled]);
+        let rows = p.tallies.rows();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        // job: +2 new (queued); c computed, f failed, r and a back to the queue; the second
+        // report of a and the unknown task change nothing.
+        assert_eq!(
+            (rows[0].job_id.as_str(), rows[0].states),
+            ("job", [4, -4, 1, 1, 0])
+        );
+        assert_eq!(rows[0].total(), 2);
+        assert_eq!(
+            (rows[1].job_id.as_str(), rows[1].states),
+            ("other", [0, -1, 0, 0, 1])
+        );
+    }
+
+    #[test]
+    fn tallies_of_expiry_claims_and_spans() {
+        let mut lost = row("l");
+        lost.lost = 2;
+        let p = expired(&[row("q"), lost], &config(), NOW);
+        // max_lost is 3: q is requeued, l has now been lost three times and fails.
+        assert_eq!(p.tallies.rows()[0].states, [1, -2, 0, 1, 0]);
+
+        let mut t = Tallies::default();
+        t.shift("j", TaskState::Queued, TaskState::Running, 2);
+        t.started("j", NOW + 5);
+        t.started("j", NOW);
+        let spans = [
+            EndedSpan {
+                job_id: "j".into(),
+                nanos: 7,
+            },
+            EndedSpan {
+                job_id: "j".into(),
+                nanos: u64::MAX,
+            },
+        ];
+        t.ended(&spans, NOW + 9);
+        let rows = t.rows();
+        assert_eq!(rows[0].states, [-2, 2, 0, 0, 0]);
+        assert_eq!(
+            rows[0].started_at,
+            Some(NOW),
+            "the earliest claim starts the job"
+        );
+        assert_eq!(rows[0].task_time_ns, u64::MAX, "time saturates");
+        assert_eq!(rows[0].last_end, NOW + 9);
+        // Moves that cancel out leave nothing to write.
+        let mut t = Tallies::default();
+        t.shift("j", TaskState::Queued, TaskState::Running, 1);
+        t.shift("j", TaskState::Running, TaskState::Queued, 1);
+        t.shift("j", TaskState::Failed, TaskState::Failed, 4);
+        assert!(t.rows().is_empty());
+    }
+
+    #[test]
+    fn an_audit_names_each_count_that_differs() {
+        let mut kept = Job {
+            id: "job".into(),
+            name: "n".into(),
+            cluster: "default".into(),
+            state: JobState::Completed,
+            canceled: false,
+            task_counts: TaskCounts::default(),
+            progress: vec![],
+            submitted_at: 0,
+            started_at: Some(0),
+            finished_at: None,
+            task_time_ns: 0,
+        };
+        kept.task_counts.computed = 3;
+        kept.task_time_ns = 10;
+        kept.finished_at = Some(NOW);
+        let counted = JobTally {
+            job_id: "job".into(),
+            states: [0, 0, 3, 0, 0],
+            task_time_ns: 10,
+            last_end: NOW,
+            started_at: None,
+        };
+        assert!(audit(&kept, 3, &counted).is_empty());
+        let wrong = audit(
+            &kept,
+            4,
+            &JobTally {
+                states: [1, 0, 2, 0, 0],
+                ..counted.clone()
+            },
+        );
+        assert_eq!(
+            wrong,
+            [
+                "queued tasks: kept 0, counted 1",
+                "computed tasks: kept 3, counted 2",
+                "tasks in all: kept 4, counted 3",
+            ]
+        );
+        let late = JobTally {
+            last_end: NOW + 1,
+            task_time_ns: 11,
+            ..counted
+        };
+        assert_eq!(audit(&kept, 3, &late).len(), 2);
+    }
+
+    #[test]
     fn a_job_may_not_grow_past_its_task_limit() {
         let config = StoreConfig {
             max_job_tasks: 10,
@@ -1042,7 +1278,17 @@ mod tests {
         });
         assert!(p.results.iter().all(|r| r.accepted));
         assert_eq!(p.tasks.len(), 6);
-        assert_eq!(p.job_tasks, vec![("job".to_string(), 6)]);
+        // Six new queued tasks; of the three running, two computed and one failed.
+        let tally = &p.tallies.rows()[0];
+        assert_eq!(
+            (tally.job_id.as_str(), tally.states),
+            ("job", [6, -3, 2, 1, 0])
+        );
+        assert_eq!(
+            tally.total(),
+            6,
+            "the job's total grows by its new tasks only"
+        );
         assert_eq!(p.states[2].state, TaskState::Failed);
         let ErrorText::Set(why) = &p.states[2].error else {
             panic!("a reason is recorded")

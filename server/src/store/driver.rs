@@ -85,7 +85,7 @@ pub trait Tx: Send + Sized {
     // ---- jobs
     /// Locks a job's row against concurrent changes; false if it does not exist.
     async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError>;
-    /// Inserts a job.
+    /// Inserts a job with no tasks counted (the caller adds its root's tally).
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError>;
     /// Sets a job's canceled and failed flags (`None` leaves one as it is).
     async fn set_job_flags(
@@ -96,16 +96,18 @@ pub trait Tx: Send + Sized {
     ) -> Result<(), StoreError>;
     /// Locks the named jobs (in id order) and returns how many tasks each has.
     async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError>;
-    /// Adds to jobs' task totals.
-    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError>;
+    /// Adds to jobs' kept counts (and their task totals: the sum of the state changes).
+    async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError>;
+    /// A job's counts as its task and span rows say, counted (slow: for audits).
+    async fn count_job(&mut self, id: &str) -> Result<Option<JobTally>, StoreError>;
     /// Marks jobs failed.
     async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Marks jobs completed at `now`.
     async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError>;
-    /// Cancels a job's queued tasks.
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError>;
-    /// Queues a job's failed and canceled tasks again with fresh retries.
-    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError>;
+    /// Cancels a job's queued tasks; returns how many.
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError>;
+    /// Queues a job's tasks in state `from` again with fresh retries; returns how many.
+    async fn requeue(&mut self, job: &str, from: TaskState) -> Result<u64, StoreError>;
 
     // ---- tasks
     /// Inserts tasks and their dependency edges.
@@ -118,7 +120,7 @@ pub trait Tx: Send + Sized {
     async fn set_states(&mut self, states: &[SetState]) -> Result<(), StoreError>;
     /// Moves leases' expiry to `expires`.
     async fn extend_leases(&mut self, ids: &[&str], expires: u64) -> Result<(), StoreError>;
-    /// Picks eligible queued tasks, leases them, opens their spans and starts their jobs.
+    /// Picks eligible queued tasks, leases them and opens their spans.
     async fn claim_eligible(
         &mut self,
         claim: &ClaimParams<'_>,
@@ -134,8 +136,12 @@ pub trait Tx: Send + Sized {
     ) -> Result<Vec<ParentRow>, StoreError>;
 
     // ---- spans, progress, logs
-    /// Ends attempts' open spans at `now`.
-    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError>;
+    /// Ends attempts' open spans at `now`; returns each ended span's job and length.
+    async fn close_spans(
+        &mut self,
+        spans: &[CloseSpan],
+        now: u64,
+    ) -> Result<Vec<EndedSpan>, StoreError>;
     /// Adds to jobs' progress counters (saturating).
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
     /// Inserts log lines (their `job_id` filled in).
@@ -283,4 +289,46 @@ pub struct ClaimedRow {
     pub input: String,
     pub attempt: u32,
     pub lease: u64,
+}
+
+/// Changes to one job's kept counts, as data; [`super::decide::Tallies`] adds them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobTally {
+    pub job_id: String,
+    /// Tasks gained (positive) or lost (negative) per state, in [`TaskState::ALL`] order.
+    pub states: [i64; 5],
+    /// Nanoseconds of attempts that ended (added, saturating).
+    pub task_time_ns: u64,
+    /// The latest end of an attempt; 0 for none (the kept value only grows).
+    pub last_end: u64,
+    /// When the job's first task was claimed, if one was (kept only the first time).
+    pub started_at: Option<u64>,
+}
+
+impl JobTally {
+    /// The change to one state's count.
+    pub fn state(&self, state: TaskState) -> i64 {
+        self.states[state_index(state)]
+    }
+
+    /// The change to the job's task total: the sum over all states.
+    pub fn total(&self) -> i64 {
+        self.states.iter().sum()
+    }
+}
+
+/// A state's position in [`JobTally::states`].
+pub fn state_index(state: TaskState) -> usize {
+    TaskState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .expect("every state is in ALL")
+}
+
+/// A span that [`Tx::close_spans`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSpan {
+    pub job_id: String,
+    /// Its length in nanoseconds.
+    pub nanos: u64,
 }

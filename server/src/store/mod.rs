@@ -167,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     async fn spans(&self, job: &str, query: &SpanQuery) -> Result<SpanPage, StoreError>;
     /// The earliest time a queued task waiting for a retry becomes claimable, if any.
     async fn next_retry_at(&self) -> Result<Option<u64>, StoreError>;
+    /// Compares a job's kept counts with a count of its task and span rows; returns what
+    /// differs, nothing when they agree. Slow on big jobs: for tests and for operators.
+    async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError>;
 
     /// Forwards changes made by other servers sharing this store to `wake` (a store that only
     /// one server uses has nothing to forward).

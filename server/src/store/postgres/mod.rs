@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tessera_api::{
     Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
-    Task, TaskCounts, TaskIdentifier, TaskQuery, Version,
+    Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -21,8 +21,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::core::Core;
 use super::driver::{
-    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, ErrorText, HeldRow,
-    Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
+    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
+    HeldRow, JobTally, Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_logs_task_time.sql"),
     include_str!("migrations/0003_lost.sql"),
     include_str!("migrations/0004_job_task_total.sql"),
+    include_str!("migrations/0005_job_tallies.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -370,8 +371,9 @@ impl Tx for PgTx {
     async fn load_job(&mut self, id: &str) -> Result<Option<Job>, StoreError> {
         let Some(row) = self
             .opt(
-                "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at \
-                 FROM jobs WHERE id = $1",
+                "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at, \
+                 tasks_queued, tasks_running, tasks_computed, tasks_failed, tasks_canceled, \
+                 task_time_ns, last_end FROM jobs WHERE id = $1",
                 &[&id],
             )
             .await?
@@ -381,16 +383,14 @@ impl Tx for PgTx {
         let (canceled, failed): (bool, bool) = (row.get(3), row.get(4));
         let started_at: Option<i64> = row.get(6);
         let completed_at: Option<i64> = row.get(7);
-        let mut counts = TaskCounts::default();
-        for r in self
-            .rows(
-                "SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state",
-                &[&id],
-            )
-            .await?
-        {
-            counts.add(state_of(r.get(0))?, u(r.get(1)));
-        }
+        let counts = TaskCounts {
+            queued: u(row.get(8)),
+            running: u(row.get(9)),
+            computed: u(row.get(10)),
+            failed: u(row.get(11)),
+            canceled: u(row.get(12)),
+        };
+        let last_end = u(row.get(14));
         let progress = self
             .rows(
                 "SELECT label, done, total FROM progress WHERE job_id = $1 ORDER BY label",
@@ -404,15 +404,6 @@ impl Tx for PgTx {
                 total: u(r.get(2)),
             })
             .collect();
-        let agg = self
-            .one(
-                r#"SELECT MAX("end"), SUM("end" - start)::BIGINT FROM spans
-                   WHERE job_id = $1 AND "end" IS NOT NULL"#,
-                &[&id],
-            )
-            .await?;
-        let last_stop: Option<i64> = agg.get(0);
-        let task_time: Option<i64> = agg.get(1);
         let state = derive_state(
             canceled,
             failed,
@@ -430,11 +421,11 @@ impl Tx for PgTx {
             submitted_at: u(row.get(5)),
             started_at: started_at.map(u),
             finished_at: if state.is_finished() {
-                last_stop.or(completed_at).map(u)
+                Some(last_end).filter(|&t| t > 0).or(completed_at.map(u))
             } else {
                 None
             },
-            task_time_ns: task_time.map(u).unwrap_or(0),
+            task_time_ns: u(row.get(13)),
         }))
     }
 
@@ -597,25 +588,77 @@ impl Tx for PgTx {
             .collect())
     }
 
-    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError> {
-        if adds.is_empty() {
+    async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError> {
+        if tallies.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = adds.iter().map(|(id, _)| id.as_str()).collect();
-        let ns: Vec<i64> = adds.iter().map(|(_, n)| i(*n)).collect();
+        let ids: Vec<&str> = tallies.iter().map(|t| t.job_id.as_str()).collect();
+        let column = |k: usize| -> Vec<i64> { tallies.iter().map(|t| t.states[k]).collect() };
+        let (q, r, c, f, x) = (column(0), column(1), column(2), column(3), column(4));
+        let totals: Vec<i64> = tallies.iter().map(JobTally::total).collect();
+        let times: Vec<i64> = tallies.iter().map(|t| i(t.task_time_ns)).collect();
+        let ends: Vec<i64> = tallies.iter().map(|t| i(t.last_end)).collect();
+        let starts: Vec<Option<i64>> = tallies.iter().map(|t| t.started_at.map(i)).collect();
         self.exec(
-            "UPDATE jobs SET task_total = jobs.task_total + d.n \
-             FROM UNNEST($1::text[], $2::bigint[]) AS d(id, n) WHERE jobs.id = d.id",
-            &[&ids, &ns],
+            "UPDATE jobs SET tasks_queued = jobs.tasks_queued + d.q, \
+             tasks_running = jobs.tasks_running + d.r, tasks_computed = jobs.tasks_computed + d.c, \
+             tasks_failed = jobs.tasks_failed + d.f, tasks_canceled = jobs.tasks_canceled + d.x, \
+             task_total = jobs.task_total + d.total, \
+             task_time_ns = LEAST(jobs.task_time_ns::NUMERIC + d.t, 9223372036854775807)::BIGINT, \
+             last_end = GREATEST(jobs.last_end, d.e), started_at = COALESCE(jobs.started_at, d.s) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
+             AS d(id, q, r, c, f, x, total, t, e, s) WHERE jobs.id = d.id",
+            &[&ids, &q, &r, &c, &f, &x, &totals, &times, &ends, &starts],
         )
         .await?;
         Ok(())
     }
 
+    async fn count_job(&mut self, id: &str) -> Result<Option<JobTally>, StoreError> {
+        if self
+            .opt("SELECT 1 FROM jobs WHERE id = $1", &[&id])
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let mut tally = JobTally {
+            job_id: id.to_string(),
+            ..JobTally::default()
+        };
+        for r in self
+            .rows(
+                "SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state",
+                &[&id],
+            )
+            .await?
+        {
+            tally.states[state_index(state_of(r.get(0))?)] = r.get(1);
+        }
+        let spans = self
+            .one(
+                r#"SELECT COALESCE(SUM("end" - start), 0)::BIGINT, COALESCE(MAX("end"), 0)
+                   FROM spans WHERE job_id = $1 AND "end" IS NOT NULL"#,
+                &[&id],
+            )
+            .await?;
+        tally.task_time_ns = u(spans.get(0));
+        tally.last_end = u(spans.get(1));
+        Ok(Some(tally))
+    }
+
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&job.id, &job.name, &job.cluster, &job.root_id, &i(job.submitted_at)],
+            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, task_total) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+            &[
+                &job.id,
+                &job.name,
+                &job.cluster,
+                &job.root_id,
+                &i(job.submitted_at),
+            ],
         )
         .await?;
         Ok(())
@@ -655,23 +698,21 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError> {
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError> {
         self.exec(
             "UPDATE tasks SET state = 'canceled', finished_at = $2 WHERE job_id = $1 AND state = 'queued'",
             &[&job, &i(now)],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
-    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
+    async fn requeue(&mut self, job: &str, from: TaskState) -> Result<u64, StoreError> {
         self.exec(
             "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, finished_at = NULL \
-             WHERE job_id = $1 AND state IN ('failed', 'canceled')",
-            &[&job],
+             WHERE job_id = $1 AND state = $2",
+            &[&job, &from.as_str()],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
@@ -862,13 +903,6 @@ impl Tx for PgTx {
             &[&ids, &jobs, &attempts, &names, &claim.runner_id, &i(claim.now)],
         )
         .await?;
-        let mut distinct = jobs.clone();
-        distinct.dedup();
-        self.exec(
-            "UPDATE jobs SET started_at = COALESCE(started_at, $2) WHERE id = ANY($1)",
-            &[&distinct, &i(claim.now)],
-        )
-        .await?;
         Ok(picked
             .iter()
             .map(|r| ClaimedRow {
@@ -938,25 +972,36 @@ impl Tx for PgTx {
         .collect()
     }
 
-    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError> {
+    async fn close_spans(
+        &mut self,
+        spans: &[CloseSpan],
+        now: u64,
+    ) -> Result<Vec<EndedSpan>, StoreError> {
         if spans.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let ids: Vec<&str> = spans.iter().map(|s| s.task_id.as_str()).collect();
         let attempts: Vec<i64> = spans.iter().map(|s| i64::from(s.attempt)).collect();
         let outcomes: Vec<&str> = spans.iter().map(|s| outcome_str(s.outcome)).collect();
         let errors: Vec<Option<&str>> = spans.iter().map(|s| s.error.as_deref()).collect();
         let names: Vec<Option<&str>> = spans.iter().map(|s| s.name.as_deref()).collect();
-        self.exec(
-            r#"UPDATE spans SET "end" = $6, outcome = d.outcome, error = d.error,
-               name = COALESCE(d.name, spans.name)
-               FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-               AS d(id, attempt, outcome, error, name)
-               WHERE spans.task_id = d.id AND spans.attempt = d.attempt AND spans."end" IS NULL"#,
-            &[&ids, &attempts, &outcomes, &errors, &names, &i(now)],
-        )
-        .await?;
-        Ok(())
+        Ok(self
+            .rows(
+                r#"UPDATE spans SET "end" = $6, outcome = d.outcome, error = d.error,
+                   name = COALESCE(d.name, spans.name)
+                   FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+                   AS d(id, attempt, outcome, error, name)
+                   WHERE spans.task_id = d.id AND spans.attempt = d.attempt AND spans."end" IS NULL
+                   RETURNING spans.job_id, spans."end" - spans.start"#,
+                &[&ids, &attempts, &outcomes, &errors, &names, &i(now)],
+            )
+            .await?
+            .iter()
+            .map(|r| EndedSpan {
+                job_id: r.get(0),
+                nanos: u(r.get(1)),
+            })
+            .collect())
     }
 
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {

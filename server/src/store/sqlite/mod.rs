@@ -15,7 +15,7 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
     Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
-    Task, TaskCounts, TaskIdentifier, TaskQuery, Version,
+    Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -23,8 +23,8 @@ use super::StoreConfig;
 use super::StoreError;
 use super::core::Core;
 use super::driver::{
-    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, ErrorText, HeldRow,
-    Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx,
+    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
+    HeldRow, JobTally, Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param};
@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_lost.sql"),
     include_str!("migrations/0003_job_task_total.sql"),
+    include_str!("migrations/0004_job_tallies.sql"),
 ];
 
 /// The SQLite job store.
@@ -252,35 +253,40 @@ const IDENTIFIER_MATCH: &str = "EXISTS (SELECT 1 FROM json_each(?) i WHERE t.nam
 fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     let Some(row) = tx
         .prepare_cached(
-            "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at \
-             FROM jobs WHERE id = ?1",
+            "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at, \
+             tasks_queued, tasks_running, tasks_computed, tasks_failed, tasks_canceled, \
+             task_time_ns, last_end FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |r| {
+            let count = |i: usize| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, bool>(4)?,
-                r.get::<_, u64>(5)?,
-                r.get::<_, Option<u64>>(6)?,
-                r.get::<_, Option<u64>>(7)?,
+                (
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ),
+                (r.get::<_, bool>(3)?, r.get::<_, bool>(4)?),
+                (
+                    r.get::<_, u64>(5)?,
+                    r.get::<_, Option<u64>>(6)?,
+                    r.get::<_, Option<u64>>(7)?,
+                ),
+                TaskCounts {
+                    queued: count(8)?,
+                    running: count(9)?,
+                    computed: count(10)?,
+                    failed: count(11)?,
+                    canceled: count(12)?,
+                },
+                (count(13)?, count(14)?),
             ))
         })
         .optional()?
     else {
         return Ok(None);
     };
-    let (id, name, cluster, canceled, failed, submitted_at, started_at, completed_at) = row;
-    let mut counts = TaskCounts::default();
-    let mut stmt =
-        tx.prepare_cached("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?;
-    let rows = stmt
-        .query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    for (state, n) in rows {
-        counts.add(state_of(&state)?, n);
-    }
+    let ((id, name, cluster), (canceled, failed), times, counts, (task_time, last_end)) = row;
+    let (submitted_at, started_at, completed_at) = times;
     let progress = tx
         .prepare_cached("SELECT label, done, total FROM progress WHERE job_id = ?1 ORDER BY label")?
         .query_map([&id], |r| {
@@ -291,11 +297,6 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let (last_stop, task_time): (Option<u64>, Option<u64>) = tx
-        .prepare_cached(
-            "SELECT MAX(end), SUM(end - start) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
-        )?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let state = derive_state(
         canceled,
         failed,
@@ -313,11 +314,11 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
         submitted_at,
         started_at,
         finished_at: if state.is_finished() {
-            last_stop.or(completed_at)
+            Some(last_end).filter(|&t| t > 0).or(completed_at)
         } else {
             None
         },
-        task_time_ns: task_time.unwrap_or(0),
+        task_time_ns: task_time,
     }))
 }
 
@@ -519,21 +520,70 @@ impl Tx for SqliteTx {
         Ok(totals)
     }
 
-    async fn add_job_tasks(&mut self, adds: &[(String, u64)]) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE jobs SET task_total = task_total + ?2 WHERE id = ?1")?;
-        for (id, n) in adds {
-            stmt.execute(params![id, i(*n)])?;
+    async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError> {
+        // Saturating: a sum past i64::MAX would turn the column into REAL.
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE jobs SET tasks_queued = tasks_queued + ?2, tasks_running = tasks_running + ?3, \
+             tasks_computed = tasks_computed + ?4, tasks_failed = tasks_failed + ?5, \
+             tasks_canceled = tasks_canceled + ?6, task_total = task_total + ?7, \
+             task_time_ns = CASE WHEN task_time_ns > 9223372036854775807 - ?8 \
+                            THEN 9223372036854775807 ELSE task_time_ns + ?8 END, \
+             last_end = MAX(last_end, ?9), started_at = COALESCE(started_at, ?10) WHERE id = ?1",
+        )?;
+        for t in tallies {
+            let [q, r, c, f, x] = t.states;
+            stmt.execute(params![
+                t.job_id,
+                q,
+                r,
+                c,
+                f,
+                x,
+                t.total(),
+                i(t.task_time_ns),
+                i(t.last_end),
+                t.started_at.map(i),
+            ])?;
         }
         Ok(())
+    }
+
+    async fn count_job(&mut self, id: &str) -> Result<Option<JobTally>, StoreError> {
+        if !self
+            .conn
+            .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+            .exists([id])?
+        {
+            return Ok(None);
+        }
+        let mut tally = JobTally {
+            job_id: id.to_string(),
+            ..JobTally::default()
+        };
+        let rows = self
+            .conn
+            .prepare_cached("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?
+            .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (state, n) in rows {
+            tally.states[state_index(state_of(&state)?)] = n;
+        }
+        let (time, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT SUM(end - start), MAX(end) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        tally.task_time_ns = time.unwrap_or(0).max(0) as u64;
+        tally.last_end = last.unwrap_or(0).max(0) as u64;
+        Ok(Some(tally))
     }
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, task_total) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
             )?
             .execute(params![
                 job.id,
@@ -580,24 +630,26 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<(), StoreError> {
-        self.conn
+    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError> {
+        let n = self
+            .conn
             .prepare_cached(
                 "UPDATE tasks SET state = 'canceled', finished_at = ?2 \
                  WHERE job_id = ?1 AND state = 'queued'",
             )?
             .execute(params![job, now])?;
-        Ok(())
+        Ok(n as u64)
     }
 
-    async fn requeue_failed(&mut self, job: &str) -> Result<(), StoreError> {
-        self.conn
+    async fn requeue(&mut self, job: &str, from: TaskState) -> Result<u64, StoreError> {
+        let n = self
+            .conn
             .prepare_cached(
                 "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, \
-                 finished_at = NULL WHERE job_id = ?1 AND state IN ('failed', 'canceled')",
+                 finished_at = NULL WHERE job_id = ?1 AND state = ?2",
             )?
-            .execute([job])?;
-        Ok(())
+            .execute([job, from.as_str()])?;
+        Ok(n as u64)
     }
 
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
@@ -738,16 +790,6 @@ impl Tx for SqliteTx {
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut start = self.conn.prepare_cached(
-            "UPDATE jobs SET started_at = COALESCE(started_at, ?2) WHERE id = ?1",
-        )?;
-        let mut last_job = None;
-        for r in &rows {
-            if last_job != Some(&r.job_id) {
-                start.execute(params![r.job_id, i(claim.now)])?;
-                last_job = Some(&r.job_id);
-            }
-        }
         let mut lease = self.conn.prepare_cached(
             "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner = ?4, \
              lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
@@ -825,22 +867,38 @@ impl Tx for SqliteTx {
         Ok(rows)
     }
 
-    async fn close_spans(&mut self, spans: &[CloseSpan], now: u64) -> Result<(), StoreError> {
+    async fn close_spans(
+        &mut self,
+        spans: &[CloseSpan],
+        now: u64,
+    ) -> Result<Vec<EndedSpan>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE spans SET end = ?3, outcome = ?4, error = ?5, name = COALESCE(?6, name) \
-             WHERE task_id = ?1 AND attempt = ?2 AND end IS NULL",
+             WHERE task_id = ?1 AND attempt = ?2 AND end IS NULL RETURNING job_id, end - start",
         )?;
+        let mut ended = Vec::with_capacity(spans.len());
         for s in spans {
-            stmt.execute(params![
-                s.task_id,
-                s.attempt,
-                i(now),
-                outcome_str(s.outcome),
-                s.error,
-                s.name
-            ])?;
+            let row = stmt
+                .query_row(
+                    params![
+                        s.task_id,
+                        s.attempt,
+                        i(now),
+                        outcome_str(s.outcome),
+                        s.error,
+                        s.name
+                    ],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            if let Some((job_id, nanos)) = row {
+                ended.push(EndedSpan {
+                    job_id,
+                    nanos: nanos.max(0) as u64,
+                });
+            }
         }
-        Ok(())
+        Ok(ended)
     }
 
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {

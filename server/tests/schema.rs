@@ -126,3 +126,129 @@ async fn sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() 
         "the schemas drifted apart:\n  only in SQLite: {only_sqlite:#?}\n  only in PostgreSQL: {only_postgres:#?}"
     );
 }
+
+/// A job with tasks in several states: a computed root, a computed leaf, a failed leaf and a
+/// queued one, with three ended attempts. Returns the job's id.
+async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
+    use tessera_api::{
+        ClaimRequest, Report, RootTask, SubmitJob, SubtaskSpec, TaskIdentifier, TaskReport,
+    };
+    let leaf = TaskIdentifier::parse("Leaf", "v0.0").unwrap();
+    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
+    let t0 = 1_800_000_000_000_000_000u64;
+    let job = store
+        .submit(
+            &SubmitJob {
+                name: "old".into(),
+                root: RootTask {
+                    identifier: root.clone(),
+                    input: serde_json::json!({}),
+                    max_retries: 0,
+                    display: None,
+                },
+                cluster: None,
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+    let claim = |max| ClaimRequest {
+        runner_id: "r".into(),
+        cluster: "default".into(),
+        identifiers: vec![root.clone(), leaf.clone()],
+        max,
+        wait_ms: 0,
+        return_when_idle: false,
+    };
+    let report = |task: &tessera_api::ClaimedTask, report| TaskReport {
+        task_id: task.task_id.clone(),
+        lease: task.lease,
+        report,
+    };
+    let got = store.claim(&claim(1), t0 + 1).await.unwrap();
+    let leaves = (0..3)
+        .map(|_| SubtaskSpec {
+            identifier: leaf.clone(),
+            input: serde_json::json!({}),
+            display: None,
+            depends_on: vec![],
+            max_retries: 0,
+            cluster: None,
+        })
+        .collect();
+    let computed = |subtasks| Report::Computed {
+        subtasks,
+        display: None,
+        progress: vec![],
+    };
+    store
+        .report("r", &[report(&got[0], computed(leaves))], t0 + 10)
+        .await
+        .unwrap();
+    let got = store.claim(&claim(2), t0 + 11).await.unwrap();
+    let failed = Report::Failed {
+        reason: "boom".into(),
+        display: None,
+    };
+    let batch = [report(&got[0], computed(vec![])), report(&got[1], failed)];
+    store.report("r", &batch, t0 + 20).await.unwrap();
+    job.id
+}
+
+/// A database from before the kept job counts (schema version 3 on SQLite, 4 on PostgreSQL)
+/// gets them from its rows when it is opened by this version.
+#[tokio::test]
+async fn upgrading_fills_in_the_kept_job_counts() {
+    const TALLY_COLUMNS: &str = "tasks_queued, tasks_running, tasks_computed, tasks_failed, \
+        tasks_canceled, task_time_ns, last_end";
+    let check = |job: tessera_api::Job| {
+        let c = &job.task_counts;
+        assert_eq!((c.queued, c.computed, c.failed), (1, 2, 1), "{job:?}");
+        assert_eq!(job.task_time_ns, 9 + 9 + 9, "three attempts of 9 ns each");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let id = job_in_several_states(&store).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for column in TALLY_COLUMNS.split(", ") {
+        conn.execute_batch(&format!("ALTER TABLE jobs DROP COLUMN {column}"))
+            .unwrap();
+    }
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    use tessera_server::Store;
+    assert_eq!(store.audit(&id).await.unwrap(), Vec::<String>::new());
+    check(store.job(&id).await.unwrap());
+
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    let id = job_in_several_states(&store).await;
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let drops: Vec<String> = TALLY_COLUMNS
+        .split(", ")
+        .map(|c| format!("DROP COLUMN {c}"))
+        .collect();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE jobs {}; UPDATE tessera_schema SET version = 4",
+            drops.join(", ")
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(store.audit(&id).await.unwrap(), Vec::<String>::new());
+    check(store.job(&id).await.unwrap());
+}

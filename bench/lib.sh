@@ -15,7 +15,8 @@ bench_setup() {
 # Starts a server on database $1, its output in $dir/$2.out and .err; sets $url and
 # $server_pid.
 start_server() {
-    "$bin" server --listen 127.0.0.1:0 --db "$1" >"$dir/$2.out" 2>"$dir/$2.err" &
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list of flags
+    "$bin" server --listen 127.0.0.1:0 --db "$1" ${SERVER_ARGS:-} >"$dir/$2.out" 2>"$dir/$2.err" &
     server_pid=$!
     pids+=("$server_pid")
     url=$(scripts/server-url.sh "$dir/$2.out" "$dir/$2.err")

@@ -7,6 +7,7 @@
 #   bench/million.sh                                    # SQLite
 #   NGROUPS=10 bench/million.sh                         # 100,011 tasks
 #   RUNNER_ARGS="--prefetch 256" bench/million.sh
+#   SERVER_ARGS="--max-inflight-mib 4" bench/million.sh   # extra server flags (any bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NGROUPS=${NGROUPS:-100}

@@ -606,3 +606,54 @@ async fn a_waiting_claim_wakes_when_work_is_submitted() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+/// The body budget: while one request holds all of `--max-inflight-mib` (its body still
+/// arriving), a second body-carrying request waits before its body is read; reads do not wait,
+/// and the second request goes through once the first is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_wait_for_the_inflight_budget() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--max-inflight-mib", "1"]);
+    let addr = server.url.strip_prefix("http://").unwrap().to_string();
+    // A submit declaring a 2 MiB body (more than the whole budget) that sends only its start.
+    let mut hog = std::net::TcpStream::connect(&addr).unwrap();
+    hog.write_all(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 2097152\r\n\r\n{\"name\": \"hog\", ",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = server.client();
+    let waiting = tokio::spawn(async move { c.submit(&submit_body("second")).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a submit went past a full body budget"
+    );
+    // Reads take nothing from the budget.
+    let page = reqwest::Client::new()
+        .get(format!("{}/v1/jobs", server.url))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    // The hog finishes its (malformed) body: it is refused, and the budget frees up.
+    let rest = vec![b' '; 2 * 1024 * 1024 - 16];
+    hog.write_all(&rest).unwrap();
+    let mut answer = [0u8; 12];
+    hog.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 400",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let job = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting submit went through once the budget was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.name, "second");
+}

@@ -87,6 +87,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Largest root task input, in bytes (runners refuse larger inputs by default too).
     pub max_input: usize,
+    /// Request-body bytes held at once; requests past it wait (see `http::budget`).
+    pub max_inflight_body: usize,
     /// Connection limit and timeouts.
     pub connections: http::serve::Limits,
 }
@@ -100,6 +102,7 @@ impl Default for ServerConfig {
             token: None,
             max_body: 32 << 20,
             max_input: 1 << 20,
+            max_inflight_body: 16 << 20,
             connections: http::serve::Limits::default(),
         }
     }
@@ -191,6 +194,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         token: config.token.as_deref().map(Arc::from),
         max_body: config.max_body,
         max_input: config.max_input,
+        body_budget: http::budget::BodyBudget::new(config.max_inflight_body),
     };
     let app = http::router(state);
     let serve = tokio::spawn(http::serve::serve(

@@ -26,6 +26,10 @@ pub struct Args {
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 32)]
     max_body_mib: usize,
+    /// Request bodies held at once, in MiB: requests past it wait their turn before their
+    /// bodies are read (a parsed body takes several times its size in memory).
+    #[arg(long, default_value_t = 16)]
+    max_inflight_mib: usize,
     /// Largest root task input, in KiB (runners' --max-input-kib defaults to the same).
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
@@ -72,6 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         token: args.token.filter(|t| !t.is_empty()),
         max_body: args.max_body_mib.clamp(1, 4096) << 20,
         max_input: args.max_input_kib.clamp(1, 4 << 20) << 10,
+        max_inflight_body: args.max_inflight_mib.clamp(1, 4096) << 20,
         connections: tessera_server::ConnectionLimits {
             max_connections: args
                 .max_connections

@@ -1,5 +1,6 @@
 //! The HTTP/JSON API under `/v1`, its OpenAPI description and the token check.
 
+pub mod budget;
 pub mod error;
 mod jobs;
 mod runner;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub max_body: usize,
     /// The largest root task input accepted, in bytes.
     pub max_input: usize,
+    /// Request-body bytes held at once.
+    pub body_budget: budget::BodyBudget,
 }
 
 #[derive(OpenApi)]
@@ -321,6 +324,8 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             std::time::Duration::from_secs(60),
         ))
+        // Inside the token check: a request without the token waits for nothing.
+        .layer(middleware::from_fn_with_state(state.clone(), budget::hold))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     crate::console::router()
         .merge(public)

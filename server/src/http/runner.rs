@@ -118,18 +118,30 @@ pub async fn claim(
     responses((status = 200, body = ReportResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
+    budget: Option<axum::Extension<super::budget::BodyPermit>>,
     ApiJson(request): ApiJson<ReportRequest>,
 ) -> Result<Json<ReportResponse>, ApiError> {
     check_runner(&request.runner_id)?;
     if let Some(c) = &request.claim {
         check_claim(c)?;
     }
+    let ReportRequest {
+        runner_id,
+        reports,
+        claim,
+    } = request;
     let (results, scope) = state
         .store
-        .report_waking(&request.runner_id, &request.reports, now_unix_nano())
+        .report_waking(&runner_id, &reports, now_unix_nano())
         .await?;
+    // The reports are recorded: free their memory and their share of the body budget before
+    // the claim riding on them waits for work.
+    drop(reports);
+    if let Some(axum::Extension(permit)) = budget {
+        permit.release();
+    }
     state.wake.notify_scope(&scope);
-    if !results.is_empty() && results.iter().all(|r| !r.accepted) && request.claim.is_none() {
+    if !results.is_empty() && results.iter().all(|r| !r.accepted) && claim.is_none() {
         let why = results[0].error.clone().unwrap_or_default();
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
@@ -138,7 +150,7 @@ pub async fn report(
         ));
     }
     // The reports are committed: whatever happens to the claim, the answer says so.
-    let tasks = match &request.claim {
+    let tasks = match &claim {
         Some(c) => match claim_waiting(&state, c).await {
             Ok(tasks) => tasks,
             Err(e) => {

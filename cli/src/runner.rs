@@ -50,10 +50,11 @@ pub struct Args {
     /// Largest task input, in KiB.
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
-    /// Tasks to claim ahead of free slots while every claim comes back full (at most 1,000).
-    /// Speeds up many short tasks (W2 at concurrency 1: 1,500 → 8,000 tasks/s with 16);
-    /// with few or long tasks, a task claimed ahead waits here while another runner idles.
-    #[arg(long, default_value_t = 0)]
+    /// Most tasks to claim ahead of free slots while every claim comes back full (at most
+    /// 1,000; 0 turns it off). Only as many as the slots finish within 20 ms at the attempts'
+    /// average length are held, so short tasks skip a round trip each and long tasks are
+    /// never claimed ahead of another runner that could start them.
+    #[arg(long, default_value_t = tessera_runner::DEFAULT_PREFETCH)]
     prefetch: usize,
     /// Print nothing per attempt.
     #[arg(long, short)]

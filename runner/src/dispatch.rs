@@ -4,7 +4,7 @@
 //! I/O, so each decision is unit-tested without a network. [`crate::run`] performs the actions
 //! and feeds their results back.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tessera_api::limits::MAX_CLAIM;
@@ -17,6 +17,15 @@ use crate::outbox::{Batch, Notice, Outbox};
 
 /// Claims that fail in a row before a run-all runner gives up (a `--forever` runner never does).
 const MAX_CLAIM_FAILURES: u32 = 40;
+
+/// How long a task claimed ahead may expect to wait for a slot. Claiming ahead saves a round
+/// trip per task, which matters only when tasks take about as long as a round trip; a task
+/// held here for longer than this is a task another runner could have started.
+pub const AHEAD_WAIT: Duration = Duration::from_millis(20);
+
+/// Attempts that must end before any task is claimed ahead: one quick root task says little
+/// about the tasks it fans out.
+const AHEAD_AFTER: u32 = 4;
 
 /// What happened.
 #[derive(Debug)]
@@ -103,7 +112,9 @@ pub struct Settings {
     pub max_body: usize,
     /// Most tasks claimed ahead of free slots while the queue is deep (every claim filled):
     /// they wait here, leases held, and start as slots free, so that a slot does not wait a
-    /// round trip for its next task. 0 claims only for free slots.
+    /// round trip for its next task. Fewer while attempts are long: only as many as the slots
+    /// finish within [`AHEAD_WAIT`] on average, none before a few attempts have ended. 0
+    /// claims only for free slots.
     pub prefetch: usize,
 }
 
@@ -115,6 +126,12 @@ pub struct Dispatcher {
     queue: VecDeque<ClaimedTask>,
     /// Whether the last claim answer filled all it asked for: the queue is deep.
     deep: bool,
+    /// When each running attempt started.
+    started: HashMap<String, Instant>,
+    /// How long attempts take, a moving average in seconds (none ended yet: `None`).
+    mean_secs: Option<f64>,
+    /// Attempts that ended (counted up to [`AHEAD_AFTER`]).
+    ended: u32,
     /// How many tasks the claim in flight asked for, and the claim riding on the report in
     /// flight.
     asked_claim: u32,
@@ -137,6 +154,9 @@ impl Dispatcher {
             running: 0,
             queue: VecDeque::new(),
             deep: false,
+            started: HashMap::new(),
+            mean_secs: None,
+            ended: 0,
             asked_claim: 0,
             asked_ride: 0,
             claiming: false,
@@ -160,10 +180,27 @@ impl Dispatcher {
             && self.reporting.is_none()
     }
 
-    /// How many tasks to ask for: free slots, plus the prefetch while the queue is deep.
+    /// How many tasks to ask for: free slots, plus some ahead while the queue is deep.
     fn free(&self) -> usize {
-        let room = self.settings.concurrency + if self.deep { self.settings.prefetch } else { 0 };
+        let room = self.settings.concurrency + if self.deep { self.ahead() } else { 0 };
         room.saturating_sub(self.running + self.queue.len())
+    }
+
+    /// How many tasks to hold ahead: what the slots finish within [`AHEAD_WAIT`] at the
+    /// attempts' average length, at most the prefetch setting.
+    fn ahead(&self) -> usize {
+        let Some(mean) = self.mean_secs.filter(|_| self.ended >= AHEAD_AFTER) else {
+            return 0;
+        };
+        let finish = self.settings.concurrency as f64 * AHEAD_WAIT.as_secs_f64() / mean.max(1e-6);
+        (finish.floor() as usize).min(self.settings.prefetch)
+    }
+
+    /// Starts `task` now.
+    fn start(&mut self, task: ClaimedTask, now: Instant, act: &mut Vec<Action>) {
+        self.running += 1;
+        self.started.insert(task.task_id.clone(), now);
+        act.push(Action::Start(task));
     }
 
     fn claim_for(&self, free: usize, wait_ms: u64) -> ClaimRequest {
@@ -184,6 +221,14 @@ impl Dispatcher {
         match input {
             Input::Finished { task_id, report } => {
                 self.running = self.running.saturating_sub(1);
+                if let Some(start) = self.started.remove(&task_id) {
+                    let took = now.saturating_duration_since(start).as_secs_f64();
+                    self.ended = (self.ended + 1).min(AHEAD_AFTER);
+                    self.mean_secs = Some(match self.mean_secs {
+                        None => took,
+                        Some(mean) => mean + (took - mean) / 5.0,
+                    });
+                }
                 match report {
                     Some(report) => act.extend(self.outbox.push(report).map(Action::Notice)),
                     None => act.push(Action::Release(task_id)),
@@ -191,8 +236,7 @@ impl Dispatcher {
                 if !self.stopping
                     && let Some(next) = self.queue.pop_front()
                 {
-                    self.running += 1;
-                    act.push(Action::Start(next));
+                    self.start(next, now, &mut act);
                 }
             }
             Input::Claimed(answer) => {
@@ -202,7 +246,7 @@ impl Dispatcher {
                         self.failures = 0;
                         let got = c.tasks.len();
                         self.deep = got > 0 && got >= self.asked_claim as usize;
-                        self.take(c.tasks, &mut act);
+                        self.take(c.tasks, now, &mut act);
                         if got == 0 && self.idle() && !self.settings.forever && !self.stopping {
                             self.asking_outlook = true;
                             act.push(Action::CheckOutlook);
@@ -231,7 +275,7 @@ impl Dispatcher {
                     if self.asked_ride > 0 {
                         self.deep = r.tasks.len() >= self.asked_ride as usize;
                     }
-                    self.take(r.tasks, &mut act);
+                    self.take(r.tasks, now, &mut act);
                 }
             }
             Input::Outlook(answer) => {
@@ -274,7 +318,7 @@ impl Dispatcher {
 
     /// Starts claimed tasks while slots are free and queues the rest (their leases held);
     /// while stopping gives them straight back.
-    fn take(&mut self, tasks: Vec<ClaimedTask>, act: &mut Vec<Action>) {
+    fn take(&mut self, tasks: Vec<ClaimedTask>, now: Instant, act: &mut Vec<Action>) {
         for task in tasks {
             if self.stopping {
                 act.push(Action::Hold {
@@ -283,8 +327,7 @@ impl Dispatcher {
                 });
                 act.extend(self.give_back(task));
             } else if self.running < self.settings.concurrency {
-                self.running += 1;
-                act.push(Action::Start(task));
+                self.start(task, now, act);
             } else {
                 act.push(Action::Hold {
                     task_id: task.task_id.clone(),
@@ -508,14 +551,23 @@ mod tests {
         assert_eq!(d.running(), 2);
     }
 
+    fn finished(id: &str) -> Input {
+        Input::Finished {
+            task_id: id.into(),
+            report: Some(computed(id)),
+        }
+    }
+
     #[test]
-    fn a_deep_queue_is_claimed_ahead_and_a_shallow_one_is_not() {
+    fn a_deep_queue_of_short_tasks_is_claimed_ahead_and_a_shallow_one_is_not() {
         let now = Instant::now();
+        let ms = |n| now + Duration::from_millis(n);
         let mut d = Dispatcher::new(Settings {
             prefetch: 4,
             ..settings(1, true)
         });
-        // The first claim asks for the free slot only, and gets it: the queue is deep.
+        // The first claim asks for the free slot only, and gets it: the queue is deep. Nothing
+        // is claimed ahead before an attempt has ended (how long they take is unknown).
         assert_eq!(claims(&d.step(Input::Tick, now)), vec![(1, 20_000)]);
         let a = d.step(
             Input::Claimed(Ok(ClaimResponse {
@@ -527,44 +579,88 @@ mod tests {
             a.iter()
                 .any(|x| matches!(x, Action::Start(t) if t.task_id == "a"))
         );
-        // Now it asks for four ahead; they wait, leases held.
-        assert_eq!(claims(&a), vec![(4, 20_000)]);
-        let ahead: Vec<ClaimedTask> = ["b", "c", "d", "e"].iter().map(|id| task(id)).collect();
-        let a = d.step(Input::Claimed(Ok(ClaimResponse { tasks: ahead })), now);
-        assert_eq!(
-            a.iter()
-                .filter(|x| matches!(x, Action::Hold { .. }))
-                .count(),
-            4
-        );
-        assert!(!a.iter().any(|x| matches!(x, Action::Start(_))));
-        // A slot frees: the next one starts at once, with no round trip.
-        let a = d.step(finished_a(), now);
+        assert!(claims(&a).is_empty());
+        // a took 1 ms: 20 could finish within AHEAD_WAIT, so the prefetch (4) is the bound
+        // once enough attempts have ended (say three did before a). The report carries a claim
+        // for the free slot and four ahead.
+        d.ended = AHEAD_AFTER - 1;
+        let a = d.step(finished_a(), ms(1));
+        let ride = reports(&a)[0].claim.as_ref().map(|c| c.max);
+        assert_eq!(ride, Some(5));
+        let got: Vec<ClaimedTask> = ["b", "c", "d", "e", "f"]
+            .iter()
+            .map(|id| task(id))
+            .collect();
+        let a = d.step(accepted(&["a"], got), ms(2));
         assert!(
             a.iter()
                 .any(|x| matches!(x, Action::Start(t) if t.task_id == "b"))
+        );
+        let held = a.iter().filter(|x| matches!(x, Action::Hold { .. }));
+        assert_eq!(held.count(), 4, "four wait, leases held");
+        // A slot frees: the next one starts at once, with no round trip.
+        let a = d.step(finished("b"), ms(3));
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Start(t) if t.task_id == "c"))
         );
         // The report carries a claim for the one place free ahead; an answer short of it
         // means the queue is shallow: from then on, only free slots are asked for.
         let ride = reports(&a)[0].claim.as_ref().map(|c| c.max);
         assert_eq!(ride, Some(1));
-        let a = d.step(accepted(&["a"], vec![]), now);
+        let a = d.step(accepted(&["b"], vec![]), ms(3));
         assert!(
             claims(&a).is_empty(),
             "no free slot, and no prefetch while shallow"
         );
         // Stopping gives the tasks claimed ahead back.
-        let a = d.step(Input::Stop, now);
+        let a = d.step(Input::Stop, ms(4));
         let back = reports(&a);
         assert_eq!(back.len(), 1);
         let ids: Vec<&str> = back[0].reports.iter().map(|r| r.task_id.as_str()).collect();
-        assert_eq!(ids, ["c", "d", "e"]);
+        assert_eq!(ids, ["d", "e", "f"]);
         assert!(
             back[0]
                 .reports
                 .iter()
                 .all(|r| r.report == Report::Abandoned)
         );
+    }
+
+    #[test]
+    fn long_attempts_are_not_claimed_ahead() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(Settings {
+            prefetch: 16,
+            ..settings(1, true)
+        });
+        // The claim for the one slot came back full: the queue is deep.
+        claim_a(&mut d, now);
+        // a took 100 ms: one slot finishes 0.2 tasks within AHEAD_WAIT, so none are held
+        // ahead however deep the queue; the report asks for the free slot only.
+        let a = d.step(finished_a(), now + Duration::from_millis(100));
+        let ride = reports(&a)[0].claim.as_ref().map(|c| c.max);
+        assert_eq!(ride, Some(1));
+        // One quick attempt alone (a root that fanned out) claims nothing ahead.
+        let mut d = Dispatcher::new(Settings {
+            prefetch: 16,
+            ..settings(1, true)
+        });
+        claim_a(&mut d, now);
+        let a = d.step(finished_a(), now + Duration::from_millis(1));
+        assert_eq!(reports(&a)[0].claim.as_ref().map(|c| c.max), Some(1));
+        // Attempts of 5 ms on two slots: 8 fit within AHEAD_WAIT, once the average has moved
+        // there (a moving average: a few attempts).
+        let mut d = Dispatcher::new(Settings {
+            prefetch: 16,
+            ..settings(2, true)
+        });
+        d.mean_secs = Some(0.005);
+        d.ended = AHEAD_AFTER;
+        d.deep = true;
+        assert_eq!(d.ahead(), 8);
+        d.mean_secs = Some(0.0);
+        assert_eq!(d.ahead(), 16, "never more than the prefetch");
     }
 
     #[test]

@@ -53,11 +53,15 @@ pub struct Config {
     pub limits: Limits,
     /// How long to wait for the server at start.
     pub patience: Duration,
-    /// Tasks claimed ahead of free slots while the queue is deep (0: none). Off by default:
-    /// a runner learns the queue is deep only from its own claims, so with few tasks it could
-    /// hold some that another, idle runner would start at once.
+    /// Most tasks claimed ahead of free slots while the queue is deep (0: none; default
+    /// [`DEFAULT_PREFETCH`]). Only as many as the slots finish within
+    /// [`dispatch::AHEAD_WAIT`] at the attempts' average length are held, so long attempts
+    /// are never claimed ahead of a runner that could start them.
     pub prefetch: usize,
 }
+
+/// The default most tasks a runner claims ahead of its free slots.
+pub const DEFAULT_PREFETCH: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -70,7 +74,7 @@ impl Default for Config {
             runner_id: None,
             limits: Limits::default(),
             patience: Duration::from_secs(30),
-            prefetch: 0,
+            prefetch: DEFAULT_PREFETCH,
         }
     }
 }

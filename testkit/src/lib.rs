@@ -1,6 +1,7 @@
 //! Test support shared by the crates' tests and benchmarks: builds guest components from
-//! source with cargo, once per process.
+//! source with cargo, once per process; plants store rows in any state (`factory`).
 
+pub mod factory;
 pub mod postgres;
 pub mod protocol;
 

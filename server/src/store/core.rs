@@ -500,6 +500,45 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
+    #[cfg(feature = "testing")]
+    async fn plant(&self, job: &super::plant::PlantedJob) -> Result<(), StoreError> {
+        let job = job.clone();
+        let root = job
+            .tasks
+            .first()
+            .map(|t| t.id.clone())
+            .ok_or_else(|| StoreError::Invalid("a planted job needs its root task".into()))?;
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                tx.insert_job(&NewJob {
+                    id: job.id.clone(),
+                    name: job.name.clone(),
+                    cluster: job.cluster.clone(),
+                    root_id: root.clone(),
+                    submitted_at: job.submitted_at,
+                })
+                .await?;
+                tx.set_job_flags(&job.id, Some(job.canceled), Some(job.failed))
+                    .await?;
+                if let Some(at) = job.completed_at {
+                    tx.complete_jobs(std::slice::from_ref(&job.id), at).await?;
+                }
+                tx.plant_tasks(&job.tasks).await?;
+                let mut tallies = Tallies::default();
+                for t in &job.tasks {
+                    tallies.add(&job.id, t.state, 1);
+                    if let Some(at) = t.started_at {
+                        tallies.started(&job.id, at);
+                    }
+                }
+                tx.add_job_tallies(&tallies.rows()).await?;
+                tx.notify().await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError> {
         let job = job.to_string();
         self.run(move |me| async move {

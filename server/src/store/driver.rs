@@ -146,6 +146,9 @@ pub trait Tx: Send + Sized {
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
     /// Inserts log lines (their `job_id` filled in).
     async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError>;
+    /// Inserts tasks with every column as given, and open spans for the running ones.
+    #[cfg(feature = "testing")]
+    async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError>;
     /// Tells other servers that work may have become claimable (on commit).
     async fn notify(&mut self) -> Result<(), StoreError>;
 }

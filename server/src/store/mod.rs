@@ -6,6 +6,8 @@ mod core;
 mod decide;
 mod driver;
 mod encode;
+#[cfg(feature = "testing")]
+pub mod plant;
 mod postgres;
 mod query;
 mod sqlite;
@@ -170,6 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// Compares a job's kept counts with a count of its task and span rows; returns what
     /// differs, nothing when they agree. Slow on big jobs: for tests and for operators.
     async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError>;
+    /// Puts a job and its tasks in the store as they are given (for tests).
+    #[cfg(feature = "testing")]
+    async fn plant(&self, job: &plant::PlantedJob) -> Result<(), StoreError>;
 
     /// Forwards changes made by other servers sharing this store to `wake` (a store that only
     /// one server uses has nothing to forward).

@@ -1051,6 +1051,74 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    #[cfg(feature = "testing")]
+    async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError> {
+        let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
+        for t in tasks {
+            let ints: Vec<i64> = vec![
+                i64::from(t.depth),
+                i64::from(t.identifier.version.major),
+                i64::from(t.identifier.version.minor),
+                i64::from(t.pending_deps),
+                i(t.children),
+                i(t.open_children),
+                i64::from(t.retries_used),
+                i64::from(t.max_retries),
+                i64::from(t.attempt),
+                i(t.lease),
+                i(t.not_before),
+                i(t.created_at),
+                i64::from(t.lost),
+            ];
+            self.exec(
+                "INSERT INTO tasks (id, job_id, parent_id, path, name, input, display, cluster, \
+                 state, depends_on, completed, lease_runner, lease_expires_at, error, started_at, \
+                 finished_at, depth, major, minor, pending_deps, children, open_children, \
+                 retries_used, max_retries, attempt, lease, not_before, created_at, lost) \
+                 SELECT $1, j.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[11], n[12], n[13] \
+                 FROM jobs j, (SELECT $16::bigint[] AS n) AS ints WHERE j.root_id = $17",
+                &[
+                    &t.id,
+                    &t.parent_id,
+                    &t.path,
+                    &t.identifier.name,
+                    &t.input.to_string(),
+                    &t.display,
+                    &t.cluster,
+                    &t.state.as_str(),
+                    &serde_json::to_string(&t.depends_on).expect("strings serialize"),
+                    &t.completed,
+                    &t.runner,
+                    &t.lease_expires_at.map(i),
+                    &t.error,
+                    &t.started_at.map(i),
+                    &t.finished_at.map(i),
+                    &ints,
+                    &root,
+                ],
+            )
+            .await?;
+            for d in &t.depends_on {
+                self.exec(
+                    "INSERT INTO task_deps (depends_on, task_id) VALUES ($1, $2)",
+                    &[d, &t.id],
+                )
+                .await?;
+            }
+            if t.state == TaskState::Running {
+                self.exec(
+                    "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
+                     SELECT job_id, id, attempt, lease_runner, COALESCE(display, name), started_at, \
+                     'running' FROM tasks WHERE id = $1",
+                    &[&t.id],
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn notify(&mut self) -> Result<(), StoreError> {
         self.exec("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
         Ok(())

@@ -937,6 +937,68 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    #[cfg(feature = "testing")]
+    async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError> {
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, \
+             display, cluster, state, depends_on, pending_deps, children, open_children, \
+             completed, retries_used, max_retries, attempt, lease, lease_runner, \
+             lease_expires_at, not_before, error, created_at, started_at, finished_at, lost) \
+             SELECT ?1, root.job_id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+             ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28 \
+             FROM (SELECT id AS job_id FROM jobs WHERE root_id = ?29) AS root",
+        )?;
+        let mut dep = self
+            .conn
+            .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
+        let mut span = self.conn.prepare_cached(
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
+             SELECT job_id, id, attempt, lease_runner, COALESCE(display, name), started_at, \
+             'running' FROM tasks WHERE id = ?1",
+        )?;
+        let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
+        for t in tasks {
+            insert.execute(params![
+                t.id,
+                t.parent_id,
+                t.depth,
+                t.path,
+                t.identifier.name,
+                t.identifier.version.major,
+                t.identifier.version.minor,
+                t.input.to_string(),
+                t.display,
+                t.cluster,
+                t.state.as_str(),
+                serde_json::to_string(&t.depends_on).expect("strings serialize"),
+                t.pending_deps,
+                i(t.children),
+                i(t.open_children),
+                t.completed,
+                t.retries_used,
+                t.max_retries,
+                t.attempt,
+                i(t.lease),
+                t.runner,
+                t.lease_expires_at.map(i),
+                i(t.not_before),
+                t.error,
+                i(t.created_at),
+                t.started_at.map(i),
+                t.finished_at.map(i),
+                t.lost,
+                root,
+            ])?;
+            for d in &t.depends_on {
+                dep.execute(params![d, t.id])?;
+            }
+            if t.state == TaskState::Running {
+                span.execute([&t.id])?;
+            }
+        }
+        Ok(())
+    }
+
     async fn notify(&mut self) -> Result<(), StoreError> {
         // One server per SQLite file: its own wake-ups are all there is.
         Ok(())

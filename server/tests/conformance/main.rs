@@ -1,0 +1,316 @@
+//! The store conformance suite: every store implementation must pass every test here, one
+//! module per entity (jobs, claims, reports, leases, logs, spans).
+//!
+//! Each test takes a fresh store and drives it with explicit times, so lease expiry and retry
+//! backoff are tested without sleeping. `stores!` instantiates the suite per implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tessera_api::{
+    ClaimRequest, ClaimedTask, JobFilter, JobState, LeaseRef, Level, LogLine, LogQuery,
+    OutlookRequest, ProgressUpdate, Report, RootTask, SpanOutcome, SpanQuery, SubmitJob,
+    SubtaskSpec, TaskIdentifier, TaskQuery, TaskReport, TaskState,
+};
+use tessera_server::{PostgresStore, SqliteStore, Store, StoreConfig};
+
+mod claims;
+mod jobs;
+mod leases;
+mod logs;
+mod reports;
+mod spans;
+
+const T0: u64 = 1_800_000_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        lease: Duration::from_secs(10),
+        retry_base: Duration::from_secs(2),
+        retry_max: Duration::from_secs(60),
+        max_lost: 3,
+        max_job_tasks: 1_000,
+    }
+}
+
+fn id(name: &str, version: &str) -> TaskIdentifier {
+    TaskIdentifier::parse(name, version).unwrap()
+}
+
+fn job(name: &str, root: &str, max_retries: u32) -> SubmitJob {
+    SubmitJob {
+        name: name.into(),
+        root: RootTask {
+            identifier: id(root, "v0.0"),
+            input: json!({"n": 1}),
+            max_retries,
+            display: None,
+        },
+        cluster: None,
+    }
+}
+
+fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
+    ClaimRequest {
+        runner_id: runner.into(),
+        cluster: "default".into(),
+        identifiers: ids.to_vec(),
+        max,
+        wait_ms: 0,
+        return_when_idle: false,
+    }
+}
+
+fn all() -> Vec<TaskIdentifier> {
+    ["Root", "Leaf", "A", "B", "C"]
+        .iter()
+        .map(|n| id(n, "v0.0"))
+        .collect()
+}
+
+fn sub(name: &str, deps: Vec<u32>) -> SubtaskSpec {
+    SubtaskSpec {
+        identifier: id(name, "v0.0"),
+        input: json!({"name": name}),
+        display: None,
+        depends_on: deps,
+        max_retries: 0,
+        cluster: None,
+    }
+}
+
+fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
+    Report::Computed {
+        subtasks,
+        display: None,
+        progress: vec![],
+    }
+}
+
+async fn claim(store: &dyn Store, max: u32, now: u64) -> Vec<ClaimedTask> {
+    store
+        .claim(&claim_req("r1", &all(), max), now)
+        .await
+        .unwrap()
+}
+
+async fn report(store: &dyn Store, task: &ClaimedTask, report: Report, now: u64) -> bool {
+    let results = store
+        .report(
+            "r1",
+            &[TaskReport {
+                task_id: task.task_id.clone(),
+                lease: task.lease,
+                report,
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    results[0].accepted
+}
+
+/// Reports a batch at once; returns whether each was accepted.
+async fn report_batch(store: &dyn Store, batch: &[(&ClaimedTask, Report)], now: u64) -> Vec<bool> {
+    let reports: Vec<TaskReport> = batch
+        .iter()
+        .map(|(t, r)| TaskReport {
+            task_id: t.task_id.clone(),
+            lease: t.lease,
+            report: r.clone(),
+        })
+        .collect();
+    let results = store.report("r1", &reports, now).await.unwrap();
+    assert_eq!(results.len(), reports.len(), "one verdict per report");
+    results.iter().map(|r| r.accepted).collect()
+}
+
+/// A root with `n` leaves, all claimed: (job id, root, leaves).
+async fn fanned_out(
+    s: &dyn Store,
+    n: usize,
+    max_retries: u32,
+) -> (String, ClaimedTask, Vec<ClaimedTask>) {
+    let j = s.submit(&job("batch", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await.remove(0);
+    let leaves = (0..n)
+        .map(|_| SubtaskSpec {
+            max_retries,
+            ..sub("Leaf", vec![])
+        })
+        .collect();
+    assert!(report(s, &root, computed(leaves), T0 + 1).await);
+    let leaves = claim(s, 100, T0 + 2).await;
+    assert_eq!(leaves.len(), n);
+    (j.id, root, leaves)
+}
+
+/// After a test: every job's kept counts (tasks by state, task time, last end) agree with a
+/// count of its rows, whatever the test did to it.
+async fn audit_every_job(store: &dyn Store, backend: &str) {
+    let mut filter = JobFilter {
+        limit: Some(500),
+        ..JobFilter::default()
+    };
+    loop {
+        let page = store.jobs(&filter).await.unwrap();
+        for job in &page.jobs {
+            let wrong = store.audit(&job.id).await.unwrap();
+            assert!(
+                wrong.is_empty(),
+                "{backend}: job {} ({}) keeps counts its rows disagree with: {wrong:?}",
+                job.id,
+                job.name
+            );
+        }
+        match page.next_cursor {
+            Some(cursor) => filter.cursor = Some(cursor),
+            None => return,
+        }
+    }
+}
+
+/// One test per store, entity and case: `sqlite::reports::batch_…`, so a failure names the store.
+/// Every test runs on a fresh store, then audits every job it left.
+macro_rules! stores {
+    ($backend:ident, $make:path; $($entity:ident { $($test:ident),+ $(,)? })+) => {
+        mod $backend {
+            $(
+                mod $entity {
+                    $(
+                        #[tokio::test]
+                        async fn $test() {
+                            let Some((store, _guard)) = $make().await else { return };
+                            crate::$entity::$test(store.clone()).await;
+                            crate::audit_every_job(&*store, stringify!($backend)).await;
+                        }
+                    )+
+                }
+            )+
+        }
+    };
+}
+
+async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("tessera.db"), config()).unwrap();
+    Some((Arc::new(store), dir))
+}
+
+/// A fresh database on the server `TESSERA_TEST_POSTGRES` names (see
+/// scripts/postgres-for-tests.sh); CI sets it, elsewhere the PostgreSQL runs say they skipped.
+async fn postgres() -> Option<(Arc<dyn Store>, ())> {
+    let url = tessera_testkit::postgres::fresh_database().await?;
+    let store = PostgresStore::connect(&url, config()).await.unwrap();
+    Some((Arc::new(store), ()))
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:path) => {
+        stores!($backend, $make;
+            jobs {
+                a_failed_job_hands_out_no_more_tasks,
+                retry_job_requeues_failed_tasks,
+                cancel_stops_handing_out_and_running_attempts_learn_it,
+                job_listing_filters_and_paginates,
+                tasks_paginate_depth_first_and_by_parent,
+                job_state_derivation,
+                invalid_submissions_are_refused,
+                progress_saturates_instead_of_poisoning_the_job,
+                a_job_may_not_grow_past_its_task_limit,
+                a_planted_job_in_every_state_counts_and_pages,
+            }
+            claims {
+                version_rule,
+                cluster_rule,
+                depends_on_waits_for_the_whole_subtree,
+                oldest_job_first_and_depth_first_within_a_job,
+                outlook_counts_work_a_runner_could_do,
+                a_runner_may_serve_a_thousand_identifiers,
+            }
+            reports {
+                claim_complete_and_subtasks,
+                fail_retries_with_backoff_then_fails_the_job,
+                invalid_subtasks_fail_the_attempt,
+                batch_the_same_task_twice_counts_once,
+                batch_a_computed_and_a_failed_sibling,
+                batch_siblings_complete_their_parent_and_job,
+                batch_completion_walks_up_several_levels,
+                batch_a_refused_report_does_not_spoil_its_neighbours,
+                an_unrequested_canceled_report_gives_the_task_back,
+                duplicate_dependencies_fail_the_attempt,
+            }
+            leases {
+                abandon_requeues_without_spending_a_retry,
+                expired_leases_requeue_without_spending_a_retry,
+                a_task_lost_three_times_in_a_row_fails,
+                a_report_after_expiry_is_refused_even_before_the_reaper,
+                extending_keeps_the_lease,
+                planted_expired_leases_are_reaped_and_refused,
+            }
+            logs {
+                logs_filter_paginate_and_refuse_unknown_tasks,
+            }
+            spans {
+                a_report_ends_the_attempts_span_and_adds_to_the_task_time,
+                an_expired_attempt_ends_its_span_as_expired,
+                spans_page_in_start_order,
+            }
+        );
+    };
+}
+
+suite!(sqlite, crate::sqlite);
+suite!(postgres, crate::postgres);
+
+/// Many servers, one database: concurrent reapers requeue each expired lease exactly once, and
+/// concurrent claimers never share a task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_servers_reap_and_claim_without_doubles() {
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(
+            PostgresStore::connect(&url, config()).await.unwrap(),
+        ));
+    }
+    let s = &*stores[0];
+    s.submit(&job("many", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await;
+    let leaves: Vec<SubtaskSpec> = (0..400).map(|_| sub("Leaf", vec![])).collect();
+    assert!(report(s, &root[0], computed(leaves), T0 + 1).await);
+    // Four servers claim at once: every leaf goes to exactly one of them.
+    let claims = stores.iter().map(|st| {
+        let st = st.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = st.claim(&claim_req("r", &all(), 7), T0 + 2).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|t| t.task_id));
+            }
+        })
+    });
+    let mut claimed = Vec::new();
+    for c in claims.collect::<Vec<_>>() {
+        claimed.extend(c.await.unwrap());
+    }
+    let unique: std::collections::HashSet<&String> = claimed.iter().collect();
+    assert_eq!((claimed.len(), unique.len()), (400, 400));
+    // Their leases expire; four reapers race: each lease is requeued once.
+    let reaps = stores.iter().map(|st| {
+        let st = st.clone();
+        tokio::spawn(async move { st.reap(T0 + 60 * SEC).await.unwrap() })
+    });
+    let mut total = 0;
+    for r in reaps.collect::<Vec<_>>() {
+        total += r.await.unwrap();
+    }
+    assert_eq!(total, 400, "a lease was requeued twice or not at all");
+}

@@ -1,0 +1,148 @@
+//! Spans: one per attempt, opened by its claim and ended by its report or its expiry; they
+//! add up to the job's task time. Rows planted with the factory (`tessera_testkit::factory`).
+
+use super::*;
+use tessera_testkit::factory::{JobPlan, TaskRef};
+
+/// Reports attempt 1 (lease 1, as the factory plants a running task) of `task`.
+async fn report_planted(store: &dyn Store, task: &str, report: Report, now: u64) -> bool {
+    let results = store
+        .report(
+            "factory",
+            &[TaskReport {
+                task_id: task.into(),
+                lease: 1,
+                report,
+            }],
+            now,
+        )
+        .await
+        .unwrap();
+    results[0].accepted
+}
+
+pub async fn a_report_ends_the_attempts_span_and_adds_to_the_task_time(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut plan = JobPlan::new("spans", T0);
+    let root = plan.root("Root", TaskState::Computed);
+    let a = plan.child(root, "Leaf", TaskState::Running);
+    let b = plan.child(root, "Leaf", TaskState::Running);
+    plan.task(b).started_at = Some(T0 + SEC);
+    let planted = plan.plant(s).await;
+    let open = s
+        .spans(&planted.job_id, &SpanQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(open.spans.len(), 2, "{open:?}");
+    assert!(open.spans.iter().all(|sp| sp.end_time_unix_nano.is_none()
+        && sp.outcome == SpanOutcome::Running
+        && sp.runner_id == "factory"));
+    assert_eq!(open.spans[0].task_id, planted.id(a), "in start order");
+
+    assert!(report_planted(s, planted.id(a), computed(vec![]), T0 + 3 * SEC).await);
+    let failed = Report::Failed {
+        reason: "boom".into(),
+        display: Some("b, failed".into()),
+    };
+    assert!(report_planted(s, planted.id(b), failed, T0 + 4 * SEC).await);
+    let ended = s
+        .spans(&planted.job_id, &SpanQuery::default())
+        .await
+        .unwrap();
+    let by_task = |t: TaskRef| {
+        ended
+            .spans
+            .iter()
+            .find(|sp| sp.task_id == planted.id(t))
+            .unwrap()
+            .clone()
+    };
+    let (sa, sb) = (by_task(a), by_task(b));
+    assert_eq!(
+        (sa.outcome, sa.end_time_unix_nano),
+        (SpanOutcome::Computed, Some(T0 + 3 * SEC))
+    );
+    assert_eq!(
+        (sb.outcome, sb.end_time_unix_nano),
+        (SpanOutcome::Failed, Some(T0 + 4 * SEC))
+    );
+    assert_eq!(sb.error.as_deref(), Some("boom"));
+    assert_eq!(
+        sb.name, "b, failed",
+        "the attempt's display name names its span"
+    );
+    // 3 s + 3 s of attempts; b had no retries, so the job failed when b did.
+    let job = s.job(&planted.job_id).await.unwrap();
+    assert_eq!(job.task_time_ns, 6 * SEC);
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.finished_at, Some(T0 + 4 * SEC));
+}
+
+pub async fn an_expired_attempt_ends_its_span_as_expired(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut plan = JobPlan::new("expiry", T0);
+    let root = plan.root("Root", TaskState::Computed);
+    let a = plan.child(root, "Leaf", TaskState::Running);
+    plan.task(a).lease_expires_at = Some(T0 + SEC);
+    let planted = plan.plant(s).await;
+    assert_eq!(s.reap(T0 + 2 * SEC).await.unwrap(), 1);
+    let spans = s
+        .spans(
+            &planted.job_id,
+            &SpanQuery {
+                task: Some(planted.id(a).into()),
+                ..SpanQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .spans;
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].outcome, SpanOutcome::Expired);
+    assert_eq!(spans[0].end_time_unix_nano, Some(T0 + 2 * SEC));
+    // The task went back to the queue, its next attempt a new span.
+    let got = claim(s, 1, T0 + 3 * SEC).await;
+    assert_eq!(got[0].task_id, planted.id(a));
+    assert_eq!(got[0].attempt, 2);
+    let spans = s
+        .spans(&planted.job_id, &SpanQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(spans.spans.len(), 2);
+    assert_eq!(spans.spans[1].attempt, 2);
+    assert_eq!(spans.spans[1].end_time_unix_nano, None);
+}
+
+pub async fn spans_page_in_start_order(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut plan = JobPlan::new("pages", T0);
+    let root = plan.root("Root", TaskState::Computed);
+    let mut leaves = Vec::new();
+    for i in 0..5u64 {
+        let leaf = plan.child(root, "Leaf", TaskState::Running);
+        // Started in reverse order of their paths.
+        plan.task(leaf).started_at = Some(T0 + (5 - i) * SEC);
+        leaves.push(leaf);
+    }
+    let planted = plan.plant(s).await;
+    let mut query = SpanQuery {
+        limit: Some(2),
+        ..SpanQuery::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = s.spans(&planted.job_id, &query).await.unwrap();
+        assert!(page.spans.len() <= 2);
+        seen.extend(page.spans.iter().map(|sp| sp.task_id.clone()));
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = leaves
+        .iter()
+        .rev()
+        .map(|&l| planted.id(l).to_string())
+        .collect();
+    assert_eq!(seen, expected);
+}

@@ -19,6 +19,38 @@ pub enum Scope {
     Everyone,
 }
 
+/// Most bytes of a notification payload naming clusters (PostgreSQL allows 8000).
+const MAX_PAYLOAD: usize = 7000;
+
+impl Scope {
+    /// The scope as a notification payload for other servers: cluster names one per line
+    /// (names hold no control characters), `*` for everyone (also when the names would not
+    /// fit), `None` when there is nothing to tell.
+    pub fn to_payload(&self) -> Option<String> {
+        match self {
+            Scope::Nothing => None,
+            Scope::Everyone => Some("*".into()),
+            Scope::Clusters(names) => {
+                let text = names.join("\n");
+                if names.is_empty() || text.len() > MAX_PAYLOAD || text == "*" {
+                    Some("*".into())
+                } else {
+                    Some(text)
+                }
+            }
+        }
+    }
+
+    /// The scope a payload names; anything but cluster names (an empty payload, `*`, from an
+    /// older server) wakes everyone.
+    pub fn from_payload(payload: &str) -> Scope {
+        if payload.is_empty() || payload == "*" {
+            return Scope::Everyone;
+        }
+        Scope::Clusters(payload.split('\n').map(str::to_string).collect())
+    }
+}
+
 /// Broadcast "look again" signals: counters that waiters watch. A claim waits on its
 /// cluster's counter and the everyone counter, so that work submitted to cluster A never runs
 /// a claim transaction for a runner waiting on cluster B; watchers of jobs wait on a counter
@@ -126,6 +158,21 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn scopes_travel_as_payloads() {
+        let two = Scope::Clusters(vec!["gpu".into(), "default".into()]);
+        assert_eq!(Scope::from_payload(&two.to_payload().unwrap()), two);
+        assert_eq!(Scope::Nothing.to_payload(), None);
+        assert_eq!(
+            Scope::from_payload(&Scope::Everyone.to_payload().unwrap()),
+            Scope::Everyone
+        );
+        // An older server's empty payload, and names too many to fit, wake everyone.
+        assert_eq!(Scope::from_payload(""), Scope::Everyone);
+        let many = Scope::Clusters((0..2000).map(|i| format!("cluster-{i}")).collect());
+        assert_eq!(many.to_payload().as_deref(), Some("*"));
+    }
 
     async fn woke(w: &mut Woken) -> bool {
         tokio::time::timeout(Duration::from_millis(50), w.changed())

@@ -16,6 +16,7 @@ use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx};
 use super::encode::{lease_ms, nanos, new_id};
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
+use crate::wake::Scope;
 
 /// How often a transaction that met contention is tried in all.
 const TRIES: u32 = 5;
@@ -125,7 +126,7 @@ impl<D: Driver> Core<D> {
             let mut tallies = Tallies::default();
             tallies.add(&id, TaskState::Queued, 1);
             tx.add_job_tallies(&tallies.rows()).await?;
-            tx.notify().await?;
+            tx.notify(&Scope::Clusters(vec![cluster.clone()])).await?;
             Self::load_job(&mut tx, &id).await
         })
     }
@@ -170,8 +171,8 @@ impl<D: Driver> Core<D> {
                 };
                 frontier = decide::ready_parents(&parents);
             }
-            tx.notify().await?;
             let scope = plan.scope();
+            tx.notify(&scope).await?;
             Ok((plan.results, scope))
         })
     }
@@ -333,7 +334,7 @@ impl<D: Driver> Store for Core<D> {
                     tallies.shift(&job, from, TaskState::Queued, n);
                 }
                 tx.add_job_tallies(&tallies.rows()).await?;
-                tx.notify().await?;
+                tx.notify(&Scope::Everyone).await?;
                 Self::load_job(&mut tx, &job).await
             })
         })
@@ -424,7 +425,10 @@ impl<D: Driver> Store for Core<D> {
                 plan.tallies.ended(&ended, now);
                 tx.add_job_tallies(&plan.tallies.rows()).await?;
                 tx.fail_jobs(&plan.failed_jobs).await?;
-                tx.notify().await?;
+                let mut clusters: Vec<String> = rows.iter().map(|r| r.cluster.clone()).collect();
+                clusters.sort_unstable();
+                clusters.dedup();
+                tx.notify(&Scope::Clusters(clusters)).await?;
                 Ok(rows.len() as u64)
             })
         })
@@ -532,7 +536,7 @@ impl<D: Driver> Store for Core<D> {
                     }
                 }
                 tx.add_job_tallies(&tallies.rows()).await?;
-                tx.notify().await?;
+                tx.notify(&Scope::Everyone).await?;
                 Ok(())
             })
         })

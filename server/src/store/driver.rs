@@ -149,8 +149,8 @@ pub trait Tx: Send + Sized {
     /// Inserts tasks with every column as given, and open spans for the running ones.
     #[cfg(feature = "testing")]
     async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError>;
-    /// Tells other servers that work may have become claimable (on commit).
-    async fn notify(&mut self) -> Result<(), StoreError>;
+    /// Tells other servers where work may have become claimable (on commit).
+    async fn notify(&mut self, scope: &crate::wake::Scope) -> Result<(), StoreError>;
 }
 
 /// A job to insert.

@@ -314,3 +314,38 @@ async fn postgres_servers_reap_and_claim_without_doubles() {
     }
     assert_eq!(total, 400, "a lease was requeued twice or not at all");
 }
+
+/// Many servers, one database: a submit on one server wakes the other server's claims waiting
+/// on the job's cluster, and not those waiting on another cluster (the NOTIFY names it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_servers_wake_only_the_cluster_that_got_work() {
+    use tessera_server::Wake;
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let here = PostgresStore::connect(&url, config()).await.unwrap();
+    let there = PostgresStore::connect(&url, config()).await.unwrap();
+    let wake = Wake::default();
+    let mut gpu = wake.subscribe("gpu");
+    let mut cpu = wake.subscribe("cpu");
+    there.forward_wakeups(wake.clone());
+    // Once it listens, the other server wakes everyone (work may have come while it did not).
+    tokio::time::timeout(Duration::from_secs(10), gpu.changed())
+        .await
+        .expect("the other server listens");
+    cpu.changed().await;
+    let mut submit = job("gpu work", "Root", 0);
+    submit.cluster = Some("gpu".into());
+    here.submit(&submit, T0).await.unwrap();
+    assert!(
+        woke(&mut gpu).await,
+        "the gpu claims slept through gpu work"
+    );
+    assert!(!woke(&mut cpu).await, "the cpu claims woke for gpu work");
+}
+
+async fn woke(w: &mut tessera_server::wake::Woken) -> bool {
+    tokio::time::timeout(Duration::from_millis(500), w.changed())
+        .await
+        .is_ok()
+}

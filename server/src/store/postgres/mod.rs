@@ -27,7 +27,7 @@ use super::driver::{
 use super::encode::*;
 use super::query::{self, Param, Query};
 use super::{StoreConfig, StoreError};
-use crate::wake::Wake;
+use crate::wake::{Scope, Wake};
 
 /// The notification channel that announces claimable work.
 const CHANNEL: &str = "tessera_work";
@@ -1119,13 +1119,17 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn notify(&mut self) -> Result<(), StoreError> {
-        self.exec("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+    async fn notify(&mut self, scope: &Scope) -> Result<(), StoreError> {
+        if let Some(payload) = scope.to_payload() {
+            self.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                .await?;
+        }
         Ok(())
     }
 }
 
-/// Turns `NOTIFY tessera_work` from any server into local wake-ups; reconnects on failure.
+/// Turns `NOTIFY tessera_work` from any server into local wake-ups of the clusters its payload
+/// names (see [`Scope::to_payload`]); reconnects on failure.
 async fn listen_forever(url: String, wake: Wake) {
     use futures_util::StreamExt;
     loop {
@@ -1150,7 +1154,9 @@ async fn listen_forever(url: String, wake: Wake) {
                             break;
                         }
                         message = messages.next() => match message {
-                            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify(),
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                wake.notify_scope(&Scope::from_payload(n.payload()));
+                            }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
                                 tracing::warn!("the PostgreSQL notification connection failed: {e}");

@@ -999,7 +999,7 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn notify(&mut self) -> Result<(), StoreError> {
+    async fn notify(&mut self, _scope: &crate::wake::Scope) -> Result<(), StoreError> {
         // One server per SQLite file: its own wake-ups are all there is.
         Ok(())
     }

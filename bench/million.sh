@@ -8,22 +8,34 @@
 #   NGROUPS=10 bench/million.sh                         # 100,011 tasks
 #   RUNNER_ARGS="--prefetch 256" bench/million.sh
 #   SERVER_ARGS="--max-inflight-mib 4" bench/million.sh   # extra server flags (any bench)
+#   DB=postgres://postgres@127.0.0.1:PORT/m SERVERS=2 bench/million.sh   # runner i → server i mod 2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NGROUPS=${NGROUPS:-100}
 EACH=${EACH:-10000}
 RUNNERS=${RUNNERS:-2}
 CONCURRENCY=${CONCURRENCY:-64}
+SERVERS=${SERVERS:-1}
 source bench/lib.sh
 bench_setup fan-out fan_out
-start_server "sqlite://$dir/m.db" server
-server=$server_pid
+DB=${DB:-sqlite://$dir/m.db}
+urls=()
+servers=()
+for s in $(seq "$SERVERS"); do
+    start_server "$DB" "server$s"
+    urls+=("$url")
+    servers+=("$server_pid")
+done
+url=${urls[0]}
 export TESSERA_SERVER=$url
 job=$("$bin" submit Groups --name million --input "{\"groups\": $NGROUPS, \"each\": $EACH}" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 export M_BIN="$bin" M_WASM="$wasm" M_CONCURRENCY="$CONCURRENCY" M_ARGS="${RUNNER_ARGS:-}"
-"$bin" parallel -n "$RUNNERS" -- sh -c \
-    'exec "$M_BIN" runner "$M_WASM" --concurrency "$M_CONCURRENCY" --quiet $M_ARGS' &
+export M_SERVERS="${urls[*]}"
+"$bin" parallel -n "$RUNNERS" -- sh -c '
+    set -- $M_SERVERS
+    shift $(( (TESSERA_PARALLEL_INDEX - 1) % $# ))
+    exec "$M_BIN" runner "$M_WASM" --server "$1" --concurrency "$M_CONCURRENCY" --quiet $M_ARGS' &
 runners=$!
 pids+=($runners)
 samples="$dir/samples"
@@ -33,12 +45,17 @@ while kill -0 "$runners" 2>/dev/null; do
     t=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job")
     p=$(curl -s -o /dev/null -w '%{time_total}' "$url/v1/jobs/$job/tasks?limit=100")
     echo "$t $p" >> "$samples"
-    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$server/status")
-    [ "$hwm" -gt "$peak" ] && peak=$hwm
+    for server in "${servers[@]}"; do
+        hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$server/status")
+        [ "$hwm" -gt "$peak" ] && peak=$hwm
+    done
     sleep 1
 done
 wait "$runners"
-bytes=$(du -cb "$dir"/m.db* | tail -1 | cut -f1)
+case $DB in
+    sqlite://*) bytes=$(du -cb "$dir"/m.db* | tail -1 | cut -f1) ;;
+    *) bytes=$(psql "$DB" -tAc 'SELECT pg_database_size(current_database())') ;;
+esac
 "$bin" jobs show "$job" --json | python3 -c '
 import json, sys
 job = json.load(sys.stdin)
@@ -48,7 +65,7 @@ state = job["state"]
 print(f"million: job {state}, {n:,} tasks computed in {secs:.1f} s = {n / secs:,.0f} tasks/s")
 '
 awk -v p="$peak" -v b="$bytes" -v n="$(( NGROUPS * EACH + NGROUPS + 1 ))" 'BEGIN {
-    printf "server peak RSS %.0f MiB; database %.0f MB = %.0f bytes per task\n", p / 1024, b / 1e6, b / n
+    printf "server peak RSS (the largest of the servers) %.0f MiB; database %.0f MB = %.0f bytes per task\n", p / 1024, b / 1e6, b / n
 }'
 # Latency while it ran: median, 95th percentile and slowest of the samples, in ms.
 for column in 1 2; do
@@ -62,4 +79,4 @@ for column in 1 2; do
                 what, v[int((NR + 1) / 2)], v[p95], v[NR], NR
         }'
 done
-echo "database: sqlite, runners: $RUNNERS x concurrency $CONCURRENCY ${RUNNER_ARGS:-}"
+echo "database: ${DB%%:*}, servers: $SERVERS, runners: $RUNNERS x concurrency $CONCURRENCY ${RUNNER_ARGS:-}"

@@ -50,12 +50,13 @@ pub struct Args {
     /// Largest task input, in KiB.
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
-    /// Most tasks to claim ahead of free slots while every claim comes back full (at most
-    /// 1,000; 0 turns it off). Only as many as the slots finish within 20 ms at the attempts'
-    /// average length are held, so short tasks skip a round trip each and long tasks are
-    /// never claimed ahead of another runner that could start them.
-    #[arg(long, default_value_t = tessera_runner::DEFAULT_PREFETCH)]
-    prefetch: usize,
+    /// Most tasks to claim ahead of free slots while every claim comes back full (default:
+    /// 4 per slot, at least 16; at most 1,000; 0 turns it off). Only as many as the slots
+    /// finish within 20 ms at the attempts' average length are held, so short tasks skip a
+    /// round trip each and long tasks are never claimed ahead of another runner that could
+    /// start them.
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Print nothing per attempt.
     #[arg(long, short)]
     quiet: bool,
@@ -89,7 +90,9 @@ impl Args {
                 input_bytes: bytes("--max-input-kib", self.max_input_kib, 1 << 10)?,
                 ..Limits::default()
             },
-            prefetch: self.prefetch,
+            prefetch: self
+                .prefetch
+                .unwrap_or_else(|| tessera_runner::default_prefetch(self.concurrency)),
             patience: if self.forever {
                 Duration::MAX
             } else {

@@ -53,15 +53,19 @@ pub struct Config {
     pub limits: Limits,
     /// How long to wait for the server at start.
     pub patience: Duration,
-    /// Most tasks claimed ahead of free slots while the queue is deep (0: none; default
-    /// [`DEFAULT_PREFETCH`]). Only as many as the slots finish within
+    /// Most tasks claimed ahead of free slots while the queue is deep (0: none; see
+    /// [`default_prefetch`]). Only as many as the slots finish within
     /// [`dispatch::AHEAD_WAIT`] at the attempts' average length are held, so long attempts
     /// are never claimed ahead of a runner that could start them.
     pub prefetch: usize,
 }
 
-/// The default most tasks a runner claims ahead of its free slots.
-pub const DEFAULT_PREFETCH: usize = 16;
+/// The default most tasks a runner claims ahead of its free slots: four per slot (Celery's
+/// prefetch multiplier), at least 16, at most 1,000. How many it really holds adapts to how
+/// long attempts take (see [`dispatch::AHEAD_WAIT`]).
+pub fn default_prefetch(concurrency: u32) -> usize {
+    (concurrency as usize).saturating_mul(4).clamp(16, 1000)
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -74,7 +78,7 @@ impl Default for Config {
             runner_id: None,
             limits: Limits::default(),
             patience: Duration::from_secs(30),
-            prefetch: DEFAULT_PREFETCH,
+            prefetch: default_prefetch(1),
         }
     }
 }

@@ -369,8 +369,27 @@ async fn retries_then_job_retry_once_the_cause_is_gone() {
         "submit --wait exits 1 for a failed job:\n{out}"
     );
     assert!(out.contains("failed"), "{out}");
+    // It names the task that failed the job, with the reason, and where to read more.
+    assert!(
+        out.contains("failed after 3 attempts: ") && out.contains("memory limit of 32 MiB"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("tessera logs {job} --task ")),
+        "{out}"
+    );
     let j = c.job(&job).await.unwrap();
     assert_eq!(j.state, JobState::Failed);
+    // Each failed attempt is an ERROR line of the task: two retried, the last final.
+    let (status, logs, err) = server.cli(&["logs", &job, "--level", "error"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(logs.matches("; retrying in ").count(), 2, "{logs}");
+    assert_eq!(
+        logs.matches("no retries left: the task and its job failed")
+            .count(),
+        1,
+        "{logs}"
+    );
     let attempts = spans(&server, &job).await;
     assert_eq!(attempts.len(), 3, "max-retries 2 runs three times");
     assert!(attempts.iter().all(|s| s.outcome == SpanOutcome::Failed));

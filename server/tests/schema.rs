@@ -128,7 +128,7 @@ async fn sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() 
 }
 
 /// A job with tasks in several states: a computed root, a computed leaf, a failed leaf and a
-/// queued one, with three ended attempts. Returns the job's id.
+/// canceled one (not run: its job failed), with three ended attempts. Returns the job's id.
 async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     use tessera_api::{
         ClaimRequest, Report, RootTask, SubmitJob, SubtaskSpec, TaskIdentifier, TaskReport,
@@ -203,7 +203,11 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         tasks_canceled, task_time_ns, last_end";
     let check = |job: tessera_api::Job| {
         let c = &job.task_counts;
-        assert_eq!((c.queued, c.computed, c.failed), (1, 2, 1), "{job:?}");
+        assert_eq!(
+            (c.queued, c.computed, c.failed, c.canceled),
+            (0, 2, 1, 1),
+            "{job:?}"
+        );
         assert_eq!(job.task_time_ns, 9 + 9 + 9, "three attempts of 9 ns each");
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! A row factory over any store (River's `testfactory`): plant a job whose tasks are already in
 //! the states a test needs, instead of walking submit → claim → report to get there.
 //!
-//! ```ignore
+//! ```text
 //! let mut job = JobPlan::new("j", T0);
 //! let root = job.root("Root", TaskState::Computed);
 //! let leaf = job.child(root, "Leaf", TaskState::Running);

@@ -114,12 +114,45 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             job.task_counts.failed,
             job.task_counts.canceled
         );
+        if job.state == JobState::Failed {
+            print_failure(&client, &job.id).await;
+        }
     }
     Ok(if job.state == JobState::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Names the task that failed a job and its reason (best effort: the job's state is already
+/// said).
+async fn print_failure(client: &Client, job: &str) {
+    let query = tessera_api::TaskQuery {
+        state: Some(tessera_api::TaskState::Failed),
+        limit: Some(1),
+        ..Default::default()
+    };
+    match client.tasks(job, &query).await {
+        Ok(page) => {
+            if let Some(task) = page.tasks.first() {
+                println!(
+                    "Task {} ({}) failed after {} {}: {}",
+                    format::safe_max(&task.display, 80),
+                    task.id,
+                    task.attempts,
+                    if task.attempts == 1 {
+                        "attempt"
+                    } else {
+                        "attempts"
+                    },
+                    format::safe_max(task.error.as_deref().unwrap_or("no reason recorded"), 2000)
+                );
+                println!("See its log: tessera logs {job} --task {}", task.id);
+            }
+        }
+        Err(e) => eprintln!("could not look up the failed task: {e}"),
+    }
 }
 
 /// Polls a job until it finishes, with a progress bar on a terminal or a line per change.
@@ -145,7 +178,8 @@ pub async fn wait_for(client: &Client, id: &str, bar: bool) -> anyhow::Result<Jo
         match &progress {
             Some(pb) => {
                 pb.set_length(c.total());
-                pb.set_position(c.computed + c.failed + c.canceled);
+                // What was reached: a failed or canceled job's bar stops short of the end.
+                pb.set_position(c.computed);
                 pb.set_message(job.state.to_string());
             }
             None if summary != last => println!("{summary}"),

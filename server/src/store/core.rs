@@ -94,6 +94,22 @@ impl<D: Driver> Core<D> {
         })
     }
 
+    /// Fails the plan's failing jobs and cancels their queued tasks with the reason, so that a
+    /// failed job is visibly over (its tasks would never be handed out).
+    async fn fail_jobs(
+        tx: &mut D::Tx,
+        plan: &mut decide::ReportPlan,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        tx.fail_jobs(&plan.failed_jobs).await?;
+        for (job, why) in &plan.not_run {
+            let n = tx.cancel_queued(job, now, why).await?;
+            plan.tallies
+                .shift(job, TaskState::Queued, TaskState::Canceled, n);
+        }
+        Ok(())
+    }
+
     async fn do_submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
         let cluster = job.cluster.clone().unwrap_or_else(|| "default".into());
         transact!(self, Mode::Write, |tx| {
@@ -155,9 +171,10 @@ impl<D: Driver> Core<D> {
             tx.set_states(&plan.states).await?;
             let ended = tx.close_spans(&plan.spans, now).await?;
             plan.tallies.ended(&ended, now);
+            Self::fail_jobs(&mut tx, &mut plan, now).await?;
             tx.add_job_tallies(&plan.tallies.rows()).await?;
+            tx.insert_logs(&plan.logs).await?;
             tx.add_progress(&plan.progress).await?;
-            tx.fail_jobs(&plan.failed_jobs).await?;
             let mut frontier = plan.completed.clone();
             while !frontier.is_empty() {
                 let completed = tx.set_completed(&frontier).await?;
@@ -310,7 +327,9 @@ impl<D: Driver> Store for Core<D> {
                 let current = Self::load_job(&mut tx, &job).await?;
                 decide::cancel(&current)?;
                 tx.set_job_flags(&job, Some(true), None).await?;
-                let n = tx.cancel_queued(&job, now).await?;
+                let n = tx
+                    .cancel_queued(&job, now, "not run: the job was canceled")
+                    .await?;
                 let mut tallies = Tallies::default();
                 tallies.shift(&job, TaskState::Queued, TaskState::Canceled, n);
                 tx.add_job_tallies(&tallies.rows()).await?;
@@ -423,8 +442,9 @@ impl<D: Driver> Store for Core<D> {
                 tx.set_states(&plan.states).await?;
                 let ended = tx.close_spans(&plan.spans, now).await?;
                 plan.tallies.ended(&ended, now);
+                Self::fail_jobs(&mut tx, &mut plan, now).await?;
                 tx.add_job_tallies(&plan.tallies.rows()).await?;
-                tx.fail_jobs(&plan.failed_jobs).await?;
+                tx.insert_logs(&plan.logs).await?;
                 let mut clusters: Vec<String> = rows.iter().map(|r| r.cluster.clone()).collect();
                 clusters.sort_unstable();
                 clusters.dedup();

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_api::{
-    Job, JobState, LeaseRef, LeaseStatus, LogLine, Report, ReportResult, SpanOutcome, SubtaskSpec,
-    TaskIdentifier, TaskReport, TaskState,
+    Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult, SpanOutcome,
+    SubtaskSpec, TaskIdentifier, TaskReport, TaskState,
 };
 
 use super::driver::{
@@ -94,6 +94,11 @@ pub(crate) struct ReportPlan {
     pub progress: Vec<AddProgress>,
     /// Jobs that fail with this batch.
     pub failed_jobs: Vec<String>,
+    /// Why the queued tasks of each failing job will not run (the first failure of the batch):
+    /// they are canceled with this as their error.
+    pub not_run: BTreeMap<String, String>,
+    /// Log lines to add: one at ERROR for every failed attempt, with its reason.
+    pub logs: Vec<LogLine>,
     /// Tasks computed without subtasks: completion walks up from them.
     pub completed: Vec<String>,
     /// What the plan changes in its jobs' kept counts (before its spans are ended).
@@ -388,9 +393,14 @@ fn transition(row: &HeldRow, state: TaskState) -> SetState {
     }
 }
 
-/// Back to the queue without spending a retry (canceled if its job was).
+/// Whether `row`'s job is over (canceled, or failed): its tasks do not run again.
+fn job_over(row: &HeldRow) -> bool {
+    row.job_canceled || row.job_failed
+}
+
+/// Back to the queue without spending a retry (canceled if its job was canceled or failed).
 fn requeue(row: &HeldRow, now: u64) -> SetState {
-    if row.job_canceled {
+    if job_over(row) {
         SetState {
             finished_at: Some(now),
             ..transition(row, TaskState::Canceled)
@@ -434,30 +444,67 @@ fn fail(
     ));
     let base = SetState {
         display,
-        error: ErrorText::Set(reason),
+        error: ErrorText::Set(reason.clone()),
         ..transition(row, TaskState::Failed)
     };
-    plan.states.push(if row.job_canceled {
-        SetState {
+    let (state, then) = if job_over(row) {
+        let over = if row.job_canceled {
+            "canceled"
+        } else {
+            "failed"
+        };
+        let state = SetState {
             state: TaskState::Canceled,
             finished_at: Some(now),
             ..base
-        }
+        };
+        (
+            state,
+            format!("its job has {over}, so it does not run again"),
+        )
     } else if row.retries_used < row.max_retries {
         plan.claimable_in.insert(row.cluster.clone());
-        let wait = nanos(config.backoff(row.retries_used));
-        SetState {
+        let wait = config.backoff(row.retries_used);
+        let state = SetState {
             state: TaskState::Queued,
             spend_retry: true,
-            not_before: Some(now.saturating_add(wait)),
+            not_before: Some(now.saturating_add(nanos(wait))),
             ..base
-        }
+        };
+        let left = row.max_retries - row.retries_used;
+        let then = format!(
+            "retrying in {:.1} s ({left} {} left)",
+            wait.as_secs_f64(),
+            if left == 1 { "retry" } else { "retries" }
+        );
+        (state, then)
     } else {
         plan.failed_jobs.push(row.job_id.clone());
-        SetState {
+        plan.not_run.entry(row.job_id.clone()).or_insert_with(|| {
+            limits::cut(
+                &format!("not run: task {} failed for good: {reason}", row.id),
+                limits::MAX_REASON_BYTES,
+            )
+        });
+        let state = SetState {
             finished_at: Some(now),
             ..base
-        }
+        };
+        (
+            state,
+            "no retries left: the task and its job failed".to_string(),
+        )
+    };
+    plan.states.push(state);
+    plan.logs.push(LogLine {
+        time_unix_nano: now,
+        level: Level::Error,
+        message: format!("attempt {} failed: {reason}; {then}", row.attempt),
+        task_id: row.id.clone(),
+        job_id: row.job_id.clone(),
+        runner_id: row.runner.clone().unwrap_or_else(|| "server".into()),
+        attempt: row.attempt,
+        fields: serde_json::Map::new(),
     });
 }
 
@@ -496,7 +543,7 @@ fn subtask_rows(
     now: u64,
     new_id: &mut impl FnMut() -> String,
 ) -> Vec<NewTask> {
-    let (state, finished_at) = if parent.job_canceled {
+    let (state, finished_at) = if job_over(parent) {
         (TaskState::Canceled, Some(now))
     } else {
         (TaskState::Queued, None)
@@ -704,6 +751,8 @@ mod tests {
             retries_used: 0,
             max_retries: 0,
             job_canceled: false,
+            job_failed: false,
+            runner: Some("r1".into()),
             lost: 0,
         }
     }
@@ -1131,6 +1180,56 @@ mod tests {
         // A completion may release dependents anywhere.
         let p = decide(&[report("t", computed(vec![]))], &[row("t")]);
         assert_eq!(p.scope(), Scope::Everyone);
+    }
+
+    #[test]
+    fn failures_log_their_reason_and_a_final_one_says_why_the_rest_will_not_run() {
+        let mut retried = row("r");
+        retried.max_retries = 2;
+        let mut late = row("l");
+        late.job_id = "over".into();
+        late.job_failed = true;
+        late.max_retries = 5;
+        let p = decide(
+            &[
+                report("r", failed("flaky")),
+                report("f", failed("boom")),
+                report("l", failed("late")),
+            ],
+            &[retried, row("f"), late],
+        );
+        let states: Vec<TaskState> = p.states.iter().map(|s| s.state).collect();
+        // A retry left: queued. None left: failed. Its job already failed: canceled, no retry.
+        assert_eq!(
+            states,
+            [TaskState::Queued, TaskState::Failed, TaskState::Canceled]
+        );
+        assert_eq!(p.failed_jobs, ["job"]);
+        assert_eq!(
+            p.not_run.get("job").map(String::as_str),
+            Some("not run: task f failed for good: boom")
+        );
+        assert!(!p.not_run.contains_key("over"));
+        let messages: Vec<&str> = p.logs.iter().map(|l| l.message.as_str()).collect();
+        // The retry's wait has jitter.
+        let retry = messages[0];
+        assert!(
+            retry.starts_with("attempt 3 failed: flaky; retrying in ")
+                && retry.ends_with(" s (2 retries left)"),
+            "{retry}"
+        );
+        assert_eq!(
+            messages[1..],
+            [
+                "attempt 3 failed: boom; no retries left: the task and its job failed",
+                "attempt 3 failed: late; its job has failed, so it does not run again",
+            ]
+        );
+        assert!(
+            p.logs
+                .iter()
+                .all(|l| l.level == Level::Error && l.runner_id == "r1")
+        );
     }
 
     #[test]

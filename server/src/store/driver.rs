@@ -104,9 +104,10 @@ pub trait Tx: Send + Sized {
     async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Marks jobs completed at `now`.
     async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError>;
-    /// Cancels a job's queued tasks; returns how many.
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError>;
-    /// Queues a job's tasks in state `from` again with fresh retries; returns how many.
+    /// Cancels a job's queued tasks, recording `why` as their error; returns how many.
+    async fn cancel_queued(&mut self, job: &str, now: u64, why: &str) -> Result<u64, StoreError>;
+    /// Queues a job's tasks in state `from` again with fresh retries and no error; returns how
+    /// many.
     async fn requeue(&mut self, job: &str, from: TaskState) -> Result<u64, StoreError>;
 
     // ---- tasks
@@ -200,6 +201,10 @@ pub struct HeldRow {
     pub retries_used: u32,
     pub max_retries: u32,
     pub job_canceled: bool,
+    /// Whether its job has failed.
+    pub job_failed: bool,
+    /// The runner holding its lease, if any.
+    pub runner: Option<String>,
     /// Leases in a row that expired without a report.
     pub lost: u32,
 }

@@ -142,10 +142,17 @@ pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>
     assert!(!late[0].accepted);
     assert_eq!(s.reap(T0).await.unwrap(), 2, "the live lease is not reaped");
     let task = |t| s.task(planted.id(t));
-    let gone = task(gone).await.unwrap();
-    assert_eq!((gone.state, gone.retries_used), (TaskState::Queued, 0));
     let lost = task(lost).await.unwrap();
     assert_eq!(lost.state, TaskState::Failed);
     assert!(lost.error.unwrap().contains("lost by its runner 3 times"));
+    // The lost task failed its job, so the expired one is not requeued into a failed job but
+    // canceled, saying why; the live attempt runs on (its report is still recorded).
+    let gone = task(gone).await.unwrap();
+    assert_eq!((gone.state, gone.retries_used), (TaskState::Canceled, 0));
+    let why = gone.error.unwrap();
+    assert!(
+        why.contains(&format!("task {} failed for good", lost.id)),
+        "{why}"
+    );
     assert_eq!(task(live).await.unwrap().state, TaskState::Running);
 }

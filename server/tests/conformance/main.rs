@@ -241,6 +241,7 @@ macro_rules! suite {
                 batch_a_refused_report_does_not_spoil_its_neighbours,
                 an_unrequested_canceled_report_gives_the_task_back,
                 duplicate_dependencies_fail_the_attempt,
+                a_task_failing_for_good_ends_its_job_visibly_and_logs_why,
             }
             leases {
                 abandon_requeues_without_spending_a_retry,

@@ -266,3 +266,94 @@ pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
     assert_eq!(t.state, TaskState::Failed);
     assert!(t.error.unwrap().contains("twice"));
 }
+
+pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Arc<dyn Store>) {
+    use tessera_testkit::factory::JobPlan;
+    let s = &*store;
+    let mut plan = JobPlan::new("follow-through", T0);
+    let root = plan.root("Root", TaskState::Computed);
+    let flaky = plan.child(root, "Leaf", TaskState::Running);
+    plan.task(flaky).max_retries = 1;
+    let fatal = plan.child(root, "Leaf", TaskState::Running);
+    let waiting = plan.child(root, "Leaf", TaskState::Queued);
+    let busy = plan.child(root, "A", TaskState::Running);
+    let planted = plan.plant(s).await;
+    let held = |t| ClaimedTask {
+        task_id: planted.id(t).to_string(),
+        job_id: planted.job_id.clone(),
+        identifier: id("Leaf", "v0.0"),
+        input: json!({}),
+        attempt: 1,
+        lease: 1,
+        lease_ms: 10_000,
+    };
+    let failed = |reason: &str| Report::Failed {
+        reason: reason.into(),
+        display: None,
+    };
+    // A failure with a retry left: back to the queue, and an ERROR line says so.
+    assert!(report(s, &held(flaky), failed("flaky"), T0 + SEC).await);
+    assert_eq!(
+        s.task(planted.id(flaky)).await.unwrap().state,
+        TaskState::Queued
+    );
+    // A failure for good: the job fails and its queued tasks (the retry included) are canceled
+    // with the reason, so nothing is left waiting in a failed job.
+    assert!(report(s, &held(fatal), failed("boom"), T0 + 2 * SEC).await);
+    let why = format!("not run: task {} failed for good: boom", planted.id(fatal));
+    for t in [flaky, waiting] {
+        let task = s.task(planted.id(t)).await.unwrap();
+        assert_eq!(task.state, TaskState::Canceled);
+        assert_eq!(task.error.as_deref(), Some(why.as_str()));
+    }
+    // A task still running when its job failed reports; what it submits is canceled at once.
+    let two = computed(vec![sub("Leaf", vec![]), sub("Leaf", vec![])]);
+    assert!(report(s, &held(busy), two, T0 + 3 * SEC).await);
+    let job = s.job(&planted.job_id).await.unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    let c = &job.task_counts;
+    assert_eq!(
+        (c.queued, c.running, c.computed, c.failed, c.canceled),
+        (0, 0, 2, 1, 4)
+    );
+    assert!(claim(s, 10, T0 + 4 * SEC).await.is_empty());
+    // Every failed attempt is an ERROR line of its task, with the reason and what follows.
+    let errors = s
+        .logs(
+            &planted.job_id,
+            &LogQuery {
+                level: Some(Level::Error),
+                ..LogQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .logs;
+    let lines: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|l| (l.task_id.as_str(), l.message.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, planted.id(flaky));
+    assert!(
+        lines[0]
+            .1
+            .starts_with("attempt 1 failed: flaky; retrying in"),
+        "{}",
+        lines[0].1
+    );
+    assert_eq!(lines[1].0, planted.id(fatal));
+    assert_eq!(
+        lines[1].1,
+        "attempt 1 failed: boom; no retries left: the task and its job failed"
+    );
+    assert_eq!(
+        errors[1].runner_id, "factory",
+        "the runner that ran the attempt"
+    );
+    // Retrying the job brings them all back, their old reasons cleared.
+    let job = s.retry(&planted.job_id, T0 + 5 * SEC).await.unwrap();
+    assert_eq!(job.task_counts.queued, 5);
+    let back = s.task(planted.id(waiting)).await.unwrap();
+    assert_eq!((back.state, back.error), (TaskState::Queued, None));
+}

@@ -292,8 +292,8 @@ fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
 }
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost \
-    FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
+    t.lease_runner FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
     Ok(HeldRow {
@@ -309,6 +309,8 @@ fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
         retries_used: r.get::<_, i64>(9) as u32,
         max_retries: r.get::<_, i64>(10) as u32,
         job_canceled: r.get(11),
+        job_failed: r.get(13),
+        runner: r.get(14),
         lost: r.get::<_, i64>(12).clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
@@ -698,18 +700,19 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError> {
+    async fn cancel_queued(&mut self, job: &str, now: u64, why: &str) -> Result<u64, StoreError> {
         self.exec(
-            "UPDATE tasks SET state = 'canceled', finished_at = $2 WHERE job_id = $1 AND state = 'queued'",
-            &[&job, &i(now)],
+            "UPDATE tasks SET state = 'canceled', finished_at = $2, error = $3 \
+             WHERE job_id = $1 AND state = 'queued'",
+            &[&job, &i(now), &why],
         )
         .await
     }
 
     async fn requeue(&mut self, job: &str, from: TaskState) -> Result<u64, StoreError> {
         self.exec(
-            "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, finished_at = NULL \
-             WHERE job_id = $1 AND state = $2",
+            "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, \
+             finished_at = NULL, error = NULL WHERE job_id = $1 AND state = $2",
             &[&job, &from.as_str()],
         )
         .await

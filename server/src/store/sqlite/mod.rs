@@ -218,6 +218,8 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
             retries_used: r.get(9)?,
             max_retries: r.get(10)?,
             job_canceled: r.get(11)?,
+            job_failed: r.get(13)?,
+            runner: r.get(14)?,
             lost: r.get(12)?,
         },
         r.get(5)?,
@@ -225,8 +227,8 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
 }
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost \
-    FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
+    t.lease_runner FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
     rows.into_iter()
@@ -630,14 +632,14 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn cancel_queued(&mut self, job: &str, now: u64) -> Result<u64, StoreError> {
+    async fn cancel_queued(&mut self, job: &str, now: u64, why: &str) -> Result<u64, StoreError> {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE tasks SET state = 'canceled', finished_at = ?2 \
+                "UPDATE tasks SET state = 'canceled', finished_at = ?2, error = ?3 \
                  WHERE job_id = ?1 AND state = 'queued'",
             )?
-            .execute(params![job, now])?;
+            .execute(params![job, now, why])?;
         Ok(n as u64)
     }
 
@@ -646,7 +648,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(
                 "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, \
-                 finished_at = NULL WHERE job_id = ?1 AND state = ?2",
+                 finished_at = NULL, error = NULL WHERE job_id = ?1 AND state = ?2",
             )?
             .execute([job, from.as_str()])?;
         Ok(n as u64)

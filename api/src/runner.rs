@@ -49,6 +49,9 @@ pub struct ClaimedTask {
     pub job_id: String,
     /// Its task type as submitted.
     pub identifier: TaskIdentifier,
+    /// The display name its parent gave it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
     /// Its input.
     #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub input: serde_json::Value,

@@ -63,6 +63,17 @@ pub fn short(id: &str) -> &str {
     &id[start..]
 }
 
+/// `n` and the noun for it: "1 task", "2 tasks" (`noun` is the singular; an `s` makes the
+/// plural).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// How much of one value a text line shows before eliding the rest.
 pub const MAX_SHOWN: usize = 2000;
 
@@ -124,6 +135,13 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1u64, "task"), "1 task");
+        assert_eq!(count(0u64, "runner"), "0 runners");
+        assert_eq!(count(2u32, "span"), "2 spans");
+    }
 
     #[test]
     fn formats_times_and_durations() {

@@ -57,7 +57,7 @@ pub struct Args {
     /// start them.
     #[arg(long)]
     prefetch: Option<usize>,
-    /// Print nothing per attempt.
+    /// Print nothing but warnings and errors: no banner, no line per attempt.
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
@@ -109,6 +109,9 @@ struct Printer {
 
 impl Events for Printer {
     fn serving(&self, s: &Serving) {
+        if self.quiet {
+            return;
+        }
         let names: Vec<String> = s.identifiers.iter().map(|i| i.to_string()).collect();
         eprintln!(
             "Runner {} serving {} on cluster {} at {} (concurrency {})",
@@ -125,8 +128,13 @@ impl Events for Printer {
             return;
         }
         let took = format::duration_ns(took.as_nanos().min(u128::from(u64::MAX)) as u64);
+        // The attempt's own display name, else the one its parent gave it, else its type.
         let name = |display: &Option<String>| {
-            format::safe_max(display.as_deref().unwrap_or(&task.identifier.name), 200)
+            let shown = display
+                .as_deref()
+                .or(task.display.as_deref())
+                .unwrap_or(&task.identifier.name);
+            format::safe_max(shown, 200)
         };
         match outcome {
             Outcome::Computed(c) => {

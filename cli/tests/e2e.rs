@@ -181,8 +181,9 @@ async fn one_runner_at_concurrency_twenty_overlaps_every_sleep() {
     let job = sleep_job(&server, 20, 1.0);
     let mut cmd = runner(&server, &[&wasm]);
     cmd.args(["--concurrency", "20"]);
-    let (status, _, err) = output(cmd, 2 * MINUTE);
+    let (status, out, err) = output(cmd, 2 * MINUTE);
     assert!(status.success(), "{err}");
+    assert!(err.contains("serving"), "the banner:\n{err}");
     let all = spans(&server, &job).await;
     let sleeps: Vec<&Span> = all
         .iter()
@@ -190,6 +191,30 @@ async fn one_runner_at_concurrency_twenty_overlaps_every_sleep() {
         .collect();
     assert_eq!(sleeps.len(), 20);
     assert_eq!(overlap(&sleeps), 20, "all twenty sleeps at once");
+    // The runner's line names each sleep as its parent displayed it.
+    for s in &sleeps {
+        assert!(
+            out.contains(&format!("✓ {} computed in", s.name)),
+            "{}:\n{out}",
+            s.name
+        );
+    }
+    // `jobs show` lists the first 20 tasks with their versions; --tasks every one, also in JSON.
+    let (status, out, err) = server.cli(&["jobs", "show", &job]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("VERSION") && out.contains(" v0.0 "), "{out}");
+    assert!(out.contains("… more tasks with --tasks"), "{out}");
+    let (status, out, err) = server.cli(&["jobs", "show", &job, "--json", "--tasks"]);
+    assert!(status.success(), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["id"], job.as_str());
+    assert_eq!(shown["tasks"].as_array().map(Vec::len), Some(21), "{out}");
+    // --quiet prints no banner either (nothing is left: it only says so and exits).
+    let mut cmd = runner(&server, &[&wasm]);
+    cmd.arg("--quiet");
+    let (status, out, err) = output(cmd, MINUTE);
+    assert!(status.success(), "{err}");
+    assert!(!err.contains("serving") && out.is_empty(), "{out}\n{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -396,7 +421,10 @@ async fn retries_then_job_retry_once_the_cause_is_gone() {
 
     let (status, out, err) = server.cli(&["jobs", "retry", &job]);
     assert!(status.success(), "{err}");
-    assert!(out.contains("1 tasks queued again"), "{out}");
+    assert!(
+        out.contains("Retrying job") && out.contains(": 1 task queued again"),
+        "{out}"
+    );
     let mut cmd = runner(&server, &[&hostile]);
     cmd.args(["--memory-mib", "256"]);
     let (status, _, err) = output(cmd, 2 * MINUTE);

@@ -429,6 +429,7 @@ mod tests {
             task_id: id.into(),
             job_id: "j".into(),
             identifier: TaskIdentifier::parse("T", "v0.0").unwrap(),
+            display: None,
             input: serde_json::Value::Null,
             attempt: 1,
             lease: 7,

@@ -40,6 +40,9 @@ enum Action {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// List every task (the first 20 otherwise; with --json, a `tasks` array).
+        #[arg(long)]
+        tasks: bool,
     },
     /// Cancel a job: queued tasks stop, running ones stop at their next lease extension.
     Cancel {
@@ -172,28 +175,38 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &format::safe_rows(rows, 80),
             );
         }
-        Action::Show { id, json } => {
+        Action::Show { id, json, tasks } => {
             let job = client.job(&id).await?;
-            if json {
+            if json && !tasks {
                 return format::json(&job).map(|_| ExitCode::SUCCESS);
             }
+            // Every task, page by page, or the first 20.
+            let mut list = Vec::new();
+            let mut query = TaskQuery {
+                limit: Some(if tasks { 1000 } else { 20 }),
+                ..Default::default()
+            };
+            let more = loop {
+                let page = client.tasks(&id, &query).await?;
+                list.extend(page.tasks);
+                match page.next_cursor {
+                    Some(cursor) if tasks => query.cursor = Some(cursor),
+                    next => break next.is_some(),
+                }
+            };
+            if json {
+                let mut value = serde_json::to_value(&job)?;
+                value["tasks"] = serde_json::to_value(&list)?;
+                return format::json(&value).map(|_| ExitCode::SUCCESS);
+            }
             print_job(&job);
-            let page = client
-                .tasks(
-                    &id,
-                    &TaskQuery {
-                        limit: Some(20),
-                        ..Default::default()
-                    },
-                )
-                .await?;
             println!();
-            let rows: Vec<Vec<String>> = page
-                .tasks
+            let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|t| {
                     vec![
                         format!("{}{}", "  ".repeat(t.depth as usize), t.display),
+                        t.identifier.version.to_string(),
                         t.state.to_string(),
                         t.attempts.to_string(),
                         t.id.clone(),
@@ -204,11 +217,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             // An error can be kilobytes of backtrace: one line of it here, all of it in the
             // console and in `--json`.
             format::table(
-                &["TASK", "STATE", "ATTEMPTS", "ID", "ERROR"],
+                &["TASK", "VERSION", "STATE", "ATTEMPTS", "ID", "ERROR"],
                 &format::safe_rows(rows, 200),
             );
-            if page.next_cursor.is_some() {
-                println!("… more tasks in the console: {}/jobs/{id}", client.base());
+            if more {
+                println!(
+                    "… more tasks with --tasks, or in the console: {}/jobs/{id}",
+                    client.base()
+                );
             }
         }
         Action::Cancel { id, json } => {
@@ -217,8 +233,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return format::json(&job).map(|_| ExitCode::SUCCESS);
             }
             println!(
-                "Canceled job {}: {} tasks canceled, {} still running will stop at their next lease extension",
-                job.id, job.task_counts.canceled, job.task_counts.running
+                "Canceled job {}: {} canceled, {} still running will stop at their next lease \
+                 extension",
+                job.id,
+                format::count(job.task_counts.canceled, "task"),
+                job.task_counts.running
             );
         }
         Action::Retry { id, json } => {
@@ -227,8 +246,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return format::json(&job).map(|_| ExitCode::SUCCESS);
             }
             println!(
-                "Retrying job {}: {} tasks queued again",
-                job.id, job.task_counts.queued
+                "Retrying job {}: {} queued again",
+                job.id,
+                format::count(job.task_counts.queued, "task")
             );
         }
     }

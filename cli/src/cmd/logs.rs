@@ -55,16 +55,35 @@ pub async fn task_names(client: &Client, job: &str) -> anyhow::Result<HashMap<St
     }
 }
 
-fn print_line(line: &LogLine, names: &HashMap<String, String>) {
-    let task = names
+/// The widest the task column grows, in characters; longer names are cut to it.
+const MAX_TASK_COLUMN: usize = 40;
+
+/// The name a line's task is shown by: its display name, else the end of its id.
+fn task_name<'a>(line: &'a LogLine, names: &'a HashMap<String, String>) -> &'a str {
+    names
         .get(&line.task_id)
-        .cloned()
-        .unwrap_or_else(|| format::short(&line.task_id).to_string());
+        .map(String::as_str)
+        .unwrap_or_else(|| format::short(&line.task_id))
+}
+
+/// `text` made safe and exactly `width` characters wide: cut with `…`, or padded.
+fn column(text: &str, width: usize) -> String {
+    let safe = format::safe(text);
+    let n = safe.chars().count();
+    if n > width {
+        let cut: String = safe.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        format!("{safe}{}", " ".repeat(width - n))
+    }
+}
+
+fn print_line(line: &LogLine, names: &HashMap<String, String>, width: usize) {
     let mut text = format!(
-        "{} {:<5} {:<16} {}",
+        "{} {:<5} {} {}",
         format::time_of_day(line.time_unix_nano),
         line.level.as_str().to_uppercase(),
-        format::safe_max(&task, 64),
+        column(task_name(line, names), width),
         format::safe(&line.message)
     );
     for (k, v) in &line.fields {
@@ -93,6 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut cursor = None;
     let mut all = Vec::new();
     let mut last_round = false;
+    let mut width = 8;
     loop {
         let query = LogQuery {
             task: args.task.clone(),
@@ -112,11 +132,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // The task column fits the longest name seen so far (up to a limit), so that the
+        // messages line up; it only grows.
+        let widest = page
+            .logs
+            .iter()
+            .map(|l| format::safe(task_name(l, &names)).chars().count())
+            .max()
+            .unwrap_or(0);
+        width = width.max(widest.min(MAX_TASK_COLUMN));
         for line in page.logs {
             match (args.json, args.follow) {
                 (true, true) => println!("{}", serde_json::to_string(&line)?),
                 (true, false) => all.push(line),
-                (false, _) => print_line(&line, &names),
+                (false, _) => print_line(&line, &names, width),
             }
         }
         cursor = page.next_cursor;
@@ -136,4 +165,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         format::json(&all)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column;
+
+    #[test]
+    fn task_columns_are_cut_or_padded_to_their_width() {
+        assert_eq!(column("SleepTask(1)", 14), "SleepTask(1)  ");
+        assert_eq!(column("WordFrequencyJob(large)", 10), "WordFrequ…");
+        // Escaped control characters count as what is shown.
+        assert_eq!(column("a\nb", 6), "a\\nb  ");
+        assert_eq!(column("ééé", 3), "ééé");
+    }
 }

@@ -103,9 +103,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!();
     println!(
-        "{} spans on {} runners over {}",
-        spans.len(),
-        runners.len(),
+        "{} on {} over {}",
+        format::count(spans.len() as u64, "span"),
+        format::count(runners.len() as u64, "runner"),
         format::duration_ns(end - start)
     );
     let mut legend: Vec<(&usize, &&str)> = runners.iter().map(|(id, n)| (n, id)).collect();

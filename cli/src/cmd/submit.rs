@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         format::json(&job)?;
     } else {
         println!(
-            "Job {} {} in {}: {} tasks computed, {} failed, {} canceled",
+            "Job {} {} in {}: {} computed, {} failed, {} canceled",
             job.id,
             job.state,
             format::duration_ns(
@@ -110,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .unwrap_or(job.submitted_at)
                     .saturating_sub(job.submitted_at)
             ),
-            job.task_counts.computed,
+            format::count(job.task_counts.computed, "task"),
             job.task_counts.failed,
             job.task_counts.canceled
         );

@@ -224,6 +224,7 @@ impl<D: Driver> Core<D> {
                 task_id: r.task_id,
                 job_id: r.job_id,
                 identifier: r.identifier,
+                display: r.display,
                 input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
                 attempt: r.attempt,
                 lease: r.lease,

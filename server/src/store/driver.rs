@@ -293,6 +293,7 @@ pub struct ClaimedRow {
     pub task_id: String,
     pub job_id: String,
     pub identifier: TaskIdentifier,
+    pub display: Option<String>,
     /// The input as JSON text.
     pub input: String,
     pub attempt: u32,

@@ -282,6 +282,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
         task_id: planted.id(t).to_string(),
         job_id: planted.job_id.clone(),
         identifier: id("Leaf", "v0.0"),
+        display: None,
         input: json!({}),
         attempt: 1,
         lease: 1,

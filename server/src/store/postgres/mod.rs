@@ -870,7 +870,7 @@ impl Tx for PgTx {
              UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
              lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
-             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path",
+             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display",
             identifier_match(6)
         );
         let mut picked = self
@@ -918,6 +918,7 @@ impl Tx for PgTx {
                         minor: r.get::<_, i64>(4) as u32,
                     },
                 },
+                display: r.get(10),
                 input: r.get(5),
                 attempt: r.get::<_, i64>(6) as u32,
                 lease: u(r.get(7)),

@@ -761,7 +761,8 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached(&format!(
-                "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease \
+                "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease, \
+                 t.display \
                  FROM tasks t JOIN jobs j ON j.id = t.job_id \
                  WHERE t.state = 'queued' AND t.cluster = ? AND t.pending_deps = 0 \
                  AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {IDENTIFIER_MATCH} \
@@ -785,6 +786,7 @@ impl Tx for SqliteTx {
                                 minor: r.get(4)?,
                             },
                         },
+                        display: r.get(8)?,
                         input: r.get(5)?,
                         attempt: r.get::<_, u32>(6)? + 1,
                         lease: r.get::<_, u64>(7)? + 1,

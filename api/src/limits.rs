@@ -56,6 +56,12 @@ pub fn check_input_depth(value: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a guest's error code marks its failure permanent: `permanent` or `permanent:…`
+/// (the convention of `tessera:task@0.1.0`'s `task-error`).
+pub fn is_permanent_code(code: &str) -> bool {
+    code == "permanent" || code.starts_with("permanent:")
+}
+
 /// Checks a job, cluster or runner name: 1 to [`MAX_NAME_CHARS`] characters, not blank (in
 /// the sense of JSON Schema's `\s`, as the OpenAPI document states it), no control characters.
 pub fn check_name(what: &str, name: &str) -> Result<(), String> {

@@ -95,6 +95,9 @@ pub enum Report {
         /// The display name set by the attempt.
         #[serde(default)]
         display: Option<String>,
+        /// No retry can fix it (the guest said so): fail the task at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
     },
     /// The runner gave the task back (shutting down): requeue without spending a retry.
     Abandoned,
@@ -244,13 +247,29 @@ mod tests {
             task_id: "t".into(),
             lease: 3,
             report: Report::Failed {
+                permanent: false,
                 reason: "boom".into(),
                 display: None,
             },
         };
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["report"]["outcome"], "failed");
+        assert!(
+            json["report"].get("permanent").is_none(),
+            "false is left out"
+        );
         assert_eq!(serde_json::from_value::<TaskReport>(json).unwrap(), r);
+        let permanent: TaskReport = serde_json::from_str(
+            r#"{"task_id":"t","lease":1,"report":{"outcome":"failed","reason":"x","permanent":true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            permanent.report,
+            Report::Failed {
+                permanent: true,
+                ..
+            }
+        ));
         let abandoned: TaskReport =
             serde_json::from_str(r#"{"task_id":"t","lease":1,"report":{"outcome":"abandoned"}}"#)
                 .unwrap();

@@ -496,3 +496,35 @@ fn parallel_reports_a_failing_copy_and_its_exit_code() {
         "{out}"
     );
 }
+
+/// An error the task marks permanent (the example's bad input) fails the task at once, however
+/// many retries it has, and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_error_is_not_retried() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--retry-base-seconds", "0.1"]);
+    let job = submit(
+        &server,
+        &[
+            "ParallelSleepWorkflow",
+            "--input",
+            r#"{"count": 2, "seconds": -1}"#,
+            "--max-retries",
+            "3",
+        ],
+    );
+    let (status, out, err) = output(runner(&server, &[&wasm]), 2 * MINUTE);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("[permanent:bad-input]"), "{out}");
+    let j = finished(&server.client(), &job, MINUTE).await;
+    assert_eq!(j.state, JobState::Failed);
+    let attempts = spans(&server, &job).await;
+    assert_eq!(attempts.len(), 1, "no retry after a permanent error");
+    let (status, logs, err) = server.cli(&["logs", &job, "--level", "error"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        logs.contains("a permanent failure (no retry can fix it)"),
+        "{logs}"
+    );
+}

@@ -7,10 +7,12 @@ use crate::bindings::tessera::task::types as wit;
 
 /// Why a task attempt failed: a message for people and an optional machine-readable code.
 ///
-/// Any `std::error::Error` converts into it, so `?` works on most results.
+/// Any `std::error::Error` converts into it, so `?` works on most results. A failed attempt is
+/// retried while the task's `max_retries` allow, unless the error is [`TaskError::permanent`].
 pub struct TaskError {
     message: String,
     code: Option<String>,
+    permanent: bool,
 }
 
 impl TaskError {
@@ -19,7 +21,21 @@ impl TaskError {
         TaskError {
             message: message.into(),
             code: None,
+            permanent: false,
         }
+    }
+
+    /// Marks the error as one no retry can fix (bad input, a missing object): the task fails
+    /// at once, whatever its `max_retries`. On the wire its code becomes `permanent`, or
+    /// `permanent:CODE` with a code (the convention `tessera:task@0.1.0` documents).
+    pub fn permanent(mut self) -> Self {
+        self.permanent = true;
+        self
+    }
+
+    /// Whether the error is permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
     }
 
     /// Adds a machine-readable code, e.g. `not-found`.
@@ -69,9 +85,14 @@ impl<E: std::error::Error> From<E> for TaskError {
 
 impl From<TaskError> for wit_exports::TaskError {
     fn from(e: TaskError) -> Self {
+        let code = match (e.permanent, e.code) {
+            (false, code) => code,
+            (true, None) => Some("permanent".to_string()),
+            (true, Some(code)) => Some(format!("permanent:{code}")),
+        };
         wit_exports::TaskError {
             message: e.message,
-            code: e.code,
+            code,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tessera_api::{ClaimedTask, Report, TaskIdentifier, TaskReport};
-use tessera_host::{AttemptSpec, Host, Limits, LogSink, Outcome, TaskComponent};
+use tessera_host::{AttemptSpec, FailureKind, Host, Limits, LogSink, Outcome, TaskComponent};
 use tokio::sync::mpsc;
 
 use crate::events::Events;
@@ -45,6 +45,11 @@ fn report_of(outcome: Outcome) -> Report {
             progress: c.progress,
         },
         Outcome::Failed(f) => Report::Failed {
+            permanent: matches!(
+                &f.kind,
+                FailureKind::Guest { code: Some(code) }
+                    if tessera_api::limits::is_permanent_code(code)
+            ),
             reason: f.message,
             display: f.display,
         },
@@ -65,6 +70,7 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
         };
         let finished = match shared.component_for(&task.identifier) {
             None => Some(report(Report::Failed {
+                permanent: false,
                 reason: format!(
                     "this runner has no component implementing {}",
                     task.identifier

@@ -177,6 +177,7 @@ impl Outbox {
         };
         let failed = TaskReport {
             report: Report::Failed {
+                permanent: false,
                 reason: format!(
                     "the attempt's result is {} encoded, more than the {} the server accepts \
                      in one request: submit fewer or smaller subtasks (pass large data by \
@@ -281,6 +282,7 @@ impl Outbox {
                 let why = e.to_string();
                 let failed = TaskReport {
                     report: Report::Failed {
+                        permanent: false,
                         reason: format!("the server refused this attempt's result: {why}"),
                         display: None,
                     },
@@ -400,7 +402,10 @@ mod tests {
         let notice = o.push(computed("big", 100 << 10)).unwrap();
         assert!(matches!(notice, Notice::TooLarge { ref task_id, .. } if task_id == "big"));
         let b = o.next_batch(Instant::now()).unwrap();
-        let Report::Failed { reason, display } = &b.reports()[0].report else {
+        let Report::Failed {
+            reason, display, ..
+        } = &b.reports()[0].report
+        else {
             panic!("a failure is sent instead")
         };
         assert!(reason.contains("more than the 48 KiB"), "{reason}");

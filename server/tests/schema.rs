@@ -187,6 +187,7 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
         .unwrap();
     let got = store.claim(&claim(2), t0 + 11).await.unwrap();
     let failed = Report::Failed {
+        permanent: false,
         reason: "boom".into(),
         display: None,
     };

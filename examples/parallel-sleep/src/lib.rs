@@ -24,7 +24,8 @@ impl Task for ParallelSleepWorkflow {
                 "seconds must be a non-negative number, got {}",
                 self.seconds
             ))
-            .with_code("bad-input"));
+            .with_code("bad-input")
+            .permanent());
         }
         info!(
             ctx,

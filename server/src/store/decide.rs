@@ -292,7 +292,7 @@ pub(crate) fn reports(
             } => {
                 if let Some(why) = check_subtasks(subtasks) {
                     let reason = format!("the attempt submitted invalid subtasks: {why}");
-                    fail(&mut plan, row, reason, display.clone(), config, now);
+                    fail(&mut plan, row, reason, display.clone(), config, now, false);
                     continue;
                 }
                 if !subtasks.is_empty() {
@@ -309,7 +309,7 @@ pub(crate) fn reports(
                             subtasks.len(),
                             config.max_job_tasks
                         );
-                        fail(&mut plan, row, reason, display.clone(), config, now);
+                        fail(&mut plan, row, reason, display.clone(), config, now, false);
                         continue;
                     }
                     *added.entry(row.job_id.clone()).or_default() += subtasks.len() as u64;
@@ -343,8 +343,13 @@ pub(crate) fn reports(
                     plan.completed.push(row.id.clone());
                 }
             }
-            Report::Failed { reason, display } => {
-                fail(&mut plan, row, reason.clone(), display.clone(), config, now);
+            Report::Failed {
+                reason,
+                display,
+                permanent,
+            } => {
+                let (reason, display) = (reason.clone(), display.clone());
+                fail(&mut plan, row, reason, display, config, now, *permanent);
             }
             // A cancellation nobody asked for gives the task back like an abandon.
             Report::Canceled if row.job_canceled => {
@@ -425,7 +430,8 @@ fn span(
     }
 }
 
-/// A failed attempt: retried with backoff while retries remain, else the task and its job fail.
+/// A failed attempt: retried with backoff while retries remain (and the failure is not
+/// `permanent`), else the task and its job fail.
 fn fail(
     plan: &mut ReportPlan,
     row: &HeldRow,
@@ -433,6 +439,7 @@ fn fail(
     display: Option<String>,
     config: &StoreConfig,
     now: u64,
+    permanent: bool,
 ) {
     let reason = limits::cut(&reason, limits::MAX_REASON_BYTES);
     let display = display.map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES));
@@ -462,7 +469,7 @@ fn fail(
             state,
             format!("its job has {over}, so it does not run again"),
         )
-    } else if row.retries_used < row.max_retries {
+    } else if row.retries_used < row.max_retries && !permanent {
         plan.claimable_in.insert(row.cluster.clone());
         let wait = config.backoff(row.retries_used);
         let state = SetState {
@@ -490,10 +497,12 @@ fn fail(
             finished_at: Some(now),
             ..base
         };
-        (
-            state,
-            "no retries left: the task and its job failed".to_string(),
-        )
+        let why = if permanent && row.retries_used < row.max_retries {
+            "a permanent failure (no retry can fix it): the task and its job failed"
+        } else {
+            "no retries left: the task and its job failed"
+        };
+        (state, why.to_string())
     };
     plan.states.push(state);
     plan.logs.push(LogLine {
@@ -624,7 +633,7 @@ pub(crate) fn expired(rows: &[HeldRow], config: &StoreConfig, now: u64) -> Repor
                  a report (the runner died, was cut off, or could not deliver the result); \
                  see the runners' output for why"
             );
-            fail(&mut plan, row, reason, None, config, now);
+            fail(&mut plan, row, reason, None, config, now, false);
             continue;
         }
         plan.states.push(SetState {
@@ -786,6 +795,7 @@ mod tests {
 
     fn failed(reason: &str) -> Report {
         Report::Failed {
+            permanent: false,
             reason: reason.into(),
             display: Some("Shown".into()),
         }
@@ -1233,6 +1243,26 @@ mod tests {
     }
 
     #[test]
+    fn a_permanent_failure_is_not_retried() {
+        let mut r = row("p");
+        r.max_retries = 3;
+        let permanent = Report::Failed {
+            permanent: true,
+            reason: "no such object".into(),
+            display: None,
+        };
+        let p = decide(&[report("p", permanent)], &[r]);
+        assert_eq!(p.states[0].state, TaskState::Failed);
+        assert!(!p.states[0].spend_retry);
+        assert_eq!(p.failed_jobs, ["job"]);
+        assert_eq!(
+            p.logs[0].message,
+            "attempt 3 failed: no such object; a permanent failure (no retry can fix it): the \
+             task and its job failed"
+        );
+    }
+
+    #[test]
     fn tallies_follow_every_transition_of_a_batch() {
         let mut canceled = row("x");
         canceled.job_canceled = true;
@@ -1404,6 +1434,7 @@ mod tests {
             &[report(
                 "t",
                 Report::Failed {
+                    permanent: false,
                     reason: "x".repeat(10 << 20),
                     display: Some("d".repeat(10_000)),
                 },

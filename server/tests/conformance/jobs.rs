@@ -24,6 +24,7 @@ pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
             s,
             &a[0],
             Report::Failed {
+                permanent: false,
                 reason: "no".into(),
                 display: None
             },
@@ -46,6 +47,7 @@ pub async fn retry_job_requeues_failed_tasks(store: Arc<dyn Store>) {
             s,
             &root[0],
             Report::Failed {
+                permanent: false,
                 reason: "x".into(),
                 display: None
             },

@@ -242,6 +242,7 @@ macro_rules! suite {
                 an_unrequested_canceled_report_gives_the_task_back,
                 duplicate_dependencies_fail_the_attempt,
                 a_task_failing_for_good_ends_its_job_visibly_and_logs_why,
+                a_permanent_failure_fails_at_once_whatever_the_retries,
             }
             leases {
                 abandon_requeues_without_spending_a_retry,

@@ -91,7 +91,8 @@ pub async fn fail_retries_with_backoff_then_fails_the_job(store: Arc<dyn Store>)
                 &got[0],
                 Report::Failed {
                     reason,
-                    display: None
+                    display: None,
+                    permanent: false,
                 },
                 now + 1
             )
@@ -135,6 +136,7 @@ pub async fn batch_the_same_task_twice_counts_once(store: Arc<dyn Store>) {
     let s = &*store;
     let (job_id, _, leaves) = fanned_out(s, 1, 3).await;
     let failed = Report::Failed {
+        permanent: false,
         reason: "late".into(),
         display: None,
     };
@@ -156,6 +158,7 @@ pub async fn batch_a_computed_and_a_failed_sibling(store: Arc<dyn Store>) {
     let s = &*store;
     let (job_id, root, leaves) = fanned_out(s, 2, 0).await;
     let failed = Report::Failed {
+        permanent: false,
         reason: "boom".into(),
         display: None,
     };
@@ -289,6 +292,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
         lease_ms: 10_000,
     };
     let failed = |reason: &str| Report::Failed {
+        permanent: false,
         reason: reason.into(),
         display: None,
     };
@@ -357,4 +361,21 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
     assert_eq!(job.task_counts.queued, 5);
     let back = s.task(planted.id(waiting)).await.unwrap();
     assert_eq!((back.state, back.error), (TaskState::Queued, None));
+}
+
+pub async fn a_permanent_failure_fails_at_once_whatever_the_retries(store: Arc<dyn Store>) {
+    let s = &*store;
+    let j = s.submit(&job("permanent", "Root", 5), T0).await.unwrap();
+    let got = claim(s, 1, T0).await;
+    let permanent = Report::Failed {
+        permanent: true,
+        reason: "no such object".into(),
+        display: None,
+    };
+    assert!(report(s, &got[0], permanent, T0 + 1).await);
+    let job = s.job(&j.id).await.unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    let root = s.task(&got[0].task_id).await.unwrap();
+    assert_eq!((root.state, root.retries_used), (TaskState::Failed, 0));
+    assert!(claim(s, 1, T0 + 100 * SEC).await.is_empty());
 }

@@ -41,6 +41,7 @@ pub async fn a_report_ends_the_attempts_span_and_adds_to_the_task_time(store: Ar
 
     assert!(report_planted(s, planted.id(a), computed(vec![]), T0 + 3 * SEC).await);
     let failed = Report::Failed {
+        permanent: false,
         reason: "boom".into(),
         display: Some("b, failed".into()),
     };

@@ -9,8 +9,13 @@ import schemathesis
 
 
 def _no_wait(claim):
-    if isinstance(claim, dict) and "wait_ms" in claim:
-        claim["wait_ms"] = 0
+    # Only a valid wait is shortened: a wrong type or a negative number must stay as it is, so
+    # that the server's refusal of it is what is tested (turning it into 0 would make the
+    # request valid behind the fuzzer's back).
+    if isinstance(claim, dict):
+        wait = claim.get("wait_ms")
+        if isinstance(wait, int) and not isinstance(wait, bool) and 0 < wait <= 60000:
+            claim["wait_ms"] = 0
 
 
 @schemathesis.hook

@@ -244,6 +244,16 @@ impl Client {
         self.get(&format!("/v1/tasks/{id}"), &()).await
     }
 
+    /// A job's ready queued tasks that no runner seen lately could run, with why.
+    pub async fn unserved(&self, job: &str) -> Result<crate::UnservedList, ClientError> {
+        self.get(&format!("/v1/jobs/{job}/unserved"), &()).await
+    }
+
+    /// The runners seen in the last five minutes.
+    pub async fn runners(&self) -> Result<crate::RunnerList, ClientError> {
+        self.get("/v1/runners", &()).await
+    }
+
     /// Cancels a job.
     pub async fn cancel(&self, job: &str) -> Result<Job, ClientError> {
         self.post(

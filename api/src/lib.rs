@@ -28,7 +28,8 @@ pub use jobs::{
 pub use level::Level;
 pub use runner::{
     ClaimRequest, ClaimResponse, ClaimedTask, ExtendRequest, ExtendResponse, LeaseRef, LeaseStatus,
-    Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult, TaskReport,
+    Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult, RunnerInfo,
+    RunnerList, TaskReport, Unserved, UnservedList,
 };
 pub use subtask::{ProgressUpdate, SubtaskSpec};
 pub use telemetry::{LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery};

@@ -202,6 +202,53 @@ pub struct ExtendResponse {
     pub leases: Vec<LeaseStatus>,
 }
 
+/// A runner the servers have heard from: what it asked for when it last claimed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunnerInfo {
+    /// Its id.
+    pub id: String,
+    /// The cluster it serves.
+    pub cluster: String,
+    /// The task types (with versions) it serves.
+    pub identifiers: Vec<TaskIdentifier>,
+    /// Its first claim (ns since the Unix epoch).
+    pub first_seen: u64,
+    /// Its latest claim, to within 10 s (ns since the Unix epoch).
+    pub last_seen: u64,
+}
+
+/// `GET /v1/runners`: the runners seen in the last five minutes, most recent first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunnerList {
+    /// The runners.
+    pub runners: Vec<RunnerInfo>,
+}
+
+/// Queued tasks of one kind that no runner seen lately could run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unserved {
+    /// Their cluster.
+    pub cluster: String,
+    /// Their task type and version.
+    pub identifier: TaskIdentifier,
+    /// How many are queued and ready.
+    pub queued: u64,
+    /// Why none runs, for people: who was seen, serving what.
+    pub reason: String,
+}
+
+/// `GET /v1/jobs/{id}/unserved`: a job's ready queued tasks that no runner seen in the last
+/// five minutes could run, by kind. Empty when every kind has a runner.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UnservedList {
+    /// One entry per cluster and task type.
+    pub tasks: Vec<Unserved>,
+}
+
 /// `POST /v1/runner/outlook`: is there work this runner could ever do?
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

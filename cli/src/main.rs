@@ -28,6 +28,8 @@ enum Command {
     Jobs(cmd::jobs::Args),
     /// Show a job's log lines.
     Logs(cmd::logs::Args),
+    /// List the runners seen lately and what they serve.
+    Runners(cmd::runners::Args),
     /// Show a job's task spans as a waterfall.
     Spans(cmd::spans::Args),
     /// Run N copies of a command, prefixing their output.
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
             Command::Submit(args) => cmd::submit::run(args).await,
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
+            Command::Runners(args) => cmd::runners::run(args).await,
             Command::Spans(args) => cmd::spans::run(args).await,
             Command::Parallel(args) => cmd::parallel::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,

@@ -528,3 +528,47 @@ async fn a_permanent_error_is_not_retried() {
         "{logs}"
     );
 }
+
+/// A task no runner can serve says why it waits: `runners list` shows who was seen serving
+/// what, and `jobs show` names the version the runners lack.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_no_runner_serves_says_why_it_waits() {
+    let wasm = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    // The component serves v0.0; this job asks for a newer minor version.
+    let job = submit(
+        &server,
+        &[
+            "ParallelSleepWorkflow",
+            "--version",
+            "v0.1",
+            "--input",
+            r#"{"count": 1, "seconds": 0}"#,
+        ],
+    );
+    let mut cmd = runner(&server, &[&wasm]);
+    cmd.args(["--runner-id", "old-runner"]);
+    let (status, _, err) = output(cmd, MINUTE);
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("No work left that this runner could serve"),
+        "{err}"
+    );
+    let (status, out, err) = server.cli(&["runners", "list"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("old-runner") && out.contains("ParallelSleepWorkflow@v0.0"),
+        "{out}"
+    );
+    let (status, out, err) = server.cli(&["jobs", "show", &job]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains(
+            "⚠ 1 task waiting: no runner in cluster default has served \
+             ParallelSleepWorkflow@v0.1 in the last 5 minutes; runners seen there serve \
+             ParallelSleepWorkflow v0.0"
+        ),
+        "{out}"
+    );
+}

@@ -200,6 +200,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return format::json(&value).map(|_| ExitCode::SUCCESS);
             }
             print_job(&job);
+            if job.task_counts.queued > 0 {
+                super::runners::explain_waiting(&client, &id).await;
+            }
             println!();
             let rows: Vec<Vec<String>> = list
                 .iter()

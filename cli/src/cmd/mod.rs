@@ -4,6 +4,7 @@ pub mod demo;
 pub mod jobs;
 pub mod logs;
 pub mod parallel;
+pub mod runners;
 pub mod server;
 pub mod spans;
 pub mod submit;

@@ -168,6 +168,10 @@ pub async fn wait_for(client: &Client, id: &str, bar: bool) -> anyhow::Result<Jo
         pb
     });
     let mut last = String::new();
+    // A job with work queued but nothing running or finishing for a while may be waiting for
+    // a runner that does not exist: say so, once.
+    let mut since_change = std::time::Instant::now();
+    let mut explained = false;
     loop {
         let job = client.job(id).await?;
         let c = &job.task_counts;
@@ -175,6 +179,23 @@ pub async fn wait_for(client: &Client, id: &str, bar: bool) -> anyhow::Result<Jo
             "{}: {} queued, {} running, {} computed, {} failed",
             job.state, c.queued, c.running, c.computed, c.failed
         );
+        if summary != last {
+            since_change = std::time::Instant::now();
+        } else if !explained
+            && c.queued > 0
+            && c.running == 0
+            && since_change.elapsed() >= Duration::from_secs(5)
+        {
+            explained = true;
+            let list = client.unserved(id).await.unwrap_or_default();
+            for u in &list.tasks {
+                let line = super::runners::waiting_line(u);
+                match &progress {
+                    Some(pb) => pb.println(line),
+                    None => println!("{line}"),
+                }
+            }
+        }
         match &progress {
             Some(pb) => {
                 pb.set_length(c.total());

@@ -208,3 +208,14 @@ pub async fn retry(
     state.wake.notify();
     Ok(Json(job))
 }
+
+/// A job's ready queued tasks that no runner seen in the last five minutes could run (wrong
+/// version, a cluster nobody serves, a task type no component exports), by kind, with why.
+#[utoipa::path(get, path = "/v1/jobs/{id}/unserved", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = tessera_api::UnservedList), (status = 404, body = ErrorBody)))]
+pub async fn unserved(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<tessera_api::UnservedList>, ApiError> {
+    Ok(Json(state.store.unserved(&id, now_unix_nano()).await?))
+}

@@ -58,10 +58,12 @@ pub struct AppState {
         jobs::task,
         jobs::cancel,
         jobs::retry,
+        jobs::unserved,
         runner::claim,
         runner::report,
         runner::extend,
         runner::outlook,
+        runner::runners,
         telemetry::ingest,
         telemetry::logs,
         telemetry::spans,
@@ -309,6 +311,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/unserved", get(jobs::unserved))
+        .route("/v1/runners", get(runner::runners))
         .route("/v1/jobs/{id}/logs", get(telemetry::logs))
         .route("/v1/jobs/{id}/spans", get(telemetry::spans))
         .route("/v1/tasks/{id}", get(jobs::task))

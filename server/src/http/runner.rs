@@ -188,3 +188,13 @@ pub async fn outlook(
     check_name("cluster", &request.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(state.store.outlook(&request).await?))
 }
+
+/// The runners seen in the last five minutes (each recorded by its claims, at most every 10 s),
+/// with what they serve; most recent first.
+#[utoipa::path(get, path = "/v1/runners", tag = "runner",
+    responses((status = 200, body = tessera_api::RunnerList)))]
+pub async fn runners(
+    State(state): State<AppState>,
+) -> Result<Json<tessera_api::RunnerList>, ApiError> {
+    Ok(Json(state.store.runners(now_unix_nano()).await?))
+}

@@ -2,14 +2,15 @@
 //! [`super::decide`], applies the answer through the driver's set-based primitives, commits,
 //! and retries the whole transaction when the database reports contention.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_api::{
     ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine, LogPage,
-    LogQuery, Outlook, OutlookRequest, ReportResult, SpanPage, SpanQuery, SubmitJob, Task,
-    TaskPage, TaskQuery, TaskReport, TaskState,
+    LogQuery, Outlook, OutlookRequest, ReportResult, RunnerInfo, RunnerList, SpanPage, SpanQuery,
+    SubmitJob, Task, TaskPage, TaskQuery, TaskReport, TaskState, UnservedList,
 };
 
 use super::decide::{self, Tallies};
@@ -21,10 +22,17 @@ use crate::wake::Scope;
 /// How often a transaction that met contention is tried in all.
 const TRIES: u32 = 5;
 
+/// How often a runner's claims are recorded in the runners table, at most.
+const RECORD_RUNNER_EVERY: u64 = 10_000_000_000;
+/// Runners not seen for this long are forgotten.
+const FORGET_RUNNER_AFTER: u64 = 24 * 3600 * 1_000_000_000;
+
 /// The job store over driver `D`.
 pub struct Core<D: Driver> {
     driver: Arc<D>,
     config: StoreConfig,
+    /// When this server last recorded each runner, and a fingerprint of what it asked for.
+    recorded: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
 }
 
 impl<D: Driver> Clone for Core<D> {
@@ -32,6 +40,7 @@ impl<D: Driver> Clone for Core<D> {
         Core {
             driver: self.driver.clone(),
             config: self.config.clone(),
+            recorded: self.recorded.clone(),
         }
     }
 }
@@ -75,6 +84,7 @@ impl<D: Driver> Core<D> {
         Core {
             driver: Arc::new(driver),
             config,
+            recorded: Default::default(),
         }
     }
 
@@ -194,6 +204,33 @@ impl<D: Driver> Core<D> {
         })
     }
 
+    /// The runner to record with this claim, if it is due: not recorded by this server for
+    /// [`RECORD_RUNNER_EVERY`], or asking for something else than last time.
+    fn runner_due(&self, request: &ClaimRequest, now: u64) -> Option<RunnerInfo> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&request.cluster, &request.identifiers).hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(at, seen)) = recorded.get(&request.runner_id)
+            && seen == fingerprint
+            && now.saturating_sub(at) < RECORD_RUNNER_EVERY
+        {
+            return None;
+        }
+        if recorded.len() >= 100_000 {
+            recorded.retain(|_, (at, _)| now.saturating_sub(*at) < RECORD_RUNNER_EVERY);
+        }
+        recorded.insert(request.runner_id.clone(), (now, fingerprint));
+        Some(RunnerInfo {
+            id: request.runner_id.clone(),
+            cluster: request.cluster.clone(),
+            identifiers: request.identifiers.clone(),
+            first_seen: now,
+            last_seen: now,
+        })
+    }
+
     async fn do_claim(
         &self,
         request: &ClaimRequest,
@@ -207,7 +244,12 @@ impl<D: Driver> Core<D> {
             now,
             expires: now.saturating_add(nanos(self.config.lease)),
         };
+        let record = self.runner_due(request, now);
         let rows = transact!(self, Mode::Write, |tx| {
+            if let Some(runner) = &record {
+                tx.record_runner(runner, now.saturating_sub(FORGET_RUNNER_AFTER))
+                    .await?;
+            }
             let rows = tx.claim_eligible(&params).await?;
             let mut tallies = Tallies::default();
             for r in &rows {
@@ -559,6 +601,35 @@ impl<D: Driver> Store for Core<D> {
                 tx.add_job_tallies(&tallies.rows()).await?;
                 tx.notify(&Scope::Everyone).await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn runners(&self, now: u64) -> Result<RunnerList, StoreError> {
+        self.run(move |me| async move {
+            let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
+            let runners = transact!(me, Mode::Read, |tx| tx.runners(since).await)?;
+            Ok(RunnerList { runners })
+        })
+        .await
+    }
+
+    async fn unserved(&self, job: &str, now: u64) -> Result<UnservedList, StoreError> {
+        let job = job.to_string();
+        self.run(move |me| async move {
+            let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let kinds = tx.ready_kinds(&job, now).await?;
+                let runners = if kinds.is_empty() {
+                    Vec::new()
+                } else {
+                    tx.runners(since).await?
+                };
+                Ok(UnservedList {
+                    tasks: decide::unserved(&kinds, &runners),
+                })
             })
         })
         .await

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_api::{
-    Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult, SpanOutcome,
-    SubtaskSpec, TaskIdentifier, TaskReport, TaskState,
+    Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult, RunnerInfo,
+    SpanOutcome, SubtaskSpec, TaskIdentifier, TaskReport, TaskState, Unserved,
 };
 
 use super::driver::{
@@ -648,6 +648,92 @@ pub(crate) fn expired(rows: &[HeldRow], config: &StoreConfig, now: u64) -> Repor
     plan
 }
 
+/// How long a runner counts as seen after its last claim.
+pub(crate) const RUNNER_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Which kinds of ready queued tasks (cluster, task type, how many) no runner in `runners`
+/// (those seen within [`RUNNER_WINDOW`]) could run, each with why: what the runners seen in that
+/// cluster serve instead, or where the task type is served.
+pub(crate) fn unserved(
+    kinds: &[(String, TaskIdentifier, u64)],
+    runners: &[RunnerInfo],
+) -> Vec<Unserved> {
+    let mut out = Vec::new();
+    for (cluster, task, queued) in kinds {
+        let here: Vec<&RunnerInfo> = runners.iter().filter(|r| &r.cluster == cluster).collect();
+        if here
+            .iter()
+            .any(|r| r.identifiers.iter().any(|i| i.can_run(task)))
+        {
+            continue;
+        }
+        let list = |mut items: Vec<String>| {
+            items.sort();
+            items.dedup();
+            let more = items.len().saturating_sub(5);
+            items.truncate(5);
+            let mut text = items.join(", ");
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            text
+        };
+        let versions: Vec<String> = here
+            .iter()
+            .flat_map(|r| &r.identifiers)
+            .filter(|i| i.name == task.name)
+            .map(|i| i.version.to_string())
+            .collect();
+        let minutes = RUNNER_WINDOW.as_secs() / 60;
+        let reason = if !versions.is_empty() {
+            format!(
+                "no runner in cluster {cluster} has served {task} in the last {minutes} minutes; \
+                 runners seen there serve {} {}",
+                task.name,
+                list(versions)
+            )
+        } else if !here.is_empty() {
+            let names = here
+                .iter()
+                .flat_map(|r| &r.identifiers)
+                .map(ToString::to_string)
+                .collect();
+            format!(
+                "no runner in cluster {cluster} has served {} in the last {minutes} minutes; \
+                 runners seen there serve {}",
+                task.name,
+                list(names)
+            )
+        } else {
+            let elsewhere: Vec<String> = runners
+                .iter()
+                .filter(|r| r.identifiers.iter().any(|i| i.can_run(task)))
+                .map(|r| r.cluster.clone())
+                .collect();
+            if elsewhere.is_empty() {
+                format!(
+                    "no runner has asked for work in cluster {cluster} in the last {minutes} \
+                     minutes; start one whose component exports {task} with `tessera runner \
+                     COMPONENT.wasm --cluster {cluster}`"
+                )
+            } else {
+                format!(
+                    "no runner has asked for work in cluster {cluster} in the last {minutes} \
+                     minutes; {task} is served in cluster {}",
+                    list(elsewhere)
+                )
+            }
+        };
+        out.push(Unserved {
+            cluster: cluster.clone(),
+            identifier: task.clone(),
+            queued: *queued,
+            reason,
+        });
+    }
+    out
+}
+
 /// Which leases an extension keeps, over the rows of their tasks.
 pub(crate) fn extensions(
     leases: &[LeaseRef],
@@ -1240,6 +1326,50 @@ mod tests {
                 .iter()
                 .all(|l| l.level == Level::Error && l.runner_id == "r1")
         );
+    }
+
+    fn id(name: &str, version: &str) -> TaskIdentifier {
+        TaskIdentifier::parse(name, version).unwrap()
+    }
+
+    #[test]
+    fn unserved_kinds_say_who_was_seen_serving_what() {
+        let runner = |cluster: &str, ids: &[(&str, &str)]| RunnerInfo {
+            id: "r".into(),
+            cluster: cluster.into(),
+            identifiers: ids.iter().map(|(n, v)| id(n, v)).collect(),
+            first_seen: 0,
+            last_seen: 0,
+        };
+        let runners = [
+            runner("default", &[("wordfreq.Job", "v1.2"), ("Other", "v0.0")]),
+            runner("gpu", &[("Render", "v2.0")]),
+        ];
+        let kinds = [
+            ("default".to_string(), id("wordfreq.Job", "v1.1"), 3),
+            ("default".to_string(), id("wordfreq.Job", "v1.3"), 2),
+            ("default".to_string(), id("Typo", "v0.0"), 1),
+            ("cpu".to_string(), id("Render", "v2.0"), 4),
+            ("nowhere".to_string(), id("Lost", "v0.0"), 5),
+        ];
+        let got = unserved(&kinds, &runners);
+        let reasons: Vec<&str> = got.iter().map(|u| u.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            [
+                // v1.1 runs on the v1.2 runner; v1.3 does not.
+                "no runner in cluster default has served wordfreq.Job@v1.3 in the last 5 \
+                 minutes; runners seen there serve wordfreq.Job v1.2",
+                "no runner in cluster default has served Typo in the last 5 minutes; runners \
+                 seen there serve Other@v0.0, wordfreq.Job@v1.2",
+                "no runner has asked for work in cluster cpu in the last 5 minutes; \
+                 Render@v2.0 is served in cluster gpu",
+                "no runner has asked for work in cluster nowhere in the last 5 minutes; start \
+                 one whose component exports Lost@v0.0 with `tessera runner COMPONENT.wasm \
+                 --cluster nowhere`",
+            ]
+        );
+        assert_eq!(got[0].queued, 2);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, Span, SpanOutcome, SpanQuery, Task,
-    TaskIdentifier, TaskQuery, TaskState,
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, RunnerInfo, Span, SpanOutcome,
+    SpanQuery, Task, TaskIdentifier, TaskQuery, TaskState,
 };
 
 use super::StoreError;
@@ -81,6 +81,22 @@ pub trait Tx: Send + Sized {
     async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError>;
     /// The job of each named task that exists.
     async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError>;
+
+    /// Ready queued tasks of a job by kind: cluster, task type, how many (at most 100 kinds).
+    async fn ready_kinds(
+        &mut self,
+        job: &str,
+        now: u64,
+    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError>;
+    /// Runners whose last claim was at or after `since`, most recent first (at most 1,000).
+    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError>;
+    /// Records a runner's claim (its first sighting keeps its `first_seen`), and forgets
+    /// runners not seen since `forget_before`.
+    async fn record_runner(
+        &mut self,
+        runner: &RunnerInfo,
+        forget_before: u64,
+    ) -> Result<(), StoreError>;
 
     // ---- jobs
     /// Locks a job's row against concurrent changes; false if it does not exist.

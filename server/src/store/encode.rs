@@ -119,6 +119,26 @@ pub(super) const JOB_STATE_SQL: &str = "CASE WHEN canceled THEN 'canceled' WHEN 
     WHEN completed_at IS NOT NULL THEN 'completed' WHEN started_at IS NOT NULL THEN 'running' \
     ELSE 'queued' END";
 
+/// A runner row as the API shows it; `identifiers` is the JSON the store wrote.
+pub(super) fn runner_info(
+    id: String,
+    cluster: String,
+    identifiers: &str,
+    first_seen: i64,
+    last_seen: i64,
+) -> Result<tessera_api::RunnerInfo, StoreError> {
+    let identifiers = serde_json::from_str(identifiers).map_err(|e| {
+        StoreError::Internal(format!("runner {id} has unreadable identifiers: {e}"))
+    })?;
+    Ok(tessera_api::RunnerInfo {
+        id,
+        cluster,
+        identifiers,
+        first_seen: first_seen.max(0) as u64,
+        last_seen: last_seen.max(0) as u64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,6 +172,11 @@ pub trait Store: Send + Sync + 'static {
     /// Compares a job's kept counts with a count of its task and span rows; returns what
     /// differs, nothing when they agree. Slow on big jobs: for tests and for operators.
     async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError>;
+    /// The runners seen in the last five minutes (by their claims), most recent first.
+    async fn runners(&self, now: u64) -> Result<tessera_api::RunnerList, StoreError>;
+    /// A job's ready queued tasks that no runner seen in the last five minutes could run, by
+    /// kind, each with why.
+    async fn unserved(&self, job: &str, now: u64) -> Result<tessera_api::UnservedList, StoreError>;
     /// Puts a job and its tasks in the store as they are given (for tests).
     #[cfg(feature = "testing")]
     async fn plant(&self, job: &plant::PlantedJob) -> Result<(), StoreError>;

@@ -166,3 +166,69 @@ pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
     let got = s.claim(&claim_req("r1", &ids, 10), T0 + 1).await.unwrap();
     assert_eq!(got.len(), 1);
 }
+
+pub async fn claims_make_runners_visible_and_unserved_tasks_say_why(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut newer = job("newer", "Root", 0);
+    newer.root.identifier = id("Root", "v0.3");
+    let j = s.submit(&newer, T0).await.unwrap();
+    let mut gpu = job("gpu", "Root", 0);
+    gpu.cluster = Some("gpu".into());
+    let g = s.submit(&gpu, T0).await.unwrap();
+    // Before any runner claims, nobody serves anything.
+    assert!(s.runners(T0).await.unwrap().runners.is_empty());
+    let why = s.unserved(&j.id, T0).await.unwrap().tasks;
+    assert_eq!(why.len(), 1);
+    assert!(
+        why[0]
+            .reason
+            .starts_with("no runner has asked for work in cluster default")
+    );
+    // A runner of Root v0.2 claims in cluster default: it is seen, and the v0.3 task is not
+    // for it.
+    let request = ClaimRequest {
+        identifiers: vec![id("Root", "v0.2")],
+        ..claim_req("old-runner", &[], 1)
+    };
+    assert!(s.claim(&request, T0 + SEC).await.unwrap().is_empty());
+    let seen = s.runners(T0 + 2 * SEC).await.unwrap().runners;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].id.as_str(), seen[0].cluster.as_str()),
+        ("old-runner", "default")
+    );
+    assert_eq!(seen[0].identifiers, [id("Root", "v0.2")]);
+    assert_eq!(seen[0].last_seen, T0 + SEC);
+    let why = s.unserved(&j.id, T0 + 2 * SEC).await.unwrap().tasks;
+    assert_eq!(why.len(), 1);
+    assert_eq!(why[0].identifier, id("Root", "v0.3"));
+    assert_eq!(
+        why[0].reason,
+        "no runner in cluster default has served Root@v0.3 in the last 5 minutes; runners \
+         seen there serve Root v0.2"
+    );
+    // Cluster gpu: nobody there; the v0.2 runner of cluster default could run Root v0.0.
+    let why = s.unserved(&g.id, T0 + 2 * SEC).await.unwrap().tasks;
+    assert_eq!(
+        why[0].reason,
+        "no runner has asked for work in cluster gpu in the last 5 minutes; Root@v0.0 is \
+         served in cluster default"
+    );
+    // A runner that serves it makes the diagnosis empty; six minutes later it is forgotten.
+    let request = ClaimRequest {
+        identifiers: vec![id("Root", "v0.3")],
+        ..claim_req("new-runner", &[], 1)
+    };
+    let got = s.claim(&request, T0 + 3 * SEC).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        s.unserved(&j.id, T0 + 4 * SEC)
+            .await
+            .unwrap()
+            .tasks
+            .is_empty()
+    );
+    let later = T0 + 6 * 60 * SEC;
+    assert!(s.runners(later).await.unwrap().runners.is_empty());
+    assert!(s.unserved("no-such-job", later).await.is_err());
+}

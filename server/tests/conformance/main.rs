@@ -229,6 +229,7 @@ macro_rules! suite {
                 oldest_job_first_and_depth_first_within_a_job,
                 outlook_counts_work_a_runner_could_do,
                 a_runner_may_serve_a_thousand_identifiers,
+                claims_make_runners_visible_and_unserved_tasks_say_why,
             }
             reports {
                 claim_complete_and_subtasks,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
-    Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, RunnerInfo, Span,
+    SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_lost.sql"),
     include_str!("migrations/0004_job_task_total.sql"),
     include_str!("migrations/0005_job_tallies.sql"),
+    include_str!("migrations/0006_runners.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -567,6 +568,75 @@ impl Tx for PgTx {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect())
+    }
+
+    async fn ready_kinds(
+        &mut self,
+        job: &str,
+        now: u64,
+    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError> {
+        Ok(self
+            .rows(
+                "SELECT cluster, name, major, minor, COUNT(*) FROM tasks \
+                 WHERE job_id = $1 AND state = 'queued' AND pending_deps = 0 AND not_before <= $2 \
+                 GROUP BY cluster, name, major, minor ORDER BY cluster, name, major, minor \
+                 LIMIT 100",
+                &[&job, &i(now)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    TaskIdentifier {
+                        name: r.get(1),
+                        version: Version {
+                            major: r.get::<_, i64>(2) as u32,
+                            minor: r.get::<_, i64>(3) as u32,
+                        },
+                    },
+                    u(r.get(4)),
+                )
+            })
+            .collect())
+    }
+
+    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
+        self.rows(
+            "SELECT id, cluster, identifiers, first_seen, last_seen FROM runners \
+             WHERE last_seen >= $1 ORDER BY last_seen DESC, id LIMIT 1000",
+            &[&i(since)],
+        )
+        .await?
+        .iter()
+        .map(|r| runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    }
+
+    async fn record_runner(
+        &mut self,
+        runner: &RunnerInfo,
+        forget_before: u64,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO UPDATE SET \
+             cluster = excluded.cluster, identifiers = excluded.identifiers, \
+             last_seen = excluded.last_seen",
+            &[
+                &runner.id,
+                &runner.cluster,
+                &serde_json::to_string(&runner.identifiers).expect("identifiers serialize"),
+                &i(runner.last_seen),
+            ],
+        )
+        .await?;
+        self.exec(
+            "DELETE FROM runners WHERE last_seen < $1",
+            &[&i(forget_before)],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError> {

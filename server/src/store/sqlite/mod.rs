@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, Span, SpanQuery,
-    Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, RunnerInfo, Span,
+    SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_lost.sql"),
     include_str!("migrations/0003_job_task_total.sql"),
     include_str!("migrations/0004_job_tallies.sql"),
+    include_str!("migrations/0005_runners.sql"),
 ];
 
 /// The SQLite job store.
@@ -498,6 +499,84 @@ impl Tx for SqliteTx {
             }
         }
         Ok(jobs)
+    }
+
+    async fn ready_kinds(
+        &mut self,
+        job: &str,
+        now: u64,
+    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT cluster, name, major, minor, COUNT(*) FROM tasks \
+                 WHERE job_id = ?1 AND state = 'queued' AND pending_deps = 0 AND not_before <= ?2 \
+                 GROUP BY cluster, name, major, minor ORDER BY cluster, name, major, minor \
+                 LIMIT 100",
+            )?
+            .query_map(params![job, i(now)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    TaskIdentifier {
+                        name: r.get(1)?,
+                        version: Version {
+                            major: r.get(2)?,
+                            minor: r.get(3)?,
+                        },
+                    },
+                    r.get::<_, i64>(4)?.max(0) as u64,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT id, cluster, identifiers, first_seen, last_seen FROM runners \
+                 WHERE last_seen >= ?1 ORDER BY last_seen DESC, id LIMIT 1000",
+            )?
+            .query_map([i(since)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, cluster, identifiers, first, last)| {
+                runner_info(id, cluster, &identifiers, first, last)
+            })
+            .collect()
+    }
+
+    async fn record_runner(
+        &mut self,
+        runner: &RunnerInfo,
+        forget_before: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen) \
+                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (id) DO UPDATE SET \
+                 cluster = excluded.cluster, identifiers = excluded.identifiers, \
+                 last_seen = excluded.last_seen",
+            )?
+            .execute(params![
+                runner.id,
+                runner.cluster,
+                serde_json::to_string(&runner.identifiers).expect("identifiers serialize"),
+                i(runner.last_seen)
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM runners WHERE last_seen < ?1")?
+            .execute([i(forget_before)])?;
+        Ok(())
     }
 
     async fn lock_job(&mut self, id: &str) -> Result<bool, StoreError> {

@@ -62,6 +62,8 @@ mod error;
 mod identifier;
 mod logging;
 mod subtask;
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -172,6 +174,9 @@ macro_rules! export_tasks {
             }
         }
 
+        // Exported only in the component: natively (a crate's unit tests) the exports' names
+        // are not valid symbols, and `tessera_guest::testing` runs the tasks instead.
+        #[cfg(target_family = "wasm")]
         $crate::bindings::export_component!(__TesseraTasks with_types_in $crate::bindings);
     };
 }

@@ -47,3 +47,42 @@ impl Task for Noop {
 }
 
 export_tasks!(FanOut, Groups, Noop);
+
+#[cfg(test)]
+mod tests {
+    use tessera_guest::SubmitError;
+    use tessera_guest::testing::TestContext;
+
+    use super::*;
+
+    #[test]
+    fn groups_fan_out_to_fan_outs_of_no_ops() {
+        let run = TestContext::new().run(&Groups { groups: 3, each: 7 });
+        assert!(run.result.is_ok());
+        assert_eq!(run.subtasks.len(), 3);
+        assert!(
+            run.subtasks.iter().all(
+                |s| s.identifier.name == "FanOut" && s.input == serde_json::json!({"count": 7})
+            )
+        );
+        let run = TestContext::new().run(&FanOut { count: 7 });
+        assert_eq!(run.subtasks.len(), 7);
+        assert!(run.subtasks.iter().all(|s| s.identifier.name == "Noop"));
+    }
+
+    #[test]
+    fn a_fan_out_past_the_subtask_limit_fails_its_attempt() {
+        let run = TestContext::new().max_subtasks(5).run(&FanOut { count: 6 });
+        let error = run.result.unwrap_err();
+        assert!(
+            error
+                .message()
+                .contains(&SubmitError::TooMany(5).to_string()),
+            "{error}"
+        );
+        assert!(
+            run.subtasks.is_empty(),
+            "nothing of a refused submission is kept"
+        );
+    }
+}

@@ -68,3 +68,58 @@ impl Task for SleepTask {
 }
 
 export_tasks!(ParallelSleepWorkflow, SleepTask);
+
+#[cfg(test)]
+mod tests {
+    use tessera_guest::testing::TestContext;
+
+    use super::*;
+
+    #[test]
+    fn the_workflow_submits_one_sleep_per_count() {
+        let run = TestContext::new().run(&ParallelSleepWorkflow {
+            count: 3,
+            seconds: 1.5,
+        });
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        assert_eq!(run.subtasks.len(), 3);
+        assert_eq!(run.subtasks[2].identifier, SleepTask::identifier());
+        assert_eq!(
+            run.subtasks[2].input,
+            serde_json::json!({"index": 2, "seconds": 1.5})
+        );
+        assert_eq!(run.progress["sleeps"], (0, 3));
+        assert_eq!(run.logs[0].message, "Submitting sleep subtasks");
+        assert_eq!(run.logs[0].fields["count"], "3");
+    }
+
+    #[test]
+    fn bad_input_is_a_permanent_error() {
+        let run = TestContext::new().run(&ParallelSleepWorkflow {
+            count: 1,
+            seconds: -1.0,
+        });
+        let error = run.result.unwrap_err();
+        assert!(error.is_permanent());
+        assert_eq!(error.code(), Some("bad-input"));
+        assert!(run.subtasks.is_empty());
+    }
+
+    #[test]
+    fn a_sleep_logs_around_its_sleep_and_names_itself() {
+        let run = TestContext::new().attempt(2).run(&SleepTask {
+            index: 4,
+            seconds: 60.0,
+        });
+        assert!(run.result.is_ok());
+        assert_eq!(
+            run.slept,
+            Duration::from_secs(60),
+            "slept instantly, counted"
+        );
+        let messages: Vec<&str> = run.logs.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(messages, ["Starting sleep task", "Finished sleep task"]);
+        assert_eq!(run.display.as_deref(), Some("SleepTask(4)"));
+        assert_eq!(run.progress["sleeps"], (1, 0));
+    }
+}

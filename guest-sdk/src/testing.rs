@@ -1,0 +1,268 @@
+//! Run a task's `execute` natively, in a plain `cargo test`, with a context that records what
+//! the task does: log lines, subtasks, its display name, progress and sleeps (which return at
+//! once). Available on every target but `wasm` (the real host is there).
+//!
+//! ```no_run
+//! # use serde::{Deserialize, Serialize};
+//! # use tessera_guest::{Context, Task, TaskError};
+//! # #[derive(Serialize, Deserialize)] struct Greet { name: String }
+//! # impl Task for Greet {
+//! #     fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> { Ok(()) }
+//! # }
+//! use tessera_guest::testing::TestContext;
+//!
+//! let run = TestContext::new().attempt(2).run(&Greet { name: "Ada".into() });
+//! assert!(run.result.is_ok());
+//! assert!(run.logs.iter().any(|l| l.message == "Hello"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::bindings::tessera::task::types as wit;
+use crate::{Context, Level, SubmitError, Task, TaskError, TaskIdentifier};
+
+/// How a test runs a task: the ids and attempt number its context reports, and the subtask
+/// limit the host would enforce.
+#[derive(Debug, Clone)]
+pub struct TestContext {
+    job_id: String,
+    task_id: String,
+    attempt: u32,
+    max_subtasks: u32,
+}
+
+impl Default for TestContext {
+    fn default() -> Self {
+        TestContext {
+            job_id: "test-job".into(),
+            task_id: "test-task".into(),
+            attempt: 1,
+            max_subtasks: 100_000,
+        }
+    }
+}
+
+/// A log line the task wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedLine {
+    pub level: Level,
+    pub message: String,
+    /// Its fields, as text (as they travel to the host).
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A subtask the task submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmittedSubtask {
+    pub identifier: TaskIdentifier,
+    /// Its input, as the host would receive it.
+    pub input: serde_json::Value,
+    pub display: Option<String>,
+    /// Positions within its own `submit_subtasks` call.
+    pub depends_on: Vec<u32>,
+    pub max_retries: u32,
+    pub cluster: Option<String>,
+}
+
+/// What one run of a task did.
+#[derive(Debug)]
+pub struct TestRun {
+    /// What `execute` returned.
+    pub result: Result<(), TaskError>,
+    pub logs: Vec<LoggedLine>,
+    /// Every subtask of every accepted submission, in order (a handle's index is a position
+    /// here).
+    pub subtasks: Vec<SubmittedSubtask>,
+    /// The display name it set last, if any.
+    pub display: Option<String>,
+    /// Progress by label: (done, total).
+    pub progress: BTreeMap<String, (u64, u64)>,
+    /// The time it asked to sleep, in all.
+    pub slept: Duration,
+}
+
+impl TestContext {
+    /// Attempt 1 of task `test-task` in job `test-job`.
+    pub fn new() -> Self {
+        TestContext::default()
+    }
+
+    /// Runs as this attempt (from 1).
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Reports these job and task ids.
+    pub fn ids(mut self, job_id: impl Into<String>, task_id: impl Into<String>) -> Self {
+        self.job_id = job_id.into();
+        self.task_id = task_id.into();
+        self
+    }
+
+    /// Refuses submissions past this many subtasks, as a runner's `--max-subtasks` does.
+    pub fn max_subtasks(mut self, max: u32) -> Self {
+        self.max_subtasks = max;
+        self
+    }
+
+    /// Runs `task`'s `execute` once and returns what it did.
+    pub fn run<T: Task>(&self, task: &T) -> TestRun {
+        let recorder = std::rc::Rc::new(std::cell::RefCell::new(Recorder {
+            setup: self.clone(),
+            ..Recorder::default()
+        }));
+        let mut ctx = Context::recording(recorder.clone());
+        let result = task.execute(&mut ctx);
+        drop(ctx);
+        let r = std::rc::Rc::try_unwrap(recorder)
+            .map(std::cell::RefCell::into_inner)
+            .unwrap_or_else(|shared| shared.borrow().clone());
+        TestRun {
+            result,
+            logs: r.logs,
+            subtasks: r.subtasks,
+            display: r.display,
+            progress: r.progress,
+            slept: r.slept,
+        }
+    }
+}
+
+/// What a test context records as the task calls it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorder {
+    setup: TestContext,
+    logs: Vec<LoggedLine>,
+    subtasks: Vec<SubmittedSubtask>,
+    pub(crate) display: Option<String>,
+    progress: BTreeMap<String, (u64, u64)>,
+    slept: Duration,
+}
+
+impl Recorder {
+    pub(crate) fn context(&self) -> wit::TaskContext {
+        wit::TaskContext {
+            job_id: self.setup.job_id.clone(),
+            task_id: self.setup.task_id.clone(),
+            attempt: self.setup.attempt,
+        }
+    }
+
+    pub(crate) fn log(&mut self, level: Level, message: &str, fields: Vec<wit::Field>) {
+        self.logs.push(LoggedLine {
+            level,
+            message: message.to_string(),
+            fields: fields.into_iter().map(|f| (f.key, f.value)).collect(),
+        });
+    }
+
+    pub(crate) fn sleep(&mut self, duration: Duration) {
+        self.slept = self.slept.saturating_add(duration);
+    }
+
+    pub(crate) fn progress(&mut self, label: &str, done: u64, total: u64) {
+        let entry = self.progress.entry(label.to_string()).or_default();
+        entry.0 = entry.0.saturating_add(done);
+        entry.1 = entry.1.saturating_add(total);
+    }
+
+    /// Checks a submission as the host does, then keeps it.
+    pub(crate) fn submit(
+        &mut self,
+        subtasks: Vec<wit::Subtask>,
+    ) -> Result<Vec<wit::SubtaskHandle>, SubmitError> {
+        let after = self.subtasks.len().saturating_add(subtasks.len());
+        if after > self.setup.max_subtasks as usize {
+            return Err(SubmitError::TooMany(self.setup.max_subtasks));
+        }
+        for (i, s) in subtasks.iter().enumerate() {
+            if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
+                return Err(SubmitError::BadDependency(d));
+            }
+        }
+        let mut kept = Vec::with_capacity(subtasks.len());
+        for s in subtasks {
+            let input = serde_json::from_str(&s.input)
+                .map_err(|e| SubmitError::Invalid(format!("input is not JSON: {e}")))?;
+            kept.push(SubmittedSubtask {
+                identifier: TaskIdentifier::new(s.identifier.name, s.identifier.version),
+                input,
+                display: s.display,
+                depends_on: s.depends_on,
+                max_retries: s.max_retries,
+                cluster: s.cluster,
+            });
+        }
+        let first = self.subtasks.len() as u32;
+        let handles = (first..first + kept.len() as u32)
+            .map(|index| wit::SubtaskHandle { index })
+            .collect();
+        self.subtasks.extend(kept);
+        Ok(handles)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::Subtask;
+
+    #[derive(Serialize, Deserialize)]
+    struct Leaf {
+        n: u32,
+    }
+
+    impl Task for Leaf {
+        fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    /// Submits two leaves, then a third that waits on the first of its own call, then one with
+    /// a forward dependency (refused), and reports what it saw.
+    #[derive(Serialize, Deserialize)]
+    struct Root {}
+
+    impl Task for Root {
+        fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+            let first = ctx.submit_subtasks([
+                Subtask::new(&Leaf { n: 0 }),
+                Subtask::new(&Leaf { n: 1 }).depends_on([0]).max_retries(2),
+            ])?;
+            let third = ctx.submit_subtask(&Leaf { n: 2 })?;
+            let refused = ctx.submit_subtasks([Subtask::new(&Leaf { n: 3 }).depends_on([0])]);
+            crate::info!(
+                ctx,
+                handles = format!("{:?}", [first[0].index, first[1].index, third.index]),
+                refused = format!("{refused:?}"),
+                job = ctx.job_id(),
+                attempt = ctx.attempt(),
+                "submitted"
+            );
+            ctx.set_display("root");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_test_context_records_and_checks_like_the_host() {
+        let run = TestContext::new().ids("j1", "t1").attempt(3).run(&Root {});
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        assert_eq!(run.subtasks.len(), 3, "the refused submission kept nothing");
+        assert_eq!(run.subtasks[1].depends_on, [0]);
+        assert_eq!(run.subtasks[1].max_retries, 2);
+        assert_eq!(run.subtasks[2].input, serde_json::json!({"n": 2}));
+        let fields = &run.logs[0].fields;
+        assert_eq!(fields["handles"], "[0, 1, 2]", "handles count across calls");
+        assert_eq!(fields["refused"], "Err(BadDependency(0))");
+        assert_eq!(
+            (fields["job"].as_str(), fields["attempt"].as_str()),
+            ("j1", "3")
+        );
+        assert_eq!(run.display.as_deref(), Some("root"));
+    }
+}

@@ -36,6 +36,8 @@ enum Command {
     Parallel(cmd::parallel::Args),
     /// Run the seed scenario end to end on an embedded server.
     Demo(cmd::demo::Args),
+    /// Create a task crate from a template, ready to test, build and run.
+    New(cmd::new::Args),
 }
 
 fn init_tracing() {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
             Command::Runners(args) => cmd::runners::run(args).await,
+            Command::New(args) => cmd::new::run(args),
             Command::Spans(args) => cmd::spans::run(args).await,
             Command::Parallel(args) => cmd::parallel::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,

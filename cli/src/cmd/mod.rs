@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod jobs;
 pub mod logs;
+pub mod new;
 pub mod parallel;
 pub mod runners;
 pub mod server;

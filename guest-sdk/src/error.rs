@@ -124,7 +124,25 @@ impl fmt::Display for SubmitError {
     }
 }
 
-impl std::error::Error for SubmitError {}
+impl SubmitError {
+    /// Its machine-readable code: `too-many-subtasks`, `bad-dependency` or `invalid-subtasks`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubmitError::TooMany(_) => "too-many-subtasks",
+            SubmitError::BadDependency(_) => "bad-dependency",
+            SubmitError::Invalid(_) => "invalid-subtasks",
+        }
+    }
+}
+
+/// `?` on a refused submission fails the attempt with the refusal's message and code. (A
+/// `SubmitError` is not a `std::error::Error`, so that this conversion, and not the generic
+/// one, applies.)
+impl From<SubmitError> for TaskError {
+    fn from(e: SubmitError) -> Self {
+        TaskError::new(e.to_string()).with_code(e.code())
+    }
+}
 
 impl From<wit::SubmitError> for SubmitError {
     fn from(e: wit::SubmitError) -> Self {

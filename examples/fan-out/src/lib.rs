@@ -74,11 +74,11 @@ mod tests {
     fn a_fan_out_past_the_subtask_limit_fails_its_attempt() {
         let run = TestContext::new().max_subtasks(5).run(&FanOut { count: 6 });
         let error = run.result.unwrap_err();
-        assert!(
-            error
-                .message()
-                .contains(&SubmitError::TooMany(5).to_string()),
-            "{error}"
+        assert_eq!(error.message(), SubmitError::TooMany(5).to_string());
+        assert_eq!(
+            error.code(),
+            Some("too-many-subtasks"),
+            "a refusal carries its code"
         );
         assert!(
             run.subtasks.is_empty(),

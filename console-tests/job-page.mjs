@@ -9,6 +9,7 @@ const url = process.env.TESSERA_URL;
 const job = process.env.JOB_ID;
 const running = process.env.RUNNING_JOB_ID;
 const deep = process.env.DEEP_JOB_ID;
+const unserved = process.env.UNSERVED_JOB_ID;
 
 async function post(path, body) {
   const r = await fetch(url + path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -120,6 +121,15 @@ try {
   const updates = Number(await page.evaluate(() => document.body.dataset.updates || 0));
   check(updates >= 10, "the page took at least ten pushed updates, got " + updates);
   await page.screenshot({ path: shots + "/deep.png", fullPage: true });
+
+  // A task no runner serves says why it waits.
+  await page.goto(url + "/jobs/" + unserved);
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector("#unserved:not([hidden])", { timeout: 15000 });
+  const why = await page.textContent("#unserved");
+  check(why.includes("⚠ 1 task waiting: no runner in cluster default has served ParallelSleepWorkflow@v0.9")
+    && why.includes("runners seen there serve ParallelSleepWorkflow v0.0"), "the page says why the task waits: " + why);
+  await page.screenshot({ path: shots + "/unserved.png", fullPage: true });
 
   // Cancel from the page cancels a running job.
   await page.goto(url + "/jobs/" + running);

@@ -149,6 +149,10 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     .await;
 
     let deep = deep_job(&c).await;
+    // A version no runner serves: the page says why it waits (the five runners served v0.0).
+    let mut newer = sleep_job("too-new", 1, 0.0);
+    newer.root.identifier = TaskIdentifier::parse("ParallelSleepWorkflow", "v0.9").unwrap();
+    let unserved = c.submit(&newer).await.unwrap();
 
     let shots = tests.join("screenshots");
     let mut node = Command::new("node");
@@ -158,6 +162,7 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         .env("JOB_ID", &done.id)
         .env("RUNNING_JOB_ID", &long.id)
         .env("DEEP_JOB_ID", &deep)
+        .env("UNSERVED_JOB_ID", &unserved.id)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", &chromium);
     let (status, out, err) = output(node, Duration::from_secs(180));

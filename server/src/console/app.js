@@ -177,7 +177,23 @@ async function jobPage(app, id, signal) {
   const timeline = makeTimeline(id, names, (taskId) => selectTask(taskId));
   const logs = makeLogs(id, names);
   const taskView = el("div", { class: "panel taskview", id: "task-view", hidden: true });
-  app.replaceChildren(header,
+  // Queued tasks no runner seen lately could run, and why (GET /v1/jobs/{id}/unserved).
+  const waiting = el("div", { class: "waiting", id: "unserved", hidden: true });
+  let waitingChecked = 0;
+  async function checkWaiting(j) {
+    if (j.task_counts.queued === 0) { waiting.hidden = true; return; }
+    if (Date.now() - waitingChecked < 5000) return;
+    waitingChecked = Date.now();
+    try {
+      const list = await api("/v1/jobs/" + encodeURIComponent(id) + "/unserved", { signal });
+      waiting.replaceChildren(...list.tasks.map((u) => el("div", {
+        text: "⚠ " + u.queued + (u.queued === 1 ? " task" : " tasks") + " waiting: " + u.reason })));
+      waiting.hidden = list.tasks.length === 0;
+    } catch (e) {
+      if (!signal.aborted) console.warn(e);
+    }
+  }
+  app.replaceChildren(header, waiting,
     el("div", { class: "grid" },
       el("div", { class: "panel" }, el("h2", { text: "Tasks" }), treeBox),
       el("div", { class: "panel" }, el("h2", { text: "Timeline" }), timeline.node)),
@@ -356,6 +372,7 @@ async function jobPage(app, id, signal) {
         etag = response.headers.get("ETag");
         current = await response.json();
         renderHeader(current);
+        checkWaiting(current);
         await refreshTree();
         await timeline.load();
         document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
@@ -368,7 +385,7 @@ async function jobPage(app, id, signal) {
   }
 
   renderHeader(job);
-  await Promise.all([loadTree(), timeline.load()]);
+  await Promise.all([loadTree(), timeline.load(), checkWaiting(job)]);
   // After the tree, so log lines can name their tasks.
   await logs.load();
   ready();

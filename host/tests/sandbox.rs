@@ -331,7 +331,14 @@ async fn a_subtask_bomb_is_refused_at_the_limit() {
         &limits,
     )
     .await;
-    assert_eq!(f.kind, FailureKind::Guest { code: None }, "{f}");
+    // `?` on the refusal keeps its code.
+    assert_eq!(
+        f.kind,
+        FailureKind::Guest {
+            code: Some("too-many-subtasks".into())
+        },
+        "{f}"
+    );
     assert!(
         f.message
             .contains("too many subtasks: one attempt may submit at most 1000"),

@@ -5,6 +5,9 @@ use serde::Serialize;
 use crate::Task;
 use crate::bindings::tessera::task::types as wit;
 
+/// Marks a `depends-on` entry as a handle from an earlier call (the WIT's convention).
+pub(crate) const HANDLE_BIT: u32 = 0x8000_0000;
+
 /// A subtask to submit with [`Context::submit_subtasks`](crate::Context::submit_subtasks).
 #[derive(Debug, Clone)]
 pub struct Subtask {
@@ -41,6 +44,22 @@ impl Subtask {
     /// Runs only after these earlier subtasks of the same submission (their indexes) complete.
     pub fn depends_on(self, indexes: impl IntoIterator<Item = u32>) -> Self {
         self.map(|s| s.depends_on.extend(indexes))
+    }
+
+    /// Runs only after these subtasks, submitted earlier in this attempt, complete: the
+    /// natural way to add a final step after leaves submitted one by one.
+    pub fn after(self, handles: impl IntoIterator<Item = SubtaskHandle>) -> Self {
+        let mut out = self;
+        for h in handles {
+            out = if h.index & HANDLE_BIT != 0 {
+                Subtask {
+                    inner: Err(format!("subtask handle {} is out of range", h.index)),
+                }
+            } else {
+                out.map(|s| s.depends_on.push(h.index | HANDLE_BIT))
+            };
+        }
+        out
     }
 
     /// Allows this many retries after a failure (default 0).

@@ -59,7 +59,8 @@ pub struct SubmittedSubtask {
     /// Its input, as the host would receive it.
     pub input: serde_json::Value,
     pub display: Option<String>,
-    /// Positions within its own `submit_subtasks` call.
+    /// The subtasks it waits for: positions in [`TestRun::subtasks`] (an index within its own
+    /// call and a handle from an earlier one both end up as one).
     pub depends_on: Vec<u32>,
     pub max_retries: u32,
     pub cluster: Option<String>,
@@ -177,20 +178,29 @@ impl Recorder {
         if after > self.setup.max_subtasks as usize {
             return Err(SubmitError::TooMany(self.setup.max_subtasks));
         }
+        let already = self.subtasks.len();
+        let mut positions = Vec::with_capacity(subtasks.len());
         for (i, s) in subtasks.iter().enumerate() {
-            if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
-                return Err(SubmitError::BadDependency(d));
+            let mut deps = Vec::with_capacity(s.depends_on.len());
+            for &d in &s.depends_on {
+                let position = if d & crate::subtask::HANDLE_BIT != 0 {
+                    Some((d & !crate::subtask::HANDLE_BIT) as usize).filter(|&p| p < already)
+                } else {
+                    Some(d as usize).filter(|&p| p < i).map(|p| p + already)
+                };
+                deps.push(position.ok_or(SubmitError::BadDependency(d))? as u32);
             }
+            positions.push(deps);
         }
         let mut kept = Vec::with_capacity(subtasks.len());
-        for s in subtasks {
+        for (s, depends_on) in subtasks.into_iter().zip(positions) {
             let input = serde_json::from_str(&s.input)
                 .map_err(|e| SubmitError::Invalid(format!("input is not JSON: {e}")))?;
             kept.push(SubmittedSubtask {
                 identifier: TaskIdentifier::new(s.identifier.name, s.identifier.version),
                 input,
                 display: s.display,
-                depends_on: s.depends_on,
+                depends_on,
                 max_retries: s.max_retries,
                 cluster: s.cluster,
             });
@@ -246,6 +256,34 @@ mod tests {
             ctx.set_display("root");
             Ok(())
         }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Fan {}
+
+    impl Task for Fan {
+        fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+            let leaves: Vec<_> = (0..3)
+                .map(|n| ctx.submit_subtask(&Leaf { n }))
+                .collect::<Result<_, _>>()?;
+            ctx.submit_subtasks([Subtask::new(&Leaf { n: 9 }).after(leaves)])?;
+            let future = crate::SubtaskHandle { index: 7 };
+            ctx.submit_subtasks([Subtask::new(&Leaf { n: 10 }).after([future])])?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn handles_from_earlier_calls_name_dependencies() {
+        let run = TestContext::new().run(&Fan {});
+        assert_eq!(run.subtasks.len(), 4);
+        assert_eq!(run.subtasks[3].depends_on, [0, 1, 2]);
+        let error = run.result.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some("bad-dependency"),
+            "a handle not issued yet"
+        );
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub(crate) struct SubmitBudget {
 /// Roughly what a subtask adds to a report beyond its input, its name and its display name.
 const SUBTASK_OVERHEAD: usize = 160;
 
+/// Marks a `depends-on` entry as a subtask handle from an earlier call (see the WIT).
+const HANDLE_BIT: u32 = 0x8000_0000;
+
 /// Checks one submission and turns it into wire subtasks, or says why it is refused. The
 /// checks are the server's, so that a result the host accepts is never refused there.
 fn check_submission(
@@ -96,10 +99,21 @@ fn check_submission(
     let mut out = Vec::with_capacity(subtasks.len());
     let mut bytes = 0usize;
     for (i, s) in subtasks.into_iter().enumerate() {
-        if let Some(&bad) = s.depends_on.iter().find(|&&d| d as usize >= i) {
-            return Err(SubmitError::BadDependency(bad));
+        // Positions among all the attempt's subtasks: an index within this call, or a handle
+        // from an earlier call (top bit set); either must name an earlier subtask.
+        let mut deps = Vec::with_capacity(s.depends_on.len());
+        for &d in &s.depends_on {
+            let position = if d & HANDLE_BIT != 0 {
+                Some((d & !HANDLE_BIT) as usize).filter(|&p| p < already)
+            } else {
+                Some(d as usize).filter(|&p| p < i).map(|p| p + already)
+            };
+            match position {
+                Some(p) => deps.push(p as u32),
+                None => return Err(SubmitError::BadDependency(d)),
+            }
         }
-        let mut deps = s.depends_on.clone();
+        let depends_on = deps.clone();
         deps.sort_unstable();
         if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
             return Err(SubmitError::Invalid(format!(
@@ -141,14 +155,13 @@ fn check_submission(
             .saturating_add(s.input.len())
             .saturating_add(identifier.name.len())
             .saturating_add(display.as_ref().map_or(0, String::len))
-            .saturating_add(s.depends_on.len().saturating_mul(11))
+            .saturating_add(depends_on.len().saturating_mul(11))
             .saturating_add(SUBTASK_OVERHEAD);
-        let offset = already as u32;
         out.push(SubtaskSpec {
             identifier,
             input,
             display,
-            depends_on: s.depends_on.iter().map(|d| d + offset).collect(),
+            depends_on,
             max_retries: s.max_retries,
             cluster: s.cluster,
         });

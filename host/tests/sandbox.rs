@@ -509,3 +509,43 @@ async fn a_panic_after_a_handled_refusal_is_reported_as_the_panic() {
         "{f}"
     );
 }
+
+/// A handle from an earlier call names its subtask in `depends_on`; the report carries
+/// positions among all the attempt's subtasks. A handle not yet issued is refused.
+#[tokio::test]
+async fn handles_from_earlier_calls_name_dependencies() {
+    let (host, component) = setup().await;
+    let outcome = host
+        .run(
+            &component,
+            spec("AfterHandles", json!({"bad": false})),
+            &Limits::default(),
+            Collect::default().sink(),
+        )
+        .await;
+    let computed = outcome.computed().expect("computed");
+    let deps: Vec<Vec<u32>> = computed
+        .subtasks
+        .iter()
+        .map(|s| s.depends_on.clone())
+        .collect();
+    // a, b, final after [a, b]; then x, y after [x (index 0 of its call), b].
+    assert_eq!(deps, [vec![], vec![], vec![0, 1], vec![], vec![3, 1]]);
+    assert_eq!(computed.subtasks[2].display.as_deref(), Some("final"));
+
+    let f = fails_then_host_still_works(
+        &host,
+        &component,
+        "AfterHandles",
+        json!({"bad": true}),
+        &Limits::default(),
+    )
+    .await;
+    assert_eq!(
+        f.kind,
+        FailureKind::Guest {
+            code: Some("bad-dependency".into())
+        },
+        "{f}"
+    );
+}

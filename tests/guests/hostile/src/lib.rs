@@ -385,7 +385,33 @@ impl Task for WideFanOut {
     }
 }
 
+/// Leaves submitted one by one, then a final step after all of them (by handle), then a call
+/// mixing an index within the call and a handle; with `bad`, a handle not yet issued.
+#[derive(Serialize, Deserialize)]
+pub struct AfterHandles {
+    /// Also try a handle from the future (refused).
+    pub bad: bool,
+}
+
+impl Task for AfterHandles {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let a = ctx.submit_subtask(&Noop {})?;
+        let b = ctx.submit_subtask(&Noop {})?;
+        ctx.submit_subtasks([Subtask::new(&Noop {}).after([a, b]).display("final")])?;
+        ctx.submit_subtasks([
+            Subtask::new(&Noop {}),
+            Subtask::new(&Noop {}).depends_on([0]).after([b]),
+        ])?;
+        if self.bad {
+            let future = tessera_guest::SubtaskHandle { index: 99 };
+            ctx.submit_subtasks([Subtask::new(&Noop {}).after([future])])?;
+        }
+        Ok(())
+    }
+}
+
 export_tasks!(
+    AfterHandles,
     Noop,
     InfiniteLoop,
     MemoryBomb,

@@ -221,6 +221,9 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         conn.execute_batch(&format!("ALTER TABLE jobs DROP COLUMN {column}"))
             .unwrap();
     }
+    // Version 3 had the task total as a column of its own (dropped by 0006).
+    conn.execute_batch("ALTER TABLE jobs ADD COLUMN task_total INTEGER NOT NULL DEFAULT 4")
+        .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
@@ -246,7 +249,8 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         .collect();
     client
         .batch_execute(&format!(
-            "ALTER TABLE jobs {}; UPDATE tessera_schema SET version = 4",
+            "ALTER TABLE jobs {}, ADD COLUMN task_total BIGINT NOT NULL DEFAULT 4; \
+             UPDATE tessera_schema SET version = 4",
             drops.join(", ")
         ))
         .await

@@ -640,13 +640,12 @@ impl<D: Driver> Store for Core<D> {
         self.run(move |me| async move {
             // A write transaction: it locks the job, so no change lands between the reads.
             transact!(me, Mode::Write, |tx| {
-                let totals = tx.lock_job_totals(&[&job]).await?;
+                tx.lock_job(&job).await?;
                 let kept = Self::load_job(&mut tx, &job).await?;
                 let Some(counted) = tx.count_job(&job).await? else {
                     return Ok(vec![format!("job {job} vanished during the audit")]);
                 };
-                let total = totals.get(&job).copied().unwrap_or(0);
-                Ok(decide::audit(&kept, total, &counted))
+                Ok(decide::audit(&kept, &counted))
             })
         })
         .await

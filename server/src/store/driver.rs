@@ -110,9 +110,10 @@ pub trait Tx: Send + Sized {
         canceled: Option<bool>,
         failed: Option<bool>,
     ) -> Result<(), StoreError>;
-    /// Locks the named jobs (in id order) and returns how many tasks each has.
+    /// Locks the named jobs (in id order) and returns how many tasks each has (the sum of
+    /// its kept counts).
     async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError>;
-    /// Adds to jobs' kept counts (and their task totals: the sum of the state changes).
+    /// Adds to jobs' kept counts (a job's task total is their sum).
     async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError>;
     /// A job's counts as its task and span rows say, counted (slow: for audits).
     async fn count_job(&mut self, id: &str) -> Result<Option<JobTally>, StoreError>;

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_job_task_total.sql"),
     include_str!("migrations/0005_job_tallies.sql"),
     include_str!("migrations/0006_runners.sql"),
+    include_str!("migrations/0007_drop_task_total.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -651,7 +652,8 @@ impl Tx for PgTx {
         sorted.sort_unstable();
         Ok(self
             .rows(
-                "SELECT id, task_total FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                "SELECT id, tasks_queued + tasks_running + tasks_computed + tasks_failed + \
+                 tasks_canceled FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&sorted],
             )
             .await?
@@ -667,7 +669,6 @@ impl Tx for PgTx {
         let ids: Vec<&str> = tallies.iter().map(|t| t.job_id.as_str()).collect();
         let column = |k: usize| -> Vec<i64> { tallies.iter().map(|t| t.states[k]).collect() };
         let (q, r, c, f, x) = (column(0), column(1), column(2), column(3), column(4));
-        let totals: Vec<i64> = tallies.iter().map(JobTally::total).collect();
         let times: Vec<i64> = tallies.iter().map(|t| i(t.task_time_ns)).collect();
         let ends: Vec<i64> = tallies.iter().map(|t| i(t.last_end)).collect();
         let starts: Vec<Option<i64>> = tallies.iter().map(|t| t.started_at.map(i)).collect();
@@ -675,13 +676,12 @@ impl Tx for PgTx {
             "UPDATE jobs SET tasks_queued = jobs.tasks_queued + d.q, \
              tasks_running = jobs.tasks_running + d.r, tasks_computed = jobs.tasks_computed + d.c, \
              tasks_failed = jobs.tasks_failed + d.f, tasks_canceled = jobs.tasks_canceled + d.x, \
-             task_total = jobs.task_total + d.total, \
              task_time_ns = LEAST(jobs.task_time_ns::NUMERIC + d.t, 9223372036854775807)::BIGINT, \
              last_end = GREATEST(jobs.last_end, d.e), started_at = COALESCE(jobs.started_at, d.s) \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
-             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-             AS d(id, q, r, c, f, x, total, t, e, s) WHERE jobs.id = d.id",
-            &[&ids, &q, &r, &c, &f, &x, &totals, &times, &ends, &starts],
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+             AS d(id, q, r, c, f, x, t, e, s) WHERE jobs.id = d.id",
+            &[&ids, &q, &r, &c, &f, &x, &times, &ends, &starts],
         )
         .await?;
         Ok(())
@@ -722,8 +722,8 @@ impl Tx for PgTx {
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, task_total) \
-             VALUES ($1, $2, $3, $4, $5, 0)",
+            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &job.id,
                 &job.name,

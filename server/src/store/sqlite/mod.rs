@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_job_task_total.sql"),
     include_str!("migrations/0004_job_tallies.sql"),
     include_str!("migrations/0005_runners.sql"),
+    include_str!("migrations/0006_drop_task_total.sql"),
 ];
 
 /// The SQLite job store.
@@ -589,9 +590,10 @@ impl Tx for SqliteTx {
 
     async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
         // The write transaction holds SQLite's only write lock already.
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT task_total FROM jobs WHERE id = ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tasks_queued + tasks_running + tasks_computed + tasks_failed + \
+                 tasks_canceled FROM jobs WHERE id = ?1",
+        )?;
         let mut totals = HashMap::with_capacity(ids.len());
         for id in ids {
             if let Some(n) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
@@ -606,10 +608,10 @@ impl Tx for SqliteTx {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE jobs SET tasks_queued = tasks_queued + ?2, tasks_running = tasks_running + ?3, \
              tasks_computed = tasks_computed + ?4, tasks_failed = tasks_failed + ?5, \
-             tasks_canceled = tasks_canceled + ?6, task_total = task_total + ?7, \
-             task_time_ns = CASE WHEN task_time_ns > 9223372036854775807 - ?8 \
-                            THEN 9223372036854775807 ELSE task_time_ns + ?8 END, \
-             last_end = MAX(last_end, ?9), started_at = COALESCE(started_at, ?10) WHERE id = ?1",
+             tasks_canceled = tasks_canceled + ?6, \
+             task_time_ns = CASE WHEN task_time_ns > 9223372036854775807 - ?7 \
+                            THEN 9223372036854775807 ELSE task_time_ns + ?7 END, \
+             last_end = MAX(last_end, ?8), started_at = COALESCE(started_at, ?9) WHERE id = ?1",
         )?;
         for t in tallies {
             let [q, r, c, f, x] = t.states;
@@ -620,7 +622,6 @@ impl Tx for SqliteTx {
                 c,
                 f,
                 x,
-                t.total(),
                 i(t.task_time_ns),
                 i(t.last_end),
                 t.started_at.map(i),
@@ -663,8 +664,8 @@ impl Tx for SqliteTx {
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, task_total) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 job.id,

@@ -21,3 +21,29 @@ start_server() {
     pids+=("$server_pid")
     url=$(scripts/server-url.sh "$dir/$2.out" "$dir/$2.err")
 }
+
+# Starts $1 servers on database $2; sets $urls and $servers (their pids), and $url and
+# TESSERA_SERVER to the first.
+start_servers() {
+    urls=()
+    servers=()
+    local s
+    for s in $(seq "$1"); do
+        start_server "$2" "server$s"
+        urls+=("$url")
+        servers+=("$server_pid")
+    done
+    url=${urls[0]}
+    export TESSERA_SERVER=$url
+}
+
+# Runs $1 runners of $wasm at concurrency $2 (plus RUNNER_ARGS) with `tessera parallel`,
+# runner i talking to server i mod the number of servers (start_servers).
+run_runners() {
+    BENCH_SERVERS="${urls[*]}" BENCH_BIN="$bin" BENCH_WASM="$wasm" BENCH_CONCURRENCY="$2" \
+        BENCH_RUNNER_ARGS="${RUNNER_ARGS:-}" "$bin" parallel -n "$1" -- sh -c '
+        set -- $BENCH_SERVERS
+        shift $(( (TESSERA_PARALLEL_INDEX - 1) % $# ))
+        exec "$BENCH_BIN" runner "$BENCH_WASM" --server "$1" \
+            --concurrency "$BENCH_CONCURRENCY" --quiet $BENCH_RUNNER_ARGS'
+}

@@ -19,23 +19,10 @@ SERVERS=${SERVERS:-1}
 source bench/lib.sh
 bench_setup fan-out fan_out
 DB=${DB:-sqlite://$dir/m.db}
-urls=()
-servers=()
-for s in $(seq "$SERVERS"); do
-    start_server "$DB" "server$s"
-    urls+=("$url")
-    servers+=("$server_pid")
-done
-url=${urls[0]}
-export TESSERA_SERVER=$url
+start_servers "$SERVERS" "$DB"
 job=$("$bin" submit Groups --name million --input "{\"groups\": $NGROUPS, \"each\": $EACH}" --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-export M_BIN="$bin" M_WASM="$wasm" M_CONCURRENCY="$CONCURRENCY" M_ARGS="${RUNNER_ARGS:-}"
-export M_SERVERS="${urls[*]}"
-"$bin" parallel -n "$RUNNERS" -- sh -c '
-    set -- $M_SERVERS
-    shift $(( (TESSERA_PARALLEL_INDEX - 1) % $# ))
-    exec "$M_BIN" runner "$M_WASM" --server "$1" --concurrency "$M_CONCURRENCY" --quiet $M_ARGS' &
+run_runners "$RUNNERS" "$CONCURRENCY" &
 runners=$!
 pids+=($runners)
 samples="$dir/samples"

@@ -17,19 +17,9 @@ SERVERS=${SERVERS:-1}
 source bench/lib.sh
 bench_setup fan-out fan_out
 DB=${DB:-sqlite://$dir/w2.db}
-urls=()
-for s in $(seq "$SERVERS"); do
-    start_server "$DB" "server$s"
-    urls+=("$url")
-done
-export TESSERA_SERVER=${urls[0]}
+start_servers "$SERVERS" "$DB"
 job=$("$bin" submit FanOut --name w2 --input "{\"count\": $COUNT}" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-export W2_SERVERS="${urls[*]}" W2_BIN="$bin" W2_WASM="$wasm" W2_CONCURRENCY="$CONCURRENCY"
-export W2_RUNNER_ARGS="${RUNNER_ARGS:-}"
-"$bin" parallel -n "$RUNNERS" -- sh -c '
-    set -- $W2_SERVERS
-    shift $(( (TESSERA_PARALLEL_INDEX - 1) % $# ))
-    exec "$W2_BIN" runner "$W2_WASM" --server "$1" --concurrency "$W2_CONCURRENCY" --quiet $W2_RUNNER_ARGS'
+run_runners "$RUNNERS" "$CONCURRENCY"
 "$bin" jobs show "$job" --json | python3 -c '
 import json, sys
 job = json.load(sys.stdin)

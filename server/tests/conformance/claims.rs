@@ -94,18 +94,7 @@ pub async fn depends_on_waits_for_the_whole_subtree(store: Arc<dyn Store>) {
 
 pub async fn oldest_job_first_and_depth_first_within_a_job(store: Arc<dyn Store>) {
     let s = &*store;
-    let first = s.submit(&job("first", "Root", 0), T0).await.unwrap();
-    let root = claim(s, 1, T0).await;
-    assert_eq!(root[0].job_id, first.id);
-    assert!(
-        report(
-            s,
-            &root[0],
-            computed(vec![sub("A", vec![]), sub("B", vec![])]),
-            T0 + 1
-        )
-        .await
-    );
+    let first = job_with_a_and_b(s, "first").await;
     let second = s.submit(&job("second", "Root", 0), T0 + 2).await.unwrap();
     let a = s
         .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 3)

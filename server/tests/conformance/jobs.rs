@@ -4,17 +4,7 @@ use super::*;
 
 pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
     let s = &*store;
-    s.submit(&job("f", "Root", 0), T0).await.unwrap();
-    let root = claim(s, 1, T0).await;
-    assert!(
-        report(
-            s,
-            &root[0],
-            computed(vec![sub("A", vec![]), sub("B", vec![])]),
-            T0 + 1
-        )
-        .await
-    );
+    job_with_a_and_b(s, "f").await;
     let a = s
         .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 2)
         .await
@@ -76,17 +66,7 @@ pub async fn retry_job_requeues_failed_tasks(store: Arc<dyn Store>) {
 
 pub async fn cancel_stops_handing_out_and_running_attempts_learn_it(store: Arc<dyn Store>) {
     let s = &*store;
-    let j = s.submit(&job("c", "Root", 0), T0).await.unwrap();
-    let root = claim(s, 1, T0).await;
-    assert!(
-        report(
-            s,
-            &root[0],
-            computed(vec![sub("A", vec![]), sub("B", vec![])]),
-            T0 + 1
-        )
-        .await
-    );
+    let j = job_with_a_and_b(s, "c").await;
     let a = s
         .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 2)
         .await

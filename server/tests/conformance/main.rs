@@ -113,6 +113,16 @@ async fn report(store: &dyn Store, task: &ClaimedTask, report: Report, now: u64)
 }
 
 /// Reports a batch at once; returns whether each was accepted.
+/// Submits job `name` at T0 and runs its root, which submits subtasks A and B (at T0 + 1).
+async fn job_with_a_and_b(store: &dyn Store, name: &str) -> tessera_api::Job {
+    let j = store.submit(&job(name, "Root", 0), T0).await.unwrap();
+    let root = claim(store, 1, T0).await;
+    assert_eq!(root[0].job_id, j.id);
+    let ab = computed(vec![sub("A", vec![]), sub("B", vec![])]);
+    assert!(report(store, &root[0], ab, T0 + 1).await);
+    j
+}
+
 async fn report_batch(store: &dyn Store, batch: &[(&ClaimedTask, Report)], now: u64) -> Vec<bool> {
     let reports: Vec<TaskReport> = batch
         .iter()

@@ -8,9 +8,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    ClaimRequest, ClaimResponse, ErrorBody, ExtendRequest, ExtendResponse, Job, JobFilter, JobPage,
-    LogBatch, LogPage, LogQuery, Outlook, OutlookRequest, ReportRequest, ReportResponse, SpanPage,
-    SpanQuery, SubmitJob, Task, TaskPage, TaskQuery,
+    ClaimRequest, ClaimResponse, Component, ComponentList, ComponentQuery, DeployQuery, Deployed,
+    ErrorBody, ExtendRequest, ExtendResponse, Job, JobFilter, JobPage, LogBatch, LogPage, LogQuery,
+    Outlook, OutlookRequest, ReportRequest, ReportResponse, SpanPage, SpanQuery, SubmitJob, Task,
+    TaskPage, TaskQuery,
 };
 
 /// Why a request to the server failed.
@@ -72,6 +73,28 @@ fn causes(e: &reqwest::Error) -> String {
     parts.last().cloned().unwrap_or_else(|| e.to_string())
 }
 
+/// The error an unsuccessful answer carries (`{code, message}`, or its text cut short).
+fn api_error(what: &str, status: u16, bytes: &[u8]) -> ClientError {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => (
+            crate::limits::cut(&body.code, 100),
+            crate::limits::cut(&body.message, crate::limits::MAX_REASON_BYTES),
+        ),
+        Err(_) => (
+            "http_error".to_string(),
+            format!(
+                "{what} failed: {}",
+                crate::limits::elide(&String::from_utf8_lossy(bytes), 500)
+            ),
+        ),
+    };
+    ClientError::Api {
+        status,
+        code,
+        message,
+    }
+}
+
 /// A client of a Tessera server, or of several sharing one database (it fails over to the
 /// next when one cannot be reached).
 #[derive(Debug, Clone)]
@@ -124,14 +147,14 @@ impl Client {
         &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Sends a request, failing over to the next server when one cannot be reached.
+    async fn respond(
         &self,
-        what: &str,
         build: impl Fn(&str) -> reqwest::RequestBuilder,
-    ) -> Result<T, ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let first = self.current.load(Ordering::Relaxed);
         let mut attempt = 0;
-        let response = loop {
+        loop {
             let index = (first + attempt) % self.bases.len();
             let base = &self.bases[index];
             let request = match &self.token {
@@ -141,7 +164,7 @@ impl Client {
             match request.send().await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
-                    break response;
+                    return Ok(response);
                 }
                 // Nothing reached that server: the next one may take the request.
                 Err(e) if e.is_connect() && attempt + 1 < self.bases.len() => attempt += 1,
@@ -152,34 +175,26 @@ impl Client {
                     });
                 }
             }
-        };
+        }
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base().to_string(),
+            reason: causes(e),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        build: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.respond(build).await?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base().to_string(),
-                reason: causes(&e),
-            })?;
+        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => (
-                    crate::limits::cut(&body.code, 100),
-                    crate::limits::cut(&body.message, crate::limits::MAX_REASON_BYTES),
-                ),
-                Err(_) => (
-                    "http_error".to_string(),
-                    format!(
-                        "{what} failed: {}",
-                        crate::limits::elide(&String::from_utf8_lossy(&bytes), 500)
-                    ),
-                ),
-            };
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                code,
-                message,
-            });
+            return Err(api_error(what, status.as_u16(), &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             what: what.to_string(),
@@ -311,4 +326,100 @@ impl Client {
     pub async fn send_logs(&self, batch: &LogBatch) -> Result<serde_json::Value, ClientError> {
         self.post("/v1/logs", batch, None).await
     }
+
+    /// Deploys a component's bytes (`meta.digest` must be their digest).
+    pub async fn deploy(
+        &self,
+        meta: &DeployQuery,
+        bytes: Vec<u8>,
+    ) -> Result<Deployed, ClientError> {
+        let bytes = bytes::Bytes::from(bytes);
+        self.send("/v1/components", |base| {
+            self.http
+                .post(format!("{base}/v1/components"))
+                .query(meta)
+                .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+                .body(bytes.clone())
+                .timeout(Duration::from_secs(600))
+        })
+        .await
+    }
+
+    /// Deployed components, most recent first (`all`: undeployed ones too).
+    pub async fn components(&self, query: &ComponentQuery) -> Result<ComponentList, ClientError> {
+        self.get("/v1/components", query).await
+    }
+
+    /// One component, by digest or by name (the latest deployed under it).
+    pub async fn component(&self, reference: &str) -> Result<Component, ClientError> {
+        self.get(
+            &format!("/v1/components/{}/info", path_segment(reference)),
+            &(),
+        )
+        .await
+    }
+
+    /// Undeploys a component by digest, or every component deployed under a name.
+    pub async fn undeploy(&self, reference: &str) -> Result<ComponentList, ClientError> {
+        let path = format!("/v1/components/{}", path_segment(reference));
+        self.send(&path, |base| self.http.delete(format!("{base}{path}")))
+            .await
+    }
+
+    /// A deployed component's bytes, refused past `max_bytes` (their digest is the caller's
+    /// to check).
+    pub async fn component_bytes(
+        &self,
+        digest: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/components/{}", path_segment(digest));
+        let mut response = self
+            .respond(|base| {
+                self.http
+                    .get(format!("{base}{path}"))
+                    .timeout(Duration::from_secs(600))
+            })
+            .await?;
+        let status = response.status();
+        let too_large = |size: u64| ClientError::Decode {
+            what: path.clone(),
+            reason: format!(
+                "the component is {size} bytes, more than the {max_bytes} this runner takes"
+            ),
+        };
+        if status.is_success()
+            && let Some(size) = response.content_length()
+            && size > max_bytes
+        {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
+            bytes.extend_from_slice(&chunk);
+            if status.is_success() && bytes.len() as u64 > max_bytes {
+                return Err(too_large(bytes.len() as u64));
+            }
+            if !status.is_success() && bytes.len() > 64 << 10 {
+                break;
+            }
+        }
+        if !status.is_success() {
+            return Err(api_error(&path, status.as_u16(), &bytes));
+        }
+        Ok(bytes)
+    }
+}
+
+/// `s` made safe as one path segment (percent-encodes what is not unreserved).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

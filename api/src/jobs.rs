@@ -286,6 +286,9 @@ pub struct Task {
     pub started_at: Option<u64>,
     /// When it reached a final state (ns).
     pub finished_at: Option<u64>,
+    /// The deployed component (digest) its job pinned for its task type, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}/tasks`: a page of a job's tasks, depth-first from the root.

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "client")]
 mod client;
+pub mod component;
 mod error;
 mod health;
 mod identifier;
@@ -18,6 +19,7 @@ mod telemetry;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError};
+pub use component::{Component, ComponentList, ComponentQuery, DeployQuery, Deployed};
 pub use error::ErrorBody;
 pub use health::Health;
 pub use identifier::{IdentifierError, TaskIdentifier, Version};

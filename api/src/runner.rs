@@ -37,6 +37,17 @@ pub struct ClaimRequest {
     /// use it to exit the moment their job finishes).
     #[serde(default)]
     pub return_when_idle: bool,
+    /// A fleet runner: it serves every task with a deployed component (fetched by digest)
+    /// instead of `identifiers`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deployed: bool,
+    /// The machine it runs on, for `tessera runners list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub host: Option<String>,
+    /// How many attempts it runs at once, for `tessera runners list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 /// A task handed to a runner under a lease.
@@ -61,6 +72,9 @@ pub struct ClaimedTask {
     pub lease: u64,
     /// How long the lease lasts unless extended, in ms.
     pub lease_ms: u64,
+    /// The deployed component to run it with (its digest), for a fleet runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// Tasks handed out.
@@ -216,6 +230,18 @@ pub struct RunnerInfo {
     pub first_seen: u64,
     /// Its latest claim, to within 10 s (ns since the Unix epoch).
     pub last_seen: u64,
+    /// Whether it serves deployed components (a fleet runner) rather than files.
+    #[serde(default)]
+    pub deployed: bool,
+    /// The machine it runs on, as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Attempts it runs at once, as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Tasks it holds under lease now.
+    #[serde(default)]
+    pub running: u64,
 }
 
 /// `GET /v1/runners`: the runners seen in the last five minutes, most recent first.
@@ -265,6 +291,9 @@ pub struct OutlookRequest {
     pub cluster: String,
     /// The task types it can run.
     pub identifiers: Vec<TaskIdentifier>,
+    /// A fleet runner: it can run every task with a deployed component.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deployed: bool,
 }
 
 /// Answer to an outlook request.

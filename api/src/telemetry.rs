@@ -113,6 +113,9 @@ pub struct Span {
     pub outcome: SpanOutcome,
     /// The failure reason, if it failed.
     pub error: Option<String>,
+    /// The deployed component (digest) that ran it, when a fleet runner did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 /// A page of spans in start order.

@@ -30,6 +30,10 @@ enum Command {
     Logs(cmd::logs::Args),
     /// List the runners seen lately and what they serve.
     Runners(cmd::runners::Args),
+    /// Deploy a task component to the server, for fleet runners (`runner --deployed`).
+    Deploy(cmd::components::DeployArgs),
+    /// List, show or undeploy deployed components.
+    Components(cmd::components::Args),
     /// Show a job's task spans as a waterfall.
     Spans(cmd::spans::Args),
     /// Run N copies of a command, prefixing their output.
@@ -113,6 +117,8 @@ fn main() -> ExitCode {
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
             Command::Runners(args) => cmd::runners::run(args).await,
+            Command::Deploy(args) => cmd::components::deploy(args).await,
+            Command::Components(args) => cmd::components::run(args).await,
             Command::New(args) => cmd::new::run(args),
             Command::Spans(args) => cmd::spans::run(args).await,
             Command::Parallel(args) => cmd::parallel::run(args).await,

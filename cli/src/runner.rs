@@ -18,8 +18,17 @@ use crate::format;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Task components (.wasm) whose task types this runner serves.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "deployed", conflicts_with = "deployed")]
     components: Vec<PathBuf>,
+    /// Serve the components deployed to the server (`tessera deploy`) instead of files: a
+    /// fleet runner runs any task whose job pinned a deployed component, fetching each
+    /// component by digest on first need.
+    #[arg(long)]
+    deployed: bool,
+    /// Deployed components kept loaded, in MiB of component files (least recently used
+    /// are unloaded first).
+    #[arg(long, default_value_t = 512, requires = "deployed")]
+    loaded_mib: u64,
     /// The cluster to serve.
     #[arg(long, default_value = "default")]
     cluster: String,
@@ -77,6 +86,12 @@ impl Args {
     fn config(&self) -> anyhow::Result<Config> {
         Ok(Config {
             components: self.components.clone(),
+            deployed: self.deployed,
+            loaded_bytes: self.loaded_mib.max(1).saturating_mul(1 << 20),
+            host_name: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .map(|h: String| tessera_api::limits::cut(&h, 200)),
             cluster: self.cluster.clone(),
             concurrency: self.concurrency,
             forever: self.forever,
@@ -113,10 +128,15 @@ impl Events for Printer {
             return;
         }
         let names: Vec<String> = s.identifiers.iter().map(|i| i.to_string()).collect();
+        let serves = if s.deployed {
+            "the deployed components".to_string()
+        } else {
+            names.join(", ")
+        };
         eprintln!(
             "Runner {} serving {} on cluster {} at {} (concurrency {})",
             format::safe_max(&s.runner_id, 200),
-            names.join(", "),
+            serves,
             s.cluster,
             s.server,
             s.concurrency

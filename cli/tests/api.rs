@@ -37,6 +37,9 @@ fn claim(max: u32, wait_ms: u64) -> ClaimRequest {
         max,
         wait_ms,
         return_when_idle: false,
+        deployed: false,
+        host: None,
+        concurrency: None,
     }
 }
 
@@ -91,6 +94,7 @@ async fn every_endpoint_answers() {
             .outlook(&OutlookRequest {
                 cluster: "default".into(),
                 identifiers: vec![ident("Root")],
+                deployed: false,
             })
             .await
             .unwrap();

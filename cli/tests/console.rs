@@ -62,6 +62,9 @@ async fn deep_job(c: &Client) -> String {
                 max: 1,
                 wait_ms: 5_000,
                 return_when_idle: false,
+                deployed: false,
+                host: None,
+                concurrency: None,
             })
             .await
             .unwrap()

@@ -164,3 +164,43 @@ async fn killing_one_server_mid_job_loses_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_deployed_through_one_server_runs_from_the_other() {
+    let Some(db) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_servers(&db, dir.path(), &[]);
+    let wasm = guest("parallel-sleep");
+    let (status, out, err) = a.cli(&["deploy", wasm.to_str().unwrap(), "--json"]);
+    assert!(status.success(), "{err}");
+    let deployed: tessera_api::Deployed = serde_json::from_str(&out).unwrap();
+    let j = a
+        .client()
+        .submit(&job(
+            "ParallelSleepWorkflow",
+            serde_json::json!({"count": 4, "seconds": 0.1}),
+        ))
+        .await
+        .unwrap();
+    let mut cmd = support::tessera();
+    cmd.args(["runner", "--deployed", "--concurrency", "4"])
+        .env("TESSERA_SERVER", &b.url);
+    let (status, out, err) = support::output(cmd, Duration::from_secs(120));
+    assert!(status.success(), "{out}\n{err}");
+    let done = finished(&b.client(), &j.id, Duration::from_secs(10)).await;
+    assert_eq!(done.state, JobState::Completed);
+    let spans = b
+        .client()
+        .spans(&j.id, &SpanQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(spans.spans.len(), 5);
+    assert!(
+        spans
+            .spans
+            .iter()
+            .all(|s| s.component.as_deref() == Some(deployed.component.digest.as_str()))
+    );
+}

@@ -34,7 +34,7 @@ pub(crate) struct ComponentCache {
 pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
 
 /// Hex SHA-256 of a component's bytes.
-pub(crate) fn digest(bytes: &[u8]) -> String {
+pub fn digest(bytes: &[u8]) -> String {
     let hash = Sha256::digest(bytes);
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,6 +19,7 @@ pub struct TaskComponent {
     pub(crate) pre: TaskComponentPre<crate::state::TaskState>,
     identifiers: Vec<TaskIdentifier>,
     digest: String,
+    size: u64,
     cache: CacheOutcome,
 }
 
@@ -47,6 +48,11 @@ impl TaskComponent {
     /// Hex SHA-256 of the component file.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Bytes of the component file.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// Whether its compiled code came from the cache.
@@ -148,12 +154,25 @@ impl Host {
                 path: path.clone(),
                 source,
             })?;
+        self.load_bytes(path, bytes, limits).await
+    }
+
+    /// Loads a component from its bytes (`label` names it in errors: a file, a digest), as
+    /// [`Host::load_with`] does.
+    pub async fn load_bytes(
+        &self,
+        label: impl Into<PathBuf>,
+        bytes: Vec<u8>,
+        limits: &Limits,
+    ) -> Result<Arc<TaskComponent>, LoadError> {
+        let path = label.into();
         let invalid = |reason: String| LoadError::Invalid {
             path: path.clone(),
             reason,
         };
         check_header(&bytes).map_err(invalid)?;
         let digest = digest(&bytes);
+        let size = bytes.len() as u64;
 
         let engine = self.engine.clone();
         let cache = self.cache.clone();
@@ -200,6 +219,7 @@ impl Host {
             pre,
             identifiers,
             digest,
+            size,
             cache,
         }))
     }

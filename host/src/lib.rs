@@ -42,7 +42,7 @@ mod sandbox;
 mod state;
 
 pub use attempt::{AttemptSpec, Computed, Failure, FailureKind, Outcome};
-pub use cache::{CacheOutcome, DEFAULT_CACHE_BYTES, default_cache_dir};
+pub use cache::{CacheOutcome, DEFAULT_CACHE_BYTES, default_cache_dir, digest as sha256_hex};
 pub use component::{LoadError, TaskComponent};
 pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig, check_map_count};
 pub use limits::{Limits, human_bytes, human_duration};

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tessera_api::{ClaimedTask, Report, TaskIdentifier, TaskReport};
-use tessera_host::{AttemptSpec, FailureKind, Host, Limits, LogSink, Outcome, TaskComponent};
+use tessera_api::{ClaimedTask, Report, TaskReport};
+use tessera_host::{
+    AttemptSpec, Failure, FailureKind, Host, Limits, LogSink, Outcome, TaskComponent,
+};
 use tokio::sync::mpsc;
 
 use crate::events::Events;
@@ -23,6 +25,7 @@ pub struct Finished {
 pub struct Shared {
     pub host: Host,
     pub components: Vec<Arc<TaskComponent>>,
+    pub fleet: Option<crate::fleet::Fleet>,
     pub limits: Limits,
     pub sink: Arc<dyn LogSink>,
     pub in_flight: InFlight,
@@ -31,8 +34,56 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn component_for(&self, id: &TaskIdentifier) -> Option<&Arc<TaskComponent>> {
-        self.components.iter().find(|c| c.resolve(id).is_some())
+    /// The component that runs `task`: its pinned deployed component (a fleet runner), else
+    /// this runner's component that exports its task type.
+    async fn component_for(&self, task: &ClaimedTask) -> Result<Arc<TaskComponent>, Failure> {
+        let failure = |kind, message| Failure {
+            kind,
+            message,
+            display: None,
+        };
+        let component = match (&self.fleet, &task.component) {
+            (Some(fleet), Some(digest)) => fleet
+                .get(&self.host, digest)
+                .await
+                .map_err(|why| failure(FailureKind::Host, why))?,
+            (Some(_), None) => {
+                return Err(failure(
+                    FailureKind::UnknownTask,
+                    format!(
+                        "{} has no deployed component, and this fleet runner runs only \
+                         deployed components",
+                        task.identifier
+                    ),
+                ));
+            }
+            (None, _) => self
+                .components
+                .iter()
+                .find(|c| c.resolve(&task.identifier).is_some())
+                .cloned()
+                .ok_or_else(|| {
+                    failure(
+                        FailureKind::UnknownTask,
+                        format!(
+                            "this runner has no component implementing {}",
+                            task.identifier
+                        ),
+                    )
+                })?,
+        };
+        if component.resolve(&task.identifier).is_none() {
+            return Err(failure(
+                FailureKind::UnknownTask,
+                format!(
+                    "deployed component {} does not export {} (its deployer said it did); \
+                     deploy one that does",
+                    component.path().display(),
+                    task.identifier
+                ),
+            ));
+        }
+        Ok(component)
     }
 }
 
@@ -68,50 +119,45 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
             lease: task.lease,
             report,
         };
-        let finished = match shared.component_for(&task.identifier) {
-            None => Some(report(Report::Failed {
-                permanent: false,
-                reason: format!(
-                    "this runner has no component implementing {}",
-                    task.identifier
-                ),
-                display: None,
-            })),
-            Some(component) => {
-                let spec = AttemptSpec {
-                    job_id: task.job_id.clone(),
-                    task_id: task.task_id.clone(),
-                    attempt: task.attempt,
-                    identifier: task.identifier.clone(),
-                    input: task.input.to_string(),
-                };
-                let run = shared
-                    .host
-                    .run(component, spec, &shared.limits, shared.sink.clone());
-                let stopped = async {
-                    loop {
-                        if let Some(why) = *stop.borrow_and_update() {
-                            return why;
-                        }
-                        if stop.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                };
-                // Dropping `run` drops the attempt's store: real cancellation.
-                tokio::select! {
-                    outcome = run => {
-                        shared.events.finished(&task, &outcome, started.elapsed());
-                        Some(report(report_of(outcome)))
-                    }
-                    why = stopped => {
-                        shared.events.stopped(&task, why);
-                        match why {
-                            Stop::Canceled => Some(report(Report::Canceled)),
-                            Stop::Abandon => Some(report(Report::Abandoned)),
-                            Stop::LeaseLost => None,
-                        }
-                    }
+        let work = async {
+            let component = match shared.component_for(&task).await {
+                Ok(component) => component,
+                Err(failure) => return Outcome::Failed(failure),
+            };
+            let spec = AttemptSpec {
+                job_id: task.job_id.clone(),
+                task_id: task.task_id.clone(),
+                attempt: task.attempt,
+                identifier: task.identifier.clone(),
+                input: task.input.to_string(),
+            };
+            shared
+                .host
+                .run(&component, spec, &shared.limits, shared.sink.clone())
+                .await
+        };
+        let stopped = async {
+            loop {
+                if let Some(why) = *stop.borrow_and_update() {
+                    return why;
+                }
+                if stop.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        // Dropping `work` drops the attempt's store: real cancellation.
+        let finished = tokio::select! {
+            outcome = work => {
+                shared.events.finished(&task, &outcome, started.elapsed());
+                Some(report(report_of(outcome)))
+            }
+            why = stopped => {
+                shared.events.stopped(&task, why);
+                match why {
+                    Stop::Canceled => Some(report(Report::Canceled)),
+                    Stop::Abandon => Some(report(Report::Abandoned)),
+                    Stop::LeaseLost => None,
                 }
             }
         };

@@ -416,6 +416,9 @@ mod tests {
                 max: 0,
                 wait_ms: 20_000,
                 return_when_idle: !forever,
+                deployed: false,
+                host: None,
+                concurrency: None,
             },
             concurrency,
             forever,
@@ -434,6 +437,7 @@ mod tests {
             attempt: 1,
             lease: 7,
             lease_ms: 30_000,
+            component: None,
         }
     }
 

@@ -14,7 +14,9 @@ use crate::outbox::Notice;
 pub struct Serving {
     /// Its id.
     pub runner_id: String,
-    /// The task types it serves.
+    /// Whether it serves the components deployed to the server (a fleet runner).
+    pub deployed: bool,
+    /// The task types it serves (none for a fleet runner).
     pub identifiers: Vec<TaskIdentifier>,
     /// Its cluster.
     pub cluster: String,

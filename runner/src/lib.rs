@@ -11,6 +11,7 @@
 mod attempt;
 pub mod dispatch;
 mod events;
+pub mod fleet;
 pub mod leases;
 mod logs;
 pub mod outbox;
@@ -39,6 +40,13 @@ use dispatch::{Action, Dispatcher, Input, Settings};
 pub struct Config {
     /// Task components (.wasm) whose task types it serves.
     pub components: Vec<PathBuf>,
+    /// A fleet runner: serves every task whose job pinned a deployed component, fetching
+    /// components from the server by digest (`components` must be empty).
+    pub deployed: bool,
+    /// Bytes of deployed components a fleet runner keeps loaded (least recently used out).
+    pub loaded_bytes: u64,
+    /// The machine's name, told to the server for `tessera runners list`.
+    pub host_name: Option<String>,
     /// The cluster it serves.
     pub cluster: String,
     /// Attempts at once.
@@ -71,6 +79,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             components: Vec::new(),
+            deployed: false,
+            loaded_bytes: fleet::DEFAULT_LOADED_BYTES,
+            host_name: None,
             cluster: "default".into(),
             concurrency: 1,
             forever: false,
@@ -130,6 +141,12 @@ pub async fn run(
         );
     }
     tessera_host::check_map_count(config.concurrency)?;
+    if config.deployed != config.components.is_empty() {
+        anyhow::bail!(
+            "a runner serves either component files or (--deployed) the components deployed to \
+             the server: give one"
+        );
+    }
     let host = Host::new(HostConfig {
         max_instances: config.concurrency + 2,
         ..HostConfig::default()
@@ -156,6 +173,7 @@ pub async fn run(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     events.serving(&Serving {
         runner_id: runner_id.clone(),
+        deployed: config.deployed,
         identifiers: identifiers.clone(),
         cluster: config.cluster.clone(),
         server: client.base().to_string(),
@@ -173,9 +191,13 @@ pub async fn run(
         in_flight.clone(),
         lease.clone(),
     ));
+    let fleet = config
+        .deployed
+        .then(|| fleet::Fleet::new(client.clone(), limits.clone(), config.loaded_bytes));
     let shared = Arc::new(attempt::Shared {
         host,
         components,
+        fleet,
         limits,
         sink: Arc::new(shipper),
         in_flight: in_flight.clone(),
@@ -191,6 +213,9 @@ pub async fn run(
             max: 0,
             wait_ms: CLAIM_WAIT_MS,
             return_when_idle: !config.forever,
+            deployed: config.deployed,
+            host: config.host_name.clone(),
+            concurrency: Some(config.concurrency),
         },
         concurrency: config.concurrency as usize,
         forever: config.forever,
@@ -206,6 +231,7 @@ pub async fn run(
         outlook: OutlookRequest {
             cluster: config.cluster.clone(),
             identifiers: outlook_identifiers,
+            deployed: config.deployed,
         },
     };
     let result = driver.drive(dispatcher, done_rx, control).await;

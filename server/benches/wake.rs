@@ -77,6 +77,9 @@ fn main() {
                                 max: 1,
                                 wait_ms: 60_000,
                                 return_when_idle: false,
+                                deployed: false,
+                                host: None,
+                                concurrency: None,
                             })
                             .await;
                     }

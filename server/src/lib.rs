@@ -4,6 +4,7 @@
 //! HTTP API under `/v1` (see [`http::openapi`]). The server never compiles wasmtime: it only
 //! knows task identifiers and JSON inputs.
 
+pub mod component;
 mod console;
 pub mod http;
 pub mod store;
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Largest root task input, in bytes (runners refuse larger inputs by default too).
     pub max_input: usize,
+    /// Largest deployed component, in bytes.
+    pub max_component: usize,
     /// Request-body bytes held at once; requests past it wait (see `http::budget`).
     pub max_inflight_body: usize,
     /// Connection limit and timeouts.
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             token: None,
             max_body: 32 << 20,
             max_input: 1 << 20,
+            max_component: 64 << 20,
             max_inflight_body: 16 << 20,
             connections: http::serve::Limits::default(),
         }
@@ -194,6 +198,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         token: config.token.as_deref().map(Arc::from),
         max_body: config.max_body,
         max_input: config.max_input,
+        max_component: config.max_component,
         body_budget: http::budget::BodyBudget::new(config.max_inflight_body),
     };
     let app = http::router(state);

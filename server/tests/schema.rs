@@ -159,6 +159,9 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        deployed: false,
+        host: None,
+        concurrency: None,
     };
     let report = |task: &tessera_api::ClaimedTask, report| TaskReport {
         task_id: task.task_id.clone(),
@@ -224,6 +227,14 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     // Version 3 had the task total as a column of its own (dropped by 0006).
     conn.execute_batch("ALTER TABLE jobs ADD COLUMN task_total INTEGER NOT NULL DEFAULT 4")
         .unwrap();
+    // And none of what 0007 added (deployed components).
+    conn.execute_batch(
+        "DROP TABLE components; ALTER TABLE jobs DROP COLUMN pins; \
+         ALTER TABLE tasks DROP COLUMN component; ALTER TABLE spans DROP COLUMN component; \
+         ALTER TABLE runners DROP COLUMN deployed; ALTER TABLE runners DROP COLUMN host; \
+         ALTER TABLE runners DROP COLUMN concurrency;",
+    )
+    .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
     let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();

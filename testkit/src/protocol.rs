@@ -20,6 +20,9 @@ pub fn claim(runner: &str, max: u32) -> ClaimRequest {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        deployed: false,
+        host: None,
+        concurrency: None,
     }
 }
 

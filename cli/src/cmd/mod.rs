@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod components;
 pub mod demo;
 pub mod jobs;
 pub mod logs;

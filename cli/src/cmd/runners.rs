@@ -43,16 +43,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map(|r| {
                     let serves: Vec<String> =
                         r.identifiers.iter().map(ToString::to_string).collect();
+                    let serves = if r.deployed {
+                        "deployed components".to_string()
+                    } else {
+                        format!("files: {}", serves.join(", "))
+                    };
+                    let slots = r.concurrency.map_or("?".to_string(), |c| c.to_string());
                     vec![
                         r.id.clone(),
+                        r.host.clone().unwrap_or_else(|| "?".into()),
                         r.cluster.clone(),
+                        format!("{}/{slots}", r.running),
                         format::time_of_day(r.last_seen),
-                        serves.join(", "),
+                        serves,
                     ]
                 })
                 .collect();
             format::table(
-                &["RUNNER", "CLUSTER", "LAST SEEN", "SERVES"],
+                &[
+                    "RUNNER",
+                    "HOST",
+                    "CLUSTER",
+                    "RUNNING",
+                    "LAST SEEN",
+                    "SERVES",
+                ],
                 &format::safe_rows(rows, 200),
             );
             println!("{}", format::count(list.runners.len() as u64, "runner"));

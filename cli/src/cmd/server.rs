@@ -30,6 +30,9 @@ pub struct Args {
     /// bodies are read (a parsed body takes several times its size in memory).
     #[arg(long, default_value_t = 16)]
     max_inflight_mib: usize,
+    /// Largest component `tessera deploy` may upload, in MiB (stored in the database).
+    #[arg(long, default_value_t = 64)]
+    max_component_mib: usize,
     /// Largest root task input, in KiB (runners' --max-input-kib defaults to the same).
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
@@ -77,6 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_body: args.max_body_mib.clamp(1, 4096) << 20,
         max_input: args.max_input_kib.clamp(1, 4 << 20) << 10,
         max_inflight_body: args.max_inflight_mib.clamp(1, 4096) << 20,
+        max_component: args.max_component_mib.clamp(1, 1024) << 20,
         connections: tessera_server::ConnectionLimits {
             max_connections: args
                 .max_connections

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use tessera_api::component::short_digest;
 
 use tessera_api::{Span, SpanQuery};
 
@@ -73,6 +74,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let n = runners.len();
         runners.entry(s.runner_id.as_str()).or_insert(n + 1);
     }
+    // Which code ran each attempt, once fleet runners ran some.
+    let deployed = spans.iter().any(|s| s.component.is_some());
     let rows: Vec<Vec<String>> = spans
         .iter()
         .map(|s| {
@@ -80,27 +83,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let from = ((s.start_time_unix_nano - start) as f64 * scale) as usize;
             let len = (((e - s.start_time_unix_nano) as f64 * scale).round() as usize).max(1);
             let bar = format!("{}{}", " ".repeat(from), "█".repeat(len));
-            vec![
+            let mut row = vec![
                 format::safe_max(&s.name, 80),
                 format!("runner {}", runners[s.runner_id.as_str()]),
                 format!("+{}", format::duration_ns(s.start_time_unix_nano - start)),
                 format::duration_ns(e - s.start_time_unix_nano),
                 format!("{:?}", s.outcome).to_lowercase(),
-                bar,
-            ]
+            ];
+            if deployed {
+                let code = s.component.as_deref().map_or("file", short_digest);
+                row.push(format::safe_max(code, 80));
+            }
+            row.push(bar);
+            row
         })
         .collect();
-    format::table(
-        &[
-            "TASK",
-            "RUNNER",
-            "START",
-            "DURATION",
-            "OUTCOME",
-            "WATERFALL",
-        ],
-        &rows,
-    );
+    let mut header = vec!["TASK", "RUNNER", "START", "DURATION", "OUTCOME"];
+    if deployed {
+        header.push("COMPONENT");
+    }
+    header.push("WATERFALL");
+    format::table(&header, &rows);
     println!();
     println!(
         "{} on {} over {}",

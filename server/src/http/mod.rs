@@ -1,6 +1,7 @@
 //! The HTTP/JSON API under `/v1`, its OpenAPI description and the token check.
 
 pub mod budget;
+mod components;
 pub mod error;
 mod jobs;
 mod runner;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub max_body: usize,
     /// The largest root task input accepted, in bytes.
     pub max_input: usize,
+    /// The largest deployed component accepted, in bytes.
+    pub max_component: usize,
     /// Request-body bytes held at once.
     pub body_budget: budget::BodyBudget,
 }
@@ -64,6 +67,11 @@ pub struct AppState {
         runner::extend,
         runner::outlook,
         runner::runners,
+        components::deploy,
+        components::list,
+        components::info,
+        components::bytes,
+        components::undeploy,
         telemetry::ingest,
         telemetry::logs,
         telemetry::spans,
@@ -128,7 +136,8 @@ impl utoipa::Modify for Conventions {
                 path.ends_with("/cancel") || path.ends_with("/retry") || path == "/v1/logs";
             let posts = item.post.iter_mut().map(|op| (op, true));
             let gets = item.get.iter_mut().map(|op| (op, false));
-            for (op, post) in posts.chain(gets) {
+            let deletes = item.delete.iter_mut().map(|op| (op, false));
+            for (op, post) in posts.chain(gets).chain(deletes) {
                 // The public routes say so with an empty security requirement.
                 let public = op.security.as_ref().is_some_and(|s| {
                     s.iter()
@@ -313,6 +322,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/unserved", get(jobs::unserved))
         .route("/v1/runners", get(runner::runners))
+        .route(
+            "/v1/components",
+            post(components::deploy)
+                .layer(DefaultBodyLimit::max(state.max_component))
+                .get(components::list),
+        )
+        .route(
+            "/v1/components/{id}",
+            get(components::bytes).delete(components::undeploy),
+        )
+        .route("/v1/components/{id}/info", get(components::info))
         .route("/v1/jobs/{id}/logs", get(telemetry::logs))
         .route("/v1/jobs/{id}/spans", get(telemetry::spans))
         .route("/v1/tasks/{id}", get(jobs::task))

@@ -36,6 +36,13 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
             "a runner may serve at most 1000 task identifiers",
         ));
     }
+    if let Some(host) = &c.host
+        && (host.chars().count() > 200 || host.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "host must be at most 200 characters, none of them control characters",
+        ));
+    }
     if c.max == 0 || c.max > 1000 {
         return Err(ApiError::bad_request("max must be between 1 and 1000"));
     }
@@ -55,7 +62,7 @@ async fn claim_waiting(
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedTask>, ApiError> {
     // A runner that serves nothing can never be handed anything: no reason to wait.
-    let wait = if request.identifiers.is_empty() {
+    let wait = if request.identifiers.is_empty() && !request.deployed {
         Duration::ZERO
     } else {
         Duration::from_millis(request.wait_ms).min(MAX_WAIT)
@@ -76,6 +83,7 @@ async fn claim_waiting(
             let outlook = OutlookRequest {
                 cluster: request.cluster.clone(),
                 identifiers: request.identifiers.clone(),
+                deployed: request.deployed,
             };
             if !state.store.outlook(&outlook).await?.has_work() {
                 return Ok(tasks);

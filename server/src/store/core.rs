@@ -8,16 +8,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_api::{
-    ClaimRequest, ClaimedTask, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine, LogPage,
-    LogQuery, Outlook, OutlookRequest, ReportResult, RunnerInfo, RunnerList, SpanPage, SpanQuery,
-    SubmitJob, Task, TaskPage, TaskQuery, TaskReport, TaskState, UnservedList,
+    ClaimRequest, ClaimedTask, Component, ComponentList, Deployed, Job, JobFilter, JobPage,
+    LeaseRef, LeaseStatus, LogLine, LogPage, LogQuery, Outlook, OutlookRequest, ReportResult,
+    RunnerInfo, RunnerList, SpanPage, SpanQuery, SubmitJob, Task, TaskPage, TaskQuery, TaskReport,
+    TaskState, UnservedList,
 };
 
 use super::decide::{self, Tallies};
-use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx};
+use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx, Which};
 use super::encode::{lease_ms, nanos, new_id};
+use super::pins::{MAX_PINNED_TYPES, Pins};
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
 use crate::wake::Scope;
+
+/// Which components a reference names: a digest, else a name.
+fn component_ref(reference: &str) -> Which<'_> {
+    if tessera_api::component::is_digest(reference) {
+        Which::Digest(reference)
+    } else {
+        Which::Name(reference)
+    }
+}
 
 /// How often a transaction that met contention is tried in all.
 const TRIES: u32 = 5;
@@ -124,6 +135,7 @@ impl<D: Driver> Core<D> {
         let cluster = job.cluster.clone().unwrap_or_else(|| "default".into());
         transact!(self, Mode::Write, |tx| {
             let id = new_id();
+            let pins = Pins::of(&tx.components(&Which::Deployed).await?);
             let root = NewTask {
                 id: new_id(),
                 job_id: id.clone(),
@@ -139,10 +151,12 @@ impl<D: Driver> Core<D> {
                 max_retries: job.root.max_retries,
                 created_at: now,
                 finished_at: None,
+                component: pins.resolve(&job.root.identifier).map(str::to_string),
             };
             tx.insert_tasks(std::slice::from_ref(&root)).await?;
             let new_job = NewJob {
                 id: id.clone(),
+                pins: pins.encode(),
                 name: job.name.clone(),
                 cluster: cluster.clone(),
                 root_id: root.id,
@@ -168,15 +182,17 @@ impl<D: Driver> Core<D> {
         transact!(self, Mode::Write, |tx| {
             let rows = tx.lock_tasks(&ids).await?;
             let growing = decide::jobs_growing(reports, &rows);
-            let totals = if growing.is_empty() {
+            let growth = if growing.is_empty() {
                 Default::default()
             } else {
                 tx.lock_job_totals(&growing).await?
             };
+            let totals = growth.iter().map(|(j, g)| (j.clone(), g.total)).collect();
             let mut plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
             if !plan.changed() {
                 return Ok((plan.results, crate::wake::Scope::Nothing));
             }
+            decide::pin_components(&mut plan.tasks, &growth)?;
             tx.insert_tasks(&plan.tasks).await?;
             tx.set_states(&plan.states).await?;
             let ended = tx.close_spans(&plan.spans, now).await?;
@@ -209,7 +225,14 @@ impl<D: Driver> Core<D> {
     fn runner_due(&self, request: &ClaimRequest, now: u64) -> Option<RunnerInfo> {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&request.cluster, &request.identifiers).hash(&mut hasher);
+        (
+            &request.cluster,
+            &request.identifiers,
+            request.deployed,
+            &request.host,
+            request.concurrency,
+        )
+            .hash(&mut hasher);
         let fingerprint = hasher.finish();
         let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&(at, seen)) = recorded.get(&request.runner_id)
@@ -228,6 +251,13 @@ impl<D: Driver> Core<D> {
             identifiers: request.identifiers.clone(),
             first_seen: now,
             last_seen: now,
+            deployed: request.deployed,
+            host: request
+                .host
+                .as_deref()
+                .map(|h| tessera_api::limits::cut(h, 200)),
+            concurrency: request.concurrency,
+            running: 0,
         })
     }
 
@@ -240,6 +270,7 @@ impl<D: Driver> Core<D> {
             runner_id: &request.runner_id,
             cluster: &request.cluster,
             identifiers: &request.identifiers,
+            deployed: request.deployed,
             max: request.max,
             now,
             expires: now.saturating_add(nanos(self.config.lease)),
@@ -271,6 +302,7 @@ impl<D: Driver> Core<D> {
                 attempt: r.attempt,
                 lease: r.lease,
                 lease_ms,
+                component: r.component,
             })
             .collect())
     }
@@ -408,7 +440,7 @@ impl<D: Driver> Store for Core<D> {
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
-        if request.identifiers.is_empty() || request.max == 0 {
+        if (request.identifiers.is_empty() && !request.deployed) || request.max == 0 {
             return Ok(Vec::new());
         }
         let request = request.clone();
@@ -464,7 +496,7 @@ impl<D: Driver> Store for Core<D> {
     }
 
     async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
-        if request.identifiers.is_empty() {
+        if request.identifiers.is_empty() && !request.deployed {
             return Ok(Outlook::default());
         }
         let request = request.clone();
@@ -578,6 +610,7 @@ impl<D: Driver> Store for Core<D> {
         self.run(move |me| async move {
             transact!(me, Mode::Write, |tx| {
                 tx.insert_job(&NewJob {
+                    pins: "[]".into(),
                     id: job.id.clone(),
                     name: job.name.clone(),
                     cluster: job.cluster.clone(),
@@ -609,7 +642,18 @@ impl<D: Driver> Store for Core<D> {
     async fn runners(&self, now: u64) -> Result<RunnerList, StoreError> {
         self.run(move |me| async move {
             let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
-            let runners = transact!(me, Mode::Read, |tx| tx.runners(since).await)?;
+            let mut runners = transact!(me, Mode::Read, |tx| {
+                let runners = tx.runners(since).await?;
+                let running = tx.running_by_runner().await?;
+                Ok((runners, running))
+            })
+            .map(|(mut runners, running)| {
+                for r in &mut runners {
+                    r.running = running.get(&r.id).copied().unwrap_or(0);
+                }
+                runners
+            })?;
+            runners.shrink_to_fit();
             Ok(RunnerList { runners })
         })
         .await
@@ -630,6 +674,134 @@ impl<D: Driver> Store for Core<D> {
                 Ok(UnservedList {
                     tasks: decide::unserved(&kinds, &runners),
                 })
+            })
+        })
+        .await
+    }
+
+    async fn deploy(
+        &self,
+        component: &Component,
+        bytes: Arc<[u8]>,
+    ) -> Result<Deployed, StoreError> {
+        let component = component.clone();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                let digest = component.digest.as_str();
+                let stored = tx.components(&Which::Digest(digest)).await?.pop();
+                if let Some(stored) = &stored
+                    && stored.undeployed_at.is_none()
+                {
+                    return Ok(Deployed {
+                        component: stored.clone(),
+                        created: false,
+                    });
+                }
+                let deployed = tx.components(&Which::Deployed).await?;
+                let pinned = Pins::of(&deployed).count() + component.task_types.len();
+                if pinned > MAX_PINNED_TYPES {
+                    return Err(StoreError::Conflict(format!(
+                        "the deployed components would export {pinned} task types between \
+                         them, more than the {MAX_PINNED_TYPES} a job can pin; undeploy some \
+                         first (`tessera components undeploy NAME`)"
+                    )));
+                }
+                let mut now_deployed = component.clone();
+                now_deployed.undeployed_at = None;
+                match stored {
+                    Some(stored) => {
+                        tx.set_deployed(
+                            std::slice::from_ref(&stored.digest),
+                            Ok(component.deployed_at),
+                        )
+                        .await?;
+                        now_deployed = Component {
+                            deployed_at: component.deployed_at,
+                            undeployed_at: None,
+                            ..stored
+                        };
+                    }
+                    None => tx.insert_component(&now_deployed, &bytes).await?,
+                }
+                // Tasks waiting for a fleet runner may exist only now.
+                tx.notify(&Scope::Everyone).await?;
+                Ok(Deployed {
+                    component: now_deployed,
+                    created: true,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn components(&self, all: bool) -> Result<ComponentList, StoreError> {
+        self.run(move |me| async move {
+            let which = if all { Which::All } else { Which::Deployed };
+            let components = transact!(me, Mode::Read, |tx| tx.components(&which).await)?;
+            Ok(ComponentList { components })
+        })
+        .await
+    }
+
+    async fn component(&self, reference: &str) -> Result<Component, StoreError> {
+        let reference = reference.to_string();
+        self.run(move |me| async move {
+            let which = component_ref(&reference);
+            let found = transact!(me, Mode::Read, |tx| tx.components(&which).await)?;
+            // By name: the one deployed most recently, preferring one deployed now.
+            found
+                .iter()
+                .find(|c| c.undeployed_at.is_none())
+                .or(found.first())
+                .cloned()
+                .ok_or(StoreError::NotFound {
+                    what: "component",
+                    id: reference,
+                })
+        })
+        .await
+    }
+
+    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let digest = digest.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| tx.component_bytes(&digest).await)?.ok_or(
+                StoreError::NotFound {
+                    what: "component",
+                    id: digest,
+                },
+            )
+        })
+        .await
+    }
+
+    async fn undeploy(&self, reference: &str, now: u64) -> Result<ComponentList, StoreError> {
+        let reference = reference.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                let which = component_ref(&reference);
+                let found = tx.components(&which).await?;
+                if found.is_empty() {
+                    return Err(StoreError::NotFound {
+                        what: "component",
+                        id: reference.clone(),
+                    });
+                }
+                let mut components: Vec<Component> = found
+                    .into_iter()
+                    .filter(|c| c.undeployed_at.is_none())
+                    .collect();
+                if components.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "{reference} is not deployed (it was undeployed before)"
+                    )));
+                }
+                let digests: Vec<String> = components.iter().map(|c| c.digest.clone()).collect();
+                tx.set_deployed(&digests, Err(now)).await?;
+                for c in &mut components {
+                    c.undeployed_at = Some(now);
+                }
+                Ok(ComponentList { components })
             })
         })
         .await

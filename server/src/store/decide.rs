@@ -10,10 +10,11 @@ use tessera_api::{
 };
 
 use super::driver::{
-    AddProgress, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobTally, NewTask,
-    ParentRow, SetState, state_index,
+    AddProgress, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally,
+    NewTask, ParentRow, ReadyKind, SetState, state_index,
 };
 use super::encode::{nanos, path_segment};
+use super::pins::Pins;
 use super::{StoreConfig, StoreError, check_name};
 use crate::wake::Scope;
 use tessera_api::limits;
@@ -581,6 +582,7 @@ fn subtask_rows(
             max_retries: spec.max_retries,
             created_at: now,
             finished_at,
+            component: None,
         })
         .collect()
 }
@@ -648,16 +650,19 @@ pub(crate) const RUNNER_WINDOW: std::time::Duration = std::time::Duration::from_
 /// Which kinds of ready queued tasks (cluster, task type, how many) no runner in `runners`
 /// (those seen within [`RUNNER_WINDOW`]) could run, each with why: what the runners seen in that
 /// cluster serve instead, or where the task type is served.
-pub(crate) fn unserved(
-    kinds: &[(String, TaskIdentifier, u64)],
-    runners: &[RunnerInfo],
-) -> Vec<Unserved> {
+pub(crate) fn unserved(kinds: &[ReadyKind], runners: &[RunnerInfo]) -> Vec<Unserved> {
     let mut out = Vec::new();
-    for (cluster, task, queued) in kinds {
+    for ReadyKind {
+        cluster,
+        task,
+        pinned,
+        queued,
+    } in kinds
+    {
         let here: Vec<&RunnerInfo> = runners.iter().filter(|r| &r.cluster == cluster).collect();
         if here
             .iter()
-            .any(|r| r.identifiers.iter().any(|i| i.can_run(task)))
+            .any(|r| (*pinned && r.deployed) || r.identifiers.iter().any(|i| i.can_run(task)))
         {
             continue;
         }
@@ -686,6 +691,12 @@ pub(crate) fn unserved(
                 task.name,
                 list(versions)
             )
+        } else if !here.is_empty() && here.iter().all(|r| r.identifiers.is_empty()) {
+            format!(
+                "only fleet runners serve cluster {cluster}, and its job pinned no deployed \
+                 component for {task}: deploy one that exports it (`tessera deploy`) and submit \
+                 again, or start a runner with its component file"
+            )
         } else if !here.is_empty() {
             let names = here
                 .iter()
@@ -704,7 +715,13 @@ pub(crate) fn unserved(
                 .filter(|r| r.identifiers.iter().any(|i| i.can_run(task)))
                 .map(|r| r.cluster.clone())
                 .collect();
-            if elsewhere.is_empty() {
+            if elsewhere.is_empty() && *pinned {
+                format!(
+                    "no runner has asked for work in cluster {cluster} in the last {minutes} \
+                     minutes; start a fleet runner with `tessera runner --deployed --cluster \
+                     {cluster}` (its job pinned a deployed component for {task})"
+                )
+            } else if elsewhere.is_empty() {
                 format!(
                     "no runner has asked for work in cluster {cluster} in the last {minutes} \
                      minutes; start one whose component exports {task} with `tessera runner \
@@ -726,6 +743,36 @@ pub(crate) fn unserved(
         });
     }
     out
+}
+
+/// Gives each new task the component its job pinned for its task type, if any.
+pub(crate) fn pin_components(
+    tasks: &mut [NewTask],
+    jobs: &HashMap<String, JobGrowth>,
+) -> Result<(), StoreError> {
+    let mut decoded: HashMap<&str, Pins> = HashMap::new();
+    for task in tasks {
+        let Some(job) = jobs.get(&task.job_id) else {
+            continue;
+        };
+        if job.pins == "[]" {
+            continue;
+        }
+        if !decoded.contains_key(task.job_id.as_str()) {
+            let pins = Pins::decode(&job.pins).map_err(StoreError::Corrupt)?;
+            decoded.insert(
+                jobs.get_key_value(&task.job_id)
+                    .expect("present")
+                    .0
+                    .as_str(),
+                pins,
+            );
+        }
+        task.component = decoded[task.job_id.as_str()]
+            .resolve(&task.identifier)
+            .map(str::to_string);
+    }
+    Ok(())
 }
 
 /// Which leases an extension keeps, over the rows of their tasks.
@@ -1334,17 +1381,36 @@ mod tests {
             identifiers: ids.iter().map(|(n, v)| id(n, v)).collect(),
             first_seen: 0,
             last_seen: 0,
+            deployed: false,
+            host: None,
+            concurrency: None,
+            running: 0,
+        };
+        let fleet = RunnerInfo {
+            deployed: true,
+            ..runner("fleet", &[])
         };
         let runners = [
             runner("default", &[("wordfreq.Job", "v1.2"), ("Other", "v0.0")]),
             runner("gpu", &[("Render", "v2.0")]),
+            fleet,
         ];
+        let kind = |cluster: &str, task: TaskIdentifier, pinned: bool, queued: u64| ReadyKind {
+            cluster: cluster.into(),
+            task,
+            pinned,
+            queued,
+        };
         let kinds = [
-            ("default".to_string(), id("wordfreq.Job", "v1.1"), 3),
-            ("default".to_string(), id("wordfreq.Job", "v1.3"), 2),
-            ("default".to_string(), id("Typo", "v0.0"), 1),
-            ("cpu".to_string(), id("Render", "v2.0"), 4),
-            ("nowhere".to_string(), id("Lost", "v0.0"), 5),
+            kind("default", id("wordfreq.Job", "v1.1"), false, 3),
+            kind("default", id("wordfreq.Job", "v1.3"), false, 2),
+            kind("default", id("Typo", "v0.0"), false, 1),
+            kind("cpu", id("Render", "v2.0"), false, 4),
+            kind("nowhere", id("Lost", "v0.0"), false, 5),
+            // A fleet runner serves what its job pinned, and only in its cluster.
+            kind("fleet", id("Deployed", "v0.0"), true, 6),
+            kind("fleet", id("NotDeployed", "v0.0"), false, 7),
+            kind("elsewhere", id("Deployed", "v0.0"), true, 8),
         ];
         let got = unserved(&kinds, &runners);
         let reasons: Vec<&str> = got.iter().map(|u| u.reason.as_str()).collect();
@@ -1361,9 +1427,81 @@ mod tests {
                 "no runner has asked for work in cluster nowhere in the last 5 minutes; start \
                  one whose component exports Lost@v0.0 with `tessera runner COMPONENT.wasm \
                  --cluster nowhere`",
+                "only fleet runners serve cluster fleet, and its job pinned no deployed \
+                 component for NotDeployed@v0.0: deploy one that exports it (`tessera deploy`) \
+                 and submit again, or start a runner with its component file",
+                "no runner has asked for work in cluster elsewhere in the last 5 minutes; start \
+                 a fleet runner with `tessera runner --deployed --cluster elsewhere` (its job \
+                 pinned a deployed component for Deployed@v0.0)",
             ]
         );
         assert_eq!(got[0].queued, 2);
+    }
+
+    #[test]
+    fn new_tasks_get_the_component_their_job_pinned() {
+        let pins = crate::store::pins::Pins::of(&[tessera_api::Component {
+            digest: "sha256:new".into(),
+            name: "tasks".into(),
+            size: 1,
+            task_types: vec![id("Leaf", "v1.2")],
+            deployed_by: "me".into(),
+            deployed_at: 1,
+            undeployed_at: None,
+        }]);
+        let task = |job: &str, name: &str, version: &str| NewTask {
+            id: "t".into(),
+            job_id: job.into(),
+            parent_id: None,
+            depth: 1,
+            path: String::new(),
+            identifier: id(name, version),
+            input: "{}".into(),
+            display: None,
+            cluster: "default".into(),
+            state: TaskState::Queued,
+            depends_on: vec![],
+            max_retries: 0,
+            created_at: 0,
+            finished_at: None,
+            component: None,
+        };
+        let mut tasks = [
+            task("pinned", "Leaf", "v1.0"),
+            task("pinned", "Leaf", "v1.3"),
+            task("pinned", "Other", "v0.0"),
+            task("unpinned", "Leaf", "v1.0"),
+        ];
+        let jobs = HashMap::from([
+            (
+                "pinned".to_string(),
+                JobGrowth {
+                    total: 1,
+                    pins: pins.encode(),
+                },
+            ),
+            (
+                "unpinned".to_string(),
+                JobGrowth {
+                    total: 1,
+                    pins: "[]".into(),
+                },
+            ),
+        ]);
+        pin_components(&mut tasks, &jobs).unwrap();
+        let got: Vec<Option<&str>> = tasks.iter().map(|t| t.component.as_deref()).collect();
+        assert_eq!(got, [Some("sha256:new"), None, None, None]);
+        let broken = HashMap::from([(
+            "pinned".to_string(),
+            JobGrowth {
+                total: 1,
+                pins: "{".into(),
+            },
+        )]);
+        assert!(matches!(
+            pin_components(&mut tasks, &broken),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, RunnerInfo, Span, SpanOutcome,
-    SpanQuery, Task, TaskIdentifier, TaskQuery, TaskState,
+    Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, RunnerInfo, Span,
+    SpanOutcome, SpanQuery, Task, TaskIdentifier, TaskQuery, TaskState,
 };
 
 use super::StoreError;
@@ -82,12 +82,11 @@ pub trait Tx: Send + Sized {
     /// The job of each named task that exists.
     async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError>;
 
-    /// Ready queued tasks of a job by kind: cluster, task type, how many (at most 100 kinds).
-    async fn ready_kinds(
-        &mut self,
-        job: &str,
-        now: u64,
-    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError>;
+    /// Ready queued tasks of a job by kind: cluster, task type, pinned or not, how many (at
+    /// most 100 kinds).
+    async fn ready_kinds(&mut self, job: &str, now: u64) -> Result<Vec<ReadyKind>, StoreError>;
+    /// How many running tasks each runner holds.
+    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError>;
     /// Runners whose last claim was at or after `since`, most recent first (at most 1,000).
     async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError>;
     /// Records a runner's claim (its first sighting keeps its `first_seen`), and forgets
@@ -97,6 +96,25 @@ pub trait Tx: Send + Sized {
         runner: &RunnerInfo,
         forget_before: u64,
     ) -> Result<(), StoreError>;
+
+    // ---- components
+    /// Components without their bytes, most recently deployed first (at most 1,000).
+    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError>;
+    /// Inserts a component with its bytes.
+    async fn insert_component(
+        &mut self,
+        component: &Component,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Deploys stored components again, or leaves them deployed (`deployed_at` as given,
+    /// `undeployed_at` cleared); undeploys them with `undeployed_at`.
+    async fn set_deployed(
+        &mut self,
+        digests: &[String],
+        deployed: Result<u64, u64>,
+    ) -> Result<(), StoreError>;
+    /// A component's bytes.
+    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     // ---- jobs
     /// Locks a job's row against concurrent changes; false if it does not exist.
@@ -111,8 +129,11 @@ pub trait Tx: Send + Sized {
         failed: Option<bool>,
     ) -> Result<(), StoreError>;
     /// Locks the named jobs (in id order) and returns how many tasks each has (the sum of
-    /// its kept counts).
-    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError>;
+    /// its kept counts) and what it pinned.
+    async fn lock_job_totals(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, JobGrowth>, StoreError>;
     /// Adds to jobs' kept counts (a job's task total is their sum).
     async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError>;
     /// A job's counts as its task and span rows say, counted (slow: for audits).
@@ -175,6 +196,8 @@ pub trait Tx: Send + Sized {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: String,
+    /// Its pins, encoded ([`super::pins::Pins::encode`]).
+    pub pins: String,
     pub name: String,
     pub cluster: String,
     pub root_id: String,
@@ -200,6 +223,8 @@ pub struct NewTask {
     pub max_retries: u32,
     pub created_at: u64,
     pub finished_at: Option<u64>,
+    /// The deployed component its job pinned for it.
+    pub component: Option<String>,
 }
 
 /// A task as reports, extensions and the reaper find it.
@@ -299,6 +324,8 @@ pub struct ClaimParams<'a> {
     pub runner_id: &'a str,
     pub cluster: &'a str,
     pub identifiers: &'a [TaskIdentifier],
+    /// A fleet runner: any task with a pinned component, whatever its type.
+    pub deployed: bool,
     pub max: u32,
     pub now: u64,
     pub expires: u64,
@@ -315,6 +342,40 @@ pub struct ClaimedRow {
     pub input: String,
     pub attempt: u32,
     pub lease: u64,
+    /// Its pinned component.
+    pub component: Option<String>,
+}
+
+/// Which components to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which<'a> {
+    /// Deployed now.
+    Deployed,
+    /// Deployed now or ever.
+    All,
+    /// The one with this digest.
+    Digest(&'a str),
+    /// Those deployed (now or ever) under this name.
+    Name(&'a str),
+}
+
+/// Ready queued tasks of one kind, as [`super::decide::unserved`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyKind {
+    pub cluster: String,
+    pub task: TaskIdentifier,
+    /// Whether their job pinned a deployed component for them (a fleet runner serves them).
+    pub pinned: bool,
+    pub queued: u64,
+}
+
+/// A job about to grow: its size and what it pinned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobGrowth {
+    /// Its task total.
+    pub total: u64,
+    /// Its pins, encoded.
+    pub pins: String,
 }
 
 /// Changes to one job's kept counts, as data; [`super::decide::Tallies`] adds them up.

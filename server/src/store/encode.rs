@@ -70,7 +70,7 @@ pub(super) fn nanos(d: std::time::Duration) -> u64 {
 /// The task columns [`super::sqlite`] reads, in its row order.
 pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
     state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
-    children, completed, created_at, started_at, finished_at, path";
+    children, completed, created_at, started_at, finished_at, path, component";
 
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
@@ -136,7 +136,50 @@ pub(super) fn runner_info(
         identifiers,
         first_seen: first_seen.max(0) as u64,
         last_seen: last_seen.max(0) as u64,
+        deployed: false,
+        host: None,
+        concurrency: None,
+        running: 0,
     })
+}
+
+/// The columns of a component row that [`component`] reads, in order.
+pub(super) const COMPONENT_COLUMNS: &str =
+    "digest, name, size, task_types, deployed_by, deployed_at, undeployed_at";
+
+/// A component from its stored columns.
+pub(super) fn component(
+    digest: String,
+    name: String,
+    size: i64,
+    task_types: &str,
+    deployed_by: String,
+    deployed_at: i64,
+    undeployed_at: Option<i64>,
+) -> Result<tessera_api::Component, StoreError> {
+    let task_types = serde_json::from_str(task_types)
+        .map_err(|e| StoreError::Corrupt(format!("component {digest}'s task types ({e})")))?;
+    Ok(tessera_api::Component {
+        digest,
+        name,
+        size: size.max(0) as u64,
+        task_types,
+        deployed_by,
+        deployed_at: deployed_at.max(0) as u64,
+        undeployed_at: undeployed_at.map(|t| t.max(0) as u64),
+    })
+}
+
+/// The SQL condition and order of [`super::driver::Which`] over the components table, with
+/// its one text parameter (empty when unused).
+pub(super) fn which_sql<'a>(which: &super::driver::Which<'a>) -> (&'static str, &'a str) {
+    use super::driver::Which;
+    match which {
+        Which::Deployed => ("undeployed_at IS NULL", ""),
+        Which::All => ("TRUE", ""),
+        Which::Digest(d) => ("digest = $1", d),
+        Which::Name(n) => ("name = $1", n),
+    }
 }
 
 #[cfg(test)]

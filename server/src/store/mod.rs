@@ -6,6 +6,7 @@ mod core;
 mod decide;
 mod driver;
 mod encode;
+mod pins;
 #[cfg(feature = "testing")]
 pub mod plant;
 mod postgres;
@@ -177,6 +178,26 @@ pub trait Store: Send + Sync + 'static {
     /// A job's ready queued tasks that no runner seen in the last five minutes could run, by
     /// kind, each with why.
     async fn unserved(&self, job: &str, now: u64) -> Result<tessera_api::UnservedList, StoreError>;
+    /// Deploys a component (already checked): stores its bytes under their digest, or deploys
+    /// stored bytes again; deploying what is deployed changes nothing (`created` false).
+    async fn deploy(
+        &self,
+        component: &tessera_api::Component,
+        bytes: std::sync::Arc<[u8]>,
+    ) -> Result<tessera_api::Deployed, StoreError>;
+    /// Components, most recently deployed first: those deployed now, or (`all`) ever.
+    async fn components(&self, all: bool) -> Result<tessera_api::ComponentList, StoreError>;
+    /// One component by digest, or the one most recently deployed under a name.
+    async fn component(&self, reference: &str) -> Result<tessera_api::Component, StoreError>;
+    /// A component's bytes, by digest.
+    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
+    /// Undeploys a component by digest, or every component deployed under a name; returns
+    /// them. Jobs that pinned them keep running them.
+    async fn undeploy(
+        &self,
+        reference: &str,
+        now: u64,
+    ) -> Result<tessera_api::ComponentList, StoreError>;
     /// Puts a job and its tasks in the store as they are given (for tests).
     #[cfg(feature = "testing")]
     async fn plant(&self, job: &plant::PlantedJob) -> Result<(), StoreError>;

@@ -122,6 +122,7 @@ pub async fn outlook_counts_work_a_runner_could_do(store: Arc<dyn Store>) {
     let req = OutlookRequest {
         cluster: "default".into(),
         identifiers: vec![id("Leaf", "v0.0")],
+        deployed: false,
     };
     assert!(!s.outlook(&req).await.unwrap().has_work());
     s.submit(&job("o", "Root", 0), T0).await.unwrap();
@@ -150,6 +151,7 @@ pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
     let request = OutlookRequest {
         cluster: "default".into(),
         identifiers: ids.clone(),
+        deployed: false,
     };
     assert_eq!(s.outlook(&request).await.unwrap().queued, 1);
     let got = s.claim(&claim_req("r1", &ids, 10), T0 + 1).await.unwrap();

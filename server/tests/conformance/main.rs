@@ -1,5 +1,5 @@
 //! The store conformance suite: every store implementation must pass every test here, one
-//! module per entity (jobs, claims, reports, leases, logs, spans).
+//! module per entity (jobs, claims, reports, leases, logs, spans, components).
 //!
 //! Each test takes a fresh store and drives it with explicit times, so lease expiry and retry
 //! backoff are tested without sleeping. `stores!` instantiates the suite per implementation.
@@ -16,6 +16,7 @@ use tessera_api::{
 use tessera_server::{PostgresStore, SqliteStore, Store, StoreConfig};
 
 mod claims;
+mod components;
 mod jobs;
 mod leases;
 mod logs;
@@ -60,6 +61,9 @@ fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        deployed: false,
+        host: None,
+        concurrency: None,
     }
 }
 
@@ -265,6 +269,12 @@ macro_rules! suite {
             }
             logs {
                 logs_filter_paginate_and_refuse_unknown_tasks,
+            }
+            components {
+                deploy_is_content_addressed_and_undeploy_keeps_the_bytes,
+                a_job_pins_the_components_deployed_when_it_was_submitted,
+                fleet_runners_are_listed_and_serve_what_was_pinned,
+                the_deployed_task_types_are_bounded,
             }
             spans {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, RunnerInfo, Span,
-    SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate,
+    RunnerInfo, Span, SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -22,7 +22,8 @@ use tokio_postgres::{NoTls, Row};
 use super::core::Core;
 use super::driver::{
     AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
-    HeldRow, JobTally, Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx, state_index,
+    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, ReadyKind, SetState, Tx,
+    Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_job_tallies.sql"),
     include_str!("migrations/0006_runners.sql"),
     include_str!("migrations/0007_drop_task_total.sql"),
+    include_str!("migrations/0008_components.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -289,6 +291,7 @@ fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
         created_at: u(r.get(19)),
         started_at: r.get::<_, Option<i64>>(20).map(u),
         finished_at: r.get::<_, Option<i64>>(21).map(u),
+        component: r.get(23),
     };
     Ok((task, r.get(22)))
 }
@@ -327,6 +330,22 @@ fn identifier_match(first: usize) -> String {
         first + 1,
         first + 2
     )
+}
+
+/// What a runner serves: the task types in the identifier arrays at `$first…`, or (a fleet
+/// runner) every task with a pinned component, still naming the (then empty) arrays so that
+/// both statements take the same parameters.
+fn serves_match(deployed: bool, first: usize) -> String {
+    if deployed {
+        format!(
+            "t.component IS NOT NULL AND (${}::text[], ${}::bigint[], ${}::bigint[]) IS NOT NULL",
+            first,
+            first + 1,
+            first + 2
+        )
+    } else {
+        identifier_match(first)
+    }
 }
 
 /// The three arrays [`identifier_match`] takes.
@@ -519,6 +538,7 @@ impl Tx for PgTx {
                         end_time_unix_nano: r.get::<_, Option<i64>>(7).map(u),
                         outcome: outcome_of(r.get(8))?,
                         error: r.get(9),
+                        component: r.get(10),
                     },
                 ))
             })
@@ -533,7 +553,7 @@ impl Tx for PgTx {
                     "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
                      WHERE t.state = 'queued' AND t.cluster = $1 AND NOT j.canceled AND NOT j.failed \
                      AND {}",
-                    identifier_match(2)
+                    serves_match(request.deployed, 2)
                 ),
                 &[&request.cluster, &names, &majors, &minors],
             )
@@ -571,46 +591,136 @@ impl Tx for PgTx {
             .collect())
     }
 
-    async fn ready_kinds(
-        &mut self,
-        job: &str,
-        now: u64,
-    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError> {
+    async fn ready_kinds(&mut self, job: &str, now: u64) -> Result<Vec<ReadyKind>, StoreError> {
         Ok(self
             .rows(
-                "SELECT cluster, name, major, minor, COUNT(*) FROM tasks \
+                "SELECT cluster, name, major, minor, component IS NOT NULL, COUNT(*) FROM tasks \
                  WHERE job_id = $1 AND state = 'queued' AND pending_deps = 0 AND not_before <= $2 \
-                 GROUP BY cluster, name, major, minor ORDER BY cluster, name, major, minor \
-                 LIMIT 100",
+                 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 LIMIT 100",
                 &[&job, &i(now)],
             )
             .await?
             .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    TaskIdentifier {
-                        name: r.get(1),
-                        version: Version {
-                            major: r.get::<_, i64>(2) as u32,
-                            minor: r.get::<_, i64>(3) as u32,
-                        },
+            .map(|r| ReadyKind {
+                cluster: r.get(0),
+                task: TaskIdentifier {
+                    name: r.get(1),
+                    version: Version {
+                        major: r.get::<_, i64>(2) as u32,
+                        minor: r.get::<_, i64>(3) as u32,
                     },
-                    u(r.get(4)),
-                )
+                },
+                pinned: r.get(4),
+                queued: u(r.get(5)),
             })
             .collect())
     }
 
+    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError> {
+        Ok(self
+            .rows(
+                "SELECT lease_runner, COUNT(*) FROM tasks WHERE state = 'running' \
+                 AND lease_runner IS NOT NULL GROUP BY lease_runner",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), u(r.get(1))))
+            .collect())
+    }
+
+    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError> {
+        let (condition, param) = which_sql(which);
+        let sql = format!(
+            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} \
+             ORDER BY deployed_at DESC, digest LIMIT 1000"
+        );
+        let rows = if param.is_empty() {
+            self.rows(&sql, &[]).await?
+        } else {
+            self.rows(&sql, &[&param]).await?
+        };
+        rows.iter()
+            .map(|r| {
+                component(
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                )
+            })
+            .collect()
+    }
+
+    async fn insert_component(
+        &mut self,
+        component: &Component,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO components (digest, name, size, task_types, deployed_by, deployed_at, \
+             bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &component.digest,
+                &component.name,
+                &i(component.size),
+                &serde_json::to_string(&component.task_types).expect("identifiers serialize"),
+                &component.deployed_by,
+                &i(component.deployed_at),
+                &bytes,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_deployed(
+        &mut self,
+        digests: &[String],
+        deployed: Result<u64, u64>,
+    ) -> Result<(), StoreError> {
+        let (at, un) = match deployed {
+            Ok(at) => (Some(i(at)), None),
+            Err(un) => (None, Some(i(un))),
+        };
+        self.exec(
+            "UPDATE components SET deployed_at = COALESCE($2, deployed_at), undeployed_at = $3 \
+             WHERE digest = ANY($1)",
+            &[&digests, &at, &un],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .rows("SELECT bytes FROM components WHERE digest = $1", &[&digest])
+            .await?
+            .first()
+            .map(|r| r.get(0)))
+    }
+
     async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
         self.rows(
-            "SELECT id, cluster, identifiers, first_seen, last_seen FROM runners \
-             WHERE last_seen >= $1 ORDER BY last_seen DESC, id LIMIT 1000",
+            "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, concurrency \
+             FROM runners WHERE last_seen >= $1 ORDER BY last_seen DESC, id LIMIT 1000",
             &[&i(since)],
         )
         .await?
         .iter()
-        .map(|r| runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .map(|r| {
+            Ok(RunnerInfo {
+                deployed: r.get(5),
+                host: r.get(6),
+                concurrency: r
+                    .get::<_, Option<i64>>(7)
+                    .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+                ..runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))?
+            })
+        })
         .collect()
     }
 
@@ -620,15 +730,19 @@ impl Tx for PgTx {
         forget_before: u64,
     ) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen) \
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, host, \
+             concurrency) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
              cluster = excluded.cluster, identifiers = excluded.identifiers, \
-             last_seen = excluded.last_seen",
+             last_seen = excluded.last_seen, deployed = excluded.deployed, \
+             host = excluded.host, concurrency = excluded.concurrency",
             &[
                 &runner.id,
                 &runner.cluster,
                 &serde_json::to_string(&runner.identifiers).expect("identifiers serialize"),
                 &i(runner.last_seen),
+                &runner.deployed,
+                &runner.host,
+                &runner.concurrency.map(i64::from),
             ],
         )
         .await?;
@@ -647,18 +761,27 @@ impl Tx for PgTx {
             .is_some())
     }
 
-    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+    async fn lock_job_totals(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, JobGrowth>, StoreError> {
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
         Ok(self
             .rows(
                 "SELECT id, tasks_queued + tasks_running + tasks_computed + tasks_failed + \
-                 tasks_canceled FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                 tasks_canceled, pins FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&sorted],
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), u(r.get(1))))
+            .map(|r| {
+                let growth = JobGrowth {
+                    total: u(r.get(1)),
+                    pins: r.get(2),
+                };
+                (r.get(0), growth)
+            })
             .collect())
     }
 
@@ -722,14 +845,15 @@ impl Tx for PgTx {
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &job.id,
                 &job.name,
                 &job.cluster,
                 &job.root_id,
                 &i(job.submitted_at),
+                &job.pins,
             ],
         )
         .await?;
@@ -811,15 +935,17 @@ impl Tx for PgTx {
         let retries = num(|t| t.max_retries.into());
         let created = num(|t| t.created_at);
         let finished: Vec<Option<i64>> = tasks.iter().map(|t| t.finished_at.map(i)).collect();
+        let components: Vec<Option<&str>> = tasks.iter().map(|t| t.component.as_deref()).collect();
         self.exec(
             "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, display, \
-             cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at) \
+             cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at, component) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], \
              $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[])",
+             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[])",
             &[
                 &ids, &jobs, &parents, &depths, &paths, &names, &majors, &minors, &inputs,
                 &displays, &clusters, &states, &deps, &pending, &retries, &created, &finished,
+                &components,
             ],
         )
         .await?;
@@ -940,8 +1066,8 @@ impl Tx for PgTx {
              UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
              lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
-             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display",
-            identifier_match(6)
+             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component",
+            serves_match(claim.deployed, 6)
         );
         let mut picked = self
             .rows(
@@ -969,11 +1095,25 @@ impl Tx for PgTx {
         let jobs: Vec<&str> = picked.iter().map(|r| r.get(1)).collect();
         let attempts: Vec<i64> = picked.iter().map(|r| r.get(6)).collect();
         let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
+        // The span names the component that ran only when a fleet runner ran it.
+        let components: Vec<Option<&str>> = picked
+            .iter()
+            .map(|r| r.get::<_, Option<&str>>(11).filter(|_| claim.deployed))
+            .collect();
         self.exec(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
-             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running' \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[]) AS s(id, job, attempt, name)",
-            &[&ids, &jobs, &attempts, &names, &claim.runner_id, &i(claim.now)],
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, component) \
+             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', s.component \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
+             AS s(id, job, attempt, name, component)",
+            &[
+                &ids,
+                &jobs,
+                &attempts,
+                &names,
+                &claim.runner_id,
+                &i(claim.now),
+                &components,
+            ],
         )
         .await?;
         Ok(picked
@@ -992,6 +1132,7 @@ impl Tx for PgTx {
                 input: r.get(5),
                 attempt: r.get::<_, i64>(6) as u32,
                 lease: u(r.get(7)),
+                component: r.get(11),
             })
             .collect())
     }

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
-    Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate, RunnerInfo, Span,
-    SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate,
+    RunnerInfo, Span, SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -24,7 +24,8 @@ use super::StoreError;
 use super::core::Core;
 use super::driver::{
     AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
-    HeldRow, JobTally, Mode, NewJob, NewTask, Op, ParentRow, SetState, Tx, state_index,
+    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, ReadyKind, SetState, Tx,
+    Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param};
@@ -37,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_job_tallies.sql"),
     include_str!("migrations/0005_runners.sql"),
     include_str!("migrations/0006_drop_task_total.sql"),
+    include_str!("migrations/0007_components.sql"),
 ];
 
 /// The SQLite job store.
@@ -193,6 +195,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
         created_at: r.get(19)?,
         started_at: r.get(20)?,
         finished_at: r.get(21)?,
+        component: r.get(23)?,
     };
     Ok((task, r.get(9)?, r.get(22)?))
 }
@@ -449,6 +452,7 @@ impl Tx for SqliteTx {
                         end_time_unix_nano: r.get::<_, Option<i64>>(7)?.map(|v| v.max(0) as u64),
                         outcome: tessera_api::SpanOutcome::Running,
                         error: r.get(9)?,
+                        component: r.get(10)?,
                     },
                 ))
             })?
@@ -462,17 +466,20 @@ impl Tx for SqliteTx {
     }
 
     async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+        let serves = if request.deployed {
+            "t.component IS NOT NULL AND ? IS NULL"
+        } else {
+            IDENTIFIER_MATCH
+        };
+        let identifiers = (!request.deployed).then(|| identifiers_json(&request.identifiers));
         let queued: u64 = self
             .conn
             .prepare_cached(&format!(
                 "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
                  WHERE t.state = 'queued' AND t.cluster = ? AND j.canceled = 0 AND j.failed = 0 \
-                 AND {IDENTIFIER_MATCH}"
+                 AND {serves}"
             ))?
-            .query_row(
-                params![request.cluster, identifiers_json(&request.identifiers)],
-                |r| r.get(0),
-            )?;
+            .query_row(params![request.cluster, identifiers], |r| r.get(0))?;
         let running: u64 = self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = ?1")?
@@ -502,31 +509,27 @@ impl Tx for SqliteTx {
         Ok(jobs)
     }
 
-    async fn ready_kinds(
-        &mut self,
-        job: &str,
-        now: u64,
-    ) -> Result<Vec<(String, TaskIdentifier, u64)>, StoreError> {
+    async fn ready_kinds(&mut self, job: &str, now: u64) -> Result<Vec<ReadyKind>, StoreError> {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT cluster, name, major, minor, COUNT(*) FROM tasks \
+                "SELECT cluster, name, major, minor, component IS NOT NULL, COUNT(*) FROM tasks \
                  WHERE job_id = ?1 AND state = 'queued' AND pending_deps = 0 AND not_before <= ?2 \
-                 GROUP BY cluster, name, major, minor ORDER BY cluster, name, major, minor \
-                 LIMIT 100",
+                 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 LIMIT 100",
             )?
             .query_map(params![job, i(now)], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    TaskIdentifier {
+                Ok(ReadyKind {
+                    cluster: r.get(0)?,
+                    task: TaskIdentifier {
                         name: r.get(1)?,
                         version: Version {
                             major: r.get(2)?,
                             minor: r.get(3)?,
                         },
                     },
-                    r.get::<_, i64>(4)?.max(0) as u64,
-                ))
+                    pinned: r.get(4)?,
+                    queued: r.get::<_, i64>(5)?.max(0) as u64,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
@@ -536,23 +539,38 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT id, cluster, identifiers, first_seen, last_seen FROM runners \
+                "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, \
+                 concurrency FROM runners \
                  WHERE last_seen >= ?1 ORDER BY last_seen DESC, id LIMIT 1000",
             )?
             .query_map([i(since)], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ),
+                    (
+                        r.get::<_, bool>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<u32>>(7)?,
+                    ),
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(id, cluster, identifiers, first, last)| {
-                runner_info(id, cluster, &identifiers, first, last)
-            })
+            .map(
+                |((id, cluster, identifiers, first, last), (deployed, host, concurrency))| {
+                    Ok(RunnerInfo {
+                        deployed,
+                        host,
+                        concurrency,
+                        ..runner_info(id, cluster, &identifiers, first, last)?
+                    })
+                },
+            )
             .collect()
     }
 
@@ -563,16 +581,21 @@ impl Tx for SqliteTx {
     ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen) \
-                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (id) DO UPDATE SET \
+                "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, \
+                 host, concurrency) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (id) DO UPDATE SET \
                  cluster = excluded.cluster, identifiers = excluded.identifiers, \
-                 last_seen = excluded.last_seen",
+                 last_seen = excluded.last_seen, deployed = excluded.deployed, \
+                 host = excluded.host, concurrency = excluded.concurrency",
             )?
             .execute(params![
                 runner.id,
                 runner.cluster,
                 serde_json::to_string(&runner.identifiers).expect("identifiers serialize"),
-                i(runner.last_seen)
+                i(runner.last_seen),
+                runner.deployed,
+                runner.host,
+                runner.concurrency
             ])?;
         self.conn
             .prepare_cached("DELETE FROM runners WHERE last_seen < ?1")?
@@ -588,19 +611,120 @@ impl Tx for SqliteTx {
             .exists([id])?)
     }
 
-    async fn lock_job_totals(&mut self, ids: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+    async fn lock_job_totals(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, JobGrowth>, StoreError> {
         // The write transaction holds SQLite's only write lock already.
         let mut stmt = self.conn.prepare_cached(
             "SELECT tasks_queued + tasks_running + tasks_computed + tasks_failed + \
-                 tasks_canceled FROM jobs WHERE id = ?1",
+                 tasks_canceled, pins FROM jobs WHERE id = ?1",
         )?;
         let mut totals = HashMap::with_capacity(ids.len());
         for id in ids {
-            if let Some(n) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
-                totals.insert(id.to_string(), n.max(0) as u64);
+            if let Some((n, pins)) = stmt
+                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .optional()?
+            {
+                let total = n.max(0) as u64;
+                totals.insert(id.to_string(), JobGrowth { total, pins });
             }
         }
         Ok(totals)
+    }
+
+    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError> {
+        let (condition, param) = which_sql(which);
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} \
+             ORDER BY deployed_at DESC, digest LIMIT 1000"
+        ))?;
+        let read = |r: &Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        };
+        let rows = if param.is_empty() {
+            stmt.query_map([], read)?.collect::<Result<Vec<_>, _>>()?
+        } else {
+            stmt.query_map([param], read)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        rows.into_iter()
+            .map(|(d, n, size, types, by, at, un)| component(d, n, size, &types, by, at, un))
+            .collect()
+    }
+
+    async fn insert_component(
+        &mut self,
+        component: &Component,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO components (digest, name, size, task_types, deployed_by, \
+                 deployed_at, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                component.digest,
+                component.name,
+                i(component.size),
+                serde_json::to_string(&component.task_types).expect("identifiers serialize"),
+                component.deployed_by,
+                i(component.deployed_at),
+                bytes
+            ])?;
+        Ok(())
+    }
+
+    async fn set_deployed(
+        &mut self,
+        digests: &[String],
+        deployed: Result<u64, u64>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE components SET deployed_at = COALESCE(?2, deployed_at), undeployed_at = ?3 \
+             WHERE digest = ?1",
+        )?;
+        let (at, un) = match deployed {
+            Ok(at) => (Some(i(at)), None),
+            Err(un) => (None, Some(i(un))),
+        };
+        for d in digests {
+            stmt.execute(params![d, at, un])?;
+        }
+        Ok(())
+    }
+
+    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT bytes FROM components WHERE digest = ?1")?
+            // A blob, or text if someone edited the file by hand: its bytes either way (the
+            // runner checks them against their digest).
+            .query_row([digest], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
+            .optional()?)
+    }
+
+    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT lease_runner, COUNT(*) FROM tasks WHERE state = 'running' \
+                 AND lease_runner IS NOT NULL GROUP BY lease_runner",
+            )?
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(r, n)| (r, n.max(0) as u64))
+            .collect())
     }
 
     async fn add_job_tallies(&mut self, tallies: &[JobTally]) -> Result<(), StoreError> {
@@ -664,15 +788,16 @@ impl Tx for SqliteTx {
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 job.id,
                 job.name,
                 job.cluster,
                 job.root_id,
-                job.submitted_at
+                job.submitted_at,
+                job.pins
             ])?;
         Ok(())
     }
@@ -737,8 +862,9 @@ impl Tx for SqliteTx {
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<(), StoreError> {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, \
-             display, cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             display, cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at, \
+             component) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?;
         let mut dep = self
             .conn
@@ -762,6 +888,7 @@ impl Tx for SqliteTx {
                 t.max_retries,
                 t.created_at,
                 t.finished_at,
+                t.component,
             ])?;
             for d in &t.depends_on {
                 dep.execute(params![d, t.id])?;
@@ -838,21 +965,28 @@ impl Tx for SqliteTx {
         &mut self,
         claim: &ClaimParams<'_>,
     ) -> Result<Vec<ClaimedRow>, StoreError> {
+        let serves = if claim.deployed {
+            // `? IS NULL` keeps one parameter list for both statements.
+            "t.component IS NOT NULL AND ? IS NULL"
+        } else {
+            IDENTIFIER_MATCH
+        };
+        let identifiers = (!claim.deployed).then(|| identifiers_json(claim.identifiers));
         let rows = self
             .conn
             .prepare_cached(&format!(
                 "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease, \
-                 t.display \
+                 t.display, t.component \
                  FROM tasks t JOIN jobs j ON j.id = t.job_id \
                  WHERE t.state = 'queued' AND t.cluster = ? AND t.pending_deps = 0 \
-                 AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {IDENTIFIER_MATCH} \
+                 AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {serves} \
                  ORDER BY t.job_id, t.path LIMIT ?"
             ))?
             .query_map(
                 params![
                     claim.cluster,
                     i(claim.now),
-                    identifiers_json(claim.identifiers),
+                    identifiers,
                     i64::from(claim.max)
                 ],
                 |r| {
@@ -870,6 +1004,7 @@ impl Tx for SqliteTx {
                         input: r.get(5)?,
                         attempt: r.get::<_, u32>(6)? + 1,
                         lease: r.get::<_, u64>(7)? + 1,
+                        component: r.get(9)?,
                     })
                 },
             )?
@@ -879,9 +1014,10 @@ impl Tx for SqliteTx {
              lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
         )?;
         let mut span = self.conn.prepare_cached(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
-             SELECT job_id, id, ?2, ?3, COALESCE(display, name), ?4, 'running' \
-             FROM tasks WHERE id = ?1",
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
+             component) \
+             SELECT job_id, id, ?2, ?3, COALESCE(display, name), ?4, 'running', \
+             CASE WHEN ?5 THEN component END FROM tasks WHERE id = ?1",
         )?;
         for r in &rows {
             lease.execute(params![
@@ -892,7 +1028,13 @@ impl Tx for SqliteTx {
                 i(claim.expires),
                 i(claim.now)
             ])?;
-            span.execute(params![r.task_id, r.attempt, claim.runner_id, i(claim.now)])?;
+            span.execute(params![
+                r.task_id,
+                r.attempt,
+                claim.runner_id,
+                i(claim.now),
+                claim.deployed
+            ])?;
         }
         Ok(rows)
     }

@@ -22,7 +22,8 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 url=$(scripts/server-url.sh "$dir/server.out" "$dir/server.err")
 SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=scripts \
-    "$venv/bin/schemathesis" run "$url/v1/openapi.json" \
+    "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml \
+    run "$url/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks all \
     --max-examples "${MAX_EXAMPLES:-50}" \

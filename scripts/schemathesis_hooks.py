@@ -7,6 +7,9 @@ tests (cli/tests/api.rs), the shape of every request by this run.
 
 import schemathesis
 
+# A component upload is raw bytes, like application/octet-stream.
+schemathesis.serializer.alias("application/wasm", "application/octet-stream")
+
 
 def _no_wait(claim):
     # Only a valid wait is shortened: a wrong type or a negative number must stay as it is, so
@@ -14,7 +17,8 @@ def _no_wait(claim):
     # request valid behind the fuzzer's back).
     if isinstance(claim, dict):
         wait = claim.get("wait_ms")
-        if isinstance(wait, int) and not isinstance(wait, bool) and 0 < wait <= 60000:
+        whole = isinstance(wait, int) or (isinstance(wait, float) and wait.is_integer())
+        if whole and not isinstance(wait, bool) and 0 < wait <= 60000:
             claim["wait_ms"] = 0
 
 

@@ -62,13 +62,28 @@ pub struct Deployed {
 #[serde(deny_unknown_fields)]
 pub struct DeployQuery {
     /// The name to deploy it under.
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     /// The digest the client computed; the server refuses bytes that do not match it.
+    #[cfg_attr(feature = "openapi", param(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
     /// The task types it exports, comma-separated (`SleepTask@v1.0,Workflow@v1.0`).
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            pattern = r"^[A-Za-z0-9_.:-]{1,200}@v[0-9]{1,9}\.[0-9]{1,9}(,[A-Za-z0-9_.:-]{1,200}@v[0-9]{1,9}\.[0-9]{1,9})*$"
+        )
+    )]
     pub task_types: String,
     /// Who deploys it (informational until keys name their holders).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(max_length = 200))]
     pub by: Option<String>,
 }
 

@@ -43,10 +43,18 @@ pub struct ClaimRequest {
     pub deployed: bool,
     /// The machine it runs on, for `tessera runners list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
+    )]
     pub host: Option<String>,
     /// How many attempts it runs at once, for `tessera runners list`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
     pub concurrency: Option<u32>,
 }
 

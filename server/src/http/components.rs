@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -13,9 +13,14 @@ use tessera_api::{
 };
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath, ApiQuery};
 use crate::now_unix_nano;
 use crate::store::check_name;
+
+/// A component's bytes, in the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct WasmBytes(#[allow(dead_code)] Vec<u8>);
 
 /// Most task types one component may export.
 const MAX_TASK_TYPES: usize = 1000;
@@ -87,7 +92,7 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
 
 /// Deploys a component: the body is its bytes.
 #[utoipa::path(post, path = "/v1/components", tag = "components", params(DeployQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm",
+    request_body(content = WasmBytes, content_type = "application/wasm",
         description = "The component's bytes"),
     responses(
         (status = 201, body = Deployed, description = "Deployed"),
@@ -97,7 +102,7 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
         (status = 413, body = ErrorBody, description = "Larger than --max-component-mib")))]
 pub async fn deploy(
     State(state): State<AppState>,
-    Query(query): Query<DeployQuery>,
+    ApiQuery(query): ApiQuery<DeployQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Deployed>), ApiError> {
@@ -175,7 +180,7 @@ pub async fn deploy(
     responses((status = 200, body = ComponentList)))]
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ComponentQuery>,
+    ApiQuery(query): ApiQuery<ComponentQuery>,
 ) -> Result<Json<ComponentList>, ApiError> {
     Ok(Json(state.store.components(query.all).await?))
 }
@@ -186,20 +191,21 @@ pub async fn list(
     responses((status = 200, body = Component), (status = 404, body = ErrorBody)))]
 pub async fn info(
     State(state): State<AppState>,
-    Path(reference): Path<String>,
+    ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<Component>, ApiError> {
     Ok(Json(state.store.component(&reference).await?))
 }
 
 /// A component's bytes, by digest (what fleet runners fetch).
 #[utoipa::path(get, path = "/v1/components/{id}", tag = "components",
-    params(("id" = String, Path, description = "The component's digest (sha256:…)")),
+    params(("id" = String, Path, pattern = r"^sha256:[0-9a-f]{64}$",
+        description = "The component's digest (sha256:…)")),
     responses(
-        (status = 200, content_type = "application/wasm", body = Vec<u8>),
+        (status = 200, content_type = "application/wasm", body = WasmBytes),
         (status = 404, body = ErrorBody)))]
 pub async fn bytes(
     State(state): State<AppState>,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !is_digest(&digest) {
         return Err(ApiError::bad_request(
@@ -228,7 +234,7 @@ pub async fn bytes(
         (status = 409, body = ErrorBody, description = "Not deployed now")))]
 pub async fn undeploy(
     State(state): State<AppState>,
-    Path(reference): Path<String>,
+    ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<ComponentList>, ApiError> {
     Ok(Json(
         state.store.undeploy(&reference, now_unix_nano()).await?,

@@ -43,6 +43,11 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
             "host must be at most 200 characters, none of them control characters",
         ));
     }
+    if c.concurrency.is_some_and(|n| n == 0 || n > 100_000) {
+        return Err(ApiError::bad_request(
+            "concurrency must be between 1 and 100000",
+        ));
+    }
     if c.max == 0 || c.max > 1000 {
         return Err(ApiError::bad_request("max must be between 1 and 1000"));
     }

@@ -10,6 +10,8 @@ const job = process.env.JOB_ID;
 const running = process.env.RUNNING_JOB_ID;
 const deep = process.env.DEEP_JOB_ID;
 const unserved = process.env.UNSERVED_JOB_ID;
+const deployed = process.env.DEPLOYED_JOB_ID;
+const digest = process.env.DIGEST;
 
 async function post(path, body) {
   const r = await fetch(url + path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
@@ -121,6 +123,36 @@ try {
   const updates = Number(await page.evaluate(() => document.body.dataset.updates || 0));
   check(updates >= 10, "the page took at least ten pushed updates, got " + updates);
   await page.screenshot({ path: shots + "/deep.png", fullPage: true });
+
+  // Runners page: the five runners with files and the fleet runner, each saying what it serves.
+  await page.click("nav >> text=Runners");
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector("#runners tr[data-runner-id]");
+  const serves = await page.$$eval("#runners tr[data-runner-id] .serves", (ns) => ns.map((n) => n.textContent));
+  check(serves.length >= 6, "the runners page lists every runner seen: " + serves.length);
+  check(serves.filter((s) => s === "deployed components").length === 1, "one fleet runner: " + serves);
+  check(serves.filter((s) => s.startsWith("files: ") && s.includes("SleepTask@v0.0")).length >= 5, "runners with files say which: " + serves);
+  await page.screenshot({ path: shots + "/runners.png", fullPage: true });
+
+  // Components page: the deployed component, its digest and task types.
+  await page.click("nav >> text=Components");
+  await page.waitForSelector("body[data-ready]");
+  const comp = await page.waitForSelector('#components tr[data-digest="' + digest + '"]');
+  const compText = await comp.textContent();
+  check(compText.includes("parallel_sleep") && compText.includes(digest.slice(0, 19))
+    && compText.includes("ParallelSleepWorkflow@v0.0, SleepTask@v0.0"), "the components page shows it: " + compText);
+  await page.screenshot({ path: shots + "/components.png", fullPage: true });
+
+  // A task a fleet runner ran names the digest it pinned and ran.
+  await page.goto(url + "/jobs/" + deployed);
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForFunction(() => document.querySelectorAll("#tree [role=treeitem]").length >= 3);
+  await page.click('#tree [role=treeitem]:has(.name:text-is("SleepTask(1)"))');
+  await page.waitForSelector("#task-view:not([hidden]) #task-component");
+  const pinned = await page.getAttribute("#task-component b", "title");
+  check(pinned === digest, "the task view names the pinned component: " + pinned);
+  const ran = await page.getAttribute("#attempts tbody td.mono[title]", "title");
+  check(ran === digest, "the attempt names the component that ran it: " + ran);
 
   // A task no runner serves says why it waits.
   await page.goto(url + "/jobs/" + unserved);

@@ -140,6 +140,21 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     assert!(status.success(), "{err}");
     assert_eq!(c.job(&done.id).await.unwrap().state, JobState::Completed);
 
+    // The same component deployed, and a job run by a fleet runner.
+    let (status, out, err) = server.cli(&["deploy", wasm.to_str().unwrap(), "--json"]);
+    assert!(status.success(), "{err}");
+    let deployed: tessera_api::Deployed = serde_json::from_str(&out).unwrap();
+    let fleet_job = c
+        .submit(&sleep_job("deployed-sleep", 2, 0.1))
+        .await
+        .unwrap();
+    let (status, _, err) = server.cli(&["runner", "--deployed", "--quiet"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        c.job(&fleet_job.id).await.unwrap().state,
+        JobState::Completed
+    );
+
     let long = c.submit(&sleep_job("long-sleeps", 4, 60.0)).await.unwrap();
     let mut bg = runner(&server, &[&wasm]);
     bg.args(["--concurrency", "4", "--quiet"])
@@ -166,6 +181,8 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         .env("RUNNING_JOB_ID", &long.id)
         .env("DEEP_JOB_ID", &deep)
         .env("UNSERVED_JOB_ID", &unserved.id)
+        .env("DEPLOYED_JOB_ID", &fleet_job.id)
+        .env("DIGEST", &deployed.component.digest)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", &chromium);
     let (status, out, err) = output(node, Duration::from_secs(180));

@@ -67,7 +67,16 @@ enum Action {
 
 /// Who deploys: `$USER@host`, as far as this machine says.
 fn deployer() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .unwrap_or_else(|| "unknown".into());
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -343,13 +343,16 @@ async function jobPage(app, id, signal) {
         el("div", {}, el("b", { text: t.attempts }), "attempts"),
         el("div", {}, el("b", { text: t.retries_used + " / " + t.max_retries }), "retries used"),
         el("div", {}, el("b", { text: t.children }), "subtasks"),
-        el("div", {}, el("b", { text: t.cluster }), "cluster")),
+        el("div", {}, el("b", { text: t.cluster }), "cluster"),
+        t.component ? el("div", { id: "task-component" }, el("b", { class: "mono", title: t.component, text: shortDigest(t.component) }), "deployed component") : null),
       t.error ? el("p", { class: "error", text: "Error: " + t.error }) : null,
       el("h2", { text: "Input" }), el("pre", { class: "mono", text: JSON.stringify(t.input, null, 2) }),
       el("h2", { text: "Attempts" }),
-      el("table", {}, el("thead", {}, el("tr", {}, ...["#", "Runner", "Start", "Duration", "Outcome", "Error"].map((h) => el("th", { text: h })))),
+      el("table", { id: "attempts" }, el("thead", {}, el("tr", {}, ...["#", "Runner", "Ran", "Start", "Duration", "Outcome", "Error"].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...spans.spans.map((s) => el("tr", {},
-          el("td", { text: s.attempt }), el("td", { class: "mono", text: shortId(s.runner_id) }), el("td", { text: fmtTime(s.start_time_unix_nano) }),
+          el("td", { text: s.attempt }), el("td", { class: "mono", text: shortId(s.runner_id) }),
+          s.component ? digestCell(s.component) : el("td", { class: "muted", text: "file" }),
+          el("td", { text: fmtTime(s.start_time_unix_nano) }),
           el("td", { text: fmtDuration(s.end_time_unix_nano ? s.end_time_unix_nano - s.start_time_unix_nano : null) }),
           el("td", {}, badge(s.outcome)), el("td", { text: s.error || "" }))))),
       el("h2", { text: "Logs" }),
@@ -561,6 +564,68 @@ function makeLogs(jobId, names) {
   return { node, load, follow, line, refreshTasks, setTask };
 }
 
+// ---------------------------------------------------------------- runners and components
+
+// `sha256:` and 12 hex digits: enough to tell components apart (the full digest on hover).
+const shortDigest = (d) => (d || "").slice(0, 19);
+function fmtBytes(n) {
+  if (n < 1024) return n + " B";
+  if (n < 1 << 20) return (n / 1024).toFixed(1) + " KiB";
+  return (n / (1 << 20)).toFixed(1) + " MiB";
+}
+const digestCell = (d) => el("td", { class: "mono", title: d, text: shortDigest(d) });
+
+async function runnersPage(app, signal) {
+  const body = el("tbody");
+  const count = el("span", { class: "muted" });
+  app.replaceChildren(
+    el("div", { class: "panel" },
+      el("div", { class: "row" }, el("h1", { text: "Runners" }), count),
+      el("p", { class: "muted", text: "Runners seen in the last five minutes, by their claims." }),
+      el("table", { id: "runners" }, el("thead", {}, el("tr", {}, ...["Runner", "Host", "Cluster", "Running", "Last seen", "Serves"].map((h) => el("th", { text: h })))), body)));
+  async function load() {
+    const list = await api("/v1/runners", { signal });
+    body.replaceChildren(...list.runners.map((r) => el("tr", { "data-runner-id": r.id },
+      el("td", { class: "mono", title: r.id, text: shortId(r.id) }),
+      el("td", { text: r.host || "–" }),
+      el("td", { text: r.cluster }),
+      el("td", { text: r.running + " / " + (r.concurrency ?? "?") }),
+      el("td", { text: fmtTime(r.last_seen) }),
+      el("td", { class: "serves", text: r.deployed ? "deployed components" : "files: " + r.identifiers.map((i) => i.name + "@" + i.version).join(", ") }))));
+    if (list.runners.length === 0) body.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "No runner has claimed work lately. Start one with: tessera runner --deployed (or tessera runner TASKS.wasm)" })));
+    count.textContent = list.runners.length + (list.runners.length === 1 ? " runner" : " runners");
+    ready();
+  }
+  await load();
+  loop(signal, 2000, load);
+}
+
+async function componentsPage(app, signal) {
+  const body = el("tbody");
+  const all = el("input", { id: "show-undeployed", type: "checkbox" });
+  app.replaceChildren(
+    el("div", { class: "panel" },
+      el("div", { class: "row" }, el("h1", { text: "Components" }), el("label", {}, all, "show undeployed")),
+      el("p", { class: "muted", text: "Deployed with tessera deploy; a job runs the components deployed when it was submitted." }),
+      el("table", { id: "components" }, el("thead", {}, el("tr", {}, ...["Name", "Digest", "Size", "Task types", "Deployed", "By", ""].map((h) => el("th", { text: h })))), body)));
+  async function load() {
+    const list = await api("/v1/components" + (all.checked ? "?all=true" : ""), { signal });
+    body.replaceChildren(...list.components.map((c) => el("tr", { "data-digest": c.digest },
+      el("td", { text: c.name }),
+      digestCell(c.digest),
+      el("td", { text: fmtBytes(c.size) }),
+      el("td", { class: "types", text: c.task_types.map((t) => t.name + "@" + t.version).join(", ") }),
+      el("td", { text: fmtTime(c.deployed_at) }),
+      el("td", { text: c.deployed_by }),
+      el("td", {}, c.undeployed_at ? el("span", { class: "muted", text: "undeployed " + fmtTime(c.undeployed_at) }) : null))));
+    if (list.components.length === 0) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No component is deployed. Deploy one with: tessera deploy TASKS.wasm" })));
+    ready();
+  }
+  all.addEventListener("change", load);
+  await load();
+  loop(signal, 5000, load);
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -572,6 +637,8 @@ async function route() {
   const m = location.pathname.match(/^\/jobs\/([^/]+)\/?$/);
   try {
     if (location.pathname === "/" || location.pathname === "") await jobsPage(app, signal);
+    else if (/^\/runners\/?$/.test(location.pathname)) await runnersPage(app, signal);
+    else if (/^\/components\/?$/.test(location.pathname)) await componentsPage(app, signal);
     else if (m) await jobPage(app, decodeURIComponent(m[1]), signal);
     else app.replaceChildren(el("p", {}, "Nothing here. ", el("a", { href: "/", text: "See all jobs" })));
   } catch (e) {

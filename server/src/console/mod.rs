@@ -1,4 +1,5 @@
-//! The web console: a page for jobs and one per job, served from assets embedded in the binary.
+//! The web console: pages for jobs, one job, runners and deployed components, served from
+//! assets embedded in the binary.
 
 use axum::Router;
 use axum::http::header;
@@ -53,6 +54,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/jobs/{id}", get(index))
+        .route("/runners", get(index))
+        .route("/components", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/style.css", get(style_css))
         .layer(set(header::CONTENT_SECURITY_POLICY, CSP))

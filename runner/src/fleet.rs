@@ -20,16 +20,75 @@ type Cell = Arc<OnceCell<Arc<TaskComponent>>>;
 
 struct Entry {
     cell: Cell,
-    /// Bytes of its file, once loaded.
+    /// Bytes of its file once loaded; 0 while it loads.
     size: u64,
     /// When it was last asked for (a counter).
     used: u64,
 }
 
+/// The bookkeeping: which components are loaded or loading, how big, how recently used.
 #[derive(Default)]
 struct Loaded {
     entries: HashMap<String, Entry>,
     clock: u64,
+}
+
+impl Loaded {
+    /// The cell of `digest` (a new, empty one if it is not loaded or loading), marked used now.
+    fn touch(&mut self, digest: &str) -> Cell {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self
+            .entries
+            .entry(digest.to_string())
+            .or_insert_with(|| Entry {
+                cell: Cell::default(),
+                size: 0,
+                used: 0,
+            });
+        entry.used = clock;
+        entry.cell.clone()
+    }
+
+    /// Records that `digest` loaded at `size` bytes and unloads the least recently used other
+    /// loaded components while the total passes `budget`; returns the digests unloaded.
+    fn loaded(&mut self, digest: &str, size: u64, budget: u64) -> Vec<String> {
+        if let Some(entry) = self.entries.get_mut(digest) {
+            entry.size = size;
+        }
+        let mut unloaded = Vec::new();
+        loop {
+            let total: u64 = self.entries.values().map(|e| e.size).sum();
+            if total <= budget {
+                break;
+            }
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(d, e)| d.as_str() != digest && e.size > 0)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(d, _)| d.clone());
+            match oldest {
+                Some(d) => {
+                    self.entries.remove(&d);
+                    unloaded.push(d);
+                }
+                None => break,
+            }
+        }
+        unloaded
+    }
+
+    /// Forgets `digest` if its cell is still `cell` (its load failed: the next asks again).
+    fn failed(&mut self, digest: &str, cell: &Cell) {
+        if self
+            .entries
+            .get(digest)
+            .is_some_and(|e| Arc::ptr_eq(&e.cell, cell))
+        {
+            self.entries.remove(digest);
+        }
+    }
 }
 
 /// The components a fleet runner has loaded.
@@ -54,73 +113,27 @@ impl Fleet {
 
     /// The component with this digest, fetched and loaded if it is not loaded yet.
     pub async fn get(&self, host: &Host, digest: &str) -> Result<Arc<TaskComponent>, String> {
-        let cell = {
-            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            loaded.clock += 1;
-            let clock = loaded.clock;
-            let entry = loaded
-                .entries
-                .entry(digest.to_string())
-                .or_insert_with(|| Entry {
-                    cell: Cell::default(),
-                    size: 0,
-                    used: 0,
-                });
-            entry.used = clock;
-            entry.cell.clone()
-        };
+        let cell = self.lock().touch(digest);
         match cell.get_or_try_init(|| self.fetch(host, digest)).await {
             Ok(component) => {
-                self.keep(digest, &cell);
+                let unloaded = self.lock().loaded(digest, component.size(), self.budget);
+                for d in unloaded {
+                    tracing::debug!(
+                        "unloaded component {} (over --loaded-mib)",
+                        short_digest(&d)
+                    );
+                }
                 Ok(component.clone())
             }
             Err(why) => {
-                // The next attempt tries again.
-                let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-                if loaded
-                    .entries
-                    .get(digest)
-                    .is_some_and(|e| Arc::ptr_eq(&e.cell, &cell))
-                {
-                    loaded.entries.remove(digest);
-                }
+                self.lock().failed(digest, &cell);
                 Err(why)
             }
         }
     }
 
-    /// How many components are loaded, and their bytes.
-    pub fn held(&self) -> (usize, u64) {
-        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        let sizes = loaded.entries.values().filter(|e| e.cell.initialized());
-        (loaded.entries.len(), sizes.map(|e| e.size).sum())
-    }
-
-    /// Records a loaded component's size and unloads the least recently used others while
-    /// over budget (attempts running them keep them alive until they end).
-    fn keep(&self, digest: &str, cell: &Cell) {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(entry), Some(component)) = (loaded.entries.get_mut(digest), cell.get()) {
-            entry.size = component.size();
-        }
-        loop {
-            let total: u64 = loaded.entries.values().map(|e| e.size).sum();
-            if total <= self.budget {
-                break;
-            }
-            let oldest = loaded
-                .entries
-                .iter()
-                .filter(|(d, e)| d.as_str() != digest && e.cell.initialized())
-                .min_by_key(|(_, e)| e.used)
-                .map(|(d, _)| d.clone());
-            match oldest {
-                Some(d) => {
-                    loaded.entries.remove(&d);
-                }
-                None => break,
-            }
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn fetch(&self, host: &Host, digest: &str) -> Result<Arc<TaskComponent>, String> {
@@ -141,5 +154,45 @@ impl Fleet {
         host.load_bytes(short, bytes, &self.limits)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_component_is_unloaded_first() {
+        let mut l = Loaded::default();
+        l.touch("a");
+        assert!(l.loaded("a", 40, 100).is_empty());
+        l.touch("b");
+        assert!(l.loaded("b", 30, 100).is_empty());
+        l.touch("a");
+        // c loads while another is still loading (size 0): only loaded ones are unloaded.
+        l.touch("d");
+        l.touch("c");
+        assert_eq!(l.loaded("c", 50, 100), ["b"], "b was used least recently");
+        assert!(l.entries.contains_key("a") && l.entries.contains_key("d"));
+        // One component larger than the budget stays: it is the one in use.
+        l.touch("huge");
+        let mut gone = l.loaded("huge", 500, 100);
+        gone.sort();
+        assert_eq!(gone, ["a", "c"]);
+        assert!(l.entries.contains_key("huge"));
+    }
+
+    #[test]
+    fn a_failed_load_is_forgotten_so_the_next_attempt_fetches_again() {
+        let mut l = Loaded::default();
+        let first = l.touch("a");
+        // Same cell while it loads: attempts wait for one fetch.
+        assert!(Arc::ptr_eq(&first, &l.touch("a")));
+        l.failed("a", &first);
+        let second = l.touch("a");
+        assert!(!Arc::ptr_eq(&first, &second));
+        // A late failure of the old cell does not forget the new one.
+        l.failed("a", &first);
+        assert!(Arc::ptr_eq(&second, &l.touch("a")));
     }
 }

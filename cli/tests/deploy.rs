@@ -29,20 +29,37 @@ async fn span_digests(client: &Client, job: &str) -> Vec<Option<String>> {
     spans.spans.into_iter().map(|s| s.component).collect()
 }
 
-/// A copy of `wasm` whose bytes (and so digest) differ but whose code is the same: a custom
-/// section appended at its end.
-fn changed_copy(wasm: &Path, dir: &Path) -> PathBuf {
+/// `n` as unsigned LEB128.
+fn leb128(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A copy of `wasm` in `dir` as `name`, whose bytes (and so digest) differ but whose code is
+/// the same: a custom section holding `payload` appended at its end.
+fn with_custom_section(wasm: &Path, dir: &Path, name: &str, payload: &[u8]) -> PathBuf {
     let mut bytes = std::fs::read(wasm).unwrap();
-    let name = b"tessera-test";
-    let payload = b"a changed build";
-    bytes.push(0); // custom section
-    bytes.push((1 + name.len() + payload.len()) as u8);
-    bytes.push(name.len() as u8);
-    bytes.extend_from_slice(name);
+    let section = b"tessera-test";
+    bytes.push(0); // a custom section
+    leb128(1 + section.len() + payload.len(), &mut bytes);
+    leb128(section.len(), &mut bytes);
+    bytes.extend_from_slice(section);
     bytes.extend_from_slice(payload);
-    let path = dir.join("parallel_sleep_v2.wasm");
+    let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// A changed build of `wasm`: the same code, another digest.
+fn changed_copy(wasm: &Path, dir: &Path) -> PathBuf {
+    with_custom_section(wasm, dir, "parallel_sleep_v2.wasm", b"a changed build")
 }
 
 fn deploy(server: &ServerProc, wasm: &Path, extra: &[&str]) -> Deployed {
@@ -378,9 +395,7 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
     let (status, body) = upload(&server, core_module.clone(), None, None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
 
-    // The same through the CLI: it checks the component itself before uploading.
-    let core_path = dir.path().join("core.wasm");
-    std::fs::write(&core_path, &core_module).unwrap();
+    // The same through the CLI: it loads the component in its sandbox before uploading.
     let deploy_cli = |path: &Path, token: Option<&str>| {
         let mut cmd = tessera();
         cmd.arg("deploy")
@@ -391,10 +406,57 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
         }
         output(cmd, Duration::from_secs(120))
     };
-    let (status, _, err) = deploy_cli(&core_path, token);
+    let cli_cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "core.wasm",
+            core_module.clone(),
+            "core.wasm is not a Tessera task component: it is a core WebAssembly module",
+        ),
+        (
+            "other-world.wasm",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            "other-world.wasm is not a Tessera task component: it does not export \
+             tessera:task/tasks@0.1.0 (it exports nothing)",
+        ),
+        (
+            "wit-0.9.wasm",
+            bad::component(&["tessera:task/tasks@0.9.0"], "tessera:task/tasks@0.9.0"),
+            "wit-0.9.wasm is not a Tessera task component: it exports \
+             tessera:task/tasks@0.9.0, a version of the task interface this server does not run",
+        ),
+        (
+            "http.wasm",
+            bad::component(
+                &[
+                    "wasi:http/outgoing-handler@0.2.0",
+                    "tessera:task/tasks@0.1.0",
+                ],
+                "tessera:task/tasks@0.1.0",
+            ),
+            "http.wasm is not a Tessera task component: it imports \
+             \"wasi:http/outgoing-handler@0.2.0\", which the Tessera runner host does not provide",
+        ),
+    ];
+    for (name, bytes, message) in cli_cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let (status, _, err) = deploy_cli(&path, token);
+        assert!(!status.success(), "{name}");
+        assert!(err.contains(message), "{name}: {err}");
+    }
+    // A real component made larger than the server takes: the server's limit, named.
+    let big = with_custom_section(
+        &guest("parallel-sleep"),
+        dir.path(),
+        "big.wasm",
+        &vec![7u8; 1 << 20],
+    );
+    let (status, _, err) = deploy_cli(&big, token);
     assert!(!status.success());
     assert!(
-        err.contains("core.wasm is not a Tessera task component: it is a core WebAssembly module"),
+        err.contains(
+            "larger than this server's limit of 1 MiB (tessera server --max-component-mib)"
+        ),
         "{err}"
     );
     let (status, _, err) = deploy_cli(&guest("parallel-sleep"), None);

@@ -84,8 +84,8 @@ fn deployer() -> String {
     tessera_api::limits::cut(&format!("{user}@{host}"), 200)
 }
 
-/// Runs `tessera deploy`: loads the component in the sandbox (which checks it and reads its
-/// task types), then uploads it.
+/// Runs `tessera deploy`: checks the component as the server will, loads it in the sandbox
+/// (which reads its task types), then uploads it.
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("could not read {}", args.component.display()))?;
@@ -98,6 +98,13 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or("tasks")
             .to_string(),
     };
+    // What the server will check, with its exact words; then a real load in the sandbox.
+    tessera_server::component::check(&bytes).map_err(|why| {
+        anyhow::anyhow!(
+            "{} is not a Tessera task component: {why}",
+            args.component.display()
+        )
+    })?;
     let host = Host::new(HostConfig {
         max_instances: 2,
         ..HostConfig::default()

@@ -250,3 +250,26 @@ pub async fn the_deployed_task_types_are_bounded(store: Arc<dyn Store>) {
     assert!(why.contains("undeploy some first"), "{why}");
     assert_eq!(s.components(true).await.unwrap().components.len(), 1);
 }
+
+pub async fn a_retried_job_runs_the_code_it_pinned(store: Arc<dyn Store>) {
+    let s = &*store;
+    let old = component('a', "tasks", &[("Root", "v0.0")], T0);
+    s.deploy(&old, Arc::from(&b"old"[..])).await.unwrap();
+    let j = s.submit(&job("j", "Root", 0), T0).await.unwrap();
+    let got = s.claim(&fleet("f", 1), T0 + 1).await.unwrap();
+    let failed = Report::Failed {
+        permanent: false,
+        reason: "boom".into(),
+        display: None,
+    };
+    assert!(report(s, &got[0], failed, T0 + 2).await);
+    assert_eq!(s.job(&j.id).await.unwrap().state, JobState::Failed);
+    // A new build and the old one undeployed: the retry still runs what the job pinned.
+    let new = component('b', "tasks", &[("Root", "v0.0")], T0 + 3);
+    s.deploy(&new, Arc::from(&b"new"[..])).await.unwrap();
+    s.undeploy(&old.digest, T0 + 4).await.unwrap();
+    s.retry(&j.id, T0 + 5).await.unwrap();
+    let again = s.claim(&fleet("f", 1), T0 + 6).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].component.as_deref(), Some(old.digest.as_str()));
+}

@@ -275,6 +275,7 @@ macro_rules! suite {
                 a_job_pins_the_components_deployed_when_it_was_submitted,
                 fleet_runners_are_listed_and_serve_what_was_pinned,
                 the_deployed_task_types_are_bounded,
+                a_retried_job_runs_the_code_it_pinned,
             }
             spans {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,

@@ -164,9 +164,6 @@ pub async fn deploy(
         undeployed_at: None,
     };
     let deployed = state.store.deploy(&component, bytes.into()).await?;
-    if deployed.created {
-        state.wake.notify_scope(&crate::wake::Scope::Everyone);
-    }
     let status = if deployed.created {
         StatusCode::CREATED
     } else {

@@ -698,7 +698,9 @@ impl<D: Driver> Store for Core<D> {
                     });
                 }
                 let deployed = tx.components(&Which::Deployed).await?;
-                let pinned = Pins::of(&deployed).count() + component.task_types.len();
+                // Stored bytes keep the task types they were first deployed with.
+                let types = stored.as_ref().unwrap_or(&component).task_types.len();
+                let pinned = Pins::of(&deployed).count() + types;
                 if pinned > MAX_PINNED_TYPES {
                     return Err(StoreError::Conflict(format!(
                         "the deployed components would export {pinned} task types between \
@@ -723,8 +725,7 @@ impl<D: Driver> Store for Core<D> {
                     }
                     None => tx.insert_component(&now_deployed, &bytes).await?,
                 }
-                // Tasks waiting for a fleet runner may exist only now.
-                tx.notify(&Scope::Everyone).await?;
+                // No wake-up: a deploy changes only jobs submitted after it.
                 Ok(Deployed {
                     component: now_deployed,
                     created: true,

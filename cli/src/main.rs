@@ -42,6 +42,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Create a task crate from a template, ready to test, build and run.
     New(cmd::new::Args),
+    /// Build a task component from a Python file of task types (componentize-py).
+    BuildPython(cmd::python::Args),
 }
 
 fn init_tracing() {
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => cmd::logs::run(args).await,
             Command::Runners(args) => cmd::runners::run(args).await,
             Command::Deploy(args) => cmd::components::deploy(args).await,
+            Command::BuildPython(args) => cmd::python::run(args).await,
             Command::Components(args) => cmd::components::run(args).await,
             Command::New(args) => cmd::new::run(args),
             Command::Spans(args) => cmd::spans::run(args).await,

@@ -108,9 +108,11 @@ fn base_config(config: &HostConfig) -> Config {
 fn pooling(instances: u32) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     // A Rust component has a main module plus a couple of small shim modules with tables;
-    // most have one memory, a few (wasip1-adapted ones) two.
+    // most have one memory, a few (wasip1-adapted ones) two. A Python component
+    // (componentize-py) instantiates 14 core modules around one memory: core-instance slots
+    // cost no reserved memory, so there are 16 per component instance.
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(4))
+        .total_core_instances(instances.saturating_mul(16))
         .total_memories(instances.saturating_add(instances / 4).max(2))
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod logs;
 pub mod new;
 pub mod parallel;
+pub mod python;
 pub mod runners;
 pub mod server;
 pub mod spans;

@@ -1,0 +1,130 @@
+"""The Python SDK, natively: python3 -m unittest discover -s guest-sdk-python/tests
+(cargo test runs it too, in cli/tests/python.rs)."""
+
+import pathlib
+import sys
+import unittest
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent / "examples" / "parallel-sleep-py"))
+
+from tessera_guest import Context, SubtaskHandle, Task, TaskError  # noqa: E402
+from tessera_guest.testing import run  # noqa: E402
+
+import parallel_workflow  # noqa: E402
+from parallel_workflow import ParallelSleepWorkflow, SleepTask  # noqa: E402
+
+
+class Versioned(Task):
+    version = "v1.2"
+    name = "custom.Name"
+    n: int = 0
+
+    def execute(self, context: Context) -> None:
+        pass
+
+
+class NamedField(Task):
+    name: str
+
+    def execute(self, context: Context) -> None:
+        context.logger.info("hi", who=self.name, n=3, ok=True, nothing=None)
+
+
+class Chain(Task):
+    def execute(self, context: Context) -> None:
+        a = context.submit_subtask(Versioned(n=1))
+        b = context.submit_subtasks([Versioned(n=2), Versioned(n=3)])
+        context.submit_subtask(Versioned(n=4), depends_on=[a, *b], display="last")
+
+
+class BadDependency(Task):
+    def execute(self, context: Context) -> None:
+        context.submit_subtask(Versioned(), depends_on=[0])
+
+
+class Sleeper(Task):
+    def execute(self, context: Context) -> None:
+        context.sleep(-1)
+
+
+class Sdk(unittest.TestCase):
+    def test_identifiers_come_from_the_class(self):
+        self.assertEqual(SleepTask.identifier(), ("SleepTask", "v0.0"))
+        self.assertEqual(Versioned.identifier(), ("custom.Name", "v1.2"))
+        # A field called `name` is a field, not the task's name.
+        self.assertEqual(NamedField.identifier(), ("NamedField", "v0.0"))
+
+    def test_the_workflow_submits_one_sleep_per_count(self):
+        r = run(ParallelSleepWorkflow(count=3, seconds=1.5))
+        self.assertIsNone(r.error)
+        self.assertEqual([s.name for s in r.subtasks], ["SleepTask"] * 3)
+        self.assertEqual(r.subtasks[2].input, {"index": 2, "seconds": 1.5})
+        self.assertEqual(r.progress["sleeps"], (0, 3))
+        self.assertEqual(r.logs[0].message, "Submitting sleep subtasks")
+        self.assertEqual(r.logs[0].fields, {"count": "3", "seconds": "1.5"})
+
+    def test_a_sleep_logs_around_its_sleep_and_names_itself(self):
+        r = run(SleepTask(index=4, seconds=0.25))
+        self.assertIsNone(r.error)
+        self.assertEqual(r.display, "SleepTask(4)")
+        self.assertEqual([l.message for l in r.logs], ["Starting sleep task", "Finished sleep task"])
+        self.assertEqual(r.logs[0].fields, {"index": "4"})
+        self.assertEqual(r.slept, 0.25)
+        self.assertEqual(r.progress["sleeps"], (1, 0))
+
+    def test_field_values_are_text(self):
+        r = run(NamedField(name="ada"))
+        self.assertEqual(r.logs[0].fields, {"who": "ada", "n": "3", "ok": "true", "nothing": "null"})
+
+    def test_handles_name_subtasks_across_calls(self):
+        r = run(Chain())
+        self.assertIsNone(r.error)
+        self.assertEqual(r.subtasks[3].depends_on, [0x8000_0000, 0x8000_0001, 0x8000_0002])
+        self.assertEqual(r.subtasks[3].display, "last")
+
+    def test_a_bad_dependency_fails_the_attempt_with_its_code(self):
+        r = run(BadDependency())
+        self.assertEqual(r.error.code, "bad-dependency")
+        self.assertEqual(r.subtasks, [])
+
+    def test_an_exception_fails_with_its_traceback(self):
+        r = run(Sleeper())
+        self.assertIsNone(r.error.code)
+        self.assertIn("ValueError: sleep needs a finite, non-negative number of seconds", r.error.message)
+        self.assertIn("Traceback (most recent call last)", r.error.message)
+
+    def test_a_negative_sleep_is_refused_permanently(self):
+        r = run(ParallelSleepWorkflow(count=1, seconds=-1))
+        self.assertEqual(r.error.code, "permanent:bad-input")
+        self.assertIn("seconds must be a non-negative number", r.error.message)
+
+    def test_inputs_are_checked_against_the_fields(self):
+        with self.assertRaises(TaskError) as e:
+            SleepTask.from_input('{"index": "three", "seconds": 1}')
+        self.assertIn("field `index`: expected an integer", e.exception.message)
+        self.assertTrue(e.exception.permanent)
+        with self.assertRaises(TaskError) as e:
+            SleepTask.from_input('{"index": 3}')
+        self.assertIn("missing field `seconds`", e.exception.message)
+        # An int is a float; unknown fields are ignored, as serde does.
+        t = SleepTask.from_input('{"index": 3, "seconds": 2, "extra": 1}')
+        self.assertEqual((t.index, t.seconds), (3, 2.0))
+        self.assertIsInstance(t.seconds, float)
+
+    def test_permanent_codes_follow_the_wit(self):
+        self.assertEqual(TaskError("x", permanent=True).wire_code(), "permanent")
+        self.assertEqual(TaskError("x", code="gone", permanent=True).wire_code(), "permanent:gone")
+        self.assertEqual(TaskError("x", code="gone").wire_code(), "gone")
+
+    def test_the_example_exports_its_two_task_types(self):
+        import tessera_guest
+
+        exported = [c for c in tessera_guest._TASK_TYPES if c.__module__ == parallel_workflow.__name__]
+        self.assertEqual([c.identifier() for c in exported], [("ParallelSleepWorkflow", "v0.0"), ("SleepTask", "v0.0")])
+        self.assertEqual(SubtaskHandle(3).index, 3)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -57,11 +57,46 @@ fn build(tool: &Path, file: &Path, out: &Path) -> String {
     stdout
 }
 
-/// Task types that fail in each way a Python task can, beside the example's.
+/// Task types that fail in each way a Python task can, that try to leave the sandbox, and
+/// that serve and call Rust task types (the hostile guest's `RustToPython` and `Echo`).
 const FAILING: &str = r#"
+import encodings.idna  # noqa: F401  (host names: imported now, as runtime imports cannot be)
+import os
+import socket
 import time
 from tessera_guest import Context, Task, TaskError
-from parallel_workflow import ParallelSleepWorkflow, SleepTask
+
+
+class PyLeaf(Task):
+    index: int
+
+    def execute(self, context: Context) -> None:
+        context.logger.info("leaf in python", index=self.index)
+        context.submit_subtask(Echo(value=self.index))
+
+
+class Echo(Task, export=False):
+    # Served by the Rust hostile guest: this class only describes its input.
+    value: int
+
+
+class Escape(Task):
+    how: str
+
+    def execute(self, context: Context) -> None:
+        if self.how == "file":
+            open("/etc/passwd").read()
+        elif self.how == "env":
+            context.logger.info("env", home=os.environ["HOME"])
+        elif self.how == "socket":
+            socket.create_connection(("127.0.0.1", 9), timeout=1)
+        elif self.how == "loop":
+            while True:
+                pass
+        elif self.how == "memory":
+            hog = []
+            while True:
+                hog.append(bytearray(16 << 20))
 
 
 class Raises(Task):
@@ -132,12 +167,45 @@ async fn the_seed_workflow_in_python_runs_on_five_runners() {
     let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     assert!(names.contains(&"SleepTask(7)"), "{names:?}");
+    // The sleeps ran on all five runners, overlapping.
+    let sleeps: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("SleepTask("))
+        .collect();
+    let runners: std::collections::HashSet<&str> =
+        sleeps.iter().map(|s| s.runner_id.as_str()).collect();
+    assert_eq!(runners.len(), 5, "{runners:?}");
+    let most_at_once = sleeps
+        .iter()
+        .map(|a| {
+            sleeps
+                .iter()
+                .filter(|b| {
+                    b.start_time_unix_nano <= a.start_time_unix_nano
+                        && b.end_time_unix_nano.unwrap() > a.start_time_unix_nano
+                })
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most_at_once >= 4,
+        "at most {most_at_once} sleeps overlapped"
+    );
     let logs = c.logs(&id, &LogQuery::default()).await.unwrap().logs;
     let started: Vec<_> = logs
         .iter()
         .filter(|l| l.message == "Starting sleep task")
         .collect();
     assert_eq!(started.len(), 20);
+    let mut finished_indexes: Vec<String> = logs
+        .iter()
+        .filter(|l| l.message == "Finished sleep task")
+        .map(|l| field(l, "index"))
+        .collect();
+    finished_indexes.sort_by_key(|i| i.parse::<u32>().unwrap());
+    let all: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(finished_indexes, all);
     assert!(started.iter().any(|l| field(l, "index") == "19"));
     assert!(
         logs.iter()
@@ -180,8 +248,74 @@ async fn python_failures_say_what_failed() {
     let permanent = submit("Raises", "v0.0", json!({"what": "permanent"}), 3).await;
     let bad_input = submit("Raises", "v0.0", json!({"what": 3}), 3).await;
     let naps = submit("Naps", "v1.2", json!({"seconds": 0.3}), 0).await;
-    let (status, out, err) = output(runner(&server, &[&wasm]), Duration::from_secs(300));
+    let escapes: Vec<(&str, String)> = {
+        let mut v = Vec::new();
+        for how in ["file", "env", "socket", "loop", "memory"] {
+            v.push((
+                how,
+                submit("Escape", "v0.0", json!({ "how": how }), 0).await,
+            ));
+        }
+        v
+    };
+    // Rust → Python → Rust in one job, on one runner serving both components.
+    let mixed = submit("RustToPython", "v0.0", json!({"count": 3}), 0).await;
+    let hostile = support::guest("hostile-guest");
+    let mut cmd = runner(&server, &[&wasm, &hostile]);
+    cmd.args([
+        "--deadline-seconds",
+        "5",
+        "--memory-mib",
+        "128",
+        "--concurrency",
+        "4",
+    ]);
+    let (status, out, err) = output(cmd, Duration::from_secs(300));
     assert!(status.success(), "{out}\n{err}");
+
+    let (job, _) = {
+        let c = c.clone();
+        let job = finished(&c, &mixed, Duration::from_secs(10)).await;
+        (job, ())
+    };
+    assert_completed(&job);
+    assert_eq!(
+        job.task_counts.computed, 7,
+        "a Rust root, 3 Python leaves, 3 Rust echoes"
+    );
+    let tasks = c.tasks(&mixed, &Default::default()).await.unwrap().tasks;
+    let kinds: Vec<&str> = tasks.iter().map(|t| t.identifier.name.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "PyLeaf").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "Echo").count(),
+        3,
+        "{kinds:?}"
+    );
+
+    // The sandbox holds for Python: each escape fails only its own attempt, with a reason.
+    for (how, id) in escapes {
+        let job = finished(&c, &id, Duration::from_secs(10)).await;
+        assert_eq!(job.state, JobState::Failed, "{how}");
+        let task = c
+            .tasks(&id, &Default::default())
+            .await
+            .unwrap()
+            .tasks
+            .remove(0);
+        let why = task.error.unwrap_or_default();
+        let expected = match how {
+            "file" => "FileNotFoundError",
+            "env" => "KeyError: 'HOME'",
+            "socket" => "gaierror",
+            "loop" => "deadline",
+            _ => "MemoryError",
+        };
+        assert!(why.contains(expected), "{how}: {why}");
+    }
 
     let root = |id: String| {
         let c = c.clone();

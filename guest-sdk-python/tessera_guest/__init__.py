@@ -111,10 +111,13 @@ class Task:
     #: The task type's name (default: the class name).
     name: ClassVar[Optional[str]] = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, export: bool = True, **kwargs: Any) -> None:
+        # `class Echo(Task, export=False)` describes the input of a task type another
+        # component serves: it can be submitted, but this component does not export it.
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(cls)
-        _TASK_TYPES.append(cls)
+        if export:
+            _TASK_TYPES.append(cls)
 
     @classmethod
     def identifier(cls) -> tuple[str, str]:

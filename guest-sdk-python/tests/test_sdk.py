@@ -44,6 +44,10 @@ class BadDependency(Task):
         context.submit_subtask(Versioned(), depends_on=[0])
 
 
+class ServedElsewhere(Task, export=False):
+    n: int
+
+
 class Sleeper(Task):
     def execute(self, context: Context) -> None:
         context.sleep(-1)
@@ -124,6 +128,13 @@ class Sdk(unittest.TestCase):
         exported = [c for c in tessera_guest._TASK_TYPES if c.__module__ == parallel_workflow.__name__]
         self.assertEqual([c.identifier() for c in exported], [("ParallelSleepWorkflow", "v0.0"), ("SleepTask", "v0.0")])
         self.assertEqual(SubtaskHandle(3).index, 3)
+
+    def test_a_type_served_elsewhere_is_submitted_but_not_exported(self):
+        import tessera_guest
+
+        self.assertNotIn(ServedElsewhere, tessera_guest._TASK_TYPES)
+        self.assertIn(Versioned, tessera_guest._TASK_TYPES)
+        self.assertEqual(ServedElsewhere(n=2).to_input(), '{"n": 2}')
 
 
 if __name__ == "__main__":

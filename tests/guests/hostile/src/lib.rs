@@ -410,7 +410,36 @@ impl Task for AfterHandles {
     }
 }
 
+/// A Rust root whose subtasks a Python component serves: `count` × `PyLeaf`.
+#[derive(Serialize, Deserialize)]
+pub struct RustToPython {
+    /// How many Python subtasks.
+    pub count: u32,
+}
+
+impl Task for RustToPython {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        ctx.submit_subtasks((0..self.count).map(|index| Subtask::new(&PyLeaf { index })))?;
+        Ok(())
+    }
+}
+
+/// The input of the Python task type `PyLeaf` (cli/tests/python.rs): not exported here, a
+/// Python component serves it.
+#[derive(Serialize, Deserialize)]
+pub struct PyLeaf {
+    /// Which leaf.
+    pub index: u32,
+}
+
+impl Task for PyLeaf {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        Err(TaskError::new("PyLeaf is served by a Python component"))
+    }
+}
+
 export_tasks!(
+    RustToPython,
     AfterHandles,
     Noop,
     InfiniteLoop,

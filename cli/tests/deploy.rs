@@ -102,20 +102,7 @@ async fn a_deployed_component_runs_on_fleet_runners_as_files_do() {
     assert_eq!(shown.size, bytes.len() as u64);
 
     // The seed job, on five fleet runners that were never given the file.
-    let (status, out, err) = server.cli(&[
-        "submit",
-        "ParallelSleepWorkflow",
-        "--name",
-        "parallel-sleep-workflow",
-        "--input",
-        r#"{"count":20,"seconds":0.5}"#,
-    ]);
-    assert!(status.success(), "{err}");
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Submitted job: "))
-        .unwrap()
-        .to_string();
+    let id = server.submit_seed(20, 0.5);
     let (status, out, err) = output(fleet(&server, 5, &[]), Duration::from_secs(120));
     assert!(status.success(), "{out}\n{err}");
     assert!(

@@ -135,20 +135,7 @@ async fn the_seed_workflow_in_python_runs_on_five_runners() {
     );
 
     let server = ServerProc::start(&dir.path().join("t.db"), &[]);
-    let (status, out, err) = server.cli(&[
-        "submit",
-        "ParallelSleepWorkflow",
-        "--name",
-        "parallel-sleep-workflow",
-        "--input",
-        r#"{"count":20,"seconds":0.5}"#,
-    ]);
-    assert!(status.success(), "{err}");
-    let id = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Submitted job: "))
-        .unwrap()
-        .to_string();
+    let id = server.submit_seed(20, 0.5);
     let (status, out, err) = output(server.parallel_runners(5, &wasm), Duration::from_secs(300));
     assert!(status.success(), "{out}\n{err}");
     let c = server.client();

@@ -101,6 +101,25 @@ impl ServerProc {
         output(cmd, Duration::from_secs(60))
     }
 
+    /// Submits the seed job (`ParallelSleepWorkflow`, `count` sleeps of `seconds`, named
+    /// parallel-sleep-workflow) with `tessera submit`; returns its id.
+    pub fn submit_seed(&self, count: u32, seconds: f64) -> String {
+        let input = format!(r#"{{"count":{count},"seconds":{seconds}}}"#);
+        let (status, out, err) = self.cli(&[
+            "submit",
+            "ParallelSleepWorkflow",
+            "--name",
+            "parallel-sleep-workflow",
+            "--input",
+            &input,
+        ]);
+        assert!(status.success(), "{err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("Submitted job: "))
+            .unwrap_or_else(|| panic!("no job id in {out:?}"))
+            .to_string()
+    }
+
     /// `tessera parallel -n N -- tessera runner COMPONENT` against this server.
     pub fn parallel_runners(&self, n: u32, component: &Path) -> Command {
         let mut cmd = tessera();

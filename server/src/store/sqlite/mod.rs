@@ -1013,11 +1013,10 @@ impl Tx for SqliteTx {
             "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner = ?4, \
              lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
         )?;
+        // Everything the span needs came with the pick: no second lookup of the task.
         let mut span = self.conn.prepare_cached(
             "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
-             component) \
-             SELECT job_id, id, ?2, ?3, COALESCE(display, name), ?4, 'running', \
-             CASE WHEN ?5 THEN component END FROM tasks WHERE id = ?1",
+             component) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
         )?;
         for r in &rows {
             lease.execute(params![
@@ -1029,11 +1028,13 @@ impl Tx for SqliteTx {
                 i(claim.now)
             ])?;
             span.execute(params![
+                r.job_id,
                 r.task_id,
                 r.attempt,
                 claim.runner_id,
+                r.display.as_deref().unwrap_or(&r.identifier.name),
                 i(claim.now),
-                claim.deployed
+                r.component.as_deref().filter(|_| claim.deployed),
             ])?;
         }
         Ok(rows)

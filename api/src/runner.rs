@@ -37,6 +37,15 @@ pub struct ClaimRequest {
     /// use it to exit the moment their job finishes).
     #[serde(default)]
     pub return_when_idle: bool,
+    /// The digest (`sha256:…`) of the component file serving each of `identifiers`, in the
+    /// same order, so that spans name the code that ran. Informational: ignored unless it
+    /// gives one well-formed digest per identifier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_items = 1000, inline, value_type = Vec<String>)
+    )]
+    pub digests: Vec<String>,
     /// A fleet runner: it serves every task with a deployed component (fetched by digest)
     /// instead of `identifiers`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -113,7 +113,8 @@ pub struct Span {
     pub outcome: SpanOutcome,
     /// The failure reason, if it failed.
     pub error: Option<String>,
-    /// The deployed component (digest) that ran it, when a fleet runner did.
+    /// The component (digest) that ran it: the pinned one on a fleet runner, the file's on a
+    /// runner that said which file serves the task type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
 }

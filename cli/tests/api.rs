@@ -37,6 +37,7 @@ fn claim(max: u32, wait_ms: u64) -> ClaimRequest {
         max,
         wait_ms,
         return_when_idle: false,
+        digests: vec![],
         deployed: false,
         host: None,
         concurrency: None,

@@ -62,6 +62,7 @@ async fn deep_job(c: &Client) -> String {
                 max: 1,
                 wait_ms: 5_000,
                 return_when_idle: false,
+                digests: vec![],
                 deployed: false,
                 host: None,
                 concurrency: None,

@@ -129,6 +129,19 @@ async fn a_deployed_component_runs_on_fleet_runners_as_files_do() {
     let (_, runners, _) = server.cli(&["runners", "list"]);
     assert!(runners.contains("deployed components"), "{runners}");
     assert!(runners.contains("5 runners"), "{runners}");
+
+    // A runner given the file names the same digest in its spans.
+    let by_file = server.submit_seed(2, 0.1);
+    let (status, out, err) = output(support::runner(&server, &[&wasm]), Duration::from_secs(60));
+    assert!(status.success(), "{out}\n{err}");
+    let digests = span_digests(&c, &by_file).await;
+    assert_eq!(digests.len(), 3);
+    assert!(
+        digests
+            .iter()
+            .all(|d| d.as_deref() == Some(shown.digest.as_str())),
+        "{digests:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

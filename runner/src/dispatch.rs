@@ -416,6 +416,7 @@ mod tests {
                 max: 0,
                 wait_ms: 20_000,
                 return_when_idle: !forever,
+                digests: vec![],
                 deployed: false,
                 host: None,
                 concurrency: None,

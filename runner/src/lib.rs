@@ -157,6 +157,14 @@ pub async fn run(
         .iter()
         .flat_map(|c| c.identifiers().iter().cloned())
         .collect();
+    // Which file serves each identifier, so that spans name the code that ran.
+    let digests: Vec<String> = components
+        .iter()
+        .flat_map(|c| {
+            let digest = format!("{}{}", tessera_api::component::DIGEST_PREFIX, c.digest());
+            std::iter::repeat_n(digest, c.identifiers().len())
+        })
+        .collect();
     let health = wait_for_server(&client, config.patience).await?;
     let max_body = match usize::try_from(health.max_body_bytes) {
         Ok(0) | Err(_) => DEFAULT_MAX_BODY,
@@ -210,6 +218,7 @@ pub async fn run(
             runner_id,
             cluster: config.cluster.clone(),
             identifiers,
+            digests,
             max: 0,
             wait_ms: CLAIM_WAIT_MS,
             return_when_idle: !config.forever,

@@ -77,6 +77,7 @@ fn main() {
                                 max: 1,
                                 wait_ms: 60_000,
                                 return_when_idle: false,
+                                digests: vec![],
                                 deployed: false,
                                 host: None,
                                 concurrency: None,

@@ -159,6 +159,7 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        digests: vec![],
         deployed: false,
         host: None,
         concurrency: None,

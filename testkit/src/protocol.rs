@@ -20,6 +20,7 @@ pub fn claim(runner: &str, max: u32) -> ClaimRequest {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        digests: vec![],
         deployed: false,
         host: None,
         concurrency: None,

@@ -74,8 +74,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let n = runners.len();
         runners.entry(s.runner_id.as_str()).or_insert(n + 1);
     }
-    // Which code ran each attempt, once fleet runners ran some.
-    let deployed = spans.iter().any(|s| s.component.is_some());
+    // Which code ran each attempt, when runners said (older runners do not).
+    let named = spans.iter().any(|s| s.component.is_some());
     let rows: Vec<Vec<String>> = spans
         .iter()
         .map(|s| {
@@ -90,8 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 format::duration_ns(e - s.start_time_unix_nano),
                 format!("{:?}", s.outcome).to_lowercase(),
             ];
-            if deployed {
-                let code = s.component.as_deref().map_or("file", short_digest);
+            if named {
+                let code = s.component.as_deref().map_or("–", short_digest);
                 row.push(format::safe_max(code, 80));
             }
             row.push(bar);
@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let mut header = vec!["TASK", "RUNNER", "START", "DURATION", "OUTCOME"];
-    if deployed {
+    if named {
         header.push("COMPONENT");
     }
     header.push("WATERFALL");

@@ -351,7 +351,7 @@ async function jobPage(app, id, signal) {
       el("table", { id: "attempts" }, el("thead", {}, el("tr", {}, ...["#", "Runner", "Ran", "Start", "Duration", "Outcome", "Error"].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...spans.spans.map((s) => el("tr", {},
           el("td", { text: s.attempt }), el("td", { class: "mono", text: shortId(s.runner_id) }),
-          s.component ? digestCell(s.component) : el("td", { class: "muted", text: "file" }),
+          s.component ? digestCell(s.component) : el("td", { class: "muted", text: "–" }),
           el("td", { text: fmtTime(s.start_time_unix_nano) }),
           el("td", { text: fmtDuration(s.end_time_unix_nano ? s.end_time_unix_nano - s.start_time_unix_nano : null) }),
           el("td", {}, badge(s.outcome)), el("td", { text: s.error || "" }))))),

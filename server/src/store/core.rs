@@ -21,6 +21,17 @@ use super::pins::{MAX_PINNED_TYPES, Pins};
 use super::{Store, StoreConfig, StoreError, check_name, page_size};
 use crate::wake::Scope;
 
+/// A claim's digests if they name one well-formed digest per identifier, else none: they only
+/// label spans, so a runner that garbles them loses the labels, not its claim.
+fn paired_digests(request: &ClaimRequest) -> &[String] {
+    let paired = request.digests.len() == request.identifiers.len()
+        && request
+            .digests
+            .iter()
+            .all(|d| tessera_api::component::is_digest(d));
+    if paired { &request.digests } else { &[] }
+}
+
 /// Which components a reference names: a digest, else a name.
 fn component_ref(reference: &str) -> Which<'_> {
     if tessera_api::component::is_digest(reference) {
@@ -270,6 +281,7 @@ impl<D: Driver> Core<D> {
             runner_id: &request.runner_id,
             cluster: &request.cluster,
             identifiers: &request.identifiers,
+            digests: paired_digests(request),
             deployed: request.deployed,
             max: request.max,
             now,

@@ -324,11 +324,28 @@ pub struct ClaimParams<'a> {
     pub runner_id: &'a str,
     pub cluster: &'a str,
     pub identifiers: &'a [TaskIdentifier],
+    /// The digest of the component serving each identifier (or none at all).
+    pub digests: &'a [String],
     /// A fleet runner: any task with a pinned component, whatever its type.
     pub deployed: bool,
     pub max: u32,
     pub now: u64,
     pub expires: u64,
+}
+
+impl ClaimParams<'_> {
+    /// The component a claimed task runs with, as its span records it: a fleet runner's, the
+    /// pinned one; else the component file serving its type, if the runner said which.
+    pub fn ran(&self, row: &ClaimedRow) -> Option<String> {
+        if self.deployed {
+            return row.component.clone();
+        }
+        let i = self
+            .identifiers
+            .iter()
+            .position(|own| own.can_run(&row.identifier))?;
+        self.digests.get(i).cloned()
+    }
 }
 
 /// A task just claimed.

@@ -273,3 +273,30 @@ pub async fn a_retried_job_runs_the_code_it_pinned(store: Arc<dyn Store>) {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].component.as_deref(), Some(old.digest.as_str()));
 }
+
+pub async fn a_file_runner_names_the_file_that_ran(store: Arc<dyn Store>) {
+    let s = &*store;
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let mut j = job("j", "Root", 0);
+    j.root.identifier = id("Root", "v0.1");
+    let j = s.submit(&j, T0).await.unwrap();
+    // The runner's Root v0.3 can run a Root v0.1 task: its file is the one that ran.
+    let mut files = claim_req("files", &[id("Leaf", "v0.0"), id("Root", "v0.3")], 10);
+    files.digests = vec![digest('b'), digest('c')];
+    let got = s.claim(&files, T0 + 1).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].component, None, "nothing was pinned");
+    let spans = s.spans(&j.id, &Default::default()).await.unwrap().spans;
+    assert_eq!(spans[0].component, Some(digest('c')));
+}
+
+pub async fn digests_that_do_not_pair_with_the_identifiers_label_nothing(store: Arc<dyn Store>) {
+    let s = &*store;
+    let j = s.submit(&job("j", "Root", 0), T0).await.unwrap();
+    let mut files = claim_req("files", &[id("Root", "v0.0"), id("Leaf", "v0.0")], 10);
+    files.digests = vec![format!("sha256:{}", "a".repeat(64))];
+    let got = s.claim(&files, T0 + 1).await.unwrap();
+    assert_eq!(got.len(), 1, "the claim itself stands");
+    let spans = s.spans(&j.id, &Default::default()).await.unwrap().spans;
+    assert_eq!(spans[0].component, None);
+}

@@ -61,6 +61,7 @@ fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
         max,
         wait_ms: 0,
         return_when_idle: false,
+        digests: vec![],
         deployed: false,
         host: None,
         concurrency: None,
@@ -276,6 +277,8 @@ macro_rules! suite {
                 fleet_runners_are_listed_and_serve_what_was_pinned,
                 the_deployed_task_types_are_bounded,
                 a_retried_job_runs_the_code_it_pinned,
+                a_file_runner_names_the_file_that_ran,
+                digests_that_do_not_pair_with_the_identifiers_label_nothing,
             }
             spans {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,

@@ -1091,32 +1091,7 @@ impl Tx for PgTx {
             (a.get::<_, &str>(1), a.get::<_, &str>(9))
                 .cmp(&(b.get::<_, &str>(1), b.get::<_, &str>(9)))
         });
-        let ids: Vec<&str> = picked.iter().map(|r| r.get(0)).collect();
-        let jobs: Vec<&str> = picked.iter().map(|r| r.get(1)).collect();
-        let attempts: Vec<i64> = picked.iter().map(|r| r.get(6)).collect();
-        let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
-        // The span names the component that ran only when a fleet runner ran it.
-        let components: Vec<Option<&str>> = picked
-            .iter()
-            .map(|r| r.get::<_, Option<&str>>(11).filter(|_| claim.deployed))
-            .collect();
-        self.exec(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, component) \
-             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', s.component \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
-             AS s(id, job, attempt, name, component)",
-            &[
-                &ids,
-                &jobs,
-                &attempts,
-                &names,
-                &claim.runner_id,
-                &i(claim.now),
-                &components,
-            ],
-        )
-        .await?;
-        Ok(picked
+        let rows: Vec<ClaimedRow> = picked
             .iter()
             .map(|r| ClaimedRow {
                 task_id: r.get(0),
@@ -1134,7 +1109,29 @@ impl Tx for PgTx {
                 lease: u(r.get(7)),
                 component: r.get(11),
             })
-            .collect())
+            .collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
+        let jobs: Vec<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
+        let attempts: Vec<i64> = rows.iter().map(|r| i64::from(r.attempt)).collect();
+        let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
+        let components: Vec<Option<String>> = rows.iter().map(|r| claim.ran(r)).collect();
+        self.exec(
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, component) \
+             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', s.component \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
+             AS s(id, job, attempt, name, component)",
+            &[
+                &ids,
+                &jobs,
+                &attempts,
+                &names,
+                &claim.runner_id,
+                &i(claim.now),
+                &components,
+            ],
+        )
+        .await?;
+        Ok(rows)
     }
 
     async fn set_completed(&mut self, ids: &[String]) -> Result<Vec<CompletedRow>, StoreError> {

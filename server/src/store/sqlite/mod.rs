@@ -1034,7 +1034,7 @@ impl Tx for SqliteTx {
                 claim.runner_id,
                 r.display.as_deref().unwrap_or(&r.identifier.name),
                 i(claim.now),
-                r.component.as_deref().filter(|_| claim.deployed),
+                claim.ran(r),
             ])?;
         }
         Ok(rows)

@@ -83,3 +83,48 @@ async fn a_new_task_crate_tests_builds_and_runs() {
         "{logs}"
     );
 }
+
+/// The `--component` flavour with cargo-component, where it is installed: it is not part of
+/// CI (`cargo install cargo-component` takes over 15 minutes on two cores), so without it
+/// this test says SKIPPED, even under CI.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cargo_component_flavour_builds_with_cargo_component_and_runs() {
+    let installed = Command::new("cargo-component")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("SKIPPED the cargo-component flavour: cargo-component is not on PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("greeter_cc");
+    let mut cmd = tessera();
+    cmd.args(["new", "greeter_cc", "--component", "--path"])
+        .arg(&krate);
+    let (status, out, err) = output(cmd, Duration::from_secs(30));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("cargo component build --release"), "{out}");
+    assert!(!krate.join(".cargo").exists(), "no dead cargo config");
+    let tests = cargo(&krate, &["test"]);
+    assert!(tests.contains("test result: ok. 3 passed"), "{tests}");
+    cargo(&krate, &["component", "build", "--release"]);
+    let wasm = tessera_testkit::workspace()
+        .join("target/tessera-new/wasm32-wasip1/release/greeter_cc.wasm");
+    assert!(wasm.exists(), "{}", wasm.display());
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let job = server.client();
+    let job = job
+        .submit(&job_of(
+            "greetings",
+            "Greetings",
+            serde_json::json!({"names": ["Ada"]}),
+        ))
+        .await
+        .unwrap();
+    let (status, _, err) = output(runner(&server, &[&wasm]), 2 * MINUTE);
+    assert!(status.success(), "{err}");
+    let j = finished(&server.client(), &job.id, MINUTE).await;
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(j.task_counts.computed, 2);
+}

@@ -17,6 +17,10 @@ pub struct Args {
     /// the checkout this tessera was built from).
     #[arg(long)]
     sdk: Option<String>,
+    /// Lay it out for `cargo component build` (cargo-component) instead of plain `cargo build
+    /// --target wasm32-wasip2`.
+    #[arg(long)]
+    component: bool,
 }
 
 /// The template's files: where each goes and its text, with `{{name}}`, `{{lib}}` and
@@ -30,15 +34,23 @@ const FILES: &[(&str, &str)] = &[
         ".cargo/config.toml",
         include_str!("../../templates/task/.cargo/config.toml.tmpl"),
     ),
-    (
-        ".gitignore",
-        include_str!("../../templates/task/gitignore.tmpl"),
-    ),
-    (
-        "src/lib.rs",
-        include_str!("../../templates/task/src/lib.rs.tmpl"),
-    ),
+    (".gitignore", GITIGNORE),
+    ("src/lib.rs", LIB_RS),
 ];
+
+/// The `--component` flavour: cargo-component picks the target itself, so no
+/// `.cargo/config.toml`.
+const COMPONENT_FILES: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../templates/task/Cargo.component.toml.tmpl"),
+    ),
+    (".gitignore", GITIGNORE),
+    ("src/lib.rs", LIB_RS),
+];
+
+const GITIGNORE: &str = include_str!("../../templates/task/gitignore.tmpl");
+const LIB_RS: &str = include_str!("../../templates/task/src/lib.rs.tmpl");
 
 /// Whether `name` can name a crate.
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -73,11 +85,13 @@ fn default_sdk() -> Option<PathBuf> {
         .then(|| sdk.canonicalize().unwrap_or(sdk))
 }
 
-/// The template's files filled in for crate `name` with the SDK at `sdk`.
-fn render(name: &str, sdk: &str) -> Vec<(&'static str, String)> {
+/// The template's files (the `component` flavour's, or the plain ones) filled in for crate
+/// `name` with the SDK at `sdk`.
+fn render(name: &str, sdk: &str, component: bool) -> Vec<(&'static str, String)> {
     let lib = name.replace('-', "_");
     let dependency = sdk_dependency(sdk);
-    FILES
+    let files = if component { COMPONENT_FILES } else { FILES };
+    files
         .iter()
         .map(|(path, text)| {
             let text = text
@@ -109,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .display()
             .to_string(),
     };
-    for (path, text) in render(&args.name, &sdk) {
+    for (path, text) in render(&args.name, &sdk, args.component) {
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)
@@ -120,11 +134,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let lib = args.name.replace('-', "_");
     println!("Created task crate {} in {}", args.name, dir.display());
+    let (build, wasm) = if args.component {
+        (
+            "cargo component build --release",
+            format!("target/wasm32-wasip1/release/{lib}.wasm"),
+        )
+    } else {
+        (
+            "cargo build-component    ",
+            format!("target/wasm32-wasip2/release/{lib}.wasm"),
+        )
+    };
     println!("  cd {}", dir.display());
     println!("  cargo test                # runs the tasks natively (tessera_guest::testing)");
-    println!("  cargo build-component     # builds target/wasm32-wasip2/release/{lib}.wasm");
+    println!("  {build} # builds {wasm}");
     println!("  tessera submit Greetings --input '{{\"names\": [\"Ada\", \"Grace\"]}}'");
-    println!("  tessera runner target/wasm32-wasip2/release/{lib}.wasm");
+    println!("  tessera runner {wasm}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,7 +171,7 @@ mod tests {
             sdk_dependency("https://example.org/tessera.git"),
             r#"{ git = "https://example.org/tessera.git" }"#
         );
-        let files = render("word-freq", "/sdk");
+        let files = render("word-freq", "/sdk", false);
         let manifest = &files.iter().find(|(p, _)| *p == "Cargo.toml").unwrap().1;
         assert!(manifest.contains(r#"name = "word-freq""#));
         assert!(manifest.contains(r#"tessera-guest = { path = "/sdk" }"#));
@@ -160,5 +185,12 @@ mod tests {
             .unwrap()
             .1;
         assert!(config.contains("word_freq.wasm"));
+
+        // The cargo-component flavour has no .cargo/config.toml to leave dead.
+        let files = render("word-freq", "/sdk", true);
+        let paths: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+        assert_eq!(paths, ["Cargo.toml", ".gitignore", "src/lib.rs"]);
+        assert!(files[0].1.contains("[package.metadata.component]"));
+        assert!(files.iter().all(|(_, text)| !text.contains("{{")));
     }
 }

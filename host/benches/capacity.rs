@@ -7,23 +7,9 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tessera_host::{
-    AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogRecord, LogSink, TaskIdentifier,
-};
-
-/// Counts "Starting sleep task" lines.
-struct CountStarts(AtomicUsize);
-
-impl LogSink for CountStarts {
-    fn emit(&self, record: LogRecord) {
-        if record.message == "Starting sleep task" {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+use tessera_host::{AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogSink, TaskIdentifier};
 
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -91,27 +77,8 @@ fn main() {
     let rss_before = status_kib("VmRSS:");
     let anon_before = status_kib("RssAnon:");
     let maps_before = map_count();
-    let starts = Arc::new(CountStarts(AtomicUsize::new(0)));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..sleepers)
-        .map(|i| {
-            let (host, sleep, limits, starts) =
-                (host.clone(), sleep.clone(), limits.clone(), starts.clone());
-            rt.spawn(async move {
-                let input = format!(r#"{{"index":{i},"seconds":10}}"#);
-                host.run(&sleep, spec("SleepTask", i, input), &limits, starts)
-                    .await
-            })
-        })
-        .collect();
-    while starts.0.load(Ordering::Relaxed) < sleepers {
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            started.elapsed() < Duration::from_secs(9),
-            "sleepers did not all start in time"
-        );
-    }
-    let all_started = started.elapsed();
+    let (all_started, handles) =
+        support::start_sleepers(&rt, &host, &sleep, sleepers, 10, Duration::from_secs(9));
     let rss_during = status_kib("VmRSS:");
     let anon_during = status_kib("RssAnon:");
     let maps_during = map_count();

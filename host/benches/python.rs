@@ -11,24 +11,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tessera_host::{
-    AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogRecord, LogSink, TaskComponent,
-    TaskIdentifier,
+    AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogSink, TaskComponent, TaskIdentifier,
 };
-
-/// Counts "Starting sleep task" lines.
-struct CountStarts(AtomicUsize);
-
-impl LogSink for CountStarts {
-    fn emit(&self, record: LogRecord) {
-        if record.message == "Starting sleep task" {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 fn anon_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -105,31 +92,8 @@ fn measure(rt: &tokio::runtime::Runtime, label: &str, wasm: &Path, counts: &[usi
     let host = Arc::new(host);
     for &n in counts {
         let before = anon_kib();
-        let starts = Arc::new(CountStarts(AtomicUsize::new(0)));
-        let started = Instant::now();
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let (host, component, limits, starts) = (
-                    host.clone(),
-                    component.clone(),
-                    limits.clone(),
-                    starts.clone(),
-                );
-                rt.spawn(async move {
-                    let input = format!(r#"{{"index":{i},"seconds":30}}"#);
-                    host.run(&component, spec("SleepTask", i, input), &limits, starts)
-                        .await
-                })
-            })
-            .collect();
-        while starts.0.load(Ordering::Relaxed) < n {
-            std::thread::sleep(Duration::from_millis(20));
-            assert!(
-                started.elapsed() < Duration::from_secs(28),
-                "{label}: sleepers did not all start in time"
-            );
-        }
-        let took = started.elapsed();
+        let (took, handles) =
+            support::start_sleepers(rt, &host, &component, n, 30, Duration::from_secs(28));
         let during = anon_kib();
         for h in handles {
             h.abort();

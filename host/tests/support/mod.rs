@@ -46,3 +46,62 @@ impl LogSink for Collect {
         self.0.lock().unwrap().push(record);
     }
 }
+
+/// Counts "Starting sleep task" lines (the benches' sleepers say they started).
+#[derive(Default)]
+pub struct CountStarts(pub std::sync::atomic::AtomicUsize);
+
+impl LogSink for CountStarts {
+    fn emit(&self, record: LogRecord) {
+        if record.message == "Starting sleep task" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// `n` attempts of `component`'s `SleepTask`, each sleeping `seconds`, started on `rt`; returns
+/// once all have logged their start (panicking after `limit`), with how long that took and
+/// the attempts.
+pub fn start_sleepers(
+    rt: &tokio::runtime::Runtime,
+    host: &Arc<Host>,
+    component: &Arc<tessera_host::TaskComponent>,
+    n: usize,
+    seconds: u32,
+    limit: std::time::Duration,
+) -> (
+    std::time::Duration,
+    Vec<tokio::task::JoinHandle<tessera_host::Outcome>>,
+) {
+    let limits = tessera_host::Limits::default();
+    let starts = Arc::new(CountStarts::default());
+    let started = std::time::Instant::now();
+    let handles = (0..n)
+        .map(|i| {
+            let (host, component, limits, starts) = (
+                host.clone(),
+                component.clone(),
+                limits.clone(),
+                starts.clone(),
+            );
+            rt.spawn(async move {
+                let spec = tessera_host::AttemptSpec {
+                    job_id: "bench".into(),
+                    task_id: format!("t{i}"),
+                    attempt: 1,
+                    identifier: tessera_host::TaskIdentifier::parse("SleepTask", "v0.0").unwrap(),
+                    input: format!(r#"{{"index":{i},"seconds":{seconds}}}"#),
+                };
+                host.run(&component, spec, &limits, starts).await
+            })
+        })
+        .collect();
+    while starts.0.load(std::sync::atomic::Ordering::Relaxed) < n {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(
+            started.elapsed() < limit,
+            "{n} sleepers did not all start within {limit:?}"
+        );
+    }
+    (started.elapsed(), handles)
+}

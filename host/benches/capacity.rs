@@ -6,36 +6,18 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::{bench_spec, status_kib};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_host::{AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogSink, TaskIdentifier};
-
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+use tessera_host::{DiscardLogs, Host, HostConfig, Limits, LogSink};
 
 fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()
         .count()
-}
-
-fn spec(name: &str, task: usize, input: String) -> AttemptSpec {
-    AttemptSpec {
-        job_id: "bench".into(),
-        task_id: format!("t{task}"),
-        attempt: 1,
-        identifier: TaskIdentifier::parse(name, "v0.0").unwrap(),
-        input,
-    }
 }
 
 fn main() {
@@ -70,7 +52,7 @@ fn main() {
     // Warm up, then measure memory with `sleepers` tasks asleep at once.
     rt.block_on(host.run(
         &sleep,
-        spec("SleepTask", 0, r#"{"index":0,"seconds":0}"#.into()),
+        bench_spec("SleepTask", 0, r#"{"index":0,"seconds":0}"#.into()),
         &limits,
         Arc::new(DiscardLogs),
     ));
@@ -126,7 +108,7 @@ fn main() {
                         let o = host
                             .run(
                                 &noop,
-                                spec("Noop", w * per + i, "{}".into()),
+                                bench_spec("Noop", w * per + i, "{}".into()),
                                 &limits,
                                 sink.clone(),
                             )

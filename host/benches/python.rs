@@ -9,33 +9,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use support::{bench_spec, status_kib};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_host::{
-    AttemptSpec, DiscardLogs, Host, HostConfig, Limits, LogSink, TaskComponent, TaskIdentifier,
-};
-
-fn anon_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("RssAnon:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn spec(name: &str, task: usize, input: String) -> AttemptSpec {
-    AttemptSpec {
-        job_id: "bench".into(),
-        task_id: format!("t{task}"),
-        attempt: 1,
-        identifier: TaskIdentifier::parse(name, "v0.0").unwrap(),
-        input,
-    }
-}
+use tessera_host::{DiscardLogs, Host, HostConfig, Limits, LogSink, TaskComponent};
 
 /// Median of `f` over `n` runs, in µs.
 fn median_us(n: usize, mut f: impl FnMut() -> Duration) -> f64 {
@@ -73,7 +53,7 @@ fn measure(rt: &tokio::runtime::Runtime, label: &str, wasm: &Path, counts: &[usi
         let started = Instant::now();
         let outcome = rt.block_on(host.run(
             &component,
-            spec(
+            bench_spec(
                 "ParallelSleepWorkflow",
                 0,
                 r#"{"count":0,"seconds":0}"#.into(),
@@ -91,10 +71,10 @@ fn measure(rt: &tokio::runtime::Runtime, label: &str, wasm: &Path, counts: &[usi
     );
     let host = Arc::new(host);
     for &n in counts {
-        let before = anon_kib();
+        let before = status_kib("RssAnon:");
         let (took, handles) =
             support::start_sleepers(rt, &host, &component, n, 30, Duration::from_secs(28));
-        let during = anon_kib();
+        let during = status_kib("RssAnon:");
         for h in handles {
             h.abort();
         }

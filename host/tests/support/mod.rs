@@ -47,6 +47,28 @@ impl LogSink for Collect {
     }
 }
 
+/// A field of `/proc/self/status` in KiB (`VmRSS:`, `RssAnon:`, `VmHWM:`), 0 if absent.
+pub fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An attempt of task type `name` (v0.0) for the benches: job `bench`, task `t{task}`.
+pub fn bench_spec(name: &str, task: usize, input: String) -> tessera_host::AttemptSpec {
+    tessera_host::AttemptSpec {
+        job_id: "bench".into(),
+        task_id: format!("t{task}"),
+        attempt: 1,
+        identifier: tessera_host::TaskIdentifier::parse(name, "v0.0").unwrap(),
+        input,
+    }
+}
+
 /// Counts "Starting sleep task" lines (the benches' sleepers say they started).
 #[derive(Default)]
 pub struct CountStarts(pub std::sync::atomic::AtomicUsize);
@@ -85,13 +107,8 @@ pub fn start_sleepers(
                 starts.clone(),
             );
             rt.spawn(async move {
-                let spec = tessera_host::AttemptSpec {
-                    job_id: "bench".into(),
-                    task_id: format!("t{i}"),
-                    attempt: 1,
-                    identifier: tessera_host::TaskIdentifier::parse("SleepTask", "v0.0").unwrap(),
-                    input: format!(r#"{{"index":{i},"seconds":{seconds}}}"#),
-                };
+                let input = format!(r#"{{"index":{i},"seconds":{seconds}}}"#);
+                let spec = bench_spec("SleepTask", i, input);
                 host.run(&component, spec, &limits, starts).await
             })
         })

@@ -50,9 +50,12 @@ impl InFlight {
         }
     }
 
-    fn stop(&self, task_id: &str, why: Stop) {
-        if let Some(held) = self.0.lock().unwrap().get(task_id) {
-            let _ = held.stop.send(Some(why));
+    /// Tells one attempt to stop; false if it had already ended (its report on the way, which
+    /// is why the server no longer counts the lease as held).
+    fn stop(&self, task_id: &str, why: Stop) -> bool {
+        match self.0.lock().unwrap().get(task_id) {
+            Some(held) => held.stop.send(Some(why)).is_ok(),
+            None => false,
         }
     }
 
@@ -97,14 +100,31 @@ pub async fn extend_forever(
             Ok(answer) => {
                 for status in answer.leases {
                     if !status.held {
-                        tracing::warn!(task = %status.task_id, "lost the lease; stopping the attempt");
-                        in_flight.stop(&status.task_id, Stop::LeaseLost);
+                        if in_flight.stop(&status.task_id, Stop::LeaseLost) {
+                            tracing::warn!(task = %status.task_id, "lost the lease; stopping the attempt");
+                        }
                     } else if status.canceled {
-                        in_flight.stop(&status.task_id, Stop::Canceled);
+                        let _ = in_flight.stop(&status.task_id, Stop::Canceled);
                     }
                 }
             }
             Err(e) => tracing::warn!("extending leases failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_attempts_still_running_are_told_their_lease_is_lost() {
+        let in_flight = InFlight::default();
+        let running = in_flight.insert("a", 1);
+        drop(in_flight.insert("b", 1));
+        assert!(in_flight.stop("a", Stop::LeaseLost));
+        assert_eq!(*running.borrow(), Some(Stop::LeaseLost));
+        assert!(!in_flight.stop("b", Stop::LeaseLost), "b's attempt has ended");
+        assert!(!in_flight.stop("c", Stop::LeaseLost), "never held");
     }
 }

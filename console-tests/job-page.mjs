@@ -120,6 +120,26 @@ try {
     check(kept.sameRows, "update " + i + ": rows updated in place, not rebuilt");
     check(kept.selected, "update " + i + ": the selection stays");
   }
+  // The task view shows a computed task's output: pretty JSON, or its size and a download.
+  for (const [output, expect] of [[btoa('{"leaf":11,"words":["a","b"]}'), "json"], [btoa("\u0000\u00ff\u0001binary"), "binary"]]) {
+    const claimed = await post("/v1/runner/claim", { runner_id: "browser-test", cluster: "deep", identifiers: [{ name: "Leaf", version: "v0.0" }], max: 1, wait_ms: 0 });
+    const t = claimed.tasks[0];
+    check(t, "a leaf to complete with an output");
+    await post("/v1/runner/report", { runner_id: "browser-test", reports: [{ task_id: t.task_id, lease: t.lease, report: { outcome: "computed", output } }] });
+    const row = '#tree [data-task-id="' + t.task_id + '"]';
+    await page.waitForSelector(row + " .badge.s-computed", { timeout: 15000 });
+    await page.click(row + " > .name");
+    await page.waitForSelector("#task-view:not([hidden]) #task-output");
+    if (expect === "json") {
+      const shown = await page.textContent("#task-output pre");
+      check(JSON.parse(shown).words[1] === "b" && shown.includes("\n  "), "the output as pretty JSON: " + shown);
+    } else {
+      const text = await page.textContent("#task-output");
+      check(text.includes("9 B of binary data"), "a binary output's size: " + text);
+      const link = await page.getAttribute("#task-output a[download]", "href");
+      check(link && link.startsWith("blob:"), "a binary output's download: " + link);
+    }
+  }
   const updates = Number(await page.evaluate(() => document.body.dataset.updates || 0));
   check(updates >= 10, "the page took at least ten pushed updates, got " + updates);
   await page.screenshot({ path: shots + "/deep.png", fullPage: true });

@@ -56,6 +56,14 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The error code the server gave, if it answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
 }
 
 /// The innermost causes of a transport error, which say what actually went wrong
@@ -374,19 +382,99 @@ impl Client {
         max_bytes: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let path = format!("/v1/components/{}", path_segment(digest));
+        let (bytes, _) = self
+            .bytes(&path, &[], max_bytes, Duration::from_secs(600), "component")
+            .await?;
+        Ok(bytes.unwrap_or_default())
+    }
+
+    /// A task's output (the job's root task's unless `task` names another), refused past
+    /// `max_bytes`: the task, and its output if it returned one.
+    pub async fn output(
+        &self,
+        job: &str,
+        task: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<TaskOutput, ClientError> {
+        let path = format!("/v1/jobs/{}/output", path_segment(job));
+        let query: Vec<(&str, &str)> = task.map(|t| ("task", t)).into_iter().collect();
+        let (value, headers) = self
+            .bytes(&path, &query, max_bytes, Duration::from_secs(60), "output")
+            .await?;
+        let task_id = headers
+            .get("x-tessera-task")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| task.map(str::to_string))
+            .unwrap_or_default();
+        Ok(TaskOutput { task_id, value })
+    }
+
+    /// The subtasks a task depends on.
+    pub async fn dependencies(&self, task: &str) -> Result<crate::DependencyList, ClientError> {
+        let path = format!("/v1/tasks/{}/dependencies", path_segment(task));
+        self.get(&path, &()).await
+    }
+
+    /// A page of a job's cache keys.
+    pub async fn cache(
+        &self,
+        job: &str,
+        query: &crate::CacheQuery,
+    ) -> Result<crate::CachePage, ClientError> {
+        let path = format!("/v1/jobs/{}/cache", path_segment(job));
+        self.get(&path, query).await
+    }
+
+    /// A job's cache value under `key`, refused past `max_bytes`; `None` if there is none.
+    pub async fn cache_value(
+        &self,
+        job: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let path = format!("/v1/jobs/{}/cache/value", path_segment(job));
+        match self
+            .bytes(
+                &path,
+                &[("key", key)],
+                max_bytes,
+                Duration::from_secs(60),
+                "value",
+            )
+            .await
+        {
+            Ok((bytes, _)) => Ok(bytes),
+            Err(e) if e.status() == Some(404) && e.code() == Some("no_such_key") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes from a GET, refused past `max_bytes` before they are all held; `None` for 204.
+    async fn bytes(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        max_bytes: u64,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(Option<Vec<u8>>, reqwest::header::HeaderMap), ClientError> {
         let mut response = self
             .respond(|base| {
                 self.http
                     .get(format!("{base}{path}"))
-                    .timeout(Duration::from_secs(600))
+                    .query(query)
+                    .timeout(timeout)
             })
             .await?;
         let status = response.status();
+        let headers = response.headers().clone();
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok((None, headers));
+        }
         let too_large = |size: u64| ClientError::Decode {
-            what: path.clone(),
-            reason: format!(
-                "the component is {size} bytes, more than the {max_bytes} this runner takes"
-            ),
+            what: path.to_string(),
+            reason: format!("the {what} is {size} bytes, more than the {max_bytes} taken here"),
         };
         if status.is_success()
             && let Some(size) = response.content_length()
@@ -405,10 +493,19 @@ impl Client {
             }
         }
         if !status.is_success() {
-            return Err(api_error(&path, status.as_u16(), &bytes));
+            return Err(api_error(path, status.as_u16(), &bytes));
         }
-        Ok(bytes)
+        Ok((Some(bytes), headers))
     }
+}
+
+/// A task's output as [`Client::output`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutput {
+    /// The task whose output it is.
+    pub task_id: String,
+    /// Its output; `None` if it computed without one.
+    pub value: Option<Vec<u8>>,
 }
 
 /// `s` made safe as one path segment (percent-encodes what is not unreserved).

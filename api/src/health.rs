@@ -14,4 +14,8 @@ pub struct Health {
     /// log batches to fit.
     #[serde(default)]
     pub max_body_bytes: u64,
+    /// The largest task output or job-cache value the server keeps, in bytes (0 from servers
+    /// that predate outputs): runners refuse larger ones in the sandbox.
+    #[serde(default)]
+    pub max_value_bytes: u64,
 }

@@ -6,6 +6,7 @@
 #[cfg(feature = "client")]
 mod client;
 pub mod component;
+mod data;
 mod error;
 mod health;
 mod identifier;
@@ -18,8 +19,12 @@ mod subtask;
 mod telemetry;
 
 #[cfg(feature = "client")]
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, TaskOutput};
 pub use component::{Component, ComponentList, ComponentQuery, DeployQuery, Deployed};
+pub use data::{
+    Blob, CacheEntry, CacheKey, CachePage, CacheQuery, CacheWrite, Dependency, DependencyList,
+    OutputQuery,
+};
 pub use error::ErrorBody;
 pub use health::Health;
 pub use identifier::{IdentifierError, TaskIdentifier, Version};

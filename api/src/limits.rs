@@ -23,6 +23,37 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_CLAIM: u32 = 1000;
 /// Most task identifiers one runner may serve.
 pub const MAX_IDENTIFIERS: usize = 1000;
+/// Longest job-cache key, in characters (Unicode scalar values).
+pub const MAX_CACHE_KEY_CHARS: usize = 512;
+/// The default largest task output or job-cache value, in bytes (`tessera server
+/// --max-value-kib` sets the server's; a runner adopts the lower of its own and the server's).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+/// Most cache writes and deletes one attempt may make.
+pub const MAX_CACHE_WRITES: usize = 1000;
+/// Most keys one cache listing returns.
+pub const MAX_CACHE_LIST: u32 = 1000;
+
+/// Checks a job-cache key: 1 to [`MAX_CACHE_KEY_CHARS`] characters, none of them a control character.
+pub fn check_cache_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a cache key may not be empty".into());
+    }
+    let chars = key.chars().count();
+    if chars > MAX_CACHE_KEY_CHARS {
+        return Err(format!(
+            "the cache key {} is {chars} characters long; keys may have at most \
+             {MAX_CACHE_KEY_CHARS}",
+            elide(key, 64)
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(format!(
+            "the cache key {} holds a control character; use printable text",
+            elide(key, 64)
+        ));
+    }
+    Ok(())
+}
 
 /// How deeply `value` nests arrays and objects (a scalar is 0, `[]` and `[1]` are 1).
 pub fn json_depth(value: &Value) -> usize {
@@ -125,6 +156,24 @@ pub fn elide(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cache_keys_are_bounded_printable_text() {
+        assert!(check_cache_key("chunks/0001").is_ok());
+        assert!(check_cache_key(&"k".repeat(MAX_CACHE_KEY_CHARS)).is_ok());
+        assert!(check_cache_key("").unwrap_err().contains("empty"));
+        let long = check_cache_key(&"k".repeat(MAX_CACHE_KEY_CHARS + 1)).unwrap_err();
+        assert!(long.contains("513 characters"), "{long}");
+        assert!(
+            check_cache_key(&"é".repeat(MAX_CACHE_KEY_CHARS)).is_ok(),
+            "characters, not bytes"
+        );
+        let control = check_cache_key("a\u{1b}[2Jb").unwrap_err();
+        assert!(
+            control.contains("control") && !control.contains('\u{1b}'),
+            "{control}"
+        );
+    }
 
     #[test]
     fn depth_counts_nesting() {

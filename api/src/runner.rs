@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ProgressUpdate, SubtaskSpec, TaskIdentifier};
+use crate::{Blob, CacheWrite, ProgressUpdate, SubtaskSpec, TaskIdentifier};
 
 /// Work a runner asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +118,21 @@ pub enum Report {
         /// Progress increments.
         #[serde(default)]
         progress: Vec<ProgressUpdate>,
+        /// The task's output (base64), which the tasks depending on it read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
+        output: Option<Blob>,
+        /// The position among `subtasks` of the subtask whose output becomes this task's
+        /// once it computes (instead of `output`).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::num::opt_whole"
+        )]
+        output_from: Option<u32>,
+        /// The attempt's job-cache writes and deletes, in the order it made them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cache: Vec<CacheWrite>,
     },
     /// The attempt failed: retry with backoff while retries remain.
     Failed {

@@ -28,6 +28,8 @@ enum Command {
     Jobs(cmd::jobs::Args),
     /// Show a job's log lines.
     Logs(cmd::logs::Args),
+    /// Show a job's cache: its keys, or one value.
+    Cache(cmd::data::CacheArgs),
     /// List the runners seen lately and what they serve.
     Runners(cmd::runners::Args),
     /// Deploy a task component to the server, for fleet runners (`runner --deployed`).
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
             Command::Submit(args) => cmd::submit::run(args).await,
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,
+            Command::Cache(args) => cmd::data::run(args).await,
             Command::Runners(args) => cmd::runners::run(args).await,
             Command::Deploy(args) => cmd::components::deploy(args).await,
             Command::BuildPython(args) => cmd::python::run(args).await,

@@ -339,7 +339,8 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
             "a component of another world",
             b"\0asm\x0d\0\x01\0".to_vec(),
             "invalid_component",
-            "does not export tessera:task/tasks@0.1.0 (it exports nothing)",
+            "does not export tessera:task/tasks@0.2.0 or tessera:task/tasks@0.1.0 (it exports \
+             nothing)",
         ),
         (
             "an unsupported WIT version",
@@ -416,7 +417,7 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
             "other-world.wasm",
             b"\0asm\x0d\0\x01\0".to_vec(),
             "other-world.wasm is not a Tessera task component: it does not export \
-             tessera:task/tasks@0.1.0 (it exports nothing)",
+             tessera:task/tasks@0.2.0 or tessera:task/tasks@0.1.0 (it exports nothing)",
         ),
         (
             "wit-0.9.wasm",

@@ -27,7 +27,7 @@ impl TaskError {
 
     /// Marks the error as one no retry can fix (bad input, a missing object): the task fails
     /// at once, whatever its `max_retries`. On the wire its code becomes `permanent`, or
-    /// `permanent:CODE` with a code (the convention `tessera:task@0.1.0` documents).
+    /// `permanent:CODE` with a code (the convention `tessera:task` documents).
     pub fn permanent(mut self) -> Self {
         self.permanent = true;
         self
@@ -93,6 +93,86 @@ impl From<TaskError> for wit_exports::TaskError {
         wit_exports::TaskError {
             message: e.message,
             code,
+        }
+    }
+}
+
+/// Why reading or writing data between tasks (outputs, the job cache) did not work; a refused
+/// write leaves nothing behind. `?` turns it into a [`TaskError`] with its [`code`](Self::code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataError {
+    /// A cache key is empty, longer than 512 characters, or holds a control character.
+    InvalidKey(String),
+    /// A value or output is larger than the payload, in bytes.
+    TooLarge(u64),
+    /// The attempt wrote as much to the cache as it may (the payload is the limit it reached).
+    TooManyWrites(u64),
+    /// The handle names no task this task depends on (the payload is its index).
+    NotADependency(u32),
+    /// The dependency returned no output (the payload is its index).
+    NoOutput(u32),
+    /// The data could not be fetched; the attempt may be retried.
+    Unavailable(String),
+    /// A value could not be turned into JSON or back; the payload says why.
+    Encoding(String),
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::InvalidKey(why) => write!(f, "invalid cache key: {why}"),
+            DataError::TooLarge(limit) => {
+                write!(
+                    f,
+                    "the value is larger than the limit of {limit} bytes; keep large data elsewhere and store a reference (a URL)"
+                )
+            }
+            DataError::TooManyWrites(limit) => write!(
+                f,
+                "the attempt reached its limit of cache writes ({limit}); write fewer or smaller values"
+            ),
+            DataError::NotADependency(i) => {
+                write!(f, "subtask handle {i} names no task this task depends on")
+            }
+            DataError::NoOutput(i) => {
+                write!(f, "the dependency with handle {i} returned no output")
+            }
+            DataError::Unavailable(why) => write!(f, "job data is unavailable: {why}"),
+            DataError::Encoding(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl DataError {
+    /// Its machine-readable code, e.g. `invalid-key` or `not-a-dependency`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DataError::InvalidKey(_) => "invalid-key",
+            DataError::TooLarge(_) => "too-large",
+            DataError::TooManyWrites(_) => "too-many-writes",
+            DataError::NotADependency(_) => "not-a-dependency",
+            DataError::NoOutput(_) => "no-output",
+            DataError::Unavailable(_) => "data-unavailable",
+            DataError::Encoding(_) => "bad-encoding",
+        }
+    }
+}
+
+/// `?` on a data error fails the attempt with its message and code.
+impl From<DataError> for TaskError {
+    fn from(e: DataError) -> Self {
+        TaskError::new(e.to_string()).with_code(e.code())
+    }
+}
+
+impl From<wit::DataError> for DataError {
+    fn from(e: wit::DataError) -> Self {
+        match e {
+            wit::DataError::InvalidKey(why) => DataError::InvalidKey(why),
+            wit::DataError::TooLarge(n) => DataError::TooLarge(n),
+            wit::DataError::TooManyWrites(n) => DataError::TooManyWrites(n),
+            wit::DataError::NotADependency(i) => DataError::NotADependency(i),
+            wit::DataError::Unavailable(why) => DataError::Unavailable(why),
         }
     }
 }

@@ -53,7 +53,13 @@
 //! Identifiers default to the type's name and version `v0.0`; override
 //! [`Task::identifier`] to set them. Inside `execute` the [`Context`] is the task's only
 //! window on the world: logging ([`info!`] and friends), sleeping, submitting subtasks,
-//! display names and progress. Files, environment variables and sockets are not available.
+//! display names, progress, its output ([`Context::set_output`]), the outputs of the subtasks
+//! it depends on ([`Context::output_of`]) and the job cache ([`Context::cache`]). Files,
+//! environment variables and sockets are not available.
+//!
+//! A task's output is set through the context rather than returned: Rust has no default for
+//! an associated `Output` type, and this way every task written before outputs existed
+//! compiles unchanged.
 
 extern crate self as tessera_guest;
 
@@ -82,8 +88,8 @@ pub mod bindings {
 pub use wit_bindgen::rt as __rt;
 
 pub use bindings::tessera::task::types::Level;
-pub use context::{Context, Progress};
-pub use error::{SubmitError, TaskError};
+pub use context::{Cache, Context, Progress};
+pub use error::{DataError, SubmitError, TaskError};
 pub use identifier::TaskIdentifier;
 pub use subtask::{Subtask, SubtaskHandle};
 
@@ -119,8 +125,8 @@ pub mod __private {
         id.name == identifier.name && id.version == identifier.version
     }
 
-    /// Decodes the input and runs `T`.
-    pub fn run<T: Task>(input: &str) -> Result<(), wit::TaskError> {
+    /// Decodes the input and runs `T`; its output is what it set with `set_output`.
+    pub fn run<T: Task>(input: &str) -> Result<Option<Vec<u8>>, wit::TaskError> {
         let id = T::identifier();
         let task: T = serde_json::from_str(input).map_err(|e| {
             TaskError::new(format!(
@@ -133,7 +139,7 @@ pub mod __private {
         let result = task.execute(&mut ctx);
         // A last `print!` without a newline would otherwise stay in the guest's buffer.
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        result.map_err(Into::into)
+        result.map(|()| ctx.take_output()).map_err(Into::into)
     }
 
     /// The error for an identifier that no registered type has.
@@ -164,7 +170,10 @@ macro_rules! export_tasks {
             fn execute(
                 identifier: $crate::bindings::exports::tessera::task::tasks::TaskIdentifier,
                 input: ::std::string::String,
-            ) -> ::std::result::Result<(), $crate::bindings::exports::tessera::task::tasks::TaskError> {
+            ) -> ::std::result::Result<
+                ::std::option::Option<::std::vec::Vec<u8>>,
+                $crate::bindings::exports::tessera::task::tasks::TaskError,
+            > {
                 $(
                     if $crate::__private::is::<$task>(&identifier) {
                         return $crate::__private::run::<$task>(&input);

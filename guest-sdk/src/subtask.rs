@@ -27,6 +27,7 @@ impl Subtask {
                 input,
                 display: None,
                 depends_on: Vec::new(),
+                depends_on_all: false,
                 max_retries: 0,
                 cluster: None,
             })
@@ -62,6 +63,14 @@ impl Subtask {
         out
     }
 
+    /// Runs only after every subtask this attempt submitted before it completes: the reduce
+    /// step of a fan-out, without listing thousands of handles. It reads their outputs with
+    /// [`Context::dependencies`](crate::Context::dependencies) and
+    /// [`Context::output_of`](crate::Context::output_of).
+    pub fn after_all(self) -> Self {
+        self.map(|s| s.depends_on_all = true)
+    }
+
     /// Allows this many retries after a failure (default 0).
     pub fn max_retries(self, retries: u32) -> Self {
         self.map(|s| s.max_retries = retries)
@@ -81,7 +90,13 @@ impl Subtask {
 }
 
 /// Refers to a submitted subtask: its position among all subtasks this attempt submitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// It serializes (as its index), so a parent can pass handles in a dependent subtask's input,
+/// and the dependent reads their outputs with [`Context::output_of`](crate::Context::output_of).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct SubtaskHandle {
     /// Position among the attempt's subtasks, from 0.
     pub index: u32,

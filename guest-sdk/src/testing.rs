@@ -1,6 +1,7 @@
 //! Run a task's `execute` natively, in a plain `cargo test`, with a context that records what
-//! the task does: log lines, subtasks, its display name, progress and sleeps (which return at
-//! once). Available on every target but `wasm` (the real host is there).
+//! the task does: log lines, subtasks, its display name, progress, sleeps (which return at
+//! once), its output and its cache writes. A test can give it dependencies with outputs and a
+//! cache to read. Available on every target but `wasm` (the real host is there).
 //!
 //! ```no_run
 //! # use serde::{Deserialize, Serialize};
@@ -19,17 +20,30 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::bindings::tessera::task::types as wit;
-use crate::{Context, Level, SubmitError, Task, TaskError, TaskIdentifier};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-/// How a test runs a task: the ids and attempt number its context reports, and the subtask
-/// limit the host would enforce.
+use crate::bindings::tessera::task::types as wit;
+use crate::{
+    Context, DataError, Level, SubmitError, SubtaskHandle, Task, TaskError, TaskIdentifier,
+};
+
+/// The host's limits on the job cache, which a test context enforces too.
+const MAX_KEY_CHARS: usize = 512;
+const MAX_VALUE_BYTES: usize = 1 << 20;
+const MAX_WRITES: usize = 1000;
+const PAGE: usize = 1000;
+
+/// How a test runs a task: the ids and attempt number its context reports, the subtask limit
+/// the host would enforce, the dependencies it reads and the cache it sees.
 #[derive(Debug, Clone)]
 pub struct TestContext {
     job_id: String,
     task_id: String,
     attempt: u32,
     max_subtasks: u32,
+    dependencies: Vec<(u32, Option<Vec<u8>>)>,
+    cache: BTreeMap<String, Vec<u8>>,
 }
 
 impl Default for TestContext {
@@ -39,6 +53,8 @@ impl Default for TestContext {
             task_id: "test-task".into(),
             attempt: 1,
             max_subtasks: 100_000,
+            dependencies: Vec::new(),
+            cache: BTreeMap::new(),
         }
     }
 }
@@ -81,6 +97,20 @@ pub struct TestRun {
     pub progress: BTreeMap<String, (u64, u64)>,
     /// The time it asked to sleep, in all.
     pub slept: Duration,
+    /// The output it set, if it set one (kept by the host only if `result` is `Ok`).
+    pub output: Option<Vec<u8>>,
+    /// Its cache writes by key (`None`: deleted), the last per key.
+    pub cache_writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// The subtask (a position in [`TestRun::subtasks`]) whose output it took as its own.
+    pub output_from: Option<u32>,
+}
+
+impl TestRun {
+    /// The output decoded from JSON as `T`, or why not.
+    pub fn output_json<T: DeserializeOwned>(&self) -> Result<T, String> {
+        let bytes = self.output.as_ref().ok_or("the task set no output")?;
+        serde_json::from_slice(bytes).map_err(|e| format!("the output does not decode: {e}"))
+    }
 }
 
 impl TestContext {
@@ -108,6 +138,27 @@ impl TestContext {
         self
     }
 
+    /// Gives the task a dependency with this handle whose output is `value` as JSON (a
+    /// dependency's outputs are what [`Context::output_of`] reads).
+    pub fn dependency<T: Serialize>(mut self, handle: SubtaskHandle, value: &T) -> Self {
+        let bytes = serde_json::to_vec(value).expect("a test's dependency output serializes");
+        self.dependencies.push((handle.index, Some(bytes)));
+        self
+    }
+
+    /// Gives the task a dependency with this handle and raw output (`None`: it returned none).
+    pub fn dependency_bytes(mut self, handle: SubtaskHandle, output: Option<Vec<u8>>) -> Self {
+        self.dependencies.push((handle.index, output));
+        self
+    }
+
+    /// Puts `value` as JSON in the cache the task sees, as if an earlier task had.
+    pub fn cache<T: Serialize>(mut self, key: impl Into<String>, value: &T) -> Self {
+        let bytes = serde_json::to_vec(value).expect("a test's cache value serializes");
+        self.cache.insert(key.into(), bytes);
+        self
+    }
+
     /// Runs `task`'s `execute` once and returns what it did.
     pub fn run<T: Task>(&self, task: &T) -> TestRun {
         let recorder = std::rc::Rc::new(std::cell::RefCell::new(Recorder {
@@ -116,6 +167,7 @@ impl TestContext {
         }));
         let mut ctx = Context::recording(recorder.clone());
         let result = task.execute(&mut ctx);
+        let output = ctx.take_output();
         drop(ctx);
         let r = std::rc::Rc::try_unwrap(recorder)
             .map(std::cell::RefCell::into_inner)
@@ -127,6 +179,9 @@ impl TestContext {
             display: r.display,
             progress: r.progress,
             slept: r.slept,
+            output,
+            cache_writes: r.writes,
+            output_from: r.output_from,
         }
     }
 }
@@ -140,9 +195,87 @@ pub(crate) struct Recorder {
     pub(crate) display: Option<String>,
     progress: BTreeMap<String, (u64, u64)>,
     slept: Duration,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    write_count: usize,
+    pub(crate) output_from: Option<u32>,
+}
+
+fn check_key(key: &str) -> Result<(), DataError> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.chars().any(char::is_control) {
+        return Err(DataError::InvalidKey(format!(
+            "{key:?}: keys are 1 to {MAX_KEY_CHARS} characters of text without control characters"
+        )));
+    }
+    Ok(())
 }
 
 impl Recorder {
+    pub(crate) fn dependencies(&self) -> Vec<wit::SubtaskHandle> {
+        self.setup
+            .dependencies
+            .iter()
+            .map(|(index, _)| wit::SubtaskHandle { index: *index })
+            .collect()
+    }
+
+    pub(crate) fn output_of(&self, h: wit::SubtaskHandle) -> Result<Option<Vec<u8>>, DataError> {
+        self.setup
+            .dependencies
+            .iter()
+            .find(|(index, _)| *index == h.index)
+            .map(|(_, output)| output.clone())
+            .ok_or(DataError::NotADependency(h.index))
+    }
+
+    pub(crate) fn output_from(&mut self, h: wit::SubtaskHandle) -> Result<(), SubmitError> {
+        if h.index as usize >= self.subtasks.len() {
+            return Err(SubmitError::BadDependency(h.index));
+        }
+        self.output_from = Some(h.index);
+        Ok(())
+    }
+
+    pub(crate) fn cache_get(&self, key: &str) -> Result<Option<Vec<u8>>, DataError> {
+        check_key(key)?;
+        Ok(match self.writes.get(key) {
+            Some(own) => own.clone(),
+            None => self.setup.cache.get(key).cloned(),
+        })
+    }
+
+    pub(crate) fn cache_write(
+        &mut self,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), DataError> {
+        check_key(key)?;
+        if value.as_ref().is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
+            return Err(DataError::TooLarge(MAX_VALUE_BYTES as u64));
+        }
+        if self.write_count >= MAX_WRITES {
+            return Err(DataError::TooManyWrites(MAX_WRITES as u64));
+        }
+        self.write_count += 1;
+        self.writes.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    pub(crate) fn cache_list(&self, prefix: &str, after: Option<&str>) -> Vec<String> {
+        let mut keys: std::collections::BTreeSet<&String> = self.setup.cache.keys().collect();
+        for (key, value) in &self.writes {
+            if value.is_some() {
+                keys.insert(key);
+            } else {
+                keys.remove(key);
+            }
+        }
+        keys.into_iter()
+            .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+            .take(PAGE)
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn context(&self) -> wit::TaskContext {
         wit::TaskContext {
             job_id: self.setup.job_id.clone(),
@@ -181,14 +314,21 @@ impl Recorder {
         let already = self.subtasks.len();
         let mut positions = Vec::with_capacity(subtasks.len());
         for (i, s) in subtasks.iter().enumerate() {
-            let mut deps = Vec::with_capacity(s.depends_on.len());
+            let mut deps: Vec<u32> = if s.depends_on_all {
+                (0..(already + i) as u32).collect()
+            } else {
+                Vec::with_capacity(s.depends_on.len())
+            };
             for &d in &s.depends_on {
                 let position = if d & crate::subtask::HANDLE_BIT != 0 {
                     Some((d & !crate::subtask::HANDLE_BIT) as usize).filter(|&p| p < already)
                 } else {
                     Some(d as usize).filter(|&p| p < i).map(|p| p + already)
                 };
-                deps.push(position.ok_or(SubmitError::BadDependency(d))? as u32);
+                let position = position.ok_or(SubmitError::BadDependency(d))? as u32;
+                if !s.depends_on_all {
+                    deps.push(position);
+                }
             }
             positions.push(deps);
         }
@@ -269,6 +409,77 @@ mod tests {
             ctx.submit_subtasks([Subtask::new(&Leaf { n: 9 }).after(leaves)])?;
             let future = crate::SubtaskHandle { index: 7 };
             ctx.submit_subtasks([Subtask::new(&Leaf { n: 10 }).after([future])])?;
+            Ok(())
+        }
+    }
+
+    /// Reads its dependencies' outputs and the cache, and writes both back.
+    #[derive(Serialize, Deserialize)]
+    struct Reduce {}
+
+    impl Task for Reduce {
+        fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+            let mut sum: u64 = ctx.cache().get("base")?.unwrap_or(0);
+            for dep in ctx.dependencies()? {
+                sum += ctx.output_of::<u64>(dep)?;
+            }
+            ctx.cache().put("sum", &sum)?;
+            ctx.cache().delete("base")?;
+            assert_eq!(ctx.cache().list("")?, ["sum"]);
+            assert_eq!(
+                ctx.cache().get::<u64>("sum")?,
+                Some(sum),
+                "reads its own writes"
+            );
+            let missing = ctx
+                .output_of::<u64>(SubtaskHandle { index: 99 })
+                .unwrap_err();
+            assert_eq!(missing, DataError::NotADependency(99));
+            ctx.set_output(&sum)?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn outputs_and_the_cache_are_read_and_written_like_the_host_does() {
+        let run = TestContext::new()
+            .cache("base", &100u64)
+            .dependency(SubtaskHandle { index: 0 }, &1u64)
+            .dependency(SubtaskHandle { index: 1 }, &2u64)
+            .run(&Reduce {});
+        assert!(run.result.is_ok(), "{:?}", run.result);
+        assert_eq!(run.output_json::<u64>(), Ok(103));
+        assert_eq!(run.cache_writes["sum"].as_deref(), Some(&b"103"[..]));
+        assert_eq!(run.cache_writes["base"], None, "deleted");
+        let none = TestContext::new()
+            .dependency_bytes(SubtaskHandle { index: 0 }, None)
+            .run(&Reduce {});
+        assert_eq!(none.result.unwrap_err().code(), Some("no-output"));
+        assert!(none.output.is_none());
+        let leaves = TestContext::new().run(&Gather {});
+        assert!(leaves.result.is_ok(), "{:?}", leaves.result);
+        assert_eq!(leaves.subtasks[2].depends_on, [0, 1]);
+        assert_eq!(leaves.output_from, Some(2));
+        assert_eq!(
+            leaves.output, None,
+            "the forwarded output replaces the returned one"
+        );
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Gather {}
+
+    impl Task for Gather {
+        fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+            ctx.set_output(&"replaced")?;
+            ctx.submit_subtask(&Leaf { n: 0 })?;
+            let handles = ctx.submit_subtasks([
+                Subtask::new(&Leaf { n: 1 }),
+                Subtask::new(&Reduce {}).after_all(),
+            ])?;
+            let refused = ctx.set_output_from(SubtaskHandle { index: 3 }).unwrap_err();
+            assert_eq!(refused, SubmitError::BadDependency(3));
+            ctx.set_output_from(handles[1])?;
             Ok(())
         }
     }

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use tessera_api::{ProgressUpdate, SubtaskSpec, TaskIdentifier};
+use tessera_api::{CacheWrite, ProgressUpdate, SubtaskSpec, TaskIdentifier};
 use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtx;
 
-use crate::bindings::{TaskContext, WitIdentifier};
+use crate::bindings::v2::TaskContext;
+use crate::bindings::{WorldPre, v1, v2};
 use crate::component::TaskComponent;
+use crate::data::{JobData, NoJobData};
 use crate::limits::{Limits, MemoryLimiter, human_bytes, human_duration};
 use crate::log::{AttemptLog, LogSink};
 use crate::output::{GuestStream, StreamKind};
@@ -40,6 +42,12 @@ pub struct Computed {
     pub display: Option<String>,
     /// Progress indicators the task advanced.
     pub progress: Vec<ProgressUpdate>,
+    /// The output `execute` returned, if any (none when `output_from` is set).
+    pub output: Option<Vec<u8>>,
+    /// The submitted subtask (its position) whose output becomes this task's, if any.
+    pub output_from: Option<u32>,
+    /// The job-cache writes (and deletes) to keep with the task's success, the last per key.
+    pub cache: Vec<CacheWrite>,
     /// Whether log lines were dropped past the log limit.
     pub logs_truncated: bool,
 }
@@ -69,6 +77,8 @@ pub enum FailureKind {
     Deadline,
     /// The input is larger than allowed.
     InputTooLarge,
+    /// The output is larger than allowed.
+    OutputTooLarge,
     /// No loaded component implements the task type.
     UnknownTask,
     /// The host could not start the attempt (for example the instance pool is full).
@@ -127,6 +137,30 @@ fn failed(kind: FailureKind, message: String) -> Outcome {
     })
 }
 
+/// A guest's own error, from either world.
+struct GuestError {
+    message: String,
+    code: Option<String>,
+}
+
+impl From<v2::exports::tessera::task::tasks::TaskError> for GuestError {
+    fn from(e: v2::exports::tessera::task::tasks::TaskError) -> Self {
+        GuestError {
+            message: e.message,
+            code: e.code,
+        }
+    }
+}
+
+impl From<v1::exports::tessera::task::tasks::TaskError> for GuestError {
+    fn from(e: v1::exports::tessera::task::tasks::TaskError) -> Self {
+        GuestError {
+            message: e.message,
+            code: e.code,
+        }
+    }
+}
+
 pub(crate) struct Streams {
     stdout: GuestStream,
     stderr: GuestStream,
@@ -141,6 +175,7 @@ impl Host {
         job_id: Arc<str>,
         task_id: Arc<str>,
         attempt: u32,
+        data: Arc<dyn JobData>,
     ) -> (TaskState, Streams) {
         let log = Arc::new(Mutex::new(AttemptLog::new(
             sink,
@@ -177,6 +212,12 @@ impl Host {
             subtasks: Vec::new(),
             display: None,
             progress: BTreeMap::new(),
+            data,
+            dependencies: None,
+            writes: BTreeMap::new(),
+            write_count: 0,
+            value_bytes: limits.value_bytes,
+            output_from: None,
         };
         (state, Streams { stdout, stderr })
     }
@@ -192,13 +233,28 @@ impl Host {
     /// Runs one attempt of a task in a fresh instance of `component`, under `limits`.
     ///
     /// Log lines leave through `sink` as they are written. Dropping the returned future
-    /// cancels the attempt at once.
+    /// cancels the attempt at once. The attempt has no job data to read (see
+    /// [`Host::run_with_data`]).
     pub async fn run(
         &self,
         component: &TaskComponent,
         spec: AttemptSpec,
         limits: &Limits,
         sink: Arc<dyn LogSink>,
+    ) -> Outcome {
+        self.run_with_data(component, spec, limits, sink, Arc::new(NoJobData))
+            .await
+    }
+
+    /// Runs one attempt as [`Host::run`] does, reading dependencies' outputs and the job cache
+    /// from `data`.
+    pub async fn run_with_data(
+        &self,
+        component: &TaskComponent,
+        spec: AttemptSpec,
+        limits: &Limits,
+        sink: Arc<dyn LogSink>,
+        data: Arc<dyn JobData>,
     ) -> Outcome {
         if spec.input.len() > limits.input_bytes {
             return failed(
@@ -227,32 +283,56 @@ impl Host {
                 ),
             );
         };
-        let identifier = WitIdentifier {
-            name: own.name.clone(),
-            version: own.version.to_string(),
-        };
+        let (name, version) = (own.name.clone(), own.version.to_string());
         let (state, streams) = self.new_state(
             limits,
             sink,
             spec.job_id.into(),
             spec.task_id.into(),
             spec.attempt,
+            data,
         );
         let mut store = Store::new(&self.engine, state);
         self.configure_store(&mut store, limits);
 
         let result = tokio::time::timeout(limits.deadline, async {
-            let instance = component.pre.instantiate_async(&mut store).await?;
-            instance
-                .tessera_task_tasks()
-                .call_execute(&mut store, &identifier, &spec.input)
-                .await
+            match &component.pre {
+                WorldPre::V2(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let id = v2::WitIdentifier { name, version };
+                    let r = instance
+                        .tessera_task_tasks()
+                        .call_execute(&mut store, &id, &spec.input)
+                        .await?;
+                    Ok(r.map_err(GuestError::from))
+                }
+                WorldPre::V1(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let id = v1::WitIdentifier { name, version };
+                    let r = instance
+                        .tessera_task_tasks()
+                        .call_execute(&mut store, &id, &spec.input)
+                        .await?;
+                    Ok(r.map(|()| None).map_err(GuestError::from))
+                }
+            }
         })
         .await;
         streams.stdout.finish();
         streams.stderr.finish();
-        let state = store.into_data();
+        let mut state = store.into_data();
         let display = state.display.clone();
+        let result = match result {
+            // A forwarded output replaces the returned one.
+            Ok(Ok(Ok(Some(_)))) if state.output_from.is_some() => Ok(Ok(Ok(None))),
+            Ok(Ok(Ok(Some(output)))) => match check_output(&mut state, output.len()) {
+                Ok(()) => Ok(Ok(Ok(Some(output)))),
+                Err(failure) => {
+                    return Outcome::Failed(Failure { display, ..failure });
+                }
+            },
+            other => other,
+        };
         let outcome = match result {
             Err(_elapsed) => failed(
                 FailureKind::Deadline,
@@ -262,11 +342,14 @@ impl Host {
                     human_duration(limits.deadline)
                 ),
             ),
-            Ok(Ok(Ok(()))) => Outcome::Computed(Computed {
+            Ok(Ok(Ok(output))) => Outcome::Computed(Computed {
+                cache: state.cache_writes(),
                 progress: state.progress_updates(),
                 logs_truncated: state.log.lock().unwrap().truncated(),
                 subtasks: state.subtasks,
                 display: state.display,
+                output,
+                output_from: state.output_from,
             }),
             Ok(Ok(Err(guest))) => failed(
                 FailureKind::Guest {
@@ -290,6 +373,34 @@ impl Host {
             computed => computed,
         }
     }
+}
+
+/// Whether an output of `len` bytes may be handed back: within the value limit and what is
+/// left of the attempt's report.
+fn check_output(state: &mut TaskState, len: usize) -> Result<(), Failure> {
+    let failure = |message: String| Failure {
+        kind: FailureKind::OutputTooLarge,
+        message,
+        display: None,
+    };
+    if len > state.value_bytes {
+        return Err(failure(format!(
+            "the output of {} exceeds the limit of {}; keep large results elsewhere (an \
+             object store) and return a reference to them (a URL or object key)",
+            human_bytes(len),
+            human_bytes(state.value_bytes)
+        )));
+    }
+    let left = state.budget.report_bytes;
+    if !state.spend_report(len.div_ceil(3).saturating_mul(4)) {
+        return Err(failure(format!(
+            "the output of {} does not fit in the {} left of what one attempt may hand back \
+             after its subtasks and cache writes; write less, or return a reference to the data",
+            human_bytes(len),
+            human_bytes(left / 4 * 3)
+        )));
+    }
+    Ok(())
 }
 
 /// Turns a wasmtime error into a failure a person can act on. The cause is found by type

@@ -7,7 +7,7 @@ use tessera_api::TaskIdentifier;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use crate::bindings::{TaskComponentPre, WitIdentifier};
+use crate::bindings::{WorldPre, v1, v2};
 use crate::cache::{CacheOutcome, digest};
 use crate::limits::Limits;
 use crate::log::DiscardLogs;
@@ -16,7 +16,7 @@ use crate::sandbox::Host;
 /// A loaded, compiled task component, ready to run attempts.
 pub struct TaskComponent {
     pub(crate) path: PathBuf,
-    pub(crate) pre: TaskComponentPre<crate::state::TaskState>,
+    pub(crate) pre: WorldPre<crate::state::TaskState>,
     identifiers: Vec<TaskIdentifier>,
     digest: String,
     size: u64,
@@ -53,6 +53,11 @@ impl TaskComponent {
     /// Bytes of the component file.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The `tessera:task` contract it was built against: `0.2.0` or `0.1.0`.
+    pub fn contract(&self) -> &'static str {
+        self.pre.version()
     }
 
     /// Whether its compiled code came from the cache.
@@ -207,11 +212,18 @@ impl Host {
                  task components may import only tessera:task/host and WASI 0.2"
             ))
         })?;
-        let pre = TaskComponentPre::new(instance_pre).map_err(|e| {
-            invalid(format!(
-                "it does not export tessera:task/tasks@0.1.0 ({e:#}); {BUILD_HINT}"
-            ))
-        })?;
+        let pre = match v2::TaskComponentPre::new(instance_pre.clone()) {
+            Ok(pre) => WorldPre::V2(pre),
+            Err(v2_error) => match v1::TaskComponentPre::new(instance_pre) {
+                Ok(pre) => WorldPre::V1(pre),
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "it does not export tessera:task/tasks@0.2.0 or @0.1.0 ({v2_error:#}); \
+                         {BUILD_HINT}"
+                    )));
+                }
+            },
+        };
 
         let identifiers = self.task_types(&pre, limits).await.map_err(invalid)?;
         Ok(Arc::new(TaskComponent {
@@ -255,7 +267,7 @@ impl Host {
     /// Instantiates once in a scratch store to ask for the exported task types.
     async fn task_types(
         &self,
-        pre: &TaskComponentPre<crate::state::TaskState>,
+        pre: &WorldPre<crate::state::TaskState>,
         limits: &Limits,
     ) -> Result<Vec<TaskIdentifier>, String> {
         let limits = Limits {
@@ -268,15 +280,30 @@ impl Host {
             "load".into(),
             "load".into(),
             0,
+            Arc::new(crate::data::NoJobData),
         );
         let mut store = Store::new(&self.engine, state);
         self.configure_store(&mut store, &limits);
         let listed = tokio::time::timeout(limits.deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance
-                .tessera_task_tasks()
-                .call_task_types(&mut store)
-                .await
+            let names: Vec<(String, String)> = match pre {
+                WorldPre::V2(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let ids = instance
+                        .tessera_task_tasks()
+                        .call_task_types(&mut store)
+                        .await?;
+                    ids.into_iter().map(|i| (i.name, i.version)).collect()
+                }
+                WorldPre::V1(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let ids = instance
+                        .tessera_task_tasks()
+                        .call_task_types(&mut store)
+                        .await?;
+                    ids.into_iter().map(|i| (i.name, i.version)).collect()
+                }
+            };
+            Ok::<_, wasmtime::Error>(names)
         })
         .await
         .map_err(|_| {
@@ -285,7 +312,7 @@ impl Host {
                 crate::limits::human_duration(limits.deadline)
             )
         })?;
-        let listed: Vec<WitIdentifier> = listed.map_err(|e| {
+        let listed: Vec<(String, String)> = listed.map_err(|e| {
             if store.data().limiter.refused.is_some() {
                 format!(
                     "listing its task types needed more than the memory limit of {}",
@@ -301,8 +328,8 @@ impl Host {
             );
         }
         let mut ids = Vec::with_capacity(listed.len());
-        for id in listed {
-            let parsed = TaskIdentifier::parse(&id.name, &id.version)
+        for (name, version) in listed {
+            let parsed = TaskIdentifier::parse(&name, &version)
                 .map_err(|e| format!("it exports a bad task identifier: {e}"))?;
             if ids.contains(&parsed) {
                 return Err(format!("it exports {parsed} twice"));

@@ -4,8 +4,9 @@
 //! One [`Host`] per process holds the engine (component model, async, pooling allocator,
 //! epoch interruption) and a disk cache of compiled components. [`Host::load`] loads a
 //! component and lists its task types; [`Host::run`] runs one attempt in a fresh store and
-//! instance and returns an [`Outcome`]: computed (subtasks, display, progress) or failed with
-//! a reason a person can act on. Guests see no files, no environment and no network; their
+//! instance and returns an [`Outcome`]: computed (subtasks, display, progress, output, cache
+//! writes) or failed with a reason a person can act on. [`Host::run_with_data`] lets the
+//! attempt read its dependencies' outputs and its job's cache through a [`JobData`]. Guests see no files, no environment and no network; their
 //! stdout and stderr become log lines of their task.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ mod attempt;
 mod bindings;
 mod cache;
 mod component;
+mod data;
 mod engine;
 mod limits;
 mod log;
@@ -44,6 +46,7 @@ mod state;
 pub use attempt::{AttemptSpec, Computed, Failure, FailureKind, Outcome};
 pub use cache::{CacheOutcome, DEFAULT_CACHE_BYTES, default_cache_dir, digest as sha256_hex};
 pub use component::{LoadError, TaskComponent};
+pub use data::{DependencyRef, JobData, MemoryJobData, NoJobData};
 pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig, check_map_count};
 pub use limits::{Limits, human_bytes, human_duration};
 pub use log::{DiscardLogs, LogRecord, LogSink, now_unix_nano};

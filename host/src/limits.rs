@@ -18,9 +18,12 @@ pub struct Limits {
     pub subtasks: usize,
     /// Size of a task's JSON input, in bytes (a subtask's too).
     pub input_bytes: usize,
-    /// Bytes of subtasks one attempt may submit in all, so that its report fits in what the
-    /// server accepts (runners derive it from the server's body limit).
+    /// Bytes of subtasks, cache writes and output one attempt may hand back in all, so that
+    /// its report fits in what the server accepts (runners derive it from the server's body
+    /// limit).
     pub report_bytes: usize,
+    /// Largest output or job-cache value, in bytes (runners lower it to the server's).
+    pub value_bytes: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +36,7 @@ impl Default for Limits {
             subtasks: 100_000,
             input_bytes: 1 << 20,
             report_bytes: 16 << 20,
+            value_bytes: tessera_api::limits::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }

@@ -1,9 +1,10 @@
-//! [`Host`]: one per process; holds the engine, the linker and the component cache.
+//! [`Host`]: one per process; holds the engine, the linker (WASI and both `tessera:task`
+//! contracts) and the component cache.
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
-use crate::bindings::TaskComponent as World;
+use crate::bindings::{v1, v2};
 use crate::cache::ComponentCache;
 use crate::engine::{AllocationInUse, EngineError, EpochTicker, HostConfig, build_engine};
 use crate::state::TaskState;
@@ -26,7 +27,11 @@ impl Host {
         let (engine, allocation) = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
-        World::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(EngineError::Config)?;
+        // Both contracts: a component imports one or the other.
+        v2::TaskComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(EngineError::Config)?;
+        v1::TaskComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(EngineError::Config)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         Ok(Host {
             engine,

@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_api::{Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};
+use tessera_api::{Blob, CacheWrite, Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{
-    Field, SubmitError, Subtask, SubtaskHandle, TaskContext, WitLevel, tessera::task,
+use crate::bindings::v1;
+use crate::bindings::v2::{
+    DataError, Field, SubmitError, Subtask, SubtaskHandle, TaskContext, WitLevel, tessera::task,
 };
+use crate::data::{DependencyRef, JobData};
 use crate::limits::{MemoryLimiter, human_bytes};
 use crate::log::AttemptLog;
 use tessera_api::limits;
@@ -26,6 +28,18 @@ pub(crate) struct TaskState {
     pub(crate) subtasks: Vec<SubtaskSpec>,
     pub(crate) display: Option<String>,
     pub(crate) progress: BTreeMap<String, (u64, u64)>,
+    /// Where committed job data is read from.
+    pub(crate) data: Arc<dyn JobData>,
+    /// The task's dependencies, once read.
+    pub(crate) dependencies: Option<Vec<DependencyRef>>,
+    /// The attempt's cache writes (`None`: deleted), the last per key.
+    pub(crate) writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Cache writes and deletes made so far.
+    pub(crate) write_count: usize,
+    /// Largest output or cache value.
+    pub(crate) value_bytes: usize,
+    /// The submitted subtask whose output becomes this task's, if the guest said so.
+    pub(crate) output_from: Option<u32>,
 }
 
 impl TaskState {
@@ -40,6 +54,72 @@ impl TaskState {
                 total: total.min(most),
             })
             .collect()
+    }
+}
+
+impl TaskState {
+    /// The attempt's cache writes, as the report carries them.
+    pub(crate) fn cache_writes(&mut self) -> Vec<CacheWrite> {
+        std::mem::take(&mut self.writes)
+            .into_iter()
+            .map(|(key, value)| CacheWrite {
+                key,
+                value: value.map(Blob),
+            })
+            .collect()
+    }
+
+    /// Spends report bytes on data the attempt hands back, or says it cannot.
+    pub(crate) fn spend_report(&mut self, bytes: usize) -> bool {
+        match self.budget.report_bytes.checked_sub(bytes) {
+            Some(left) => {
+                self.budget.report_bytes = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The task's dependencies, read once.
+    async fn dependencies(&mut self) -> Result<&[DependencyRef], DataError> {
+        if self.dependencies.is_none() {
+            let data = self.data.clone();
+            let deps = data
+                .dependencies(&self.context.job_id, &self.context.task_id)
+                .await
+                .map_err(DataError::Unavailable)?;
+            self.dependencies = Some(deps);
+        }
+        Ok(self.dependencies.as_deref().unwrap_or_default())
+    }
+
+    /// A cache key as the guest gave it, checked.
+    fn key(key: &str) -> Result<(), DataError> {
+        limits::check_cache_key(key).map_err(DataError::InvalidKey)
+    }
+
+    /// Records one cache write or delete, within the attempt's limits.
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), DataError> {
+        Self::key(&key)?;
+        if let Some(v) = &value
+            && v.len() > self.value_bytes
+        {
+            return Err(DataError::TooLarge(self.value_bytes as u64));
+        }
+        if self.write_count >= limits::MAX_CACHE_WRITES {
+            return Err(DataError::TooManyWrites(limits::MAX_CACHE_WRITES as u64));
+        }
+        // As the report carries it: the key, the value in base64, the envelope.
+        let bytes = key
+            .len()
+            .saturating_add(value.as_ref().map_or(0, |v| v.len().div_ceil(3) * 4))
+            .saturating_add(32);
+        if !self.spend_report(bytes) {
+            return Err(DataError::TooManyWrites(self.budget.report_bytes as u64));
+        }
+        self.write_count += 1;
+        self.writes.insert(key, value);
+        Ok(())
     }
 }
 
@@ -101,7 +181,12 @@ fn check_submission(
     for (i, s) in subtasks.into_iter().enumerate() {
         // Positions among all the attempt's subtasks: an index within this call, or a handle
         // from an earlier call (top bit set); either must name an earlier subtask.
-        let mut deps = Vec::with_capacity(s.depends_on.len());
+        let earlier = already + i;
+        let mut deps = if s.depends_on_all {
+            (0..earlier as u32).collect()
+        } else {
+            Vec::with_capacity(s.depends_on.len())
+        };
         for &d in &s.depends_on {
             let position = if d & HANDLE_BIT != 0 {
                 Some((d & !HANDLE_BIT) as usize).filter(|&p| p < already)
@@ -109,6 +194,7 @@ fn check_submission(
                 Some(d as usize).filter(|&p| p < i).map(|p| p + already)
             };
             match position {
+                Some(_) if s.depends_on_all => {}
                 Some(p) => deps.push(p as u32),
                 None => return Err(SubmitError::BadDependency(d)),
             }
@@ -239,6 +325,207 @@ impl task::host::Host for TaskState {
     fn current(&mut self) -> wasmtime::Result<TaskContext> {
         Ok(self.context.clone())
     }
+
+    async fn dependencies(&mut self) -> wasmtime::Result<Result<Vec<SubtaskHandle>, DataError>> {
+        Ok(TaskState::dependencies(self).await.map(|deps| {
+            deps.iter()
+                .map(|d| SubtaskHandle { index: d.index })
+                .collect()
+        }))
+    }
+
+    async fn output_of(
+        &mut self,
+        dependency: SubtaskHandle,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, DataError>> {
+        let task = match TaskState::dependencies(self).await {
+            Ok(deps) => deps.iter().find(|d| d.index == dependency.index).cloned(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(task) = task else {
+            return Ok(Err(DataError::NotADependency(dependency.index)));
+        };
+        let data = self.data.clone();
+        Ok(data
+            .output(&self.context.job_id, &task.task_id)
+            .await
+            .map_err(DataError::Unavailable))
+    }
+
+    fn output_from(&mut self, subtask: SubtaskHandle) -> wasmtime::Result<Result<(), SubmitError>> {
+        if (subtask.index as usize) >= self.subtasks.len() {
+            return Ok(Err(SubmitError::BadDependency(subtask.index)));
+        }
+        self.output_from = Some(subtask.index);
+        Ok(Ok(()))
+    }
+}
+
+impl task::cache::Host for TaskState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, DataError>> {
+        if let Err(e) = Self::key(&key) {
+            return Ok(Err(e));
+        }
+        if let Some(own) = self.writes.get(&key) {
+            return Ok(Ok(own.clone()));
+        }
+        let data = self.data.clone();
+        Ok(data
+            .cache_get(&self.context.job_id, &key)
+            .await
+            .map_err(DataError::Unavailable))
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), DataError>> {
+        Ok(self.write(key, Some(value)))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), DataError>> {
+        Ok(self.write(key, None))
+    }
+
+    async fn list(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, DataError>> {
+        let chars = prefix.chars().count();
+        if chars > limits::MAX_CACHE_KEY_CHARS {
+            return Ok(Err(DataError::InvalidKey(format!(
+                "the prefix is {chars} characters long; keys have at most {}",
+                limits::MAX_CACHE_KEY_CHARS
+            ))));
+        }
+        let page = limits::MAX_CACHE_LIST;
+        let data = self.data.clone();
+        let committed = match data
+            .cache_list(&self.context.job_id, &prefix, start_after.as_deref(), page)
+            .await
+        {
+            Ok(keys) => keys,
+            Err(e) => return Ok(Err(DataError::Unavailable(e))),
+        };
+        Ok(Ok(merge_listing(
+            committed,
+            &self.writes,
+            &prefix,
+            start_after.as_deref(),
+            page as usize,
+        )))
+    }
+}
+
+/// One page of keys: the committed page with the attempt's own writes laid over it. When the
+/// committed page is full, own keys past its last key wait for the next page, so that no key
+/// is skipped or listed twice across pages.
+fn merge_listing(
+    committed: Vec<String>,
+    own: &BTreeMap<String, Option<Vec<u8>>>,
+    prefix: &str,
+    after: Option<&str>,
+    page: usize,
+) -> Vec<String> {
+    let full = committed.len() >= page;
+    let last = committed.last().cloned();
+    let mut keys: std::collections::BTreeSet<String> = committed
+        .into_iter()
+        .filter(|k| !matches!(own.get(k), Some(None)))
+        .collect();
+    for (key, value) in own {
+        let in_range = key.starts_with(prefix)
+            && after.is_none_or(|a| key.as_str() > a)
+            && (!full || last.as_deref().is_none_or(|l| key.as_str() <= l));
+        if in_range && value.is_some() {
+            keys.insert(key.clone());
+        }
+    }
+    keys.into_iter().take(page).collect()
+}
+
+impl From<v1::tessera::task::types::Level> for Level {
+    fn from(level: v1::tessera::task::types::Level) -> Self {
+        use v1::tessera::task::types::Level as L;
+        match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        }
+    }
+}
+
+impl v1::tessera::task::types::Host for TaskState {}
+
+/// `tessera:task@0.1.0`'s host functions: the 0.2.0 ones, with the old shapes.
+impl v1::tessera::task::host::Host for TaskState {
+    fn log(
+        &mut self,
+        level: v1::tessera::task::types::Level,
+        message: String,
+        fields: Vec<v1::tessera::task::types::Field>,
+    ) -> wasmtime::Result<()> {
+        let fields = fields.into_iter().map(|f| (f.key, f.value)).collect();
+        self.log
+            .lock()
+            .unwrap()
+            .write(level.into(), message, fields);
+        Ok(())
+    }
+
+    async fn sleep(&mut self, nanoseconds: u64) -> wasmtime::Result<()> {
+        task::host::Host::sleep(self, nanoseconds).await
+    }
+
+    fn submit_subtasks(
+        &mut self,
+        subtasks: Vec<v1::tessera::task::types::Subtask>,
+    ) -> wasmtime::Result<
+        Result<Vec<v1::tessera::task::types::SubtaskHandle>, v1::tessera::task::types::SubmitError>,
+    > {
+        use v1::tessera::task::types as old;
+        let subtasks = subtasks
+            .into_iter()
+            .map(|s| Subtask {
+                identifier: task::types::TaskIdentifier {
+                    name: s.identifier.name,
+                    version: s.identifier.version,
+                },
+                input: s.input,
+                display: s.display,
+                depends_on: s.depends_on,
+                depends_on_all: false,
+                max_retries: s.max_retries,
+                cluster: s.cluster,
+            })
+            .collect();
+        let result = task::host::Host::submit_subtasks(self, subtasks)?;
+        Ok(match result {
+            Ok(handles) => Ok(handles
+                .into_iter()
+                .map(|h| old::SubtaskHandle { index: h.index })
+                .collect()),
+            Err(SubmitError::TooMany(n)) => Err(old::SubmitError::TooMany(n)),
+            Err(SubmitError::BadDependency(d)) => Err(old::SubmitError::BadDependency(d)),
+            Err(SubmitError::Invalid(why)) => Err(old::SubmitError::Invalid(why)),
+        })
+    }
+
+    fn set_display(&mut self, display: String) -> wasmtime::Result<()> {
+        task::host::Host::set_display(self, display)
+    }
+
+    fn progress(&mut self, label: String, done: u64, total: u64) -> wasmtime::Result<()> {
+        task::host::Host::progress(self, label, done, total)
+    }
+
+    fn current(&mut self) -> wasmtime::Result<v1::tessera::task::types::TaskContext> {
+        Ok(v1::tessera::task::types::TaskContext {
+            job_id: self.context.job_id.clone(),
+            task_id: self.context.task_id.clone(),
+            attempt: self.context.attempt,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -254,6 +541,7 @@ mod tests {
             input: input.into(),
             display: None,
             depends_on: deps,
+            depends_on_all: false,
             max_retries: 0,
             cluster: None,
         }
@@ -290,6 +578,45 @@ mod tests {
             &mut budget(10),
         );
         assert!(why.contains("dependency 0 twice"), "{why}");
+    }
+
+    #[test]
+    fn depends_on_all_names_every_earlier_subtask_once() {
+        let mut reduce = sub("Merge", "{}", vec![1]);
+        reduce.depends_on_all = true;
+        let ok = check_submission(
+            vec![sub("A", "{}", vec![]), sub("A", "{}", vec![]), reduce],
+            2,
+            &mut budget(10),
+        )
+        .unwrap();
+        assert_eq!(ok[2].depends_on, vec![0, 1, 2, 3]);
+        let mut first = sub("Merge", "{}", vec![]);
+        first.depends_on_all = true;
+        let ok = check_submission(vec![first], 0, &mut budget(10)).unwrap();
+        assert!(ok[0].depends_on.is_empty());
+    }
+
+    #[test]
+    fn own_writes_are_laid_over_a_listing_page() {
+        let own: BTreeMap<String, Option<Vec<u8>>> = [
+            ("a/2".to_string(), Some(vec![1])),
+            ("a/3".to_string(), None),
+            ("a/9".to_string(), Some(vec![1])),
+            ("b/1".to_string(), Some(vec![1])),
+        ]
+        .into();
+        let committed = vec!["a/1".to_string(), "a/3".to_string(), "a/5".to_string()];
+        assert_eq!(
+            merge_listing(committed.clone(), &own, "a/", None, 10),
+            ["a/1", "a/2", "a/5", "a/9"]
+        );
+        // A full committed page ends at its last key: a/9 comes with the next page.
+        assert_eq!(
+            merge_listing(committed, &own, "a/", None, 3),
+            ["a/1", "a/2", "a/5"]
+        );
+        assert_eq!(merge_listing(vec![], &own, "a/", Some("a/5"), 3), ["a/9"]);
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn files_that_are_not_task_components_are_refused_with_a_reason() {
         (
             "empty.wasm",
             b"\0asm\x0d\0\x01\0",
-            "does not export tessera:task/tasks@0.1.0",
+            "does not export tessera:task/tasks@0.2.0 or @0.1.0",
         ),
         (
             "broken.wasm",

@@ -27,6 +27,8 @@ pub struct Shared {
     pub components: Vec<Arc<TaskComponent>>,
     pub fleet: Option<crate::fleet::Fleet>,
     pub limits: Limits,
+    /// Where attempts read dependencies' outputs and the job cache.
+    pub data: Arc<dyn tessera_host::JobData>,
     pub sink: Arc<dyn LogSink>,
     pub in_flight: InFlight,
     pub done: mpsc::UnboundedSender<Finished>,
@@ -94,6 +96,9 @@ fn report_of(outcome: Outcome) -> Report {
             subtasks: c.subtasks,
             display: c.display,
             progress: c.progress,
+            output: c.output.map(tessera_api::Blob),
+            output_from: c.output_from,
+            cache: c.cache,
         },
         Outcome::Failed(f) => Report::Failed {
             permanent: matches!(
@@ -133,7 +138,13 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
             };
             shared
                 .host
-                .run(&component, spec, &shared.limits, shared.sink.clone())
+                .run_with_data(
+                    &component,
+                    spec,
+                    &shared.limits,
+                    shared.sink.clone(),
+                    shared.data.clone(),
+                )
                 .await
         };
         let stopped = async {

@@ -450,6 +450,9 @@ mod tests {
                 subtasks: vec![],
                 display: None,
                 progress: vec![],
+                output: None,
+                output_from: None,
+                cache: vec![],
             },
         }
     }

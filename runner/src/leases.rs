@@ -124,7 +124,10 @@ mod tests {
         drop(in_flight.insert("b", 1));
         assert!(in_flight.stop("a", Stop::LeaseLost));
         assert_eq!(*running.borrow(), Some(Stop::LeaseLost));
-        assert!(!in_flight.stop("b", Stop::LeaseLost), "b's attempt has ended");
+        assert!(
+            !in_flight.stop("b", Stop::LeaseLost),
+            "b's attempt has ended"
+        );
         assert!(!in_flight.stop("c", Stop::LeaseLost), "never held");
     }
 }

@@ -9,6 +9,7 @@
 //! tokens: stop claiming (running attempts finish within the grace period), or abandon now.
 
 mod attempt;
+mod data;
 pub mod dispatch;
 mod events;
 pub mod fleet;
@@ -171,8 +172,14 @@ pub async fn run(
         Ok(n) => n,
     };
     let limits = Limits {
-        // Subtasks must leave room in a report for everything else it carries.
+        // Subtasks, cache writes and the output must leave room in a report for everything
+        // else it carries.
         report_bytes: config.limits.report_bytes.min(max_body / 4 * 3),
+        // What the server keeps (0: a server from before outputs, which keeps none).
+        value_bytes: config
+            .limits
+            .value_bytes
+            .min(usize::try_from(health.max_value_bytes).unwrap_or(usize::MAX)),
         ..config.limits.clone()
     };
     let runner_id = config
@@ -206,6 +213,10 @@ pub async fn run(
         host,
         components,
         fleet,
+        data: Arc::new(data::ServerData::new(
+            client.clone(),
+            limits.value_bytes as u64,
+        )),
         limits,
         sink: Arc::new(shipper),
         in_flight: in_flight.clone(),

@@ -328,6 +328,9 @@ mod tests {
                 subtasks: vec![],
                 display: Some("x".repeat(filler)),
                 progress: vec![],
+                output: None,
+                output_from: None,
+                cache: vec![],
             },
         }
     }

@@ -7,8 +7,9 @@
 use sha2::{Digest, Sha256};
 use wasmparser::{Encoding, Parser, Payload, Validator, WasmFeatures};
 
-/// The interface a task component must export.
-pub const TASKS_EXPORT: &str = "tessera:task/tasks@0.1.0";
+/// The task interface a component must export: one of these versions (the runner host serves
+/// both contracts).
+pub const TASKS_EXPORTS: [&str; 2] = ["tessera:task/tasks@0.2.0", "tessera:task/tasks@0.1.0"];
 
 /// `sha256:` and the hex SHA-256 of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
@@ -22,13 +23,15 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 /// Whether the runner host provides an import of this name: the Tessera host interfaces of
-/// WIT 0.1 and WASI 0.2 (sockets and files are linked but refused at run time).
+/// `tessera:task` 0.1 and 0.2 and WASI 0.2 (sockets and files are linked but refused at run
+/// time).
 fn provided(import: &str) -> bool {
     let Some((package, version)) = import.split_once('@') else {
         return false;
     };
-    let tessera = ["tessera:task/host", "tessera:task/types"].contains(&package)
-        && version.starts_with("0.1.");
+    let tessera = (["tessera:task/host", "tessera:task/types"].contains(&package)
+        && (version.starts_with("0.1.") || version.starts_with("0.2.")))
+        || (package == "tessera:task/cache" && version.starts_with("0.2."));
     let wasi = package.split_once('/').is_some_and(|(namespace, _)| {
         [
             "wasi:cli",
@@ -86,14 +89,16 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     Validator::new_with_features(WasmFeatures::default())
         .validate_all(bytes)
         .map_err(|e| format!("it does not validate: {e}"))?;
-    if !exports.iter().any(|e| e == TASKS_EXPORT) {
+    let runs = TASKS_EXPORTS.join(" or ");
+    if !exports.iter().any(|e| TASKS_EXPORTS.contains(&e.as_str())) {
         let other = exports
             .iter()
             .find(|e| e.starts_with("tessera:task/tasks@"))
             .map(|e| {
                 format!(
-                    "it exports {e}, a version of the task interface this server does not run \
-                     (it runs {TASKS_EXPORT}); build it against this release's tessera-guest"
+                    "it exports {}, a version of the task interface this server does not run \
+                     (it runs {runs}); build it against this release's tessera-guest",
+                    tessera_api::limits::escape(e, 100)
                 )
             });
         return Err(other.unwrap_or_else(|| {
@@ -103,15 +108,15 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
                 tessera_api::limits::elide(&exports.join(", "), 300)
             };
             format!(
-                "it does not export {TASKS_EXPORT} (it exports {listed}): it is not a Tessera \
-                 task component; {BUILD_HINT}"
+                "it does not export {runs} (it exports {listed}): it is not a Tessera task \
+                 component; {BUILD_HINT}"
             )
         }));
     }
     if let Some(import) = imports.iter().find(|i| !provided(i)) {
         return Err(format!(
             "it imports {}, which the Tessera runner host does not provide; task components \
-             may import only tessera:task/host@0.1 and WASI 0.2",
+             may import only tessera:task (0.1 or 0.2) and WASI 0.2",
             tessera_api::limits::elide(import, 200)
         ));
     }
@@ -134,6 +139,10 @@ mod tests {
     #[test]
     fn imports_the_host_provides() {
         assert!(provided("tessera:task/host@0.1.0"));
+        assert!(provided("tessera:task/host@0.2.0"));
+        assert!(provided("tessera:task/cache@0.2.0"));
+        assert!(!provided("tessera:task/cache@0.1.0"));
+        assert!(!provided("tessera:task/host@0.3.0"));
         assert!(provided("wasi:io/streams@0.2.6"));
         assert!(provided("wasi:cli/environment@0.2.0"));
         assert!(!provided("wasi:http/outgoing-handler@0.2.0"));

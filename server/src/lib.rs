@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use http::serve::{Limits as ConnectionLimits, default_max_connections};
-pub use store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError, redact_url};
+pub use store::{
+    PostgresStore, SqliteStore, Store, StoreConfig, StoreError, TaskOutput, redact_url,
+};
 pub use wake::Wake;
 
 /// Nanoseconds since the Unix epoch, now.
@@ -199,6 +201,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_body: config.max_body,
         max_input: config.max_input,
         max_component: config.max_component,
+        max_value: config.store.max_value_bytes,
         body_budget: http::budget::BodyBudget::new(config.max_inflight_body),
     };
     let app = http::router(state);

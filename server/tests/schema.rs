@@ -184,6 +184,9 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
         subtasks,
         display: None,
         progress: vec![],
+        output: None,
+        output_from: None,
+        cache: vec![],
     };
     store
         .report("r", &[report(&got[0], computed(leaves))], t0 + 10)
@@ -228,12 +231,13 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     // Version 3 had the task total as a column of its own (dropped by 0006).
     conn.execute_batch("ALTER TABLE jobs ADD COLUMN task_total INTEGER NOT NULL DEFAULT 4")
         .unwrap();
-    // And none of what 0007 added (deployed components).
+    // And none of what 0007 (deployed components) and 0008 (outputs, the job cache) added.
     conn.execute_batch(
         "DROP TABLE components; ALTER TABLE jobs DROP COLUMN pins; \
          ALTER TABLE tasks DROP COLUMN component; ALTER TABLE spans DROP COLUMN component; \
          ALTER TABLE runners DROP COLUMN deployed; ALTER TABLE runners DROP COLUMN host; \
-         ALTER TABLE runners DROP COLUMN concurrency;",
+         ALTER TABLE runners DROP COLUMN concurrency; \
+         DROP TABLE outputs; DROP TABLE cache_entries;",
     )
     .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();

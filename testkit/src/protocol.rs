@@ -48,6 +48,9 @@ pub fn done(task: &ClaimedTask, subtasks: Vec<SubtaskSpec>) -> TaskReport {
             subtasks,
             display: None,
             progress: vec![],
+            output: None,
+            output_from: None,
+            cache: vec![],
         },
     }
 }

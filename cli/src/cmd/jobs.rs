@@ -1,4 +1,4 @@
-//! `tessera jobs list|show|cancel|retry`.
+//! `tessera jobs list|show|cancel|retry|output`.
 
 use std::process::ExitCode;
 
@@ -57,6 +57,17 @@ enum Action {
         /// The job id.
         id: String,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A task's output: the root task's (the job's result), or TASK's. JSON is pretty-printed;
+    /// other bytes go raw into a pipe.
+    Output {
+        /// The job id.
+        id: String,
+        /// A task of the job (default: its root task).
+        task: Option<String>,
+        /// Print JSON: the task, the size, the value when it is JSON, and base64 bytes.
         #[arg(long)]
         json: bool,
     },
@@ -242,6 +253,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 format::count(job.task_counts.canceled, "task"),
                 job.task_counts.running
             );
+        }
+        Action::Output { id, task, json } => {
+            return super::data::output(&client, &id, task.as_deref(), json).await;
         }
         Action::Retry { id, json } => {
             let job = client.retry(&id).await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod components;
+pub mod data;
 pub mod demo;
 pub mod jobs;
 pub mod logs;

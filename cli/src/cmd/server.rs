@@ -36,6 +36,10 @@ pub struct Args {
     /// Largest root task input, in KiB (runners' --max-input-kib defaults to the same).
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
+    /// Largest task output or job-cache value kept, in KiB; an attempt that hands back a
+    /// larger one fails, and runners refuse larger ones in the sandbox.
+    #[arg(long, default_value_t = 1024)]
+    max_value_kib: usize,
     /// Most tasks one job may have; an attempt whose subtasks would pass it fails.
     #[arg(long, default_value_t = StoreConfig::default().max_job_tasks)]
     max_job_tasks: u64,
@@ -74,6 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             retry_base: args.retry_base_seconds,
             max_lost: args.max_lost,
             max_job_tasks: args.max_job_tasks.max(1),
+            max_value_bytes: args.max_value_kib.clamp(1, 64 << 10) << 10,
             ..StoreConfig::default()
         },
         token: args.token.filter(|t| !t.is_empty()),

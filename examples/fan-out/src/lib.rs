@@ -11,11 +11,21 @@ use tessera_guest::{Context, Subtask, Task, TaskError, export_tasks};
 pub struct FanOut {
     /// How many no-op subtasks.
     pub count: u32,
+    /// Bytes of output each no-op returns (0: none), for the cost of outputs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_bytes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Task for FanOut {
     fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
-        ctx.submit_subtasks((0..self.count).map(|_| Subtask::new(&Noop {})))?;
+        let noop = Noop {
+            output_bytes: self.output_bytes,
+        };
+        ctx.submit_subtasks((0..self.count).map(|_| Subtask::new(&noop)))?;
         Ok(())
     }
 }
@@ -31,17 +41,30 @@ pub struct Groups {
 
 impl Task for Groups {
     fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
-        ctx.submit_subtasks((0..self.groups).map(|_| Subtask::new(&FanOut { count: self.each })))?;
+        ctx.submit_subtasks((0..self.groups).map(|_| {
+            Subtask::new(&FanOut {
+                count: self.each,
+                output_bytes: 0,
+            })
+        }))?;
         Ok(())
     }
 }
 
-/// Does nothing: the orchestration overhead of one task.
+/// Does nothing (but return `output_bytes` of output): the orchestration overhead of one task.
 #[derive(Serialize, Deserialize)]
-pub struct Noop {}
+pub struct Noop {
+    /// Bytes of output to return: a JSON string of that length (0: no output).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_bytes: u32,
+}
 
 impl Task for Noop {
-    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        if self.output_bytes > 0 {
+            let body = "x".repeat((self.output_bytes as usize).saturating_sub(2));
+            ctx.set_output(&body)?;
+        }
         Ok(())
     }
 }
@@ -65,14 +88,45 @@ mod tests {
                 |s| s.identifier.name == "FanOut" && s.input == serde_json::json!({"count": 7})
             )
         );
-        let run = TestContext::new().run(&FanOut { count: 7 });
+        let run = TestContext::new().run(&FanOut {
+            count: 7,
+            output_bytes: 0,
+        });
         assert_eq!(run.subtasks.len(), 7);
         assert!(run.subtasks.iter().all(|s| s.identifier.name == "Noop"));
+        assert!(
+            run.subtasks
+                .iter()
+                .all(|s| s.input == serde_json::json!({}))
+        );
+    }
+
+    #[test]
+    fn no_ops_return_outputs_of_the_size_asked_for() {
+        let run = TestContext::new().run(&FanOut {
+            count: 2,
+            output_bytes: 1024,
+        });
+        assert_eq!(
+            run.subtasks[1].input,
+            serde_json::json!({"output_bytes": 1024})
+        );
+        let noop = TestContext::new().run(&Noop { output_bytes: 1024 });
+        assert_eq!(noop.output.unwrap().len(), 1024);
+        assert!(
+            TestContext::new()
+                .run(&Noop { output_bytes: 0 })
+                .output
+                .is_none()
+        );
     }
 
     #[test]
     fn a_fan_out_past_the_subtask_limit_fails_its_attempt() {
-        let run = TestContext::new().max_subtasks(5).run(&FanOut { count: 6 });
+        let run = TestContext::new().max_subtasks(5).run(&FanOut {
+            count: 6,
+            output_bytes: 0,
+        });
         let error = run.result.unwrap_err();
         assert_eq!(error.message(), SubmitError::TooMany(5).to_string());
         assert_eq!(

@@ -331,6 +331,7 @@ async function jobPage(app, id, signal) {
       api("/v1/jobs/" + id + "/spans?task=" + taskId + "&limit=100"),
       api("/v1/jobs/" + id + "/logs?task=" + taskId + "&limit=200"),
     ]);
+    const output = t.state === "computed" ? await outputOf(id, t.id) : null;
     names.set(t.id, t.display);
     taskView.hidden = false;
     taskView.replaceChildren(
@@ -347,6 +348,8 @@ async function jobPage(app, id, signal) {
         t.component ? el("div", { id: "task-component" }, el("b", { class: "mono", title: t.component, text: shortDigest(t.component) }), "deployed component") : null),
       t.error ? el("p", { class: "error", text: "Error: " + t.error }) : null,
       el("h2", { text: "Input" }), el("pre", { class: "mono", text: JSON.stringify(t.input, null, 2) }),
+      output ? el("h2", { text: "Output" }) : null,
+      outputSection(output, t.id),
       el("h2", { text: "Attempts" }),
       el("table", { id: "attempts" }, el("thead", {}, el("tr", {}, ...["#", "Runner", "Ran", "Start", "Duration", "Outcome", "Error"].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...spans.spans.map((s) => el("tr", {},
@@ -567,6 +570,47 @@ function makeLogs(jobId, names) {
 // ---------------------------------------------------------------- runners and components
 
 // `sha256:` and 12 hex digits: enough to tell components apart (the full digest on hover).
+// ---------------------------------------------------------------- outputs
+
+// A computed task's output, as bytes: `none` when it has none, `error` when it cannot be read
+// (an output taken from a subtask that has not computed yet). `from` names the task whose
+// output it is.
+async function outputOf(jobId, taskId) {
+  const headers = {};
+  const t = token();
+  if (t) headers.Authorization = "Bearer " + t;
+  try {
+    const r = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + "/output?task=" + encodeURIComponent(taskId), { headers, cache: "no-store" });
+    const from = r.headers.get("x-tessera-task");
+    if (r.status === 204) return { none: true, from };
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      return { error: body.message || r.statusText };
+    }
+    return { bytes: new Uint8Array(await r.arrayBuffer()), from };
+  } catch (e) {
+    return { error: String(e.message || e) };
+  }
+}
+
+// Pretty JSON when the output is JSON; otherwise its size and a download.
+function outputSection(o, taskId) {
+  if (!o) return null;
+  if (o.error) return el("p", { class: "muted", id: "task-output", text: o.error });
+  if (o.none) return el("p", { class: "muted", id: "task-output", text: "It computed without an output." });
+  const via = o.from && o.from !== taskId
+    ? el("p", { class: "muted", text: "The output of its subtask " + shortId(o.from) + ":" }) : null;
+  let pretty = null;
+  try {
+    pretty = JSON.stringify(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(o.bytes)), null, 2);
+  } catch (_) { /* not JSON */ }
+  if (pretty !== null) return el("div", { id: "task-output" }, via, el("pre", { class: "mono", text: pretty }));
+  const url = URL.createObjectURL(new Blob([o.bytes], { type: "application/octet-stream" }));
+  return el("div", { id: "task-output" }, via,
+    el("p", {}, fmtBytes(o.bytes.length) + " of binary data. ",
+      el("a", { href: url, download: "output-" + taskId + ".bin", text: "Download" })));
+}
+
 const shortDigest = (d) => (d || "").slice(0, 19);
 function fmtBytes(n) {
   if (n < 1024) return n + " B";

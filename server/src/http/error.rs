@@ -50,6 +50,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            // A missing key is not a missing job: runners read it as "no value".
+            StoreError::NotFound {
+                what: "cache key", ..
+            } => ApiError::new(StatusCode::NOT_FOUND, "no_such_key", e.to_string()),
             StoreError::NotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }

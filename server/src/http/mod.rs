@@ -2,6 +2,7 @@
 
 pub mod budget;
 mod components;
+mod data;
 pub mod error;
 mod jobs;
 mod runner;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub max_input: usize,
     /// The largest deployed component accepted, in bytes.
     pub max_component: usize,
+    /// The largest task output or cache value kept, in bytes (the store's limit).
+    pub max_value: usize,
     /// Request-body bytes held at once.
     pub body_budget: budget::BodyBudget,
 }
@@ -75,6 +78,10 @@ pub struct AppState {
         telemetry::ingest,
         telemetry::logs,
         telemetry::spans,
+        data::output,
+        data::dependencies,
+        data::cache,
+        data::cache_value,
     ),
     components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport)),
     modifiers(&Conventions)
@@ -187,6 +194,7 @@ async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         max_body_bytes: state.max_body as u64,
+        max_value_bytes: state.max_value as u64,
     })
 }
 
@@ -336,6 +344,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/logs", get(telemetry::logs))
         .route("/v1/jobs/{id}/spans", get(telemetry::spans))
         .route("/v1/tasks/{id}", get(jobs::task))
+        .route("/v1/tasks/{id}/dependencies", get(data::dependencies))
+        .route("/v1/jobs/{id}/output", get(data::output))
+        .route("/v1/jobs/{id}/cache", get(data::cache))
+        .route("/v1/jobs/{id}/cache/value", get(data::cache_value))
         .route("/v1/logs", post(telemetry::ingest))
         .route("/v1/runner/claim", post(runner::claim))
         .route("/v1/runner/report", post(runner::report))

@@ -8,17 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_api::{
-    ClaimRequest, ClaimedTask, Component, ComponentList, Deployed, Job, JobFilter, JobPage,
-    LeaseRef, LeaseStatus, LogLine, LogPage, LogQuery, Outlook, OutlookRequest, ReportResult,
-    RunnerInfo, RunnerList, SpanPage, SpanQuery, SubmitJob, Task, TaskPage, TaskQuery, TaskReport,
-    TaskState, UnservedList,
+    CacheEntry, CachePage, CacheQuery, ClaimRequest, ClaimedTask, Component, ComponentList,
+    Dependency, DependencyList, Deployed, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine,
+    LogPage, LogQuery, Outlook, OutlookRequest, ReportResult, RunnerInfo, RunnerList, SpanPage,
+    SpanQuery, SubmitJob, Task, TaskPage, TaskQuery, TaskReport, TaskState, UnservedList,
 };
 
 use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx, Which};
-use super::encode::{lease_ms, nanos, new_id};
+use super::encode::{lease_ms, nanos, new_id, path_index};
 use super::pins::{MAX_PINNED_TYPES, Pins};
-use super::{Store, StoreConfig, StoreError, check_name, page_size};
+use super::{Store, StoreConfig, StoreError, TaskOutput, check_name, page_size};
 use crate::wake::Scope;
 
 /// A claim's digests if they name one well-formed digest per identifier, else none: they only
@@ -212,6 +212,8 @@ impl<D: Driver> Core<D> {
             tx.add_job_tallies(&plan.tallies.rows()).await?;
             tx.insert_logs(&plan.logs).await?;
             tx.add_progress(&plan.progress).await?;
+            tx.put_outputs(&plan.outputs).await?;
+            tx.write_cache(&plan.cache).await?;
             let mut frontier = plan.completed.clone();
             while !frontier.is_empty() {
                 let completed = tx.set_completed(&frontier).await?;
@@ -771,6 +773,147 @@ impl<D: Driver> Store for Core<D> {
                     what: "component",
                     id: reference,
                 })
+        })
+        .await
+    }
+
+    async fn output(&self, job: &str, task: Option<&str>) -> Result<TaskOutput, StoreError> {
+        let (job, task) = (job.to_string(), task.map(str::to_string));
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let id = match task.clone() {
+                    Some(id) => id,
+                    // The root comes first in tree order.
+                    None => match tx.tasks(&job, &TaskQuery::default(), 1).await?.pop() {
+                        Some((root, _)) => root.id,
+                        None => {
+                            return Err(StoreError::Corrupt(format!("job {job} without tasks")));
+                        }
+                    },
+                };
+                let not_found = || StoreError::NotFound {
+                    what: "task",
+                    id: id.clone(),
+                };
+                let row = tx.task(&id).await?.ok_or_else(not_found)?;
+                if row.job_id != job {
+                    return Err(not_found());
+                }
+                if !matches!(row.state, TaskState::Computed) {
+                    return Err(StoreError::Conflict(format!(
+                        "task {id} has no output: it is {} (a task's output is kept when it \
+                         computes)",
+                        row.state
+                    )));
+                }
+                // Follow outputs taken from subtasks down to a value (each hop goes one level
+                // deeper, so the walk ends).
+                let mut at = id.clone();
+                loop {
+                    let Some(found) = tx.output(&at).await? else {
+                        return Ok(TaskOutput {
+                            task_id: at,
+                            value: None,
+                        });
+                    };
+                    let Some(source) = found.source else {
+                        return Ok(TaskOutput {
+                            task_id: at,
+                            value: found.value,
+                        });
+                    };
+                    let state = tx.task(&source).await?.map(|t| t.state);
+                    if state != Some(TaskState::Computed) {
+                        return Err(StoreError::Conflict(format!(
+                            "task {id}'s output is the output of its subtask {source}, which {}",
+                            match state {
+                                Some(s) => format!("is {s}: it has not computed yet"),
+                                None => "does not exist".into(),
+                            }
+                        )));
+                    }
+                    at = source;
+                }
+            })
+        })
+        .await
+    }
+
+    async fn dependencies(&self, task: &str) -> Result<DependencyList, StoreError> {
+        let task = task.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                if tx.task(&task).await?.is_none() {
+                    return Err(StoreError::NotFound {
+                        what: "task",
+                        id: task.clone(),
+                    });
+                }
+                let rows = tx.dependencies(&task).await?;
+                let mut dependencies = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let index = path_index(&row.path)
+                        .ok_or_else(|| StoreError::Corrupt(format!("task path {:?}", row.path)))?;
+                    dependencies.push(Dependency {
+                        index,
+                        task_id: row.task_id,
+                        state: row.state,
+                        output_bytes: row.output_bytes,
+                    });
+                }
+                Ok(DependencyList { dependencies })
+            })
+        })
+        .await
+    }
+
+    async fn cache_get(&self, job: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+        let (job, key) = (job.to_string(), key.to_string());
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                tx.cache_get(&job, &key).await?.ok_or(StoreError::NotFound {
+                    what: "cache key",
+                    id: tessera_api::limits::elide(&key, 128),
+                })
+            })
+        })
+        .await
+    }
+
+    async fn cache(&self, job: &str, query: &CacheQuery) -> Result<CachePage, StoreError> {
+        let limit = page_size(
+            query.limit,
+            tessera_api::limits::MAX_CACHE_LIST,
+            tessera_api::limits::MAX_CACHE_LIST,
+        )?;
+        for (what, text) in [("prefix", &query.prefix), ("after", &query.after)] {
+            let text = text.as_deref().unwrap_or("");
+            if !text.is_empty() {
+                tessera_api::limits::check_cache_key(text)
+                    .map_err(|why| StoreError::Invalid(format!("{what}: {why}")))?;
+            }
+        }
+        let (job, query) = (job.to_string(), query.clone());
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                Self::load_job(&mut tx, &job).await?;
+                let prefix = query.prefix.as_deref().unwrap_or("");
+                let mut keys = tx
+                    .cache_keys(&job, prefix, query.after.as_deref(), limit + 1)
+                    .await?;
+                let more = keys.len() > limit as usize;
+                keys.truncate(limit as usize);
+                let next = more.then(|| keys.last().map(|(k, _)| k.clone())).flatten();
+                Ok(CachePage {
+                    entries: keys
+                        .into_iter()
+                        .map(|(key, bytes)| CacheEntry { key, bytes })
+                        .collect(),
+                    next,
+                })
+            })
         })
         .await
     }

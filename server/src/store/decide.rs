@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_api::{
-    Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult, RunnerInfo,
-    SpanOutcome, SubtaskSpec, TaskIdentifier, TaskReport, TaskState, Unserved,
+    Blob, CacheWrite, Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult,
+    RunnerInfo, SpanOutcome, SubtaskSpec, TaskIdentifier, TaskReport, TaskState, Unserved,
 };
 
 use super::driver::{
-    AddProgress, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally,
-    NewTask, ParentRow, ReadyKind, SetState, state_index,
+    AddProgress, CacheSet, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobGrowth,
+    JobTally, NewTask, ParentRow, PutOutput, ReadyKind, SetState, state_index,
 };
 use super::encode::{nanos, path_segment};
 use super::pins::Pins;
@@ -106,6 +106,10 @@ pub(crate) struct ReportPlan {
     pub tallies: Tallies,
     /// Clusters in which a task became claimable, or will when its retry backoff ends.
     pub claimable_in: BTreeSet<String>,
+    /// Outputs of computed tasks.
+    pub outputs: Vec<PutOutput>,
+    /// Job-cache writes of computed tasks, the last per job and key.
+    pub cache: Vec<CacheSet>,
 }
 
 impl ReportPlan {
@@ -263,6 +267,7 @@ pub(crate) fn reports(
     let mut plan = ReportPlan::default();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut progress: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut cache: BTreeMap<(String, String), Option<Vec<u8>>> = BTreeMap::new();
     for report in reports {
         let task = report.task_id.as_str();
         let verdict = if !seen.insert(task) {
@@ -284,9 +289,26 @@ pub(crate) fn reports(
                 subtasks,
                 display,
                 progress: updates,
+                output,
+                output_from,
+                cache: writes,
             } => {
                 if let Some(why) = check_subtasks(subtasks) {
                     let reason = format!("the attempt submitted invalid subtasks: {why}");
+                    fail(&mut plan, row, reason, display.clone(), config, now, false);
+                    continue;
+                }
+                if let Some(reason) = check_data(output.as_ref(), writes, config) {
+                    fail(&mut plan, row, reason, display.clone(), config, now, false);
+                    continue;
+                }
+                if let Some(i) = output_from
+                    && *i as usize >= subtasks.len()
+                {
+                    let reason = format!(
+                        "the attempt took its output from subtask {i}, but it submitted {}",
+                        subtasks.len()
+                    );
                     fail(&mut plan, row, reason, display.clone(), config, now, false);
                     continue;
                 }
@@ -313,6 +335,25 @@ pub(crate) fn reports(
                     .as_deref()
                     .map(|d| limits::cut(d, limits::MAX_DISPLAY_BYTES));
                 let rows = subtask_rows(row, subtasks, now, &mut new_id);
+                // Past every check: the attempt is accepted, and what it wrote is kept with it.
+                for w in writes {
+                    cache.insert(
+                        (row.job_id.clone(), w.key.clone()),
+                        w.value.as_ref().map(|v| v.0.clone()),
+                    );
+                }
+                let source = output_from.map(|i| rows[i as usize].id.clone());
+                if source.is_some() || output.is_some() {
+                    plan.outputs.push(PutOutput {
+                        task_id: row.id.clone(),
+                        value: if source.is_some() {
+                            None
+                        } else {
+                            output.as_ref().map(|o| o.0.clone())
+                        },
+                        source,
+                    });
+                }
                 plan.claimable_in.extend(
                     rows.iter()
                         .filter(|t| t.state == TaskState::Queued && t.depends_on.is_empty())
@@ -366,6 +407,10 @@ pub(crate) fn reports(
         }
     }
     tally(&mut plan, &rows);
+    plan.cache = cache
+        .into_iter()
+        .map(|((job_id, key), value)| CacheSet { job_id, key, value })
+        .collect();
     plan.progress = progress
         .into_iter()
         .map(|((job_id, label), (done, total))| AddProgress {
@@ -510,6 +555,47 @@ fn fail(
         attempt: row.attempt,
         fields: serde_json::Map::new(),
     });
+}
+
+/// Why an attempt's output or cache writes cannot be kept, if they cannot.
+pub(crate) fn check_data(
+    output: Option<&Blob>,
+    writes: &[CacheWrite],
+    config: &StoreConfig,
+) -> Option<String> {
+    let max = config.max_value_bytes;
+    if let Some(o) = output
+        && o.0.len() > max
+    {
+        return Some(format!(
+            "the attempt's output of {} bytes is larger than the {max} the server keeps (its \
+             --max-value-kib); return a reference (a URL) to large results",
+            o.0.len()
+        ));
+    }
+    if writes.len() > limits::MAX_CACHE_WRITES {
+        return Some(format!(
+            "the attempt made {} cache writes; one attempt may make at most {}",
+            writes.len(),
+            limits::MAX_CACHE_WRITES
+        ));
+    }
+    for w in writes {
+        if let Err(why) = limits::check_cache_key(&w.key) {
+            return Some(format!("the attempt wrote to the cache: {why}"));
+        }
+        if let Some(v) = &w.value
+            && v.0.len() > max
+        {
+            return Some(format!(
+                "the attempt's cache value for {} is {} bytes, larger than the {max} the server \
+                 keeps (its --max-value-kib)",
+                limits::elide(&w.key, 64),
+                v.0.len()
+            ));
+        }
+    }
+    None
 }
 
 /// Why a set of subtasks is malformed, if it is.
@@ -870,6 +956,7 @@ mod tests {
             retry_max: Duration::from_secs(60),
             max_lost: 3,
             max_job_tasks: 1_000_000,
+            ..StoreConfig::default()
         }
     }
 
@@ -906,6 +993,9 @@ mod tests {
             subtasks,
             display: None,
             progress: vec![],
+            output: None,
+            output_from: None,
+            cache: vec![],
         }
     }
 
@@ -1168,6 +1258,9 @@ mod tests {
             subtasks: vec![],
             display: None,
             progress: p,
+            output: None,
+            output_from: None,
+            cache: vec![],
         };
         let batch = [
             report(
@@ -1686,6 +1779,143 @@ mod tests {
             why.contains("would give its job 12 tasks, more than the 10"),
             "{why}"
         );
+    }
+
+    fn with_data(
+        subtasks: Vec<SubtaskSpec>,
+        output: Option<&[u8]>,
+        output_from: Option<u32>,
+        cache: Vec<(&str, Option<&[u8]>)>,
+    ) -> Report {
+        Report::Computed {
+            subtasks,
+            display: None,
+            progress: vec![],
+            output: output.map(|o| Blob(o.to_vec())),
+            output_from,
+            cache: cache
+                .into_iter()
+                .map(|(key, value)| CacheWrite {
+                    key: key.into(),
+                    value: value.map(|v| Blob(v.to_vec())),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn outputs_and_cache_writes_are_kept_with_accepted_successes_only() {
+        let config = StoreConfig {
+            max_job_tasks: 4,
+            max_value_bytes: 8,
+            ..config()
+        };
+        let batch = [
+            // Kept: an output, two writes, then a later report overwrites one of them.
+            report(
+                "a",
+                with_data(
+                    vec![],
+                    Some(b"out"),
+                    None,
+                    vec![("k", Some(b"1")), ("j", Some(b"1"))],
+                ),
+            ),
+            report(
+                "b",
+                with_data(vec![], None, None, vec![("k", Some(b"2")), ("j", None)]),
+            ),
+            // Refused data: a value over 8 bytes, a control character in a key.
+            report(
+                "c",
+                with_data(vec![], None, None, vec![("big", Some(b"123456789"))]),
+            ),
+            report(
+                "d",
+                with_data(vec![], Some(b"x"), None, vec![("\u{7}", Some(b"1"))]),
+            ),
+            // Growing the job past its limit fails the attempt: its writes go with it.
+            report(
+                "e",
+                with_data(
+                    vec![sub("A", vec![]); 5],
+                    None,
+                    None,
+                    vec![("grown", Some(b"1"))],
+                ),
+            ),
+            // An output taken from its second subtask.
+            report(
+                "f",
+                with_data(
+                    vec![sub("A", vec![]), sub("B", vec![])],
+                    Some(b"no"),
+                    Some(1),
+                    vec![],
+                ),
+            ),
+            // From a subtask it did not submit.
+            report(
+                "g",
+                with_data(vec![], None, Some(0), vec![("from", Some(b"1"))]),
+            ),
+        ];
+        let rows: Vec<HeldRow> = ["a", "b", "c", "d", "e", "f", "g"].map(row).into();
+        let totals = HashMap::from([("job".to_string(), 1)]);
+        let mut n = 0;
+        let p = reports(&batch, &rows, &totals, &config, NOW, || {
+            n += 1;
+            format!("new{n}")
+        });
+        let cache: Vec<(&str, Option<&[u8]>)> = p
+            .cache
+            .iter()
+            .map(|w| (w.key.as_str(), w.value.as_deref()))
+            .collect();
+        assert_eq!(
+            cache,
+            [("j", None), ("k", Some(&b"2"[..]))],
+            "the last write wins"
+        );
+        assert_eq!(
+            p.outputs,
+            [
+                PutOutput {
+                    task_id: "a".into(),
+                    value: Some(b"out".to_vec()),
+                    source: None,
+                },
+                PutOutput {
+                    task_id: "f".into(),
+                    value: None,
+                    source: Some("new2".into()),
+                },
+            ],
+            "f's output is its second subtask's, whatever it returned"
+        );
+        let failed: Vec<&str> = p
+            .states
+            .iter()
+            .filter(|s| s.state != TaskState::Computed)
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(failed, ["c", "d", "e", "g"]);
+        let reasons: Vec<String> = p
+            .states
+            .iter()
+            .filter_map(|s| match &s.error {
+                ErrorText::Set(why) => Some(why.clone()),
+                _ => None,
+            })
+            .collect();
+        for (reason, expect) in reasons.iter().zip([
+            "larger than the 8 the server keeps",
+            "control character",
+            "would give its job",
+            "took its output from subtask 0, but it submitted 0",
+        ]) {
+            assert!(reason.contains(expect), "{reason}");
+        }
     }
 
     #[test]

@@ -183,6 +183,25 @@ pub trait Tx: Send + Sized {
     ) -> Result<Vec<EndedSpan>, StoreError>;
     /// Adds to jobs' progress counters (saturating).
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
+    /// Keeps computed tasks' outputs.
+    async fn put_outputs(&mut self, outputs: &[PutOutput]) -> Result<(), StoreError>;
+    /// Applies job-cache writes and deletes (at most one per job and key).
+    async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError>;
+    /// A task's output row, if it has one: its value, or the subtask it takes its output from.
+    async fn output(&mut self, task: &str) -> Result<Option<PutOutput>, StoreError>;
+    /// The tasks a task depends on, in the order it lists them.
+    async fn dependencies(&mut self, task: &str) -> Result<Vec<DependencyRow>, StoreError>;
+    /// A job-cache value.
+    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A job's cache keys beginning with `prefix` and after `after`, in byte order, with their
+    /// values' sizes; at most `limit`.
+    async fn cache_keys(
+        &mut self,
+        job: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Inserts log lines (their `job_id` filled in).
     async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError>;
     /// Inserts tasks with every column as given, and open spans for the running ones.
@@ -280,6 +299,33 @@ pub struct SetState {
     pub finished_at: Option<u64>,
     /// Leases in a row that expired without a report, after this transition.
     pub lost: u32,
+}
+
+/// A computed task's output to keep: its value, or the subtask whose output it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutOutput {
+    pub task_id: String,
+    pub value: Option<Vec<u8>>,
+    /// The subtask whose output this task's is, once it computes.
+    pub source: Option<String>,
+}
+
+/// A job-cache write to apply: a value to set, or `None` to delete the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSet {
+    pub job_id: String,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A task's dependency as the store finds it, in the order the task lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencyRow {
+    pub task_id: String,
+    pub path: String,
+    pub state: TaskState,
+    /// Its output's length, if it has one.
+    pub output_bytes: Option<u64>,
 }
 
 /// An attempt's span to end.

@@ -109,6 +109,27 @@ pub(super) fn derive_state(
     }
 }
 
+/// The first text after every text that begins with `prefix`, in byte order (UTF-8 byte order
+/// is code point order): the end of a prefix's key range. `None` when nothing ends the range.
+pub(super) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A child's position among its parent's subtasks, from the last segment of its path.
+pub(super) fn path_index(path: &str) -> Option<u32> {
+    let body = path.strip_suffix('.')?;
+    let segment = &body[body.rfind('.').map_or(0, |i| i + 1)..];
+    u32::from_str_radix(segment, 16).ok()
+}
+
 /// The path segment of the `i`-th child: fixed width so that text order is tree order.
 pub(super) fn path_segment(i: usize) -> String {
     format!("{i:08x}.")
@@ -200,5 +221,36 @@ mod tests {
             SpanOutcome::Expired
         );
         assert_eq!(rank_level(level_rank(Level::Warn)).unwrap(), Level::Warn);
+    }
+}
+
+#[cfg(test)]
+mod data_tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges_end_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_end("").as_deref(), None);
+        assert_eq!(prefix_end("\u{10ffff}"), None);
+        assert_eq!(prefix_end("b\u{10ffff}").as_deref(), Some("c"));
+        assert_eq!(
+            prefix_end("\u{d7ff}").as_deref(),
+            Some("\u{e000}"),
+            "skips surrogates"
+        );
+        let end = prefix_end("k").unwrap();
+        assert!("k\u{10ffff}zz" < end.as_str() && "l" >= end.as_str());
+    }
+
+    #[test]
+    fn a_childs_index_is_the_last_segment_of_its_path() {
+        let parent = path_segment(3);
+        assert_eq!(
+            path_index(&format!("{parent}{}", path_segment(41))),
+            Some(41)
+        );
+        assert_eq!(path_index(&path_segment(0)), Some(0));
+        assert_eq!(path_index(""), None);
     }
 }

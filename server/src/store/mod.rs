@@ -88,6 +88,9 @@ pub struct StoreConfig {
     pub max_lost: u32,
     /// Most tasks one job may have; an attempt whose subtasks would pass it fails.
     pub max_job_tasks: u64,
+    /// Largest task output or job-cache value, in bytes; an attempt that hands back a larger
+    /// one fails.
+    pub max_value_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -98,6 +101,7 @@ impl Default for StoreConfig {
             retry_max: Duration::from_secs(60),
             max_lost: 5,
             max_job_tasks: 5_000_000,
+            max_value_bytes: tessera_api::limits::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -110,6 +114,15 @@ impl StoreConfig {
         let jitter = 0.75 + rand::random::<f64>() * 0.5;
         Duration::from_secs_f64(capped * jitter)
     }
+}
+
+/// A task's output as [`Store::output`] finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutput {
+    /// The task.
+    pub task_id: String,
+    /// Its output; `None` if it returned none.
+    pub value: Option<Vec<u8>>,
 }
 
 /// Where Tessera's state lives. All methods are atomic.
@@ -198,6 +211,19 @@ pub trait Store: Send + Sync + 'static {
         reference: &str,
         now: u64,
     ) -> Result<tessera_api::ComponentList, StoreError>;
+    /// A task's output (the job's root task's by default): the task, and its output if it
+    /// has one. A task of another job is not found; one that has not computed is a conflict.
+    async fn output(&self, job: &str, task: Option<&str>) -> Result<TaskOutput, StoreError>;
+    /// The tasks a task depends on, with their positions among their parent's subtasks.
+    async fn dependencies(&self, task: &str) -> Result<tessera_api::DependencyList, StoreError>;
+    /// A job's cache value under `key`.
+    async fn cache_get(&self, job: &str, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// A page of a job's cache keys in byte order.
+    async fn cache(
+        &self,
+        job: &str,
+        query: &tessera_api::CacheQuery,
+    ) -> Result<tessera_api::CachePage, StoreError>;
     /// Puts a job and its tasks in the store as they are given (for tests).
     #[cfg(feature = "testing")]
     async fn plant(&self, job: &plant::PlantedJob) -> Result<(), StoreError>;

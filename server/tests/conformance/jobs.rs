@@ -290,6 +290,9 @@ pub async fn progress_saturates_instead_of_poisoning_the_job(store: Arc<dyn Stor
             done: u64::MAX,
             total: 1,
         }],
+        output: None,
+        output_from: None,
+        cache: vec![],
     };
     assert!(report(s, &leaves[0], huge(), T0 + 3).await);
     assert!(report(s, &leaves[1], huge(), T0 + 4).await);

@@ -1,5 +1,5 @@
 //! The store conformance suite: every store implementation must pass every test here, one
-//! module per entity (jobs, claims, reports, leases, logs, spans, components).
+//! module per entity (jobs, claims, reports, leases, logs, spans, components, data).
 //!
 //! Each test takes a fresh store and drives it with explicit times, so lease expiry and retry
 //! backoff are tested without sleeping. `stores!` instantiates the suite per implementation.
@@ -17,6 +17,7 @@ use tessera_server::{PostgresStore, SqliteStore, Store, StoreConfig};
 
 mod claims;
 mod components;
+mod data;
 mod jobs;
 mod leases;
 mod logs;
@@ -33,6 +34,7 @@ fn config() -> StoreConfig {
         retry_max: Duration::from_secs(60),
         max_lost: 3,
         max_job_tasks: 1_000,
+        max_value_bytes: 64 << 10,
     }
 }
 
@@ -91,6 +93,9 @@ fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
         subtasks,
         display: None,
         progress: vec![],
+        output: None,
+        output_from: None,
+        cache: vec![],
     }
 }
 
@@ -279,6 +284,12 @@ macro_rules! suite {
                 a_retried_job_runs_the_code_it_pinned,
                 a_file_runner_names_the_file_that_ran,
                 digests_that_do_not_pair_with_the_identifiers_label_nothing,
+            }
+            data {
+                outputs_are_kept_with_success_and_read_through_dependencies,
+                cache_writes_commit_with_success_only,
+                batch_last_write_wins_and_deletes,
+                cache_keys_page_in_byte_order_by_prefix,
             }
             spans {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,

@@ -30,6 +30,9 @@ pub async fn claim_complete_and_subtasks(store: Arc<dyn Store>) {
         ],
         display: Some("Root!".into()),
         progress,
+        output: None,
+        output_from: None,
+        cache: vec![],
     };
     assert!(report(s, &root[0], done, T0 + SEC).await);
     let leaves = claim(s, 10, T0 + SEC + 1).await;
@@ -46,6 +49,9 @@ pub async fn claim_complete_and_subtasks(store: Arc<dyn Store>) {
             subtasks: vec![],
             display: Some(format!("Leaf({i})")),
             progress: p,
+            output: None,
+            output_from: None,
+            cache: vec![],
         };
         assert!(report(s, leaf, r, T0 + 2 * SEC).await);
     }

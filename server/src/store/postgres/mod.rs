@@ -21,9 +21,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::core::Core;
 use super::driver::{
-    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
-    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, ReadyKind, SetState, Tx,
-    Which, state_index,
+    AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
+    EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
+    PutOutput, ReadyKind, SetState, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_runners.sql"),
     include_str!("migrations/0007_drop_task_total.sql"),
     include_str!("migrations/0008_components.sql"),
+    include_str!("migrations/0009_outputs_cache.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -1237,6 +1238,132 @@ impl Tx for PgTx {
         )
         .await?;
         Ok(())
+    }
+
+    async fn put_outputs(&mut self, outputs: &[PutOutput]) -> Result<(), StoreError> {
+        if outputs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = outputs.iter().map(|o| o.task_id.as_str()).collect();
+        let values: Vec<Option<&[u8]>> = outputs.iter().map(|o| o.value.as_deref()).collect();
+        let sources: Vec<Option<&str>> = outputs.iter().map(|o| o.source.as_deref()).collect();
+        self.exec(
+            "INSERT INTO outputs (task_id, value, source) \
+             SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[]) \
+             ON CONFLICT (task_id) DO UPDATE SET value = excluded.value, source = excluded.source",
+            &[&ids, &values, &sources],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError> {
+        let (puts, deletes): (Vec<&CacheSet>, Vec<&CacheSet>) =
+            writes.iter().partition(|w| w.value.is_some());
+        if !puts.is_empty() {
+            let jobs: Vec<&str> = puts.iter().map(|w| w.job_id.as_str()).collect();
+            let keys: Vec<&str> = puts.iter().map(|w| w.key.as_str()).collect();
+            let values: Vec<&[u8]> = puts
+                .iter()
+                .map(|w| w.value.as_deref().unwrap_or_default())
+                .collect();
+            self.exec(
+                "INSERT INTO cache_entries (job_id, key, value) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) \
+                 ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
+                &[&jobs, &keys, &values],
+            )
+            .await?;
+        }
+        if !deletes.is_empty() {
+            let jobs: Vec<&str> = deletes.iter().map(|w| w.job_id.as_str()).collect();
+            let keys: Vec<&str> = deletes.iter().map(|w| w.key.as_str()).collect();
+            self.exec(
+                "DELETE FROM cache_entries c USING UNNEST($1::text[], $2::text[]) AS d(job_id, key) \
+                 WHERE c.job_id = d.job_id AND c.key = d.key",
+                &[&jobs, &keys],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn output(&mut self, task: &str) -> Result<Option<PutOutput>, StoreError> {
+        Ok(self
+            .rows(
+                "SELECT value, source FROM outputs WHERE task_id = $1",
+                &[&task],
+            )
+            .await?
+            .first()
+            .map(|r| PutOutput {
+                task_id: task.to_string(),
+                value: r.get(0),
+                source: r.get(1),
+            }))
+    }
+
+    async fn dependencies(&mut self, task: &str) -> Result<Vec<DependencyRow>, StoreError> {
+        let rows = self
+            .rows(
+                "SELECT t.id, t.path, t.state, octet_length(o.value)::bigint \
+                 FROM tasks d \
+                 CROSS JOIN LATERAL jsonb_array_elements_text(d.depends_on::jsonb) \
+                     WITH ORDINALITY AS j(id, n) \
+                 JOIN tasks t ON t.id = j.id \
+                 LEFT JOIN outputs o ON o.task_id = t.id \
+                 WHERE d.id = $1 ORDER BY j.n",
+                &[&task],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DependencyRow {
+                    task_id: r.get(0),
+                    path: r.get(1),
+                    state: state_of(r.get(2))?,
+                    output_bytes: r.get::<_, Option<i64>>(3).map(|n| n.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .rows(
+                "SELECT value FROM cache_entries WHERE job_id = $1 AND key = $2",
+                &[&job, &key],
+            )
+            .await?
+            .first()
+            .map(|r| r.get(0)))
+    }
+
+    async fn cache_keys(
+        &mut self,
+        job: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let inclusive = after.is_none_or(|a| a < prefix);
+        let end = prefix_end(prefix);
+        let rows = self
+            .rows(
+                "SELECT key, octet_length(value)::bigint FROM cache_entries \
+                 WHERE job_id = $1 AND (key > $2 OR ($3 AND key = $2)) \
+                 AND ($4::text IS NULL OR key < $4) ORDER BY key LIMIT $5",
+                &[&job, &start, &inclusive, &end, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
 
     async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError> {

@@ -23,9 +23,9 @@ use super::StoreConfig;
 use super::StoreError;
 use super::core::Core;
 use super::driver::{
-    AddProgress, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, Driver, EndedSpan, ErrorText,
-    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, ReadyKind, SetState, Tx,
-    Which, state_index,
+    AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
+    EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
+    PutOutput, ReadyKind, SetState, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param};
@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_runners.sql"),
     include_str!("migrations/0006_drop_task_total.sql"),
     include_str!("migrations/0007_components.sql"),
+    include_str!("migrations/0008_outputs_cache.sql"),
 ];
 
 /// The SQLite job store.
@@ -1142,6 +1143,117 @@ impl Tx for SqliteTx {
             stmt.execute(params![p.job_id, p.label, i(p.done), i(p.total)])?;
         }
         Ok(())
+    }
+
+    async fn put_outputs(&mut self, outputs: &[PutOutput]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO outputs (task_id, value, source) VALUES (?1, ?2, ?3)",
+        )?;
+        for o in outputs {
+            stmt.execute(params![o.task_id, o.value, o.source])?;
+        }
+        Ok(())
+    }
+
+    async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError> {
+        let mut put = self.conn.prepare_cached(
+            "INSERT INTO cache_entries (job_id, key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
+        )?;
+        for w in writes {
+            if let Some(value) = &w.value {
+                put.execute(params![w.job_id, w.key, value])?;
+            }
+        }
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM cache_entries WHERE job_id = ?1 AND key = ?2")?;
+        for w in writes.iter().filter(|w| w.value.is_none()) {
+            delete.execute(params![w.job_id, w.key])?;
+        }
+        Ok(())
+    }
+
+    async fn output(&mut self, task: &str) -> Result<Option<PutOutput>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value, source FROM outputs WHERE task_id = ?1")?
+            .query_row([task], |r| {
+                Ok(PutOutput {
+                    task_id: task.to_string(),
+                    value: r.get_ref(0)?.as_bytes_or_null()?.map(<[u8]>::to_vec),
+                    source: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    async fn dependencies(&mut self, task: &str) -> Result<Vec<DependencyRow>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT t.id, t.path, t.state, length(o.value) \
+                 FROM tasks d, json_each(d.depends_on) j \
+                 JOIN tasks t ON t.id = j.value \
+                 LEFT JOIN outputs o ON o.task_id = t.id \
+                 WHERE d.id = ?1 ORDER BY j.key",
+            )?
+            .query_map([task], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(task_id, path, state, len)| {
+                Ok(DependencyRow {
+                    task_id,
+                    path,
+                    state: state_of(&state)?,
+                    output_bytes: len.map(|n| n.max(0) as u64),
+                })
+            })
+            .collect()
+    }
+
+    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM cache_entries WHERE job_id = ?1 AND key = ?2")?
+            .query_row([job, key], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
+            .optional()?)
+    }
+
+    async fn cache_keys(
+        &mut self,
+        job: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        // Keys compare bytewise: the prefix's range runs from the prefix itself (or after the
+        // given key) to the first text past every key that begins with it.
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let inclusive = after.is_none_or(|a| a < prefix);
+        let end = prefix_end(prefix);
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT key, length(value) FROM cache_entries \
+                 WHERE job_id = ?1 AND (key > ?2 OR (?3 AND key = ?2)) \
+                 AND (?4 IS NULL OR key < ?4) ORDER BY key LIMIT ?5",
+            )?
+            .query_map(params![job, start, inclusive, end, limit], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError> {

@@ -438,7 +438,178 @@ impl Task for PyLeaf {
     }
 }
 
+/// Exercises outputs and the job cache one way per `how`, and returns what it saw as its
+/// output (a JSON object), so that a test can check every answer of the host.
+#[derive(Serialize, Deserialize)]
+pub struct DataProbe {
+    /// `cache`, `read`, `limits`, `big-output`, `fail-after-write`, `output-from` or
+    /// `write-then-sleep` (`size` seconds, on the first attempt only).
+    pub how: String,
+    /// KiB of output (`big-output`) or seconds (`write-then-sleep`).
+    #[serde(default)]
+    pub size: u32,
+}
+
+fn code(result: Result<impl std::fmt::Debug, tessera_guest::DataError>) -> String {
+    match result {
+        Ok(v) => format!("ok {v:?}"),
+        Err(e) => e.code().to_string(),
+    }
+}
+
+impl Task for DataProbe {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        let cache = ctx.cache();
+        let mut seen = serde_json::Map::new();
+        let mut note = |k: &str, v: serde_json::Value| {
+            seen.insert(k.to_string(), v);
+        };
+        match self.how.as_str() {
+            "cache" => {
+                cache.put("a/1", &serde_json::json!({"v": 1}))?;
+                cache.put_bytes("a/2", &[0, 255])?;
+                cache.put("b/1", &true)?;
+                cache.delete("committed")?;
+                note(
+                    "a1",
+                    serde_json::json!(cache.get::<serde_json::Value>("a/1")?),
+                );
+                note("a2", serde_json::json!(cache.get_bytes("a/2")?));
+                note(
+                    "committed",
+                    serde_json::json!(cache.get_bytes("committed")?),
+                );
+                note("other", serde_json::json!(cache.get::<u32>("other")?));
+                note("missing", serde_json::json!(cache.get_bytes("missing")?));
+                note("list_a", serde_json::json!(cache.list("a/")?));
+                note("list_all", serde_json::json!(cache.list("")?));
+            }
+            "read" => {
+                let deps = ctx.dependencies()?;
+                note(
+                    "deps",
+                    serde_json::json!(deps.iter().map(|d| d.index).collect::<Vec<_>>()),
+                );
+                let mut outputs = Vec::new();
+                for d in &deps {
+                    outputs.push(serde_json::json!(ctx.output_bytes_of(*d)?));
+                }
+                note("outputs", serde_json::json!(outputs));
+                let stranger = tessera_guest::SubtaskHandle { index: 77 };
+                note(
+                    "stranger",
+                    serde_json::json!(code(ctx.output_bytes_of(stranger))),
+                );
+                if let Some(first) = deps.first() {
+                    note(
+                        "typed",
+                        serde_json::json!(code(ctx.output_of::<u64>(*first))),
+                    );
+                }
+            }
+            "limits" => {
+                let big = vec![7u8; 1 << 20 | 1];
+                note(
+                    "too_large",
+                    serde_json::json!(code(cache.put_bytes("big", &big))),
+                );
+                note("empty_key", serde_json::json!(code(cache.put("", &1))));
+                note(
+                    "control_key",
+                    serde_json::json!(code(cache.put("a\u{1b}b", &1))),
+                );
+                let long = "k".repeat(513);
+                note("long_key", serde_json::json!(code(cache.get_bytes(&long))));
+                let mut writes = 0;
+                let last = loop {
+                    match cache.put(&format!("n/{writes}"), &writes) {
+                        Ok(()) => writes += 1,
+                        Err(e) => break e.code(),
+                    }
+                };
+                note("writes", serde_json::json!(writes));
+                note("after_last", serde_json::json!(last));
+            }
+            "big-output" => {
+                ctx.set_output_bytes(vec![b'x'; (self.size as usize) << 10]);
+                return Ok(());
+            }
+            "fail-after-write" => {
+                cache.put("doomed", &ctx.attempt())?;
+                ctx.set_output(&"doomed")?;
+                return Err(TaskError::new(format!(
+                    "failing attempt {} on purpose",
+                    ctx.attempt()
+                )));
+            }
+            "write-then-sleep" => {
+                cache.put("sleeper", &ctx.attempt())?;
+                ctx.set_output(&"slept")?;
+                if ctx.attempt() == 1 {
+                    ctx.sleep(Duration::from_secs(self.size as u64));
+                }
+                return Ok(());
+            }
+            "output-from" => {
+                let handles =
+                    ctx.submit_subtasks([Subtask::new(&Noop {}), Subtask::new(&Noop {})])?;
+                let refused = ctx.set_output_from(tessera_guest::SubtaskHandle { index: 9 });
+                ctx.set_output_from(handles[1])?;
+                ctx.set_output(&format!("{refused:?}"))?;
+                return Ok(());
+            }
+            other => return Err(TaskError::new(format!("unknown probe {other:?}"))),
+        }
+        ctx.set_output(&seen)?;
+        Ok(())
+    }
+}
+
+/// The input of `SleepTask`, which the parallel-sleep component built against
+/// `tessera:task@0.1.0` serves (host/tests/fixtures): not exported here.
+#[derive(Serialize, Deserialize)]
+pub struct SleepTask {
+    pub index: u32,
+    pub seconds: f64,
+}
+
+impl Task for SleepTask {
+    fn execute(&self, _ctx: &mut Context) -> Result<(), TaskError> {
+        Err(TaskError::new(
+            "SleepTask is served by the 0.1.0 parallel-sleep component",
+        ))
+    }
+}
+
+/// A 0.2.0 root whose job mixes contracts: `count` × `SleepTask` (a 0.1.0 component runs
+/// them), then a `DataProbe` reading their outputs after all of them, whose output the root
+/// takes as its own.
+#[derive(Serialize, Deserialize)]
+pub struct MixedRoot {
+    pub count: u32,
+}
+
+impl Task for MixedRoot {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        ctx.submit_subtasks((0..self.count).map(|index| {
+            Subtask::new(&SleepTask {
+                index,
+                seconds: 0.05,
+            })
+        }))?;
+        let probe = DataProbe {
+            how: "read".into(),
+            size: 0,
+        };
+        let last = ctx.submit_subtasks([Subtask::new(&probe).after_all()])?;
+        ctx.set_output_from(last[0])?;
+        Ok(())
+    }
+}
+
 export_tasks!(
+    MixedRoot,
+    DataProbe,
     RustToPython,
     AfterHandles,
     Noop,

@@ -19,8 +19,8 @@ impl Guest for SlowLoad {
         }
     }
 
-    fn execute(_identifier: TaskIdentifier, _input: String) -> Result<(), TaskError> {
-        Ok(())
+    fn execute(_identifier: TaskIdentifier, _input: String) -> Result<Option<Vec<u8>>, TaskError> {
+        Ok(None)
     }
 }
 

@@ -73,6 +73,9 @@ class PyLeaf(Task):
     def execute(self, context: Context) -> None:
         context.logger.info("leaf in python", index=self.index)
         context.submit_subtask(Echo(value=self.index))
+        context.cache.put(f"py/{self.index}", {"squared": self.index * self.index})
+        assert context.cache.get(f"py/{self.index}") == {"squared": self.index * self.index}
+        context.set_output({"leaf": self.index})
 
 
 class Echo(Task, export=False):
@@ -267,9 +270,33 @@ async fn python_failures_say_what_failed() {
     };
     assert_completed(&job);
     assert_eq!(
-        job.task_counts.computed, 7,
-        "a Rust root, 3 Python leaves, 3 Rust echoes"
+        job.task_counts.computed, 8,
+        "a Rust root, 3 Python leaves, 3 Rust echoes, a Rust probe after all leaves"
     );
+    // Data between the languages: the Rust probe read the Python leaves' outputs, and the
+    // root took the probe's output as its own; the leaves' cache writes are the job's.
+    let out = c.output(&mixed, None, 1 << 20).await.unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&out.value.unwrap()).unwrap();
+    assert_eq!(seen["deps"], json!([0, 1, 2]));
+    let leaves: Vec<serde_json::Value> = seen["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|bytes| {
+            let bytes: Vec<u8> = serde_json::from_value(bytes.clone()).unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        leaves,
+        [json!({"leaf": 0}), json!({"leaf": 1}), json!({"leaf": 2})]
+    );
+    let squared = c
+        .cache_value(&mixed, "py/2", 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(squared, br#"{"squared":4}"#);
     let tasks = c.tasks(&mixed, &Default::default()).await.unwrap().tasks;
     let kinds: Vec<&str> = tasks.iter().map(|t| t.identifier.name.as_str()).collect();
     assert_eq!(

@@ -19,6 +19,11 @@ otherwise; ``name`` overrides the class name). An exception raised by ``execute`
 attempt with its message and traceback; raise :class:`TaskError` to give a code, or with
 ``permanent=True`` to fail at once whatever the retries.
 
+A task hands a result on with ``context.set_output(value)`` (JSON); the tasks that depend on
+it read it with ``context.output_of(handle)``; every task of a job shares a key-value cache,
+``context.cache`` (``put``, ``get``, ``delete``, ``list``). Both are kept only if the attempt
+succeeds.
+
 Build a component with ``tessera build-python tasks.py -o tasks.wasm`` (componentize-py,
 pinned): every ``Task`` subclass defined in ``tasks.py`` is exported.
 """
@@ -33,7 +38,9 @@ import typing
 from typing import Any, ClassVar, Iterable, Optional, Sequence, Union
 
 __all__ = [
+    "Cache",
     "Context",
+    "DataError",
     "Logger",
     "Progress",
     "SubmitError",
@@ -49,6 +56,7 @@ __all__ = [
 # below imports them where it needs them, from the modules loaded by then.
 try:
     import componentize_py_types  # noqa: F401
+    import wit_world.imports.cache  # noqa: F401
     import wit_world.imports.host  # noqa: F401
     import wit_world.imports.types  # noqa: F401
 except ImportError:
@@ -88,6 +96,33 @@ class SubmitError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class DataError(Exception):
+    """Reading or writing data between tasks (outputs, the job cache) did not work; a refused
+    write leaves nothing behind. ``code`` is ``invalid-key``, ``too-large``,
+    ``too-many-writes``, ``not-a-dependency``, ``no-output``, ``data-unavailable`` or
+    ``bad-encoding``."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _data_error(value: Any) -> DataError:
+    kind = type(value).__name__
+    payload = getattr(value, "value", value)
+    for suffix, code, say in (
+        ("InvalidKey", "invalid-key", "invalid cache key: {}"),
+        ("TooLarge", "too-large", "the value is larger than the limit of {} bytes; keep large data elsewhere"),
+        ("TooManyWrites", "too-many-writes", "the attempt reached its limit of cache writes ({})"),
+        ("NotADependency", "not-a-dependency", "subtask handle {} names no task this task depends on"),
+        ("Unavailable", "data-unavailable", "job data is unavailable: {}"),
+    ):
+        if kind.endswith(suffix):
+            return DataError(code, say.format(payload))
+    return DataError("data-unavailable", str(payload))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +230,8 @@ class Subtask:
     cluster: Optional[str] = None
     #: A name for people (default: the task name).
     display: Optional[str] = None
+    #: Runs after every subtask this attempt submitted before it (the reduce step).
+    after_all: bool = False
 
 
 class Logger:
@@ -203,7 +240,7 @@ class Logger:
     def _log(self, level: Any, message: str, fields: dict[str, Any]) -> None:
         from wit_world.imports import host, types
 
-        host.log(level, str(message), [types.Field(key=str(k), value=_text(v)) for k, v in fields.items()])
+        host.log(level, str(message), [types.Field(key=str(k), value=_field_value(v)) for k, v in fields.items()])
 
     def trace(self, message: str, **fields: Any) -> None:
         from wit_world.imports import types
@@ -231,6 +268,22 @@ class Logger:
         from wit_world.imports import types
 
         self._log(types.Level.ERROR, message, fields)
+
+
+def _field_value(value: Any) -> Any:
+    """A field value, typed: booleans, integers and floats as such, anything else as text."""
+    from wit_world.imports import types
+
+    if isinstance(value, bool):
+        return types.FieldValue_Boolean(value)
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return types.FieldValue_Signed(value)
+        if 0 <= value < 2**64:
+            return types.FieldValue_Unsigned(value)
+    if isinstance(value, float):
+        return types.FieldValue_Float(value)
+    return types.FieldValue_Text(_text(value))
 
 
 def _text(value: Any) -> str:
@@ -268,6 +321,9 @@ class Context:
     def __init__(self) -> None:
         self.logger = Logger()
         self._current = None
+        self._output: Optional[bytes] = None
+        #: The job cache, shared by every task of the job.
+        self.cache = Cache()
 
     def _ids(self) -> Any:
         if self._current is None:
@@ -317,10 +373,64 @@ class Context:
         max_retries: int = 0,
         cluster: Optional[str] = None,
         display: Optional[str] = None,
+        after_all: bool = False,
     ) -> SubtaskHandle:
         """Submits one subtask, recorded if this attempt succeeds."""
-        spec = Subtask(task, depends_on, max_retries, cluster, display)
+        spec = Subtask(task, depends_on, max_retries, cluster, display, after_all)
         return self.submit_subtasks([spec])[0]
+
+    def set_output(self, value: Any) -> None:
+        """Sets this task's output to ``value`` as JSON (kept only if the attempt succeeds);
+        the tasks that depend on it read it with :meth:`output_of`."""
+        try:
+            self._output = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise DataError("bad-encoding", f"the output is not JSON: {e}") from None
+
+    def set_output_bytes(self, data: bytes) -> None:
+        """Sets this task's output to raw bytes."""
+        self._output = bytes(data)
+
+    def set_output_from(self, subtask: SubtaskHandle) -> None:
+        """Makes this task's output that of a subtask it submitted, once that computes (how a
+        fan-out hands its reduce step's result up); wins over :meth:`set_output`."""
+        from componentize_py_types import Err
+        from wit_world.imports import host, types
+
+        try:
+            host.output_from(types.SubtaskHandle(subtask.index))
+        except Err as e:
+            raise _submit_error(e.value) from None
+
+    def dependencies(self) -> list[SubtaskHandle]:
+        """The subtasks this task depends on, as its parent's handles, in the order listed."""
+        from componentize_py_types import Err
+        from wit_world.imports import host
+
+        try:
+            return [SubtaskHandle(h.index) for h in host.dependencies()]
+        except Err as e:
+            raise _data_error(e.value) from None
+
+    def output_bytes_of(self, dependency: SubtaskHandle) -> Optional[bytes]:
+        """The raw output of a subtask this task depends on; None if it set none."""
+        from componentize_py_types import Err
+        from wit_world.imports import host, types
+
+        try:
+            return host.output_of(types.SubtaskHandle(dependency.index))
+        except Err as e:
+            raise _data_error(e.value) from None
+
+    def output_of(self, dependency: SubtaskHandle) -> Any:
+        """The output of a subtask this task depends on, decoded from JSON."""
+        data = self.output_bytes_of(dependency)
+        if data is None:
+            raise DataError("no-output", f"the dependency with handle {dependency.index} returned no output")
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise DataError("bad-encoding", f"the output of dependency {dependency.index} is not JSON: {e}") from None
 
     def submit_subtasks(self, subtasks: Iterable[Union[Task, Subtask]]) -> list[SubtaskHandle]:
         """Submits subtasks in one call; an int in ``depends_on`` names an earlier subtask of
@@ -342,6 +452,7 @@ class Context:
                     input=s.task.to_input(),
                     display=s.display,
                     depends_on=deps,
+                    depends_on_all=bool(s.after_all),
                     max_retries=int(s.max_retries),
                     cluster=s.cluster,
                 )
@@ -351,6 +462,75 @@ class Context:
         except Err as e:
             raise _submit_error(e.value) from None
         return [SubtaskHandle(h.index) for h in handles]
+
+
+class Cache:
+    """The job cache: keys (1 to 512 characters, no control characters) to values (at most
+    1 MiB), shared by every task of the job. Writes are kept only if the attempt succeeds;
+    reads see what has committed plus this attempt's own writes."""
+
+    def put(self, key: str, value: Any) -> None:
+        """Stores ``value`` as JSON under ``key``."""
+        try:
+            data = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise DataError("bad-encoding", f"the value for {key!r} is not JSON: {e}") from None
+        self.put_bytes(key, data)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Stores raw bytes under ``key``."""
+        from componentize_py_types import Err
+        from wit_world.imports import cache
+
+        try:
+            cache.put(str(key), bytes(data))
+        except Err as e:
+            raise _data_error(e.value) from None
+
+    def get_bytes(self, key: str) -> Optional[bytes]:
+        """The raw bytes under ``key``, or None."""
+        from componentize_py_types import Err
+        from wit_world.imports import cache
+
+        try:
+            return cache.get(str(key))
+        except Err as e:
+            raise _data_error(e.value) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The JSON value under ``key``, decoded, or ``default``."""
+        data = self.get_bytes(key)
+        if data is None:
+            return default
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise DataError("bad-encoding", f"the cached value for {key!r} is not JSON: {e}") from None
+
+    def delete(self, key: str) -> None:
+        """Removes ``key`` (nothing if there is none)."""
+        from componentize_py_types import Err
+        from wit_world.imports import cache
+
+        try:
+            cache.delete(str(key))
+        except Err as e:
+            raise _data_error(e.value) from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key that begins with ``prefix``, in byte order."""
+        from componentize_py_types import Err
+        from wit_world.imports import cache
+
+        keys: list[str] = []
+        while True:
+            try:
+                page = cache.list(str(prefix), keys[-1] if keys else None)
+            except Err as e:
+                raise _data_error(e.value) from None
+            if not page:
+                return keys
+            keys.extend(page)
 
 
 def _submit_error(value: Any) -> SubmitError:
@@ -371,7 +551,7 @@ def _task_error(e: BaseException) -> Any:
 
     if isinstance(e, TaskError):
         return types.TaskError(message=e.message, code=e.wire_code())
-    if isinstance(e, SubmitError):
+    if isinstance(e, (SubmitError, DataError)):
         return types.TaskError(message=e.message, code=e.code)
     trace = "".join(traceback.format_exception(e))
     return types.TaskError(message=f"{type(e).__name__}: {e}\n{trace}", code=None)
@@ -395,7 +575,7 @@ def export(task_types: Optional[Iterable[type]] = None) -> type:
         def task_types(self) -> list:
             return [types.TaskIdentifier(name=n, version=v) for (n, v) in by_id]
 
-        def execute(self, identifier: Any, input: str) -> None:
+        def execute(self, identifier: Any, input: str) -> Optional[bytes]:
             cls = by_id.get((identifier.name, identifier.version))
             if cls is None:
                 raise Err(
@@ -404,10 +584,12 @@ def export(task_types: Optional[Iterable[type]] = None) -> type:
                         code="unknown-task",
                     )
                 )
+            context = Context()
             try:
                 task = cls.from_input(input)
-                task.execute(Context())
+                task.execute(context)
             except BaseException as e:  # noqa: BLE001 - every failure becomes the attempt's
                 raise Err(_task_error(e)) from None
+            return context._output
 
     return Tasks

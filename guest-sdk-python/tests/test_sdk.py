@@ -9,7 +9,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent / "examples" / "parallel-sleep-py"))
 
-from tessera_guest import Context, SubtaskHandle, Task, TaskError  # noqa: E402
+from tessera_guest import Context, DataError, SubmitError, Subtask, SubtaskHandle, Task, TaskError  # noqa: E402
 from tessera_guest.testing import run  # noqa: E402
 
 import parallel_workflow  # noqa: E402
@@ -48,6 +48,43 @@ class ServedElsewhere(Task, export=False):
     n: int
 
 
+class Reduce(Task):
+    """Reads its dependencies' outputs and the cache, and writes both back."""
+
+    def execute(self, context: Context) -> None:
+        total = context.cache.get("base", 0)
+        for dep in context.dependencies():
+            total += context.output_of(dep)
+        context.cache.put("sum", total)
+        context.cache.delete("base")
+        assert context.cache.list() == ["sum"], context.cache.list()
+        assert context.cache.get("sum") == total, "reads its own writes"
+        try:
+            context.output_of(SubtaskHandle(99))
+        except DataError as e:
+            assert e.code == "not-a-dependency", e.code
+        else:
+            raise AssertionError("a stranger's output was read")
+        context.set_output({"sum": total})
+
+
+class Gather(Task):
+    def execute(self, context: Context) -> None:
+        context.set_output("replaced")
+        context.submit_subtask(Versioned(n=1))
+        handles = context.submit_subtasks([Versioned(n=2), Subtask(Reduce(), after_all=True)])
+        try:
+            context.set_output_from(SubtaskHandle(5))
+        except SubmitError as e:
+            assert e.code == "bad-dependency", e.code
+        context.set_output_from(handles[1])
+
+
+class BigValue(Task):
+    def execute(self, context: Context) -> None:
+        context.cache.put_bytes("big", b"x" * ((1 << 20) + 1))
+
+
 class Sleeper(Task):
     def execute(self, context: Context) -> None:
         context.sleep(-1)
@@ -67,20 +104,41 @@ class Sdk(unittest.TestCase):
         self.assertEqual(r.subtasks[2].input, {"index": 2, "seconds": 1.5})
         self.assertEqual(r.progress["sleeps"], (0, 3))
         self.assertEqual(r.logs[0].message, "Submitting sleep subtasks")
-        self.assertEqual(r.logs[0].fields, {"count": "3", "seconds": "1.5"})
+        self.assertEqual(r.logs[0].fields, {"count": 3, "seconds": 1.5})
 
     def test_a_sleep_logs_around_its_sleep_and_names_itself(self):
         r = run(SleepTask(index=4, seconds=0.25))
         self.assertIsNone(r.error)
         self.assertEqual(r.display, "SleepTask(4)")
         self.assertEqual([l.message for l in r.logs], ["Starting sleep task", "Finished sleep task"])
-        self.assertEqual(r.logs[0].fields, {"index": "4"})
+        self.assertEqual(r.logs[0].fields, {"index": 4})
         self.assertEqual(r.slept, 0.25)
         self.assertEqual(r.progress["sleeps"], (1, 0))
 
-    def test_field_values_are_text(self):
+    def test_field_values_keep_their_types(self):
         r = run(NamedField(name="ada"))
-        self.assertEqual(r.logs[0].fields, {"who": "ada", "n": "3", "ok": "true", "nothing": "null"})
+        self.assertEqual(r.logs[0].fields, {"who": "ada", "n": 3, "ok": True, "nothing": "null"})
+        self.assertIs(r.logs[0].fields["ok"], True)
+
+    def test_outputs_and_the_cache_are_read_and_written_like_the_host_does(self):
+        r = run(Reduce(), dependencies={0: 1, 1: 2}, cache={"base": 100})
+        self.assertIsNone(r.error)
+        self.assertEqual(r.output_json(), {"sum": 103})
+        self.assertEqual(r.cache_writes, {"sum": b"103", "base": None})
+        none = run(Reduce(), dependencies={0: None})
+        self.assertEqual(none.error.code, "no-output")
+        self.assertIsNone(none.output, "a failed attempt keeps no output")
+
+    def test_a_reduce_step_after_all_and_an_output_taken_from_it(self):
+        r = run(Gather())
+        self.assertIsNone(r.error)
+        self.assertEqual(r.subtasks[2].depends_on, [0, 1])
+        self.assertEqual(r.output_from, 2)
+        self.assertIsNone(r.output, "the forwarded output replaces the returned one")
+
+    def test_cache_limits_are_the_hosts(self):
+        r = run(BigValue())
+        self.assertEqual(r.error.code, "too-large")
 
     def test_handles_name_subtasks_across_calls(self):
         r = run(Chain())

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::bindings::tessera::task::types as wit;
 use crate::bindings::tessera::task::{cache as wit_cache, host};
-use crate::{DataError, Level, SubmitError, Subtask, SubtaskHandle, Task, TaskError};
+use crate::{DataError, FieldValue, Level, SubmitError, Subtask, SubtaskHandle, Task, TaskError};
 
 /// The running task's handle on the host: logging, sleeping, subtasks, display, progress,
 /// its output, its dependencies' outputs and the job cache.
@@ -70,8 +70,9 @@ impl Context {
         self.current().attempt
     }
 
-    /// Writes a log line with structured fields; the [`info!`](crate::info) family is shorter.
-    pub fn log(&self, level: Level, message: &str, fields: &[(&str, String)]) {
+    /// Writes a log line with structured fields; the [`info!`](crate::info) family is shorter
+    /// (and types numbers and booleans for you).
+    pub fn log(&self, level: Level, message: &str, fields: &[(&str, FieldValue)]) {
         let fields: Vec<wit::Field> = fields
             .iter()
             .map(|(k, v)| wit::Field {

@@ -81,13 +81,16 @@ pub mod bindings {
         export_macro_name: "export_component",
         default_bindings_module: "tessera_guest::bindings",
         runtime_path: "tessera_guest::__rt",
+        additional_derives: [PartialEq],
     });
 }
 
 #[doc(hidden)]
+pub use logging::__field;
+#[doc(hidden)]
 pub use wit_bindgen::rt as __rt;
 
-pub use bindings::tessera::task::types::Level;
+pub use bindings::tessera::task::types::{FieldValue, Level};
 pub use context::{Cache, Context, Progress};
 pub use error::{DataError, SubmitError, TaskError};
 pub use identifier::TaskIdentifier;

@@ -60,12 +60,14 @@ impl Default for TestContext {
 }
 
 /// A log line the task wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LoggedLine {
     pub level: Level,
     pub message: String,
-    /// Its fields, as text (as they travel to the host).
+    /// Its fields, as text.
     pub fields: BTreeMap<String, String>,
+    /// Its fields, typed as they travel to the host.
+    pub values: BTreeMap<String, crate::FieldValue>,
 }
 
 /// A subtask the task submitted.
@@ -288,7 +290,11 @@ impl Recorder {
         self.logs.push(LoggedLine {
             level,
             message: message.to_string(),
-            fields: fields.into_iter().map(|f| (f.key, f.value)).collect(),
+            fields: fields
+                .iter()
+                .map(|f| (f.key.clone(), f.value.to_string()))
+                .collect(),
+            values: fields.into_iter().map(|f| (f.key, f.value)).collect(),
         });
     }
 
@@ -482,6 +488,56 @@ mod tests {
             ctx.set_output_from(handles[1])?;
             Ok(())
         }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Typed {}
+
+    impl Task for Typed {
+        fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+            let index = 7u32;
+            let by_ref = &index;
+            let path = std::path::Path::new("/tmp/x");
+            crate::info!(
+                ctx,
+                n = index,
+                r = by_ref,
+                neg = -2i64,
+                size = 3usize,
+                x = 1.5,
+                ok = true,
+                name = "a",
+                owned = String::from("b"),
+                shown = path.display(),
+                "typed"
+            );
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_fields_keep_their_types() {
+        use crate::FieldValue as V;
+        let run = TestContext::new().run(&Typed {});
+        let v = &run.logs[0].values;
+        assert_eq!(v["n"], V::Unsigned(7));
+        assert_eq!(
+            v["r"],
+            V::Unsigned(7),
+            "a reference to a number is a number"
+        );
+        assert_eq!(v["neg"], V::Signed(-2));
+        assert_eq!(v["size"], V::Unsigned(3));
+        assert_eq!(v["x"], V::Float(1.5));
+        assert_eq!(v["ok"], V::Boolean(true));
+        assert_eq!(v["name"], V::Text("a".into()));
+        assert_eq!(v["owned"], V::Text("b".into()));
+        assert_eq!(
+            v["shown"],
+            V::Text("/tmp/x".into()),
+            "other types by Display"
+        );
+        assert_eq!(run.logs[0].fields["x"], "1.5");
     }
 
     #[test]

@@ -49,6 +49,6 @@ pub use component::{LoadError, TaskComponent};
 pub use data::{DependencyRef, JobData, MemoryJobData, NoJobData};
 pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig, check_map_count};
 pub use limits::{Limits, human_bytes, human_duration};
-pub use log::{DiscardLogs, LogRecord, LogSink, now_unix_nano};
+pub use log::{DiscardLogs, FieldValue, LogRecord, LogSink, now_unix_nano};
 pub use sandbox::Host;
 pub use tessera_api::{Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};

@@ -18,7 +18,7 @@ pub struct LogRecord {
     /// The message.
     pub message: String,
     /// Structured key/value fields, in the order written.
-    pub fields: Vec<(String, String)>,
+    pub fields: Vec<(String, FieldValue)>,
     /// The job of the task.
     pub job_id: Arc<str>,
     /// The task that wrote the line.
@@ -29,11 +29,70 @@ pub struct LogRecord {
 
 impl LogRecord {
     /// The value of field `key`, if the line has it.
-    pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+    pub fn value(&self, key: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of field `key` as text, if the line has it.
+    pub fn field(&self, key: &str) -> Option<String> {
+        self.value(key).map(ToString::to_string)
+    }
+}
+
+/// A log field's value as the guest typed it (`tessera:task@0.1.0` guests send text).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// Text.
+    Text(String),
+    /// A signed integer.
+    Signed(i64),
+    /// An unsigned integer.
+    Unsigned(u64),
+    /// A floating-point number.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl FieldValue {
+    /// As JSON: numbers and booleans typed, text a string (and so a float that JSON cannot
+    /// hold, NaN or an infinity).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::Text(t) => serde_json::Value::String(t.clone()),
+            FieldValue::Signed(n) => (*n).into(),
+            FieldValue::Unsigned(n) => (*n).into(),
+            FieldValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|| serde_json::Value::String(f.to_string())),
+            FieldValue::Bool(b) => (*b).into(),
+        }
+    }
+
+    /// Bytes it counts against the attempt's log budget.
+    fn size(&self) -> usize {
+        match self {
+            FieldValue::Text(t) => t.len(),
+            _ => 8,
+        }
+    }
+}
+
+impl std::fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldValue::Text(t) => f.write_str(t),
+            FieldValue::Signed(n) => write!(f, "{n}"),
+            FieldValue::Unsigned(n) => write!(f, "{n}"),
+            FieldValue::Float(x) => write!(f, "{x}"),
+            FieldValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl From<&str> for FieldValue {
+    fn from(text: &str) -> Self {
+        FieldValue::Text(text.to_string())
     }
 }
 
@@ -103,7 +162,7 @@ impl AttemptLog {
         &mut self,
         level: Level,
         mut message: String,
-        fields: Vec<(String, String)>,
+        fields: Vec<(String, FieldValue)>,
     ) {
         if self.truncated {
             return;
@@ -117,7 +176,11 @@ impl AttemptLog {
             message.truncate(cut);
             message.push_str(&format!(" … [{dropped} more bytes cut]"));
         }
-        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let size = message.len()
+            + fields
+                .iter()
+                .map(|(k, v)| k.len() + v.size())
+                .sum::<usize>();
         if self.used + size > self.budget {
             self.truncated = true;
             let marker = format!(
@@ -128,7 +191,7 @@ impl AttemptLog {
             self.send(
                 Level::Warn,
                 marker,
-                vec![("truncated".into(), "true".into())],
+                vec![("truncated".into(), FieldValue::Bool(true))],
             );
             return;
         }
@@ -136,7 +199,7 @@ impl AttemptLog {
         self.send(level, message, fields);
     }
 
-    fn send(&self, level: Level, message: String, fields: Vec<(String, String)>) {
+    fn send(&self, level: Level, message: String, fields: Vec<(String, FieldValue)>) {
         self.sink.emit(LogRecord {
             time_unix_nano: now_unix_nano(),
             level,
@@ -176,6 +239,27 @@ mod tests {
         assert!(lines[11].message.contains("log output truncated"));
         assert_eq!(lines[11].level, Level::Warn);
         assert!(log.truncated());
+    }
+
+    #[test]
+    fn typed_values_render_as_text_and_json() {
+        assert_eq!(FieldValue::Signed(-3).to_json(), serde_json::json!(-3));
+        assert_eq!(
+            FieldValue::Unsigned(u64::MAX).to_json(),
+            serde_json::json!(u64::MAX)
+        );
+        assert_eq!(FieldValue::Float(1.5).to_json(), serde_json::json!(1.5));
+        assert_eq!(
+            FieldValue::Float(f64::NAN).to_json(),
+            serde_json::json!("NaN")
+        );
+        assert_eq!(FieldValue::Bool(true).to_json(), serde_json::json!(true));
+        assert_eq!(
+            FieldValue::from("7").to_json(),
+            serde_json::json!("7"),
+            "text stays text"
+        );
+        assert_eq!(FieldValue::Float(2.0).to_string(), "2");
     }
 
     #[test]

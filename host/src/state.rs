@@ -14,7 +14,7 @@ use crate::bindings::v2::{
 };
 use crate::data::{DependencyRef, JobData};
 use crate::limits::{MemoryLimiter, human_bytes};
-use crate::log::AttemptLog;
+use crate::log::{AttemptLog, FieldValue};
 use tessera_api::limits;
 
 /// The data of one attempt's `Store`: created fresh for every attempt.
@@ -273,7 +273,20 @@ impl task::host::Host for TaskState {
         message: String,
         fields: Vec<Field>,
     ) -> wasmtime::Result<()> {
-        let fields = fields.into_iter().map(|f| (f.key, f.value)).collect();
+        use task::types::FieldValue as V;
+        let fields = fields
+            .into_iter()
+            .map(|f| {
+                let value = match f.value {
+                    V::Text(t) => FieldValue::Text(t),
+                    V::Signed(n) => FieldValue::Signed(n),
+                    V::Unsigned(n) => FieldValue::Unsigned(n),
+                    V::Float(x) => FieldValue::Float(x),
+                    V::Boolean(b) => FieldValue::Bool(b),
+                };
+                (f.key, value)
+            })
+            .collect();
         self.log
             .lock()
             .unwrap()
@@ -465,7 +478,11 @@ impl v1::tessera::task::host::Host for TaskState {
         message: String,
         fields: Vec<v1::tessera::task::types::Field>,
     ) -> wasmtime::Result<()> {
-        let fields = fields.into_iter().map(|f| (f.key, f.value)).collect();
+        // 0.1.0 fields are text, and stay text: no guessing numbers from it.
+        let fields = fields
+            .into_iter()
+            .map(|f| (f.key, FieldValue::Text(f.value)))
+            .collect();
         self.log
             .lock()
             .unwrap()

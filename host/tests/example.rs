@@ -63,8 +63,8 @@ async fn root_task_submits_count_sleep_subtasks() {
         .iter()
         .find(|l| l.message == "Submitting sleep subtasks")
         .expect("the root task logs its submission");
-    assert_eq!(submit.field("count"), Some("20"));
-    assert_eq!(submit.field("seconds"), Some("5"));
+    assert_eq!(submit.field("count").as_deref(), Some("20"));
+    assert_eq!(submit.field("seconds").as_deref(), Some("5"));
     assert_eq!(&*submit.job_id, "job-1");
     assert_eq!(done.progress.len(), 1);
     assert_eq!((done.progress[0].done, done.progress[0].total), (0, 20));
@@ -98,7 +98,7 @@ async fn sleep_task_logs_both_messages_and_sets_its_display() {
     let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
     assert_eq!(messages, ["Starting sleep task", "Finished sleep task"]);
     for line in &lines {
-        assert_eq!(line.field("index"), Some("7"));
+        assert_eq!(line.field("index").as_deref(), Some("7"));
         assert_eq!(&*line.task_id, "task-SleepTask");
         assert_eq!(line.level, tessera_host::Level::Info);
     }

@@ -174,9 +174,10 @@ async fn a_panic_reports_its_message() {
     assert!(f.message.contains("src/lib.rs"), "{f}");
     // The panic output also reaches the task's logs, from stderr.
     assert!(
-        logs.lines().iter().any(
-            |l| l.message.contains("tile 42 is corrupt") && l.field("stream") == Some("stderr")
-        )
+        logs.lines()
+            .iter()
+            .any(|l| l.message.contains("tile 42 is corrupt")
+                && l.field("stream").as_deref() == Some("stderr"))
     );
     fails_then_host_still_works(
         &host,
@@ -312,7 +313,11 @@ async fn a_log_flood_is_truncated_with_a_marker() {
         1
     );
     // Both the host log function and stdout counted against the budget.
-    assert!(lines.iter().any(|l| l.field("stream") == Some("stdout")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.field("stream").as_deref() == Some("stdout"))
+    );
     fails_then_host_still_works(&host, &component, "Trap", json!({}), &limits).await;
 }
 
@@ -386,16 +391,22 @@ async fn stdout_and_stderr_become_log_lines_and_errors_keep_their_code() {
             .find(|l| l.message == m)
             .unwrap_or_else(|| panic!("no line {m:?} in {lines:?}"))
     };
-    assert_eq!(find("hello from stdout").field("stream"), Some("stdout"));
-    assert_eq!(find("hello from stderr").field("stream"), Some("stderr"));
     assert_eq!(
-        find("no newline at the end").field("stream"),
+        find("hello from stdout").field("stream").as_deref(),
+        Some("stdout")
+    );
+    assert_eq!(
+        find("hello from stderr").field("stream").as_deref(),
+        Some("stderr")
+    );
+    assert_eq!(
+        find("no newline at the end").field("stream").as_deref(),
         Some("stdout")
     );
     let who = find("who am i");
-    assert_eq!(who.field("job"), Some("job"));
-    assert_eq!(who.field("task"), Some("task-Chatty"));
-    assert_eq!(who.field("attempt"), Some("3"));
+    assert_eq!(who.field("job").as_deref(), Some("job"));
+    assert_eq!(who.field("task").as_deref(), Some("task-Chatty"));
+    assert_eq!(who.field("attempt").as_deref(), Some("3"));
     assert!(lines.iter().all(|l| l.attempt == 3));
 }
 

@@ -22,37 +22,28 @@ pub struct Shipper {
     tx: mpsc::UnboundedSender<LogLine>,
 }
 
-/// Turns a field's text into JSON: numbers and booleans stay typed when they round-trip.
-// `Value == &str` compares strings only; here the number's own text must equal the field's.
-#[allow(clippy::cmp_owned)]
-fn field_value(text: &str) -> serde_json::Value {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))
-            if v.to_string() == text =>
-        {
-            v
-        }
-        _ => serde_json::Value::String(text.to_string()),
+/// A task's log line as the server takes it: its fields as JSON, typed as the guest typed them.
+fn line_of(runner_id: &str, r: LogRecord) -> LogLine {
+    let fields = r
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_json()))
+        .collect();
+    LogLine {
+        time_unix_nano: r.time_unix_nano,
+        level: r.level,
+        message: r.message,
+        task_id: r.task_id.to_string(),
+        job_id: r.job_id.to_string(),
+        runner_id: runner_id.to_string(),
+        attempt: r.attempt,
+        fields,
     }
 }
 
 impl LogSink for Shipper {
     fn emit(&self, r: LogRecord) {
-        let fields = r
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), field_value(v)))
-            .collect();
-        let _ = self.tx.send(LogLine {
-            time_unix_nano: r.time_unix_nano,
-            level: r.level,
-            message: r.message,
-            task_id: r.task_id.to_string(),
-            job_id: r.job_id.to_string(),
-            runner_id: self.runner_id.clone(),
-            attempt: r.attempt,
-            fields,
-        });
+        let _ = self.tx.send(line_of(&self.runner_id, r));
     }
 }
 
@@ -149,12 +140,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_keep_numbers_and_booleans() {
-        assert_eq!(field_value("7"), serde_json::json!(7));
-        assert_eq!(field_value("0.5"), serde_json::json!(0.5));
-        assert_eq!(field_value("true"), serde_json::json!(true));
-        assert_eq!(field_value("007"), serde_json::json!("007"));
-        assert_eq!(field_value("1e3"), serde_json::json!("1e3"));
-        assert_eq!(field_value("hello"), serde_json::json!("hello"));
+    fn fields_keep_the_types_the_guest_gave_them() {
+        use tessera_host::FieldValue as V;
+        let record = LogRecord {
+            time_unix_nano: 5,
+            level: tessera_api::Level::Info,
+            message: "m".into(),
+            fields: vec![
+                ("n".into(), V::Unsigned(7)),
+                ("x".into(), V::Float(0.5)),
+                ("ok".into(), V::Bool(true)),
+                ("text".into(), V::Text("7".into())),
+                ("nan".into(), V::Float(f64::NAN)),
+            ],
+            job_id: "j".into(),
+            task_id: "t".into(),
+            attempt: 2,
+        };
+        let line = line_of("r", record);
+        assert_eq!(
+            serde_json::Value::Object(line.fields),
+            serde_json::json!({"n": 7, "x": 0.5, "ok": true, "text": "7", "nan": "NaN"}),
+            "text that looks like a number stays text"
+        );
+        assert_eq!((line.runner_id.as_str(), line.attempt), ("r", 2));
     }
 }

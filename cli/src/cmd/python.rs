@@ -11,9 +11,7 @@ use tessera_host::{Host, HostConfig, Limits, human_bytes};
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 const SDK: &str = include_str!("../../../guest-sdk-python/tessera_guest/__init__.py");
-/// The contract the Python SDK is written against: `tessera:task@0.1.0` (outputs and the job
-/// cache of 0.2.0 are not in the Python SDK yet; the host serves both).
-const WIT: &str = include_str!("../../../host/wit-0.1.0/task.wit");
+const WIT: &str = include_str!("../../../guest-sdk/wit/task.wit");
 
 /// Options of `tessera build-python`.
 #[derive(Debug, clap::Args)]

@@ -410,7 +410,8 @@ impl Task for AfterHandles {
     }
 }
 
-/// A Rust root whose subtasks a Python component serves: `count` × `PyLeaf`.
+/// A Rust root whose subtasks a Python component serves: `count` × `PyLeaf`, then a
+/// `DataProbe` reading their outputs, whose output the root takes as its own.
 #[derive(Serialize, Deserialize)]
 pub struct RustToPython {
     /// How many Python subtasks.
@@ -420,6 +421,13 @@ pub struct RustToPython {
 impl Task for RustToPython {
     fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
         ctx.submit_subtasks((0..self.count).map(|index| Subtask::new(&PyLeaf { index })))?;
+        // A Rust step after every Python leaf reads their outputs; its output is the root's.
+        let probe = DataProbe {
+            how: "read".into(),
+            size: 0,
+        };
+        let last = ctx.submit_subtasks([Subtask::new(&probe).after_all()])?;
+        ctx.set_output_from(last[0])?;
         Ok(())
     }
 }

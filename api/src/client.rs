@@ -288,6 +288,13 @@ impl Client {
     }
 
     /// Requeues a job's failed and canceled tasks.
+    /// `DELETE /v1/jobs/{id}`: deletes a job that is over, with everything of it.
+    pub async fn delete_job(&self, job: &str) -> Result<Job, ClientError> {
+        let path = format!("/v1/jobs/{}", path_segment(job));
+        self.send(&path, |base| self.http.delete(format!("{base}{path}")))
+            .await
+    }
+
     pub async fn retry(&self, job: &str) -> Result<Job, ClientError> {
         self.post(
             &format!("/v1/jobs/{job}/retry"),

@@ -148,6 +148,22 @@ async fn word_count_on_five_runners_matches_a_count_made_here() {
     let runners: std::collections::BTreeSet<&str> =
         spans.iter().map(|s| s.runner_id.as_str()).collect();
     assert!(runners.len() > 1, "{runners:?}");
+
+    // Deleting the job takes its outputs and cache along.
+    let (status, said, err) = server.cli(&["jobs", "delete", &job]);
+    assert!(status.success(), "{err}");
+    assert!(
+        said.contains("22 tasks, their logs, spans, outputs and cache"),
+        "{said}"
+    );
+    let (status, _, err) = server.cli(&["jobs", "output", &job]);
+    assert!(!status.success());
+    assert!(err.contains("does not exist"), "{err}");
+    let e = client
+        .cache(&job, &CacheQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(404));
 }
 
 async fn cache_keys(client: &Client, job: &str) -> Vec<String> {

@@ -1,4 +1,4 @@
-//! `tessera jobs list|show|cancel|retry|output`.
+//! `tessera jobs list|show|cancel|retry|delete|output`.
 
 use std::process::ExitCode;
 
@@ -57,6 +57,14 @@ enum Action {
         /// The job id.
         id: String,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a job that is over, with its tasks, logs, spans, outputs and cache.
+    Delete {
+        /// The job id.
+        id: String,
+        /// Print JSON (the job as it was).
         #[arg(long)]
         json: bool,
     },
@@ -252,6 +260,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 job.id,
                 format::count(job.task_counts.canceled, "task"),
                 job.task_counts.running
+            );
+        }
+        Action::Delete { id, json } => {
+            let job = client.delete_job(&id).await?;
+            if json {
+                return format::json(&job).map(|_| ExitCode::SUCCESS);
+            }
+            println!(
+                "Deleted job {} ({}): {}, their logs, spans, outputs and cache",
+                job.id,
+                format::safe(&job.name),
+                format::count(job.task_counts.total(), "task")
             );
         }
         Action::Output { id, task, json } => {

@@ -1,4 +1,4 @@
-//! Job endpoints: submit, list, get, tasks, cancel, retry.
+//! Job endpoints: submit, list, get, tasks, cancel, retry, delete.
 
 use axum::Json;
 use axum::extract::State;
@@ -193,6 +193,22 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     let job = state.store.cancel(&id, now_unix_nano()).await?;
     // Nothing became claimable; watchers of the job should look.
+    state.wake.touched();
+    Ok(Json(job))
+}
+
+/// Deletes a job that is over (completed, failed or canceled, with no attempt still running)
+/// and everything of it: tasks, logs, spans, progress, outputs and cache. Answers the job as it
+/// was.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The job is not over, or attempts of it still run")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>, ApiError> {
+    let job = state.store.delete_job(&id).await?;
     state.wake.touched();
     Ok(Json(job))
 }

@@ -64,6 +64,7 @@ pub struct AppState {
         jobs::task,
         jobs::cancel,
         jobs::retry,
+        jobs::delete,
         jobs::unserved,
         runner::claim,
         runner::report,
@@ -324,7 +325,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
         .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))

@@ -428,6 +428,20 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
+    async fn delete_job(&self, job: &str) -> Result<Job, StoreError> {
+        let job = job.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                tx.lock_job(&job).await?;
+                let current = Self::load_job(&mut tx, &job).await?;
+                decide::delete(&current)?;
+                tx.delete_job(&job).await?;
+                Ok(current)
+            })
+        })
+        .await
+    }
+
     async fn retry(&self, job: &str, _now: u64) -> Result<Job, StoreError> {
         let job = job.to_string();
         self.run(move |me| async move {

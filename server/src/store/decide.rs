@@ -900,6 +900,27 @@ pub(crate) fn cancel(job: &Job) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether a job may be deleted: it is over, and no attempt of it still runs.
+pub(crate) fn delete(job: &Job) -> Result<(), StoreError> {
+    if !job.state.is_finished() {
+        return Err(StoreError::Conflict(format!(
+            "job {id} is {state}: cancel it first (tessera jobs cancel {id}), then delete it \
+             once its running attempts have stopped",
+            id = job.id,
+            state = job.state
+        )));
+    }
+    let running = job.task_counts.running;
+    if running > 0 {
+        return Err(StoreError::Conflict(format!(
+            "job {} is {} but {running} of its attempts still run; delete it once they stop \
+             (a canceled attempt stops at its next lease extension)",
+            job.id, job.state
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a job may be retried.
 pub(crate) fn retry(job: &Job) -> Result<(), StoreError> {
     if job.task_counts.failed == 0 && job.task_counts.canceled == 0 && !job.canceled {
@@ -1979,6 +2000,33 @@ mod tests {
                 (false, false, 0)
             ]
         );
+    }
+
+    #[test]
+    fn only_a_job_that_is_over_with_nothing_running_may_be_deleted() {
+        let mut job = Job {
+            id: "j".into(),
+            name: "n".into(),
+            cluster: "default".into(),
+            state: JobState::Running,
+            canceled: false,
+            task_counts: TaskCounts::default(),
+            progress: vec![],
+            submitted_at: 0,
+            started_at: None,
+            finished_at: None,
+            task_time_ns: 0,
+        };
+        let e = delete(&job).unwrap_err().to_string();
+        assert!(e.contains("cancel it first (tessera jobs cancel j)"), "{e}");
+        job.state = JobState::Canceled;
+        job.task_counts.running = 2;
+        let e = delete(&job).unwrap_err().to_string();
+        assert!(e.contains("2 of its attempts still run"), "{e}");
+        job.task_counts.running = 0;
+        assert!(delete(&job).is_ok());
+        job.state = JobState::Completed;
+        assert!(delete(&job).is_ok());
     }
 
     #[test]

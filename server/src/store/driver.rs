@@ -142,6 +142,9 @@ pub trait Tx: Send + Sized {
     async fn fail_jobs(&mut self, ids: &[String]) -> Result<(), StoreError>;
     /// Marks jobs completed at `now`.
     async fn complete_jobs(&mut self, ids: &[String], now: u64) -> Result<(), StoreError>;
+    /// Deletes a job and everything of it: tasks, dependency edges, progress, log lines,
+    /// spans, outputs and cache entries.
+    async fn delete_job(&mut self, id: &str) -> Result<(), StoreError>;
     /// Cancels a job's queued tasks, recording `why` as their error; returns how many.
     async fn cancel_queued(&mut self, job: &str, now: u64, why: &str) -> Result<u64, StoreError>;
     /// Queues a job's tasks in state `from` again with fresh retries and no error; returns how

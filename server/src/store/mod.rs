@@ -142,6 +142,9 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, id: &str) -> Result<Task, StoreError>;
     /// Cancels a job: its queued tasks are canceled, its running ones learn it on extension.
     async fn cancel(&self, job: &str, now: u64) -> Result<Job, StoreError>;
+    /// Deletes a job that is over (nothing of it running) with everything of it: tasks, logs,
+    /// spans, progress, outputs, cache. Returns the job as it was.
+    async fn delete_job(&self, job: &str) -> Result<Job, StoreError>;
     /// Requeues a job's failed and canceled tasks with fresh retries.
     async fn retry(&self, job: &str, now: u64) -> Result<Job, StoreError>;
     /// Hands out up to `max` eligible tasks under fresh leases (never waits).

@@ -366,3 +366,53 @@ pub async fn cache_keys_page_in_byte_order_by_prefix(s: Arc<dyn Store>) {
         .unwrap_err();
     assert!(matches!(e, StoreError::Invalid(_)), "{e}");
 }
+
+/// Deleting a job takes everything of it along — tasks, logs, spans, outputs, cache — and
+/// touches no other job; a job that is not over, or still has attempts running, stays.
+pub async fn a_deleted_job_takes_its_outputs_and_cache_with_it(s: Arc<dyn Store>) {
+    let s = &*s;
+    let (job_id, _root, leaves) = fanned_out(s, 2, 0).await;
+    let e = s.delete_job(&job_id).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("cancel it first")),
+        "{e}"
+    );
+    let r = computed_with(vec![], Some(b"1"), None, vec![put("k", b"v")]);
+    assert!(report(s, &leaves[0], r, T0 + 3).await);
+    s.cancel(&job_id, T0 + 4).await.unwrap();
+    let e = s.delete_job(&job_id).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("1 of its attempts still run")),
+        "{e}"
+    );
+    assert!(report(s, &leaves[1], Report::Canceled, T0 + 5).await);
+
+    // Another job with the same cache key and an output of its own.
+    let (other, _, other_leaves) = fanned_out(s, 1, 0).await;
+    let r = computed_with(vec![], Some(b"2"), None, vec![put("k", b"mine")]);
+    assert!(report(s, &other_leaves[0], r, T0 + 6).await);
+
+    let gone = s.delete_job(&job_id).await.unwrap();
+    assert_eq!(
+        (gone.id.as_str(), gone.state),
+        (job_id.as_str(), JobState::Canceled)
+    );
+    for e in [
+        s.job(&job_id).await.unwrap_err(),
+        s.output(&job_id, None).await.unwrap_err(),
+        s.cache_get(&job_id, "k").await.unwrap_err(),
+        s.task(&leaves[0].task_id).await.unwrap_err(),
+        s.delete_job(&job_id).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    }
+    assert!(s.dependencies(&leaves[0].task_id).await.is_err());
+    assert_eq!(s.cache_get(&other, "k").await.unwrap(), b"mine");
+    let kept = s
+        .output(&other, Some(&other_leaves[0].task_id))
+        .await
+        .unwrap();
+    assert_eq!(kept.value.as_deref(), Some(&b"2"[..]));
+    let listed = s.jobs(&JobFilter::default()).await.unwrap().jobs;
+    assert!(listed.iter().all(|j| j.id != job_id));
+}

@@ -290,6 +290,7 @@ macro_rules! suite {
                 cache_writes_commit_with_success_only,
                 batch_last_write_wins_and_deletes,
                 cache_keys_page_in_byte_order_by_prefix,
+                a_deleted_job_takes_its_outputs_and_cache_with_it,
             }
             spans {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,

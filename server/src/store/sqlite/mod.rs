@@ -838,6 +838,23 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn delete_job(&mut self, id: &str) -> Result<(), StoreError> {
+        // Children before parents: outputs and edges name the job's tasks.
+        for sql in [
+            "DELETE FROM outputs WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?1)",
+            "DELETE FROM task_deps WHERE depends_on IN (SELECT id FROM tasks WHERE job_id = ?1)",
+            "DELETE FROM cache_entries WHERE job_id = ?1",
+            "DELETE FROM logs WHERE job_id = ?1",
+            "DELETE FROM spans WHERE job_id = ?1",
+            "DELETE FROM progress WHERE job_id = ?1",
+            "DELETE FROM tasks WHERE job_id = ?1",
+            "DELETE FROM jobs WHERE id = ?1",
+        ] {
+            self.conn.prepare_cached(sql)?.execute([id])?;
+        }
+        Ok(())
+    }
+
     async fn cancel_queued(&mut self, job: &str, now: u64, why: &str) -> Result<u64, StoreError> {
         let n = self
             .conn

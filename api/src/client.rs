@@ -433,22 +433,23 @@ impl Client {
         self.get(&path, query).await
     }
 
-    /// A job's cache value under `key`, refused past `max_bytes`; `None` if there is none.
+    /// A job's cache value under `key` (the latest, or as of cache version `as_of`), refused
+    /// past `max_bytes`; `None` if there is none.
     pub async fn cache_value(
         &self,
         job: &str,
         key: &str,
         max_bytes: u64,
+        as_of: Option<u64>,
     ) -> Result<Option<Vec<u8>>, ClientError> {
         let path = format!("/v1/jobs/{}/cache/value", path_segment(job));
+        let version = as_of.map(|v| v.to_string());
+        let mut query = vec![("key", key)];
+        if let Some(v) = &version {
+            query.push(("as_of", v));
+        }
         match self
-            .bytes(
-                &path,
-                &[("key", key)],
-                max_bytes,
-                Duration::from_secs(60),
-                "value",
-            )
+            .bytes(&path, &query, max_bytes, Duration::from_secs(60), "value")
             .await
         {
             Ok((bytes, _)) => Ok(bytes),

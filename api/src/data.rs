@@ -126,6 +126,18 @@ pub struct CacheQuery {
         param(max_length = 512, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")
     )]
     pub after: Option<String>,
+    /// The keys as an attempt claimed at this cache version sees them (its claim's
+    /// `cache_seq`); the latest by default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_i64)
+    )]
+    pub as_of: Option<u64>,
     /// At most this many keys (default and most: 1,000).
     #[serde(
         default,
@@ -152,6 +164,17 @@ pub struct CacheKey {
         )
     )]
     pub key: String,
+    /// The value as an attempt claimed at this cache version sees it; the latest by default.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        param(minimum = 0, maximum = 9223372036854775807_i64)
+    )]
+    pub as_of: Option<u64>,
 }
 
 /// Query of `GET /v1/jobs/{id}/output`.

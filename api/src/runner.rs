@@ -92,6 +92,10 @@ pub struct ClaimedTask {
     /// The deployed component to run it with (its digest), for a fleet runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// The job's cache version when the task was claimed: the attempt reads the cache as of
+    /// it (`as_of`), so it sees what committed before it started plus its own writes.
+    #[serde(default)]
+    pub cache_seq: u64,
 }
 
 /// Tasks handed out.

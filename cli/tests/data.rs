@@ -228,7 +228,10 @@ async fn a_failed_attempts_cache_writes_never_show() {
         cache_keys(&client, &job).await.is_empty(),
         "attempt 1's write shows"
     );
-    let e = client.cache_value(&job, "doomed", 1 << 20).await.unwrap();
+    let e = client
+        .cache_value(&job, "doomed", 1 << 20, None)
+        .await
+        .unwrap();
     assert_eq!(e, None);
     let e = client.output(&job, None, 1 << 20).await.unwrap_err();
     assert_eq!(e.status(), Some(409), "{e}");
@@ -287,7 +290,10 @@ async fn a_killed_runners_cache_writes_never_show() {
     assert!(status.success(), "{err}");
     let done = finished(&client, &job, Duration::from_secs(30)).await;
     assert_eq!(done.state, JobState::Completed);
-    let value = client.cache_value(&job, "sleeper", 1 << 20).await.unwrap();
+    let value = client
+        .cache_value(&job, "sleeper", 1 << 20, None)
+        .await
+        .unwrap();
     assert_eq!(
         value.as_deref(),
         Some(&b"2"[..]),

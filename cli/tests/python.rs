@@ -292,7 +292,7 @@ async fn python_failures_say_what_failed() {
         [json!({"leaf": 0}), json!({"leaf": 1}), json!({"leaf": 2})]
     );
     let squared = c
-        .cache_value(&mixed, "py/2", 1 << 20)
+        .cache_value(&mixed, "py/2", 1 << 20, None)
         .await
         .unwrap()
         .unwrap();

@@ -467,7 +467,7 @@ class Context:
 class Cache:
     """The job cache: keys (1 to 512 characters, no control characters) to values (at most
     1 MiB), shared by every task of the job. Writes are kept only if the attempt succeeds;
-    reads see what has committed plus this attempt's own writes."""
+    reads see what committed before the attempt started, plus its own writes."""
 
     def put(self, key: str, value: Any) -> None:
         """Stores ``value`` as JSON under ``key``."""

@@ -258,9 +258,9 @@ impl Progress {
     }
 }
 
-/// The job cache: keys (1 to 512 characters of text) to values (at most 1 MiB), shared by every task
-/// of the job. Writes are kept only if the attempt succeeds; reads see what has committed plus
-/// this attempt's own writes.
+/// The job cache: keys (1 to 512 characters of text) to values (at most 1 MiB), shared by every
+/// task of the job. Writes are kept only if the attempt succeeds; reads see what committed
+/// before the attempt started, plus its own writes.
 pub struct Cache {
     backend: Backend,
 }

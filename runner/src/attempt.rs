@@ -27,8 +27,8 @@ pub struct Shared {
     pub components: Vec<Arc<TaskComponent>>,
     pub fleet: Option<crate::fleet::Fleet>,
     pub limits: Limits,
-    /// Where attempts read dependencies' outputs and the job cache.
-    pub data: Arc<dyn tessera_host::JobData>,
+    /// The server attempts read dependencies' outputs and the job cache from.
+    pub client: tessera_api::Client,
     pub sink: Arc<dyn LogSink>,
     pub in_flight: InFlight,
     pub done: mpsc::UnboundedSender<Finished>,
@@ -143,7 +143,11 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
                     spec,
                     &shared.limits,
                     shared.sink.clone(),
-                    shared.data.clone(),
+                    Arc::new(crate::data::ServerData::new(
+                        shared.client.clone(),
+                        shared.limits.value_bytes as u64,
+                        task.cache_seq,
+                    )),
                 )
                 .await
         };

@@ -5,17 +5,24 @@ use async_trait::async_trait;
 use tessera_api::{CacheQuery, Client, ClientError};
 use tessera_host::{DependencyRef, JobData};
 
-/// Reads job data over the server's API.
+/// Reads one attempt's job data over the server's API.
 pub struct ServerData {
     client: Client,
     /// Largest value or output taken, in bytes.
     max_value: u64,
+    /// The job's cache version when the task was claimed: cache reads are as of it.
+    as_of: u64,
 }
 
 impl ServerData {
-    /// Reads through `client`, refusing values larger than `max_value` bytes.
-    pub fn new(client: Client, max_value: u64) -> Self {
-        ServerData { client, max_value }
+    /// Reads through `client` as of cache version `as_of`, refusing values larger than
+    /// `max_value` bytes.
+    pub fn new(client: Client, max_value: u64, as_of: u64) -> Self {
+        ServerData {
+            client,
+            max_value,
+            as_of,
+        }
     }
 }
 
@@ -48,7 +55,7 @@ impl JobData for ServerData {
 
     async fn cache_get(&self, job: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.client
-            .cache_value(job, key, self.max_value)
+            .cache_value(job, key, self.max_value, Some(self.as_of))
             .await
             .map_err(why)
     }
@@ -64,6 +71,7 @@ impl JobData for ServerData {
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
             after: after.map(str::to_string),
             limit: Some(limit),
+            as_of: Some(self.as_of),
         };
         let page = self.client.cache(job, &query).await.map_err(why)?;
         Ok(page.entries.into_iter().map(|e| e.key).collect())

@@ -439,6 +439,7 @@ mod tests {
             lease: 7,
             lease_ms: 30_000,
             component: None,
+            cache_seq: 0,
         }
     }
 

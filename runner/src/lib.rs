@@ -213,10 +213,7 @@ pub async fn run(
         host,
         components,
         fleet,
-        data: Arc::new(data::ServerData::new(
-            client.clone(),
-            limits.value_bytes as u64,
-        )),
+        client: client.clone(),
         limits,
         sink: Arc::new(shipper),
         in_flight: in_flight.clone(),

@@ -237,7 +237,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
          ALTER TABLE tasks DROP COLUMN component; ALTER TABLE spans DROP COLUMN component; \
          ALTER TABLE runners DROP COLUMN deployed; ALTER TABLE runners DROP COLUMN host; \
          ALTER TABLE runners DROP COLUMN concurrency; \
-         DROP TABLE outputs; DROP TABLE cache_entries;",
+         DROP TABLE outputs; DROP TABLE cache_entries; ALTER TABLE jobs DROP COLUMN cache_seq;",
     )
     .unwrap();
     conn.pragma_update(None, "user_version", 3).unwrap();

@@ -134,6 +134,7 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
                     prefix: (!prefix.is_empty()).then(|| prefix.clone()),
                     after: after.take(),
                     limit: None,
+                    as_of: None,
                 };
                 let page = client.cache(&args.job, &query).await?;
                 entries.extend(page.entries);
@@ -169,7 +170,7 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
             format::table(&["KEY", "SIZE"], &rows);
         }
         CacheAction::Get { key, json } => {
-            let found = client.cache_value(&args.job, &key, MAX_READ).await?;
+            let found = client.cache_value(&args.job, &key, MAX_READ, None).await?;
             if json {
                 format::json(&value(None, Some(&key), found.as_deref()))?;
                 return Ok(ExitCode::SUCCESS);

@@ -97,5 +97,8 @@ pub async fn cache_value(
     ApiQuery(query): ApiQuery<CacheKey>,
 ) -> Result<Response, ApiError> {
     tessera_api::limits::check_cache_key(&query.key).map_err(ApiError::bad_request)?;
-    Ok(octets(state.store.cache_get(&job, &query.key).await?, None))
+    Ok(octets(
+        state.store.cache_get(&job, &query.key, query.as_of).await?,
+        None,
+    ))
 }

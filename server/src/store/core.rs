@@ -213,13 +213,27 @@ impl<D: Driver> Core<D> {
             tx.insert_logs(&plan.logs).await?;
             tx.add_progress(&plan.progress).await?;
             tx.put_outputs(&plan.outputs).await?;
-            tx.write_cache(&plan.cache).await?;
+            if !plan.cache.is_empty() {
+                // One new cache version per job this batch writes to.
+                let mut jobs: Vec<&str> = plan.cache.iter().map(|w| w.job_id.as_str()).collect();
+                jobs.dedup();
+                jobs.sort_unstable();
+                jobs.dedup();
+                let seqs = tx.next_cache_seqs(&jobs).await?;
+                let mut writes = std::mem::take(&mut plan.cache);
+                for w in &mut writes {
+                    w.seq = seqs.get(&w.job_id).copied().unwrap_or(1);
+                }
+                tx.write_cache(&writes).await?;
+            }
             let mut frontier = plan.completed.clone();
             while !frontier.is_empty() {
                 let completed = tx.set_completed(&frontier).await?;
                 tx.release_dependents(&frontier).await?;
                 let (jobs, parents) = decide::upwards(&completed);
                 tx.complete_jobs(&jobs, now).await?;
+                // No attempt of a completed job reads old cache versions any more.
+                tx.compact_cache(&jobs).await?;
                 let parents = if parents.is_empty() {
                     Vec::new()
                 } else {
@@ -317,6 +331,7 @@ impl<D: Driver> Core<D> {
                 lease: r.lease,
                 lease_ms,
                 component: r.component,
+                cache_seq: r.cache_seq,
             })
             .collect())
     }
@@ -882,15 +897,23 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn cache_get(&self, job: &str, key: &str) -> Result<Vec<u8>, StoreError> {
+    async fn cache_get(
+        &self,
+        job: &str,
+        key: &str,
+        as_of: Option<u64>,
+    ) -> Result<Vec<u8>, StoreError> {
         let (job, key) = (job.to_string(), key.to_string());
+        let as_of = as_of.unwrap_or(i64::MAX as u64);
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
                 Self::load_job(&mut tx, &job).await?;
-                tx.cache_get(&job, &key).await?.ok_or(StoreError::NotFound {
-                    what: "cache key",
-                    id: tessera_api::limits::elide(&key, 128),
-                })
+                tx.cache_get(&job, &key, as_of)
+                    .await?
+                    .ok_or(StoreError::NotFound {
+                        what: "cache key",
+                        id: tessera_api::limits::elide(&key, 128),
+                    })
             })
         })
         .await
@@ -914,8 +937,9 @@ impl<D: Driver> Store for Core<D> {
             transact!(me, Mode::Read, |tx| {
                 Self::load_job(&mut tx, &job).await?;
                 let prefix = query.prefix.as_deref().unwrap_or("");
+                let as_of = query.as_of.unwrap_or(i64::MAX as u64);
                 let mut keys = tx
-                    .cache_keys(&job, prefix, query.after.as_deref(), limit + 1)
+                    .cache_keys(&job, prefix, query.after.as_deref(), limit + 1, as_of)
                     .await?;
                 let more = keys.len() > limit as usize;
                 keys.truncate(limit as usize);

@@ -409,7 +409,12 @@ pub(crate) fn reports(
     tally(&mut plan, &rows);
     plan.cache = cache
         .into_iter()
-        .map(|((job_id, key), value)| CacheSet { job_id, key, value })
+        .map(|((job_id, key), value)| CacheSet {
+            job_id,
+            key,
+            value,
+            seq: 0,
+        })
         .collect();
     plan.progress = progress
         .into_iter()

@@ -188,22 +188,34 @@ pub trait Tx: Send + Sized {
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
     /// Keeps computed tasks' outputs.
     async fn put_outputs(&mut self, outputs: &[PutOutput]) -> Result<(), StoreError>;
-    /// Applies job-cache writes and deletes (at most one per job and key).
+    /// Takes the next cache version of each named job (in id order), returning it per job.
+    async fn next_cache_seqs(&mut self, jobs: &[&str]) -> Result<HashMap<String, u64>, StoreError>;
+    /// Inserts job-cache versions: values, and deletes as `NULL` (at most one per job and key).
     async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError>;
+    /// Drops every cache version of the named jobs but the latest of each key, and the keys
+    /// whose latest version is a delete.
+    async fn compact_cache(&mut self, jobs: &[String]) -> Result<(), StoreError>;
     /// A task's output row, if it has one: its value, or the subtask it takes its output from.
     async fn output(&mut self, task: &str) -> Result<Option<PutOutput>, StoreError>;
     /// The tasks a task depends on, in the order it lists them.
     async fn dependencies(&mut self, task: &str) -> Result<Vec<DependencyRow>, StoreError>;
-    /// A job-cache value.
-    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// A job's cache keys beginning with `prefix` and after `after`, in byte order, with their
-    /// values' sizes; at most `limit`.
+    /// A job-cache value as of version `as_of`: the latest version at or below it, unless
+    /// that is a delete.
+    async fn cache_get(
+        &mut self,
+        job: &str,
+        key: &str,
+        as_of: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A job's cache keys as of version `as_of`, beginning with `prefix` and after `after`, in
+    /// byte order, with their values' sizes; at most `limit`.
     async fn cache_keys(
         &mut self,
         job: &str,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        as_of: u64,
     ) -> Result<Vec<(String, u64)>, StoreError>;
     /// Inserts log lines (their `job_id` filled in).
     async fn insert_logs(&mut self, lines: &[LogLine]) -> Result<(), StoreError>;
@@ -313,12 +325,14 @@ pub struct PutOutput {
     pub source: Option<String>,
 }
 
-/// A job-cache write to apply: a value to set, or `None` to delete the key.
+/// A job-cache write to apply: a value to set, or `None` to delete the key, as the version
+/// `seq` of the key (the core fills it in from [`Tx::next_cache_seqs`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheSet {
     pub job_id: String,
     pub key: String,
     pub value: Option<Vec<u8>>,
+    pub seq: u64,
 }
 
 /// A task's dependency as the store finds it, in the order the task lists it.
@@ -410,6 +424,8 @@ pub struct ClaimedRow {
     pub lease: u64,
     /// Its pinned component.
     pub component: Option<String>,
+    /// The job's cache version when it was claimed: what the attempt reads.
+    pub cache_seq: u64,
 }
 
 /// Which components to read.

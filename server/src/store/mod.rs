@@ -219,8 +219,14 @@ pub trait Store: Send + Sync + 'static {
     async fn output(&self, job: &str, task: Option<&str>) -> Result<TaskOutput, StoreError>;
     /// The tasks a task depends on, with their positions among their parent's subtasks.
     async fn dependencies(&self, task: &str) -> Result<tessera_api::DependencyList, StoreError>;
-    /// A job's cache value under `key`.
-    async fn cache_get(&self, job: &str, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// A job's cache value under `key`: the latest, or as of cache version `as_of` (what an
+    /// attempt claimed at that version reads).
+    async fn cache_get(
+        &self,
+        job: &str,
+        key: &str,
+        as_of: Option<u64>,
+    ) -> Result<Vec<u8>, StoreError>;
     /// A page of a job's cache keys in byte order.
     async fn cache(
         &self,

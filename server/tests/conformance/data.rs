@@ -250,8 +250,8 @@ pub async fn batch_last_write_wins_and_deletes(s: Arc<dyn Store>) {
         ),
     ];
     assert_eq!(report_batch(s, &batch, T0 + 3).await, [true, true]);
-    assert_eq!(s.cache_get(&job_id, "k").await.unwrap(), b"second");
-    let e = s.cache_get(&job_id, "gone").await.unwrap_err();
+    assert_eq!(s.cache_get(&job_id, "k", None).await.unwrap(), b"second");
+    let e = s.cache_get(&job_id, "gone", None).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -265,9 +265,9 @@ pub async fn batch_last_write_wins_and_deletes(s: Arc<dyn Store>) {
     // A later attempt overwrites and deletes what earlier ones committed.
     let r = computed_with(vec![], None, None, vec![put("k", b"third"), delete("k2")]);
     assert!(report(s, &leaves[2], r, T0 + 4).await);
-    assert_eq!(s.cache_get(&job_id, "k").await.unwrap(), b"third");
+    assert_eq!(s.cache_get(&job_id, "k", None).await.unwrap(), b"third");
     let other = s.submit(&job("other", "Root", 0), T0 + 5).await.unwrap();
-    let e = s.cache_get(&other.id, "k").await.unwrap_err();
+    let e = s.cache_get(&other.id, "k", None).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -278,8 +278,102 @@ pub async fn batch_last_write_wins_and_deletes(s: Arc<dyn Store>) {
         ),
         "{e}"
     );
-    let e = s.cache_get("no-such-job", "k").await.unwrap_err();
+    let e = s.cache_get("no-such-job", "k", None).await.unwrap_err();
     assert!(matches!(e, StoreError::NotFound { what: "job", .. }), "{e}");
+}
+
+/// An attempt reads the cache as of its claim: what committed before it started, never a
+/// later commit (its own writes the host lays over); the latest is for everyone else. When
+/// the job completes, only the latest versions stay.
+pub async fn an_attempt_reads_the_cache_as_of_its_claim(s: Arc<dyn Store>) {
+    let s = &*s;
+    let j = s.submit(&job("snapshots", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await.remove(0);
+    assert_eq!(root.cache_seq, 0, "nothing written yet");
+    let subs = (0..4).map(|_| sub("Leaf", vec![])).collect();
+    assert!(
+        report(
+            s,
+            &root,
+            computed_with(subs, None, None, vec![put("k", b"0")]),
+            T0 + 1
+        )
+        .await
+    );
+    let mut leaves = claim(s, 2, T0 + 2).await;
+    assert!(
+        leaves.iter().all(|t| t.cache_seq == 1),
+        "the root's write committed first"
+    );
+    let (a, b) = (leaves.remove(0), leaves.remove(0));
+    // a commits new versions; b, claimed before, still reads the old ones.
+    let writes = vec![put("k", b"1"), put("new", b"n"), delete("gone-later")];
+    assert!(report(s, &a, computed_with(vec![], None, None, writes), T0 + 3).await);
+    assert_eq!(
+        s.cache_get(&j.id, "k", Some(b.cache_seq)).await.unwrap(),
+        b"0"
+    );
+    let e = s
+        .cache_get(&j.id, "new", Some(b.cache_seq))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    assert_eq!(
+        s.cache_get(&j.id, "k", None).await.unwrap(),
+        b"1",
+        "the latest"
+    );
+    let as_of = |v: u64| CacheQuery {
+        as_of: Some(v),
+        ..CacheQuery::default()
+    };
+    let old = s.cache(&j.id, &as_of(b.cache_seq)).await.unwrap();
+    assert_eq!(
+        old.entries
+            .iter()
+            .map(|e| e.key.as_str())
+            .collect::<Vec<_>>(),
+        ["k"]
+    );
+    assert_eq!(keys(s, &j.id, None).await, ["k", "new"]);
+    // A later claim sees a's commit; a delete hides a key from then on.
+    let c = claim(s, 1, T0 + 4).await.remove(0);
+    assert_eq!(c.cache_seq, 2);
+    assert_eq!(
+        s.cache_get(&j.id, "new", Some(c.cache_seq)).await.unwrap(),
+        b"n"
+    );
+    assert!(
+        report(
+            s,
+            &b,
+            computed_with(vec![], None, None, vec![delete("new")]),
+            T0 + 5
+        )
+        .await
+    );
+    assert_eq!(
+        s.cache_get(&j.id, "new", Some(c.cache_seq)).await.unwrap(),
+        b"n"
+    );
+    assert!(
+        s.cache_get(&j.id, "new", None).await.is_err(),
+        "deleted at version 3"
+    );
+    assert_eq!(keys(s, &j.id, None).await, ["k"]);
+    // The job completes: old versions go, the latest stay.
+    assert!(report(s, &c, computed(vec![]), T0 + 6).await);
+    let d = claim(s, 1, T0 + 7).await.remove(0);
+    assert_eq!(d.cache_seq, 3);
+    assert!(report(s, &d, computed(vec![]), T0 + 8).await);
+    assert_eq!(s.job(&j.id).await.unwrap().state, JobState::Completed);
+    assert_eq!(s.cache_get(&j.id, "k", None).await.unwrap(), b"1");
+    let e = s.cache_get(&j.id, "k", Some(1)).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotFound { .. }),
+        "version 1 of k was compacted: {e}"
+    );
+    assert_eq!(keys(s, &j.id, None).await, ["k"]);
 }
 
 /// Keys list in byte order, by prefix, a page at a time, with their sizes.
@@ -325,6 +419,7 @@ pub async fn cache_keys_page_in_byte_order_by_prefix(s: Arc<dyn Store>) {
                     prefix: Some("a/".into()),
                     after: after.take(),
                     limit: Some(2),
+                    as_of: None,
                 },
             )
             .await
@@ -349,6 +444,7 @@ pub async fn cache_keys_page_in_byte_order_by_prefix(s: Arc<dyn Store>) {
                 prefix: Some("a/".into()),
                 after: Some("A".into()),
                 limit: None,
+                as_of: None,
             },
         )
         .await
@@ -400,14 +496,14 @@ pub async fn a_deleted_job_takes_its_outputs_and_cache_with_it(s: Arc<dyn Store>
     for e in [
         s.job(&job_id).await.unwrap_err(),
         s.output(&job_id, None).await.unwrap_err(),
-        s.cache_get(&job_id, "k").await.unwrap_err(),
+        s.cache_get(&job_id, "k", None).await.unwrap_err(),
         s.task(&leaves[0].task_id).await.unwrap_err(),
         s.delete_job(&job_id).await.unwrap_err(),
     ] {
         assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
     }
     assert!(s.dependencies(&leaves[0].task_id).await.is_err());
-    assert_eq!(s.cache_get(&other, "k").await.unwrap(), b"mine");
+    assert_eq!(s.cache_get(&other, "k", None).await.unwrap(), b"mine");
     let kept = s
         .output(&other, Some(&other_leaves[0].task_id))
         .await

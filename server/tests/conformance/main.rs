@@ -290,6 +290,7 @@ macro_rules! suite {
                 cache_writes_commit_with_success_only,
                 batch_last_write_wins_and_deletes,
                 cache_keys_page_in_byte_order_by_prefix,
+                an_attempt_reads_the_cache_as_of_its_claim,
                 a_deleted_job_takes_its_outputs_and_cache_with_it,
             }
             spans {

@@ -297,6 +297,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
         lease: 1,
         lease_ms: 10_000,
         component: None,
+        cache_seq: 0,
     };
     let failed = |reason: &str| Report::Failed {
         permanent: false,

@@ -1077,14 +1077,15 @@ impl Tx for PgTx {
         let (names, majors, minors) = identifier_arrays(claim.identifiers);
         // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
         let sql = format!(
-            "WITH picked AS (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+            "WITH picked AS (SELECT t.id, j.cache_seq FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.state = 'queued' AND t.cluster = $1 AND t.pending_deps = 0 AND t.not_before <= $2 \
              AND NOT j.canceled AND NOT j.failed AND {} \
              ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
              UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
              lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
-             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component",
+             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component, \
+             picked.cache_seq",
             serves_match(claim.deployed, 6)
         );
         let mut picked = self
@@ -1126,6 +1127,7 @@ impl Tx for PgTx {
                 attempt: r.get::<_, i64>(6) as u32,
                 lease: u(r.get(7)),
                 component: r.get(11),
+                cache_seq: u(r.get(12)),
             })
             .collect();
         let ids: Vec<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
@@ -1274,34 +1276,51 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn next_cache_seqs(&mut self, jobs: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        let mut seqs = HashMap::with_capacity(jobs.len());
+        // One at a time, in the caller's (id) order: row locks taken in one order never deadlock.
+        for job in jobs {
+            let rows = self
+                .rows(
+                    "UPDATE jobs SET cache_seq = cache_seq + 1 WHERE id = $1 RETURNING cache_seq",
+                    &[job],
+                )
+                .await?;
+            if let Some(r) = rows.first() {
+                seqs.insert(job.to_string(), u(r.get(0)));
+            }
+        }
+        Ok(seqs)
+    }
+
     async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError> {
-        let (puts, deletes): (Vec<&CacheSet>, Vec<&CacheSet>) =
-            writes.iter().partition(|w| w.value.is_some());
-        if !puts.is_empty() {
-            let jobs: Vec<&str> = puts.iter().map(|w| w.job_id.as_str()).collect();
-            let keys: Vec<&str> = puts.iter().map(|w| w.key.as_str()).collect();
-            let values: Vec<&[u8]> = puts
-                .iter()
-                .map(|w| w.value.as_deref().unwrap_or_default())
-                .collect();
-            self.exec(
-                "INSERT INTO cache_entries (job_id, key, value) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) \
-                 ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
-                &[&jobs, &keys, &values],
-            )
-            .await?;
+        if writes.is_empty() {
+            return Ok(());
         }
-        if !deletes.is_empty() {
-            let jobs: Vec<&str> = deletes.iter().map(|w| w.job_id.as_str()).collect();
-            let keys: Vec<&str> = deletes.iter().map(|w| w.key.as_str()).collect();
-            self.exec(
-                "DELETE FROM cache_entries c USING UNNEST($1::text[], $2::text[]) AS d(job_id, key) \
-                 WHERE c.job_id = d.job_id AND c.key = d.key",
-                &[&jobs, &keys],
-            )
-            .await?;
+        let jobs: Vec<&str> = writes.iter().map(|w| w.job_id.as_str()).collect();
+        let keys: Vec<&str> = writes.iter().map(|w| w.key.as_str()).collect();
+        let seqs: Vec<i64> = writes.iter().map(|w| i(w.seq)).collect();
+        let values: Vec<Option<&[u8]>> = writes.iter().map(|w| w.value.as_deref()).collect();
+        self.exec(
+            "INSERT INTO cache_entries (job_id, key, seq, value) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bytea[]) \
+             ON CONFLICT (job_id, key, seq) DO UPDATE SET value = excluded.value",
+            &[&jobs, &keys, &seqs, &values],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn compact_cache(&mut self, jobs: &[String]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
         }
+        self.exec(
+            "DELETE FROM cache_entries c WHERE c.job_id = ANY($1) AND (c.value IS NULL OR c.seq < \
+             (SELECT max(seq) FROM cache_entries l WHERE l.job_id = c.job_id AND l.key = c.key))",
+            &[&jobs],
+        )
+        .await?;
         Ok(())
     }
 
@@ -1345,15 +1364,21 @@ impl Tx for PgTx {
             .collect()
     }
 
-    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn cache_get(
+        &mut self,
+        job: &str,
+        key: &str,
+        as_of: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .rows(
-                "SELECT value FROM cache_entries WHERE job_id = $1 AND key = $2",
-                &[&job, &key],
+                "SELECT value FROM cache_entries WHERE job_id = $1 AND key = $2 AND seq <= $3 \
+                 ORDER BY seq DESC LIMIT 1",
+                &[&job, &key, &i(as_of)],
             )
             .await?
             .first()
-            .map(|r| r.get(0)))
+            .and_then(|r| r.get::<_, Option<Vec<u8>>>(0)))
     }
 
     async fn cache_keys(
@@ -1362,6 +1387,7 @@ impl Tx for PgTx {
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        as_of: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let start = match after {
             Some(a) if a >= prefix => a,
@@ -1371,10 +1397,13 @@ impl Tx for PgTx {
         let end = prefix_end(prefix);
         let rows = self
             .rows(
-                "SELECT key, octet_length(value)::bigint FROM cache_entries \
-                 WHERE job_id = $1 AND (key > $2 OR ($3 AND key = $2)) \
-                 AND ($4::text IS NULL OR key < $4) ORDER BY key LIMIT $5",
-                &[&job, &start, &inclusive, &end, &i64::from(limit)],
+                "SELECT c.key, octet_length(c.value)::bigint FROM cache_entries c \
+                 WHERE c.job_id = $1 AND (c.key > $2 OR ($3 AND c.key = $2)) \
+                 AND ($4::text IS NULL OR c.key < $4) AND c.value IS NOT NULL \
+                 AND c.seq = (SELECT max(l.seq) FROM cache_entries l \
+                     WHERE l.job_id = c.job_id AND l.key = c.key AND l.seq <= $6) \
+                 ORDER BY c.key LIMIT $5",
+                &[&job, &start, &inclusive, &end, &i64::from(limit), &i(as_of)],
             )
             .await?;
         Ok(rows

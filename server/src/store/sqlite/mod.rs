@@ -994,7 +994,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(&format!(
                 "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease, \
-                 t.display, t.component \
+                 t.display, t.component, j.cache_seq \
                  FROM tasks t JOIN jobs j ON j.id = t.job_id \
                  WHERE t.state = 'queued' AND t.cluster = ? AND t.pending_deps = 0 \
                  AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {serves} \
@@ -1023,6 +1023,7 @@ impl Tx for SqliteTx {
                         attempt: r.get::<_, u32>(6)? + 1,
                         lease: r.get::<_, u64>(7)? + 1,
                         component: r.get(9)?,
+                        cache_seq: r.get::<_, i64>(10)?.max(0) as u64,
                     })
                 },
             )?
@@ -1172,21 +1173,36 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn next_cache_seqs(&mut self, jobs: &[&str]) -> Result<HashMap<String, u64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE jobs SET cache_seq = cache_seq + 1 WHERE id = ?1 RETURNING cache_seq",
+        )?;
+        let mut seqs = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            let seq: i64 = stmt.query_row([job], |r| r.get(0))?;
+            seqs.insert(job.to_string(), seq.max(0) as u64);
+        }
+        Ok(seqs)
+    }
+
     async fn write_cache(&mut self, writes: &[CacheSet]) -> Result<(), StoreError> {
         let mut put = self.conn.prepare_cached(
-            "INSERT INTO cache_entries (job_id, key, value) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (job_id, key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO cache_entries (job_id, key, seq, value) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (job_id, key, seq) DO UPDATE SET value = excluded.value",
         )?;
         for w in writes {
-            if let Some(value) = &w.value {
-                put.execute(params![w.job_id, w.key, value])?;
-            }
+            put.execute(params![w.job_id, w.key, i(w.seq), w.value])?;
         }
-        let mut delete = self
-            .conn
-            .prepare_cached("DELETE FROM cache_entries WHERE job_id = ?1 AND key = ?2")?;
-        for w in writes.iter().filter(|w| w.value.is_none()) {
-            delete.execute(params![w.job_id, w.key])?;
+        Ok(())
+    }
+
+    async fn compact_cache(&mut self, jobs: &[String]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM cache_entries AS c WHERE c.job_id = ?1 AND (c.value IS NULL OR c.seq < \
+             (SELECT max(seq) FROM cache_entries l WHERE l.job_id = c.job_id AND l.key = c.key))",
+        )?;
+        for job in jobs {
+            stmt.execute([job])?;
         }
         Ok(())
     }
@@ -1236,12 +1252,23 @@ impl Tx for SqliteTx {
             .collect()
     }
 
-    async fn cache_get(&mut self, job: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
+    async fn cache_get(
+        &mut self,
+        job: &str,
+        key: &str,
+        as_of: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = self
             .conn
-            .prepare_cached("SELECT value FROM cache_entries WHERE job_id = ?1 AND key = ?2")?
-            .query_row([job, key], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
-            .optional()?)
+            .prepare_cached(
+                "SELECT value FROM cache_entries WHERE job_id = ?1 AND key = ?2 AND seq <= ?3 \
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![job, key, i(as_of)], |r| {
+                Ok(r.get_ref(0)?.as_bytes_or_null()?.map(<[u8]>::to_vec))
+            })
+            .optional()?;
+        Ok(found.flatten())
     }
 
     async fn cache_keys(
@@ -1250,9 +1277,11 @@ impl Tx for SqliteTx {
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        as_of: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         // Keys compare bytewise: the prefix's range runs from the prefix itself (or after the
-        // given key) to the first text past every key that begins with it.
+        // given key) to the first text past every key that begins with it. Of each key, the
+        // latest version at or below `as_of`, unless it is a delete.
         let start = match after {
             Some(a) if a >= prefix => a,
             _ => prefix,
@@ -1262,11 +1291,14 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT key, length(value) FROM cache_entries \
-                 WHERE job_id = ?1 AND (key > ?2 OR (?3 AND key = ?2)) \
-                 AND (?4 IS NULL OR key < ?4) ORDER BY key LIMIT ?5",
+                "SELECT c.key, length(c.value) FROM cache_entries c \
+                 WHERE c.job_id = ?1 AND (c.key > ?2 OR (?3 AND c.key = ?2)) \
+                 AND (?4 IS NULL OR c.key < ?4) AND c.value IS NOT NULL \
+                 AND c.seq = (SELECT max(l.seq) FROM cache_entries l \
+                     WHERE l.job_id = c.job_id AND l.key = c.key AND l.seq <= ?6) \
+                 ORDER BY c.key LIMIT ?5",
             )?
-            .query_map(params![job, start, inclusive, end, limit], |r| {
+            .query_map(params![job, start, inclusive, end, limit, i(as_of)], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
             })?
             .collect::<Result<Vec<_>, _>>()?;

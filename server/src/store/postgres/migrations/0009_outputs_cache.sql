@@ -7,9 +7,14 @@ CREATE TABLE IF NOT EXISTS outputs (
     value   BYTEA,
     source  TEXT
 );
+-- Cache entries are versioned: each commit that writes a job's cache takes the job's next
+-- cache_seq, and an attempt reads the latest version at or below the cache_seq its claim
+-- saw (a NULL value is a delete). Superseded versions go when the job completes.
 CREATE TABLE IF NOT EXISTS cache_entries (
     job_id TEXT NOT NULL,
     key    TEXT COLLATE "C" NOT NULL,
-    value  BYTEA NOT NULL,
-    PRIMARY KEY (job_id, key)
+    seq    BIGINT NOT NULL,
+    value  BYTEA,
+    PRIMARY KEY (job_id, key, seq)
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS cache_seq BIGINT NOT NULL DEFAULT 0;

@@ -8,9 +8,14 @@ CREATE TABLE outputs (
     value   BLOB,
     source  TEXT
 );
+-- Cache entries are versioned: each commit that writes a job's cache takes the job's next
+-- cache_seq, and an attempt reads the latest version at or below the cache_seq its claim
+-- saw (a NULL value is a delete). Superseded versions go when the job completes.
 CREATE TABLE cache_entries (
     job_id TEXT NOT NULL,
     key    TEXT NOT NULL,
-    value  BLOB NOT NULL,
-    PRIMARY KEY (job_id, key)
+    seq    INTEGER NOT NULL,
+    value  BLOB,
+    PRIMARY KEY (job_id, key, seq)
 );
+ALTER TABLE jobs ADD COLUMN cache_seq INTEGER NOT NULL DEFAULT 0;

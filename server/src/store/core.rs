@@ -216,7 +216,6 @@ impl<D: Driver> Core<D> {
             if !plan.cache.is_empty() {
                 // One new cache version per job this batch writes to.
                 let mut jobs: Vec<&str> = plan.cache.iter().map(|w| w.job_id.as_str()).collect();
-                jobs.dedup();
                 jobs.sort_unstable();
                 jobs.dedup();
                 let seqs = tx.next_cache_seqs(&jobs).await?;

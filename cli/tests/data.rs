@@ -177,6 +177,25 @@ async fn cache_keys(client: &Client, job: &str) -> Vec<String> {
         .collect()
 }
 
+/// A runner of the hostile guest in the background, its output dropped.
+fn quiet_runner(server: &ServerProc) -> std::process::Child {
+    runner(server, &[&guest("hostile-guest")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The one task of a job of one task.
+async fn only_task(client: &Client, job: &str) -> tessera_api::Task {
+    client
+        .tasks(job, &TaskQuery::default())
+        .await
+        .unwrap()
+        .tasks
+        .remove(0)
+}
+
 fn submit_probe(server: &ServerProc, how: &str, size: u32, retries: u32) -> String {
     let input = json!({"how": how, "size": size}).to_string();
     let (status, out, err) = server.cli(&[
@@ -200,21 +219,9 @@ async fn a_failed_attempts_cache_writes_never_show() {
     let server = ServerProc::start(&dir.path().join("t.db"), &["--retry-base-seconds", "1.5"]);
     let client = server.client();
     let job = submit_probe(&server, "fail-after-write", 0, 2);
-    let wasm = guest("hostile-guest");
-    let mut run = runner(&server, &[&wasm])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = quiet_runner(&server);
     // Between attempts: the first failed and waits out its backoff; it wrote, then failed.
-    let root = async || {
-        client
-            .tasks(&job, &TaskQuery::default())
-            .await
-            .unwrap()
-            .tasks
-            .remove(0)
-    };
+    let root = async || only_task(&client, &job).await;
     until(
         Duration::from_secs(60),
         "the first attempt to fail",
@@ -256,20 +263,8 @@ async fn a_killed_runners_cache_writes_never_show() {
     // Attempt 1 writes `sleeper` = 1 and sleeps a minute; later attempts write their number
     // and return at once.
     let job = submit_probe(&server, "write-then-sleep", 60, 0);
-    let wasm = guest("hostile-guest");
-    let mut first = runner(&server, &[&wasm])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let task = async || {
-        client
-            .tasks(&job, &TaskQuery::default())
-            .await
-            .unwrap()
-            .tasks
-            .remove(0)
-    };
+    let mut first = quiet_runner(&server);
+    let task = async || only_task(&client, &job).await;
     until(Duration::from_secs(60), "attempt 1 to run", || async {
         task().await.state == TaskState::Running
     })
@@ -286,6 +281,7 @@ async fn a_killed_runners_cache_writes_never_show() {
         cache_keys(&client, &job).await.is_empty(),
         "the killed write shows"
     );
+    let wasm = guest("hostile-guest");
     let (status, _, err) = output(runner(&server, &[&wasm]), Duration::from_secs(120));
     assert!(status.success(), "{err}");
     let done = finished(&client, &job, Duration::from_secs(30)).await;

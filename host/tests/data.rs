@@ -41,6 +41,17 @@ async fn run(
         .await
 }
 
+/// Runs the probe `how` with an empty job cache and no dependencies.
+async fn probe_alone(
+    host: &Host,
+    component: &TaskComponent,
+    how: &str,
+    size: u32,
+    limits: &Limits,
+) -> Outcome {
+    run(host, component, probe(how, size), limits, data_with(&[])).await
+}
+
 /// The probe's JSON output, or a panic saying how the attempt ended instead.
 fn seen(outcome: &Outcome) -> Value {
     let computed = outcome
@@ -205,14 +216,7 @@ async fn reading_an_output_that_does_not_exist_fails_the_attempt_with_a_reason()
 #[tokio::test]
 async fn keys_values_and_writes_are_bounded() {
     let (host, component) = setup().await;
-    let outcome = run(
-        &host,
-        &component,
-        probe("limits", 0),
-        &Limits::default(),
-        data_with(&[]),
-    )
-    .await;
+    let outcome = probe_alone(&host, &component, "limits", 0, &Limits::default()).await;
     let first = seen(&outcome);
     assert_eq!(first["too_large"], "too-large", "1 MiB + 1 byte");
     assert_eq!(first["empty_key"], "invalid-key");
@@ -227,14 +231,7 @@ async fn keys_values_and_writes_are_bounded() {
         report_bytes: 10 << 10,
         ..Limits::default()
     };
-    let outcome = run(
-        &host,
-        &component,
-        probe("limits", 0),
-        &tight,
-        data_with(&[]),
-    )
-    .await;
+    let outcome = probe_alone(&host, &component, "limits", 0, &tight).await;
     let failure = outcome.failure().expect("nothing left for the output");
     assert_eq!(failure.kind, FailureKind::OutputTooLarge);
     assert!(
@@ -252,26 +249,12 @@ async fn outputs_are_bounded_by_the_value_limit() {
         value_bytes: 4 << 10,
         ..Limits::default()
     };
-    let fits = run(
-        &host,
-        &component,
-        probe("big-output", 4),
-        &limits,
-        data_with(&[]),
-    )
-    .await;
+    let fits = probe_alone(&host, &component, "big-output", 4, &limits).await;
     assert_eq!(
         fits.computed().unwrap().output.as_ref().unwrap().len(),
         4 << 10
     );
-    let outcome = run(
-        &host,
-        &component,
-        probe("big-output", 5),
-        &limits,
-        data_with(&[]),
-    )
-    .await;
+    let outcome = probe_alone(&host, &component, "big-output", 5, &limits).await;
     let failure = outcome.failure().expect("too large");
     assert_eq!(failure.kind, FailureKind::OutputTooLarge);
     assert!(
@@ -284,14 +267,7 @@ async fn outputs_are_bounded_by_the_value_limit() {
 #[tokio::test]
 async fn a_failed_attempt_hands_back_no_output_and_no_writes() {
     let (host, component) = setup().await;
-    let outcome = run(
-        &host,
-        &component,
-        probe("fail-after-write", 0),
-        &Limits::default(),
-        data_with(&[]),
-    )
-    .await;
+    let outcome = probe_alone(&host, &component, "fail-after-write", 0, &Limits::default()).await;
     let failure = outcome.failure().expect("it fails on purpose");
     assert!(failure.message.contains("on purpose"), "{failure}");
 }
@@ -299,14 +275,7 @@ async fn a_failed_attempt_hands_back_no_output_and_no_writes() {
 #[tokio::test]
 async fn a_task_takes_its_output_from_a_subtask_it_submitted() {
     let (host, component) = setup().await;
-    let outcome = run(
-        &host,
-        &component,
-        probe("output-from", 0),
-        &Limits::default(),
-        data_with(&[]),
-    )
-    .await;
+    let outcome = probe_alone(&host, &component, "output-from", 0, &Limits::default()).await;
     let computed = outcome.computed().expect("computed");
     assert_eq!(computed.subtasks.len(), 2);
     assert_eq!(computed.output_from, Some(1));
@@ -332,16 +301,13 @@ async fn a_component_built_against_0_1_0_runs_beside_a_0_2_0_one() {
     assert_eq!(new.contract(), "0.2.0");
     for component in [&old, &new] {
         let logs = Collect::default();
+        let spec = |name: &str, task: usize, input: &str| {
+            support::bench_spec(name, task, input.to_string())
+        };
         let root = host
             .run(
                 component,
-                AttemptSpec {
-                    job_id: "job".into(),
-                    task_id: "root".into(),
-                    attempt: 1,
-                    identifier: TaskIdentifier::parse("ParallelSleepWorkflow", "v0.0").unwrap(),
-                    input: r#"{"count":3,"seconds":0.01}"#.into(),
-                },
+                spec("ParallelSleepWorkflow", 0, r#"{"count":3,"seconds":0.01}"#),
                 &Limits::default(),
                 logs.sink(),
             )
@@ -352,13 +318,7 @@ async fn a_component_built_against_0_1_0_runs_beside_a_0_2_0_one() {
         let leaf = host
             .run(
                 component,
-                AttemptSpec {
-                    job_id: "job".into(),
-                    task_id: "leaf".into(),
-                    attempt: 2,
-                    identifier: TaskIdentifier::parse("SleepTask", "v0.0").unwrap(),
-                    input: r#"{"index":1,"seconds":0.01}"#.into(),
-                },
+                spec("SleepTask", 1, r#"{"index":1,"seconds":0.01}"#),
                 &Limits::default(),
                 logs.sink(),
             )

@@ -129,7 +129,11 @@ try {
     const row = '#tree [data-task-id="' + t.task_id + '"]';
     await page.waitForSelector(row + " .badge.s-computed", { timeout: 15000 });
     await page.click(row + " > .name");
-    await page.waitForSelector("#task-view:not([hidden]) #task-output");
+    // The view shows this task (not the one shown before) with its output.
+    await page.waitForFunction((id) => {
+      const view = document.querySelector("#task-view:not([hidden])");
+      return view && view.textContent.includes(id) && view.querySelector("#task-output");
+    }, t.task_id);
     if (expect === "json") {
       const shown = await page.textContent("#task-output pre");
       check(JSON.parse(shown).words[1] === "b" && shown.includes("\n  "), "the output as pretty JSON: " + shown);

@@ -85,7 +85,8 @@ pub struct ClaimedTask {
     pub input: serde_json::Value,
     /// This attempt's number, from 1.
     pub attempt: u32,
-    /// The lease token (fencing): quote it in every report about this attempt.
+    /// The lease token (fencing): random, below 2^53, new at every claim and shown nowhere
+    /// else; quote it, with this runner's id, in every report and extension of this attempt.
     pub lease: u64,
     /// How long the lease lasts unless extended, in ms.
     pub lease_ms: u64,

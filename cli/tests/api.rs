@@ -230,7 +230,7 @@ async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
             ("bad cursor", http.get(url(&format!("/v1/jobs/{}/logs?cursor=zzz", job.id))), 400, "cursor"),
             ("claim max 0", http.post(url("/v1/runner/claim")).json(&json!({"runner_id": "r", "cluster": "default", "identifiers": [], "max": 0})), 400, "max must be"),
             ("report on an unknown task", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": ghost, "lease": 1, "report": {"outcome": "computed"}}]})), 409, "does not exist"),
-            ("report with a stale lease", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": root[0].task_id, "lease": root[0].lease + 7, "report": {"outcome": "failed", "reason": "x"}}]})), 409, "no longer held"),
+            ("report with a stale lease", http.post(url("/v1/runner/report")).json(&json!({"runner_id": "r", "reports": [{"task_id": root[0].task_id, "lease": root[0].lease + 7, "report": {"outcome": "failed", "reason": "x"}}]})), 409, "not running under this lease"),
             ("retry a job with nothing to retry", http.post(url(&format!("/v1/jobs/{}/retry", job.id))).json(&json!({})), 409, "no failed or canceled tasks"),
             ("unknown route", http.get(url("/v1/nope")), 404, "/v1/openapi.json"),
             ("wrong method", http.delete(url("/v1/jobs")), 405, "not allowed"),

@@ -184,6 +184,7 @@ impl<D: Driver> Core<D> {
 
     async fn do_report(
         &self,
+        runner: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
@@ -199,7 +200,8 @@ impl<D: Driver> Core<D> {
                 tx.lock_job_totals(&growing).await?
             };
             let totals = growth.iter().map(|(j, g)| (j.clone(), g.total)).collect();
-            let mut plan = decide::reports(reports, &rows, &totals, &self.config, now, new_id);
+            let mut plan =
+                decide::reports(reports, runner, &rows, &totals, &self.config, now, new_id);
             if !plan.changed() {
                 return Ok((plan.results, crate::wake::Scope::Nothing));
             }
@@ -492,28 +494,28 @@ impl<D: Driver> Store for Core<D> {
 
     async fn report_waking(
         &self,
-        _runner_id: &str,
+        runner_id: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
         if reports.is_empty() {
             return Ok((Vec::new(), crate::wake::Scope::Nothing));
         }
-        let reports = reports.to_vec();
-        self.run(move |me| async move { me.do_report(&reports, now).await })
+        let (runner, reports) = (runner_id.to_string(), reports.to_vec());
+        self.run(move |me| async move { me.do_report(&runner, &reports, now).await })
             .await
     }
 
     async fn extend(
         &self,
-        _runner_id: &str,
+        runner_id: &str,
         leases: &[LeaseRef],
         now: u64,
     ) -> Result<Vec<LeaseStatus>, StoreError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let leases = leases.to_vec();
+        let (runner, leases) = (runner_id.to_string(), leases.to_vec());
         self.run(move |me| async move {
             let mut ids: Vec<&str> = leases.iter().map(|l| l.task_id.as_str()).collect();
             ids.sort_unstable();
@@ -521,7 +523,7 @@ impl<D: Driver> Store for Core<D> {
             let expires = now.saturating_add(nanos(me.config.lease));
             transact!(me, Mode::Write, |tx| {
                 let rows = tx.lock_tasks(&ids).await?;
-                let statuses = decide::extensions(&leases, &rows, &me.config, now);
+                let statuses = decide::extensions(&leases, &runner, &rows, &me.config, now);
                 let mut held: Vec<&str> = statuses
                     .iter()
                     .filter(|s| s.held)
@@ -582,9 +584,16 @@ impl<D: Driver> Store for Core<D> {
             ids.sort_unstable();
             ids.dedup();
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut attempts: Vec<(String, u32)> = logs
+                .iter()
+                .map(|l| (l.task_id.clone(), l.attempt))
+                .collect();
+            attempts.sort_unstable();
+            attempts.dedup();
             transact!(me, Mode::Write, |tx| {
                 let jobs = tx.jobs_of_tasks(&ids).await?;
-                decide::logs(&mut logs, &jobs)?;
+                let runners = tx.attempt_runners(&attempts).await?;
+                decide::logs(&mut logs, &jobs, &runners)?;
                 tx.insert_logs(&logs).await?;
                 Ok(logs.len() as u64)
             })

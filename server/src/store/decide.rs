@@ -28,30 +28,25 @@ pub enum LeaseRefusal {
         /// The task named.
         task: String,
     },
-    /// The task is not running under this lease any more.
+    /// The task is not running under this lease for this runner (any more): the lease
+    /// token, the state or the holder differs. Neither the token nor the holder is told.
     #[error(
-        "lease {lease} on task {task} is no longer held (the task is {state} under lease \
-         {current}); the result of this attempt was discarded"
+        "task {task} is not running under this lease for runner {runner} (it is {state}); the \
+         result of this attempt was discarded"
     )]
     NotHeld {
         /// The task named.
         task: String,
-        /// The lease presented.
-        lease: u64,
+        /// The runner that asked, escaped for messages.
+        runner: String,
         /// The task's state now.
         state: TaskState,
-        /// The task's lease now.
-        current: u64,
     },
     /// The lease ran out before the report arrived.
-    #[error(
-        "lease {lease} on task {task} expired before the report arrived; the task will run again"
-    )]
+    #[error("the lease on task {task} expired before the report arrived; the task will run again")]
     Expired {
         /// The task named.
         task: String,
-        /// The lease presented.
-        lease: u64,
     },
     /// An earlier report of the same batch already named this task.
     #[error("task {task} was reported twice in one batch; only the first report was recorded")]
@@ -61,20 +56,27 @@ pub enum LeaseRefusal {
     },
 }
 
-/// Whether `lease` still holds `row` at `now` (fencing).
-pub(crate) fn check_lease(row: &HeldRow, lease: u64, now: u64) -> Result<(), LeaseRefusal> {
-    if row.state != TaskState::Running || row.lease != lease {
+/// Whether `lease`, presented by `runner`, still holds `row` at `now` (fencing): the task runs
+/// under that token, claimed by that runner, and the lease has not run out.
+pub(crate) fn check_lease(
+    row: &HeldRow,
+    runner: &str,
+    lease: u64,
+    now: u64,
+) -> Result<(), LeaseRefusal> {
+    if row.state != TaskState::Running
+        || row.lease != lease
+        || row.runner.as_deref() != Some(runner)
+    {
         return Err(LeaseRefusal::NotHeld {
             task: row.id.clone(),
-            lease,
+            runner: limits::elide(runner, 64),
             state: row.state,
-            current: row.lease,
         });
     }
     if row.lease_expires_at.is_some_and(|e| e < now) {
         return Err(LeaseRefusal::Expired {
             task: row.id.clone(),
-            lease,
         });
     }
     Ok(())
@@ -251,11 +253,12 @@ pub(crate) fn jobs_growing<'a>(reports: &[TaskReport], rows: &'a [HeldRow]) -> V
     jobs
 }
 
-/// Decides a batch of reports over the rows of the tasks they name (locked by the caller) and
-/// the task totals of the jobs that grow ([`jobs_growing`]). Each report is accepted or refused
-/// on its own; `new_id` names new subtasks.
+/// Decides a batch of reports from `runner` over the rows of the tasks they name (locked by
+/// the caller) and the task totals of the jobs that grow ([`jobs_growing`]). Each report is
+/// accepted or refused on its own; `new_id` names new subtasks.
 pub(crate) fn reports(
     reports: &[TaskReport],
+    runner: &str,
     rows: &[HeldRow],
     totals: &HashMap<String, u64>,
     config: &StoreConfig,
@@ -275,7 +278,7 @@ pub(crate) fn reports(
         } else {
             match rows.get(task) {
                 None => Err(LeaseRefusal::NoSuchTask { task: task.into() }),
-                Some(row) => check_lease(row, report.lease, now).map(|()| *row),
+                Some(row) => check_lease(row, runner, report.lease, now).map(|()| *row),
             }
         };
         plan.results.push(ReportResult {
@@ -869,6 +872,7 @@ pub(crate) fn pin_components(
 /// Which leases an extension keeps, over the rows of their tasks.
 pub(crate) fn extensions(
     leases: &[LeaseRef],
+    runner: &str,
     rows: &[HeldRow],
     config: &StoreConfig,
     now: u64,
@@ -878,7 +882,7 @@ pub(crate) fn extensions(
     leases
         .iter()
         .map(|l| match rows.get(l.task_id.as_str()) {
-            Some(row) if check_lease(row, l.lease, now).is_ok() => LeaseStatus {
+            Some(row) if check_lease(row, runner, l.lease, now).is_ok() => LeaseStatus {
                 task_id: l.task_id.clone(),
                 held: true,
                 canceled: row.job_canceled,
@@ -942,6 +946,7 @@ pub(crate) fn retry(job: &Job) -> Result<(), StoreError> {
 pub(crate) fn logs(
     lines: &mut [LogLine],
     jobs: &HashMap<String, String>,
+    runners: &HashMap<(String, u32), String>,
 ) -> Result<(), StoreError> {
     for line in lines.iter_mut() {
         let Some(job) = jobs.get(&line.task_id) else {
@@ -956,7 +961,19 @@ pub(crate) fn logs(
         if !line.job_id.is_empty() && &line.job_id != job {
             return Err(StoreError::Conflict(format!(
                 "log line names job {} but task {} belongs to job {job}; nothing of this batch was stored",
-                line.job_id, line.task_id
+                limits::elide(&line.job_id, 64),
+                line.task_id
+            )));
+        }
+        // Only the runner that ran an attempt writes its lines (they may arrive after it ended).
+        let ran = runners.get(&(line.task_id.clone(), line.attempt));
+        if ran != Some(&line.runner_id) {
+            return Err(StoreError::Conflict(format!(
+                "log line of task {} attempt {} comes from runner {}, which did not run that \
+                 attempt; nothing of this batch was stored",
+                line.task_id,
+                line.attempt,
+                limits::elide(&line.runner_id, 64)
             )));
         }
         line.job_id = job.clone();
@@ -1046,7 +1063,7 @@ mod tests {
 
     fn decide(batch: &[TaskReport], rows: &[HeldRow]) -> ReportPlan {
         let mut n = 0;
-        reports(batch, rows, &HashMap::new(), &config(), NOW, || {
+        reports(batch, "r1", rows, &HashMap::new(), &config(), NOW, || {
             n += 1;
             format!("new{n}")
         })
@@ -1220,21 +1237,32 @@ mod tests {
         let p = decide(&batch, &[stale.clone(), expired.clone(), done.clone()]);
         assert!(p.results.iter().all(|r| !r.accepted));
         assert!(!p.changed() && p.states.is_empty() && p.spans.is_empty());
+        let refused = check_lease(&stale, "r1", 3, NOW).unwrap_err();
         assert_eq!(
-            check_lease(&stale, 3, NOW),
-            Err(LeaseRefusal::NotHeld {
+            refused,
+            LeaseRefusal::NotHeld {
                 task: "stale".into(),
-                lease: 3,
+                runner: "\"r1\"".into(),
                 state: TaskState::Running,
-                current: 4
-            })
+            }
+        );
+        let said = refused.to_string();
+        assert!(
+            !said.contains('4') && !said.contains('3'),
+            "no lease token told: {said}"
         );
         assert_eq!(
-            check_lease(&expired, 3, NOW),
+            check_lease(&expired, "r1", 3, NOW),
             Err(LeaseRefusal::Expired {
                 task: "expired".into(),
-                lease: 3
             })
+        );
+        // Another runner with the right token holds nothing.
+        let other = check_lease(&row("t"), "r2", 3, NOW).unwrap_err();
+        assert!(matches!(other, LeaseRefusal::NotHeld { .. }), "{other}");
+        assert!(
+            !other.to_string().contains("r1"),
+            "the holder is not told: {other}"
         );
         assert!(
             p.results[0]
@@ -1245,7 +1273,7 @@ mod tests {
         );
         assert!(p.results[3].error.as_ref().unwrap().contains("computed"));
         // Expiry is inclusive of its last instant.
-        assert!(check_lease(&row("t"), 3, NOW + 1).is_ok());
+        assert!(check_lease(&row("t"), "r1", 3, NOW + 1).is_ok());
     }
 
     #[test]
@@ -1395,6 +1423,7 @@ mod tests {
         r.lost = 2;
         let plan = reports(
             &[report("t", Report::Abandoned)],
+            "r1",
             &[r],
             &HashMap::new(),
             &config(),
@@ -1780,7 +1809,7 @@ mod tests {
         // The job has 3 tasks: the first two reports take it to 9, the third would make 12.
         let totals = HashMap::from([("job".to_string(), 3)]);
         let mut n = 0;
-        let p = reports(&batch, &rows, &totals, &config, NOW, || {
+        let p = reports(&batch, "r1", &rows, &totals, &config, NOW, || {
             n += 1;
             format!("new{n}")
         });
@@ -1889,7 +1918,7 @@ mod tests {
         let rows: Vec<HeldRow> = ["a", "b", "c", "d", "e", "f", "g"].map(row).into();
         let totals = HashMap::from([("job".to_string(), 1)]);
         let mut n = 0;
-        let p = reports(&batch, &rows, &totals, &config, NOW, || {
+        let p = reports(&batch, "r1", &rows, &totals, &config, NOW, || {
             n += 1;
             format!("new{n}")
         });
@@ -1955,6 +1984,7 @@ mod tests {
                     display: Some("d".repeat(10_000)),
                 },
             )],
+            "r1",
             &[row("t")],
             &HashMap::new(),
             &config(),
@@ -1991,7 +2021,13 @@ mod tests {
                 lease: 3,
             },
         ];
-        let got = extensions(&leases, &[row("t"), row("t2"), canceled], &config(), NOW);
+        let got = extensions(
+            &leases,
+            "r1",
+            &[row("t"), row("t2"), canceled],
+            &config(),
+            NOW,
+        );
         let held: Vec<(bool, bool, u64)> = got
             .iter()
             .map(|s| (s.held, s.canceled, s.lease_ms))
@@ -2073,10 +2109,19 @@ mod tests {
             fields: Default::default(),
         };
         let jobs: HashMap<String, String> = [("t".to_string(), "j".to_string())].into();
+        let ran: HashMap<(String, u32), String> = [(("t".to_string(), 1), "r".to_string())].into();
         let mut ok = vec![line("t", ""), line("t", "j")];
-        logs(&mut ok, &jobs).unwrap();
+        logs(&mut ok, &jobs, &ran).unwrap();
         assert!(ok.iter().all(|l| l.job_id == "j"));
-        assert!(logs(&mut [line("t", "other")], &jobs).is_err());
-        assert!(logs(&mut [line("t", ""), line("u", "")], &jobs).is_err());
+        assert!(logs(&mut [line("t", "other")], &jobs, &ran).is_err());
+        assert!(logs(&mut [line("t", ""), line("u", "")], &jobs, &ran).is_err());
+        // Only the runner that ran the attempt writes its lines.
+        let mut forged = line("t", "");
+        forged.runner_id = "intruder".into();
+        let e = logs(&mut [line("t", ""), forged], &jobs, &ran).unwrap_err();
+        assert!(e.to_string().contains("did not run that attempt"), "{e}");
+        let mut other_attempt = line("t", "");
+        other_attempt.attempt = 2;
+        assert!(logs(&mut [other_attempt], &jobs, &ran).is_err());
     }
 }

@@ -79,6 +79,11 @@ pub trait Tx: Send + Sized {
     async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError>;
     /// The earliest end of a retry backoff among queued tasks.
     async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError>;
+    /// The runner that ran each named attempt (task and attempt number), of those that exist.
+    async fn attempt_runners(
+        &mut self,
+        attempts: &[(String, u32)],
+    ) -> Result<HashMap<(String, u32), String>, StoreError>;
     /// The job of each named task that exists.
     async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError>;
 

@@ -9,6 +9,22 @@ pub(super) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A fresh lease token: random, from 1 to 2^53 − 1 (exact in every JSON reader), so that no
+/// one can present the token of an attempt they did not claim.
+pub(super) fn new_lease() -> u64 {
+    (rand::random::<u64>() >> 11).max(1)
+}
+
+/// A claim's secret for PostgreSQL to derive each task's lease token from (its `md5` with the
+/// task id): 128 random bits in hex.
+pub(super) fn lease_secret() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
 /// A level as a number that orders by severity.
 pub(super) fn level_rank(level: Level) -> i64 {
     level as i64

@@ -14,7 +14,7 @@ pub async fn version_rule(store: Arc<dyn Store>) {
         ("v1.2", true),
     ] {
         let got = s
-            .claim(&claim_req("r", &[id("Root", runner)], 1), T0)
+            .claim(&claim_req("r1", &[id("Root", runner)], 1), T0)
             .await
             .unwrap();
         assert_eq!(!got.is_empty(), claims, "runner {runner}");
@@ -23,12 +23,12 @@ pub async fn version_rule(store: Arc<dyn Store>) {
     j.root.identifier = id("Root", "v1.0");
     s.submit(&j, T0).await.unwrap();
     let got = s
-        .claim(&claim_req("r", &[id("Root", "v1.7")], 1), T0)
+        .claim(&claim_req("r1", &[id("Root", "v1.7")], 1), T0)
         .await
         .unwrap();
     assert_eq!(got.len(), 1, "a newer minor runs an older task");
     assert!(
-        s.claim(&claim_req("r", &[id("Other", "v1.7")], 1), T0)
+        s.claim(&claim_req("r1", &[id("Other", "v1.7")], 1), T0)
             .await
             .unwrap()
             .is_empty()
@@ -42,7 +42,7 @@ pub async fn cluster_rule(store: Arc<dyn Store>) {
     let j = s.submit(&j, T0).await.unwrap();
     assert_eq!(j.cluster, "gpu");
     assert!(claim(s, 1, T0).await.is_empty());
-    let mut req = claim_req("g", &all(), 1);
+    let mut req = claim_req("r1", &all(), 1);
     req.cluster = "gpu".into();
     let root = s.claim(&req, T0).await.unwrap();
     assert_eq!(root.len(), 1);
@@ -97,7 +97,7 @@ pub async fn oldest_job_first_and_depth_first_within_a_job(store: Arc<dyn Store>
     let first = job_with_a_and_b(s, "first").await;
     let second = s.submit(&job("second", "Root", 0), T0 + 2).await.unwrap();
     let a = s
-        .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 3)
+        .claim(&claim_req("r1", &[id("A", "v0.0")], 1), T0 + 3)
         .await
         .unwrap();
     assert!(report(s, &a[0], computed(vec![sub("C", vec![])]), T0 + 4).await);

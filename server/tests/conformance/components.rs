@@ -141,7 +141,7 @@ pub async fn a_job_pins_the_components_deployed_when_it_was_submitted(store: Arc
     s.undeploy(&new.digest, T0 + 5).await.unwrap();
     for t in &claimed {
         let subs = vec![leaf_sub("Leaf"), leaf_sub("Other")];
-        assert!(report(s, t, computed(subs), T0 + 5).await);
+        assert!(report_by(s, "f", t, computed(subs), T0 + 5).await);
     }
     let leaves = s.claim(&fleet("f", 10), T0 + 6).await.unwrap();
     let pinned: Vec<(&str, &str, Option<&str>)> = leaves
@@ -196,7 +196,7 @@ pub async fn a_job_pins_the_components_deployed_when_it_was_submitted(store: Arc
     );
     // Undeploying changes nothing for jobs that pinned it.
     s.undeploy(&old.digest, T0 + 8).await.unwrap();
-    assert!(report(s, &leaves[0], Report::Abandoned, T0 + 9).await);
+    assert!(report_by(s, "f", &leaves[0], Report::Abandoned, T0 + 9).await);
     let again = s.claim(&fleet("f", 10), T0 + 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].component.as_deref(), Some(old.digest.as_str()));
@@ -262,7 +262,7 @@ pub async fn a_retried_job_runs_the_code_it_pinned(store: Arc<dyn Store>) {
         reason: "boom".into(),
         display: None,
     };
-    assert!(report(s, &got[0], failed, T0 + 2).await);
+    assert!(report_by(s, "f", &got[0], failed, T0 + 2).await);
     assert_eq!(s.job(&j.id).await.unwrap().state, JobState::Failed);
     // A new build and the old one undeployed: the retry still runs what the job pinned.
     let new = component('b', "tasks", &[("Root", "v0.0")], T0 + 3);

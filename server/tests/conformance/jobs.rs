@@ -6,7 +6,7 @@ pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
     let s = &*store;
     job_with_a_and_b(s, "f").await;
     let a = s
-        .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 2)
+        .claim(&claim_req("r1", &[id("A", "v0.0")], 1), T0 + 2)
         .await
         .unwrap();
     assert!(
@@ -68,7 +68,7 @@ pub async fn cancel_stops_handing_out_and_running_attempts_learn_it(store: Arc<d
     let s = &*store;
     let j = job_with_a_and_b(s, "c").await;
     let a = s
-        .claim(&claim_req("r", &[id("A", "v0.0")], 1), T0 + 2)
+        .claim(&claim_req("r1", &[id("A", "v0.0")], 1), T0 + 2)
         .await
         .unwrap();
     let c = s.cancel(&j.id, T0 + 3).await.unwrap();
@@ -78,7 +78,7 @@ pub async fn cancel_stops_handing_out_and_running_attempts_learn_it(store: Arc<d
     assert!(claim(s, 10, T0 + 4).await.is_empty());
     let st = s
         .extend(
-            "r",
+            "r1",
             &[LeaseRef {
                 task_id: a[0].task_id.clone(),
                 lease: a[0].lease,
@@ -312,7 +312,7 @@ pub async fn a_job_may_not_grow_past_its_task_limit(store: Arc<dyn Store>) {
     with_parent.push(sub("B", vec![]));
     assert!(report(s, &root[0], computed(with_parent), T0 + 1).await);
     let b = s
-        .claim(&claim_req("r", &[id("B", "v0.0")], 1), T0 + 2)
+        .claim(&claim_req("r1", &[id("B", "v0.0")], 1), T0 + 2)
         .await
         .unwrap();
     assert_eq!(s.job(&j.id).await.unwrap().task_counts.total(), 1_000);

@@ -23,7 +23,10 @@ pub async fn expired_leases_requeue_without_spending_a_retry(store: Arc<dyn Stor
     let t = s.task(&first[0].task_id).await.unwrap();
     assert_eq!((t.state, t.retries_used), (TaskState::Queued, 0));
     let second = claim(s, 1, T0 + 12 * SEC).await;
-    assert_eq!(second[0].lease, first[0].lease + 1);
+    assert_ne!(
+        second[0].lease, first[0].lease,
+        "every claim gets a fresh token"
+    );
     // Fencing: the first attempt's late report is refused; the second's is accepted.
     assert!(!report(s, &first[0], computed(vec![]), T0 + 13 * SEC).await);
     assert_eq!(
@@ -155,4 +158,85 @@ pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>
         "{why}"
     );
     assert_eq!(task(live).await.unwrap().state, TaskState::Running);
+}
+
+/// A lease is bound to the runner that claimed it: another runner presenting the right token
+/// can neither report, extend nor write log lines for the attempt, and no answer tells it the
+/// token or the holder.
+pub async fn only_the_holder_reports_extends_and_logs(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.submit(&job("bound", "Root", 1), T0).await.unwrap();
+    let t = claim(s, 1, T0).await.remove(0);
+    assert!(
+        t.lease >= 1 && t.lease < 1 << 53,
+        "a token every JSON reader holds exactly"
+    );
+    let results = s
+        .report(
+            "intruder",
+            &[TaskReport {
+                task_id: t.task_id.clone(),
+                lease: t.lease,
+                report: computed(vec![]),
+            }],
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert!(!results[0].accepted);
+    let why = results[0].error.clone().unwrap_or_default();
+    assert!(
+        why.contains("not running under this lease for runner \"intruder\""),
+        "{why}"
+    );
+    assert!(
+        !why.contains(&t.lease.to_string()) && !why.contains("r1"),
+        "{why}"
+    );
+    let held = s
+        .extend(
+            "intruder",
+            &[LeaseRef {
+                task_id: t.task_id.clone(),
+                lease: t.lease,
+            }],
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert!(!held[0].held);
+    let line = |runner: &str| LogLine {
+        time_unix_nano: T0 + 1,
+        level: Level::Info,
+        message: "hello".into(),
+        task_id: t.task_id.clone(),
+        job_id: String::new(),
+        runner_id: runner.into(),
+        attempt: t.attempt,
+        fields: Default::default(),
+    };
+    let e = s
+        .add_logs(vec![line("r1"), line("intruder")])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("did not run that attempt"), "{e}");
+    assert_eq!(s.task(&t.task_id).await.unwrap().state, TaskState::Running);
+    // The holder still does all three.
+    assert_eq!(s.add_logs(vec![line("r1")]).await.unwrap(), 1);
+    assert!(
+        s.extend(
+            "r1",
+            &[LeaseRef {
+                task_id: t.task_id.clone(),
+                lease: t.lease
+            }],
+            T0 + 2
+        )
+        .await
+        .unwrap()[0]
+            .held
+    );
+    assert!(report(s, &t, computed(vec![]), T0 + 3).await);
+    // Lines of an ended attempt still come in from the runner that ran it.
+    assert_eq!(s.add_logs(vec![line("r1")]).await.unwrap(), 1);
 }

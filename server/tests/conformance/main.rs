@@ -107,9 +107,21 @@ async fn claim(store: &dyn Store, max: u32, now: u64) -> Vec<ClaimedTask> {
 }
 
 async fn report(store: &dyn Store, task: &ClaimedTask, report: Report, now: u64) -> bool {
+    report_by(store, "r1", task, report, now).await
+}
+
+/// Reports one attempt as `runner` (the runner that claimed it, or not); whether it was
+/// accepted.
+async fn report_by(
+    store: &dyn Store,
+    runner: &str,
+    task: &ClaimedTask,
+    report: Report,
+    now: u64,
+) -> bool {
     let results = store
         .report(
-            "r1",
+            runner,
             &[TaskReport {
                 task_id: task.task_id.clone(),
                 lease: task.lease,
@@ -272,6 +284,7 @@ macro_rules! suite {
                 a_report_after_expiry_is_refused_even_before_the_reaper,
                 extending_keeps_the_lease,
                 planted_expired_leases_are_reaped_and_refused,
+                only_the_holder_reports_extends_and_logs,
             }
             logs {
                 logs_filter_paginate_and_refuse_unknown_tasks,

@@ -305,14 +305,14 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
         display: None,
     };
     // A failure with a retry left: back to the queue, and an ERROR line says so.
-    assert!(report(s, &held(flaky), failed("flaky"), T0 + SEC).await);
+    assert!(report_by(s, "factory", &held(flaky), failed("flaky"), T0 + SEC).await);
     assert_eq!(
         s.task(planted.id(flaky)).await.unwrap().state,
         TaskState::Queued
     );
     // A failure for good: the job fails and its queued tasks (the retry included) are canceled
     // with the reason, so nothing is left waiting in a failed job.
-    assert!(report(s, &held(fatal), failed("boom"), T0 + 2 * SEC).await);
+    assert!(report_by(s, "factory", &held(fatal), failed("boom"), T0 + 2 * SEC).await);
     let why = format!("not run: task {} failed for good: boom", planted.id(fatal));
     for t in [flaky, waiting] {
         let task = s.task(planted.id(t)).await.unwrap();
@@ -321,7 +321,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
     }
     // A task still running when its job failed reports; what it submits is canceled at once.
     let two = computed(vec![sub("Leaf", vec![]), sub("Leaf", vec![])]);
-    assert!(report(s, &held(busy), two, T0 + 3 * SEC).await);
+    assert!(report_by(s, "factory", &held(busy), two, T0 + 3 * SEC).await);
     let job = s.job(&planted.job_id).await.unwrap();
     assert_eq!(job.state, JobState::Failed);
     let c = &job.task_counts;

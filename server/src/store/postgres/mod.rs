@@ -583,6 +583,32 @@ impl Tx for PgTx {
         Ok(row.get::<_, Option<i64>>(0).map(u))
     }
 
+    async fn attempt_runners(
+        &mut self,
+        attempts: &[(String, u32)],
+    ) -> Result<HashMap<(String, u32), String>, StoreError> {
+        let tasks: Vec<&str> = attempts.iter().map(|(t, _)| t.as_str()).collect();
+        let numbers: Vec<i64> = attempts.iter().map(|(_, a)| i64::from(*a)).collect();
+        let rows = self
+            .rows(
+                "SELECT s.task_id, s.attempt, s.runner_id FROM spans s \
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS a(task_id, attempt) \
+                 ON s.task_id = a.task_id AND s.attempt = a.attempt",
+                &[&tasks, &numbers],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let attempt: i64 = r.get::<_, i64>(1);
+                (
+                    (r.get(0), attempt.clamp(0, i64::from(u32::MAX)) as u32),
+                    r.get(2),
+                )
+            })
+            .collect())
+    }
+
     async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError> {
         Ok(self
             .rows("SELECT id, job_id FROM tasks WHERE id = ANY($1)", &[&ids])
@@ -1081,7 +1107,9 @@ impl Tx for PgTx {
              WHERE t.state = 'queued' AND t.cluster = $1 AND t.pending_deps = 0 AND t.not_before <= $2 \
              AND NOT j.canceled AND NOT j.failed AND {} \
              ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
-             UPDATE tasks SET state = 'running', attempt = attempt + 1, lease = lease + 1, lease_runner = $4, \
+             UPDATE tasks SET state = 'running', attempt = attempt + 1, \
+             lease = ((('x' || substr(md5($9 || tasks.id), 1, 14))::bit(56)::bigint >> 3) + 1), \
+             lease_runner = $4, \
              lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
              tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component, \
@@ -1100,6 +1128,7 @@ impl Tx for PgTx {
                     &names,
                     &majors,
                     &minors,
+                    &lease_secret(),
                 ],
             )
             .await?;

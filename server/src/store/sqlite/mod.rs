@@ -497,6 +497,25 @@ impl Tx for SqliteTx {
             .query_row([], |r| r.get::<_, Option<u64>>(0))?)
     }
 
+    async fn attempt_runners(
+        &mut self,
+        attempts: &[(String, u32)],
+    ) -> Result<HashMap<(String, u32), String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT runner_id FROM spans WHERE task_id = ?1 AND attempt = ?2")?;
+        let mut runners = HashMap::with_capacity(attempts.len());
+        for (task, attempt) in attempts {
+            if let Some(runner) = stmt
+                .query_row(params![task, attempt], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                runners.insert((task.clone(), *attempt), runner);
+            }
+        }
+        Ok(runners)
+    }
+
     async fn jobs_of_tasks(&mut self, ids: &[&str]) -> Result<HashMap<String, String>, StoreError> {
         let mut stmt = self
             .conn
@@ -1021,7 +1040,7 @@ impl Tx for SqliteTx {
                         display: r.get(8)?,
                         input: r.get(5)?,
                         attempt: r.get::<_, u32>(6)? + 1,
-                        lease: r.get::<_, u64>(7)? + 1,
+                        lease: new_lease(),
                         component: r.get(9)?,
                         cache_seq: r.get::<_, i64>(10)?.max(0) as u64,
                     })

@@ -9,6 +9,7 @@ const url = process.env.TESSERA_URL;
 const job = process.env.JOB_ID;
 const running = process.env.RUNNING_JOB_ID;
 const deep = process.env.DEEP_JOB_ID;
+const withResult = process.env.RESULT_JOB_ID;
 const unserved = process.env.UNSERVED_JOB_ID;
 const deployed = process.env.DEPLOYED_JOB_ID;
 const digest = process.env.DIGEST;
@@ -85,6 +86,17 @@ try {
   const input = await page.textContent("#task-view pre");
   check(input.includes('"index": 7'), "task view shows the input: " + input);
   await page.screenshot({ path: shots + "/task.png", fullPage: true });
+
+  // A completed job's result (its root's output, here its merge step's) heads its page.
+  await page.goto(url + "/jobs/" + withResult);
+  await page.waitForSelector("body[data-ready]");
+  await page.waitForSelector("#job-result:not([hidden]) pre");
+  const result = JSON.parse(await page.textContent("#job-result pre"));
+  check(result.words === 6 && result.top[0].word === "c" && result.top[0].count === 3, "the job's result: " + JSON.stringify(result));
+  check((await page.textContent("#job-result")).includes("The output of its subtask") === false, "no subtask note for the job's own result");
+  await page.screenshot({ path: shots + "/result.png" });
+  const info = await page.textContent("#timeline-info");
+  check(info.startsWith("4 attempts on 1 runner") && !info.includes("1 runners"), "counts agree with their nouns: " + info);
 
   // Live updates keep the tree as the person left it: three levels expanded, a row selected,
   // the same DOM rows (updated in place, not rebuilt), through ten changes pushed by the server.

@@ -159,6 +159,19 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         JobState::Completed
     );
 
+    // A job with a result: word count's root takes its merge's output as its own.
+    let counted = c
+        .submit(&support::job_of(
+            "word-count",
+            "WordCount",
+            serde_json::json!({"text": "a b b c c c", "chunks": 2, "top": 2}),
+        ))
+        .await
+        .unwrap();
+    let words = guest("word-count");
+    let (status, _, err) = output(runner(&server, &[&words]), Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+
     let long = c.submit(&sleep_job("long-sleeps", 4, 60.0)).await.unwrap();
     let mut bg = runner(&server, &[&wasm]);
     bg.args(["--concurrency", "4", "--quiet"])
@@ -184,6 +197,7 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
         .env("JOB_ID", &done.id)
         .env("RUNNING_JOB_ID", &long.id)
         .env("DEEP_JOB_ID", &deep)
+        .env("RESULT_JOB_ID", &counted.id)
         .env("UNSERVED_JOB_ID", &unserved.id)
         .env("DEPLOYED_JOB_ID", &fleet_job.id)
         .env("DIGEST", &deployed.component.digest)

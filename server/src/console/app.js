@@ -177,6 +177,17 @@ async function jobPage(app, id, signal) {
   const timeline = makeTimeline(id, names, (taskId) => selectTask(taskId));
   const logs = makeLogs(id, names);
   const taskView = el("div", { class: "panel taskview", id: "task-view", hidden: true });
+  // A completed job's result: its root task's output (which may be a subtask's).
+  const result = el("div", { class: "panel", id: "job-result", hidden: true });
+  let resultShown = false;
+  async function showResult(j) {
+    if (resultShown || j.state !== "completed") return;
+    resultShown = true;
+    const o = await outputOf(id, null);
+    if (!o.bytes) return;
+    result.replaceChildren(el("h2", { text: "Result" }), outputSection(o, o.from));
+    result.hidden = false;
+  }
   // Queued tasks no runner seen lately could run, and why (GET /v1/jobs/{id}/unserved).
   const waiting = el("div", { class: "waiting", id: "unserved", hidden: true });
   let waitingChecked = 0;
@@ -193,7 +204,7 @@ async function jobPage(app, id, signal) {
       if (!signal.aborted) console.warn(e);
     }
   }
-  app.replaceChildren(header, waiting,
+  app.replaceChildren(header, result, waiting,
     el("div", { class: "grid" },
       el("div", { class: "panel" }, el("h2", { text: "Tasks" }), treeBox),
       el("div", { class: "panel" }, el("h2", { text: "Timeline" }), timeline.node)),
@@ -379,6 +390,7 @@ async function jobPage(app, id, signal) {
         current = await response.json();
         renderHeader(current);
         checkWaiting(current);
+        showResult(current);
         await refreshTree();
         await timeline.load();
         document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
@@ -391,7 +403,7 @@ async function jobPage(app, id, signal) {
   }
 
   renderHeader(job);
-  await Promise.all([loadTree(), timeline.load(), checkWaiting(job)]);
+  await Promise.all([loadTree(), timeline.load(), checkWaiting(job), showResult(job)]);
   // After the tree, so log lines can name their tasks.
   await logs.load();
   ready();
@@ -489,7 +501,8 @@ function makeTimeline(jobId, names, onSelect) {
     const ticks = [];
     for (let ms = 0; ms <= (t1 - t0) / 1e6; ms += stepMs) ticks.push(el("span", { style: "left:" + (130 + ms / scale) + "px", text: "+" + fmtDuration(ms * 1e6) }));
     axis.replaceChildren(...ticks.slice(0, 400));
-    info.textContent = spans.length + " attempts on " + runners.length + " runners" + (more ? " (more to load)" : "");
+    const plural = (n, one, many) => n + " " + (n === 1 ? one : many);
+    info.textContent = plural(spans.length, "attempt", "attempts") + " on " + plural(runners.length, "runner", "runners") + (more ? " (more to load)" : "");
   }
   function niceStep(ms) {
     const p = Math.pow(10, Math.floor(Math.log10(Math.max(ms, 1))));
@@ -572,15 +585,16 @@ function makeLogs(jobId, names) {
 // `sha256:` and 12 hex digits: enough to tell components apart (the full digest on hover).
 // ---------------------------------------------------------------- outputs
 
-// A computed task's output, as bytes: `none` when it has none, `error` when it cannot be read
-// (an output taken from a subtask that has not computed yet). `from` names the task whose
-// output it is.
+// A computed task's output (the job's root task's when `taskId` is null), as bytes: `none`
+// when it has none, `error` when it cannot be read (an output taken from a subtask that has
+// not computed yet). `from` names the task whose output it is.
 async function outputOf(jobId, taskId) {
   const headers = {};
   const t = token();
   if (t) headers.Authorization = "Bearer " + t;
+  const query = taskId === null ? "" : "?task=" + encodeURIComponent(taskId);
   try {
-    const r = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + "/output?task=" + encodeURIComponent(taskId), { headers, cache: "no-store" });
+    const r = await fetch("/v1/jobs/" + encodeURIComponent(jobId) + "/output" + query, { headers, cache: "no-store" });
     const from = r.headers.get("x-tessera-task");
     if (r.status === 204) return { none: true, from };
     if (!r.ok) {

@@ -818,25 +818,29 @@ impl<D: Driver> Store for Core<D> {
         let (job, task) = (job.to_string(), task.map(str::to_string));
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
-                Self::load_job(&mut tx, &job).await?;
                 let id = match task.clone() {
                     Some(id) => id,
                     // The root comes first in tree order.
                     None => match tx.tasks(&job, &TaskQuery::default(), 1).await?.pop() {
                         Some((root, _)) => root.id,
                         None => {
+                            Self::load_job(&mut tx, &job).await?;
                             return Err(StoreError::Corrupt(format!("job {job} without tasks")));
                         }
                     },
                 };
-                let not_found = || StoreError::NotFound {
-                    what: "task",
-                    id: id.clone(),
+                // A task of this job, found by id (the common read: no job lookup); else say
+                // whether the job or the task is missing.
+                let row = match tx.task(&id).await? {
+                    Some(row) if row.job_id == job => row,
+                    _ => {
+                        Self::load_job(&mut tx, &job).await?;
+                        return Err(StoreError::NotFound {
+                            what: "task",
+                            id: id.clone(),
+                        });
+                    }
                 };
-                let row = tx.task(&id).await?.ok_or_else(not_found)?;
-                if row.job_id != job {
-                    return Err(not_found());
-                }
                 if !matches!(row.state, TaskState::Computed) {
                     return Err(StoreError::Conflict(format!(
                         "task {id} has no output: it is {} (a task's output is kept when it \
@@ -881,13 +885,13 @@ impl<D: Driver> Store for Core<D> {
         let task = task.to_string();
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
-                if tx.task(&task).await?.is_none() {
+                let rows = tx.dependencies(&task).await?;
+                if rows.is_empty() && tx.task(&task).await?.is_none() {
                     return Err(StoreError::NotFound {
                         what: "task",
                         id: task.clone(),
                     });
                 }
-                let rows = tx.dependencies(&task).await?;
                 let mut dependencies = Vec::with_capacity(rows.len());
                 for row in rows {
                     let index = path_index(&row.path)
@@ -915,13 +919,15 @@ impl<D: Driver> Store for Core<D> {
         let as_of = as_of.unwrap_or(i64::MAX as u64);
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
+                if let Some(value) = tx.cache_get(&job, &key, as_of).await? {
+                    return Ok(value);
+                }
+                // No value: say whether the job or the key is missing.
                 Self::load_job(&mut tx, &job).await?;
-                tx.cache_get(&job, &key, as_of)
-                    .await?
-                    .ok_or(StoreError::NotFound {
-                        what: "cache key",
-                        id: tessera_api::limits::elide(&key, 128),
-                    })
+                Err(StoreError::NotFound {
+                    what: "cache key",
+                    id: tessera_api::limits::elide(&key, 128),
+                })
             })
         })
         .await
@@ -943,12 +949,15 @@ impl<D: Driver> Store for Core<D> {
         let (job, query) = (job.to_string(), query.clone());
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
-                Self::load_job(&mut tx, &job).await?;
                 let prefix = query.prefix.as_deref().unwrap_or("");
                 let as_of = query.as_of.unwrap_or(i64::MAX as u64);
                 let mut keys = tx
                     .cache_keys(&job, prefix, query.after.as_deref(), limit + 1, as_of)
                     .await?;
+                if keys.is_empty() {
+                    // An empty page of a job that does not exist is a 404.
+                    Self::load_job(&mut tx, &job).await?;
+                }
                 let more = keys.len() > limit as usize;
                 keys.truncate(limit as usize);
                 let next = more.then(|| keys.last().map(|(k, _)| k.clone())).flatten();

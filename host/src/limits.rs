@@ -44,6 +44,9 @@ impl Default for Limits {
 /// Renders a byte count for people: `64 MiB`, `1.5 KiB`, `12 bytes`.
 pub fn human_bytes(bytes: usize) -> String {
     const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes == 1 {
+        return "1 byte".into();
+    }
     if bytes < 1024 {
         return format!("{bytes} bytes");
     }
@@ -132,6 +135,7 @@ mod tests {
     #[test]
     fn humans_read_sizes_and_durations() {
         assert_eq!(human_bytes(12), "12 bytes");
+        assert_eq!(human_bytes(1), "1 byte");
         assert_eq!(human_bytes(64 << 20), "64 MiB");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_duration(Duration::from_secs(30)), "30 s");

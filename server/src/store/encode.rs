@@ -139,6 +139,27 @@ pub(super) fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// The cache keys a listing covers, in byte order: from `start` (itself too when `inclusive`)
+/// up to `end`, exclusive (none: to the last key).
+pub(super) struct KeyRange<'a> {
+    pub start: &'a str,
+    pub inclusive: bool,
+    pub end: Option<String>,
+}
+
+/// The keys that begin with `prefix`, after `after` if it is given.
+pub(super) fn key_range<'a>(prefix: &'a str, after: Option<&'a str>) -> KeyRange<'a> {
+    let (start, inclusive) = match after {
+        Some(a) if a >= prefix => (a, false),
+        _ => (prefix, true),
+    };
+    KeyRange {
+        start,
+        inclusive,
+        end: prefix_end(prefix),
+    }
+}
+
 /// A child's position among its parent's subtasks, from the last segment of its path.
 pub(super) fn path_index(path: &str) -> Option<u32> {
     let body = path.strip_suffix('.')?;
@@ -257,6 +278,23 @@ mod data_tests {
         );
         let end = prefix_end("k").unwrap();
         assert!("k\u{10ffff}zz" < end.as_str() && "l" >= end.as_str());
+    }
+
+    #[test]
+    fn a_listing_starts_at_its_prefix_or_after_the_last_key_seen() {
+        let r = key_range("a/", None);
+        assert_eq!(
+            (r.start, r.inclusive, r.end.as_deref()),
+            ("a/", true, Some("a0"))
+        );
+        let r = key_range("a/", Some("a/5"));
+        assert_eq!((r.start, r.inclusive), ("a/5", false));
+        let r = key_range("a/", Some("A"));
+        assert_eq!(
+            (r.start, r.inclusive),
+            ("a/", true),
+            "a cursor before the prefix"
+        );
     }
 
     #[test]

@@ -1418,12 +1418,9 @@ impl Tx for PgTx {
         limit: u32,
         as_of: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        let start = match after {
-            Some(a) if a >= prefix => a,
-            _ => prefix,
-        };
-        let inclusive = after.is_none_or(|a| a < prefix);
-        let end = prefix_end(prefix);
+        // Keys compare bytewise; of each key, the latest version at or below `as_of`, unless
+        // it is a delete.
+        let range = key_range(prefix, after);
         let rows = self
             .rows(
                 "SELECT c.key, octet_length(c.value)::bigint FROM cache_entries c \
@@ -1432,7 +1429,14 @@ impl Tx for PgTx {
                  AND c.seq = (SELECT max(l.seq) FROM cache_entries l \
                      WHERE l.job_id = c.job_id AND l.key = c.key AND l.seq <= $6) \
                  ORDER BY c.key LIMIT $5",
-                &[&job, &start, &inclusive, &end, &i64::from(limit), &i(as_of)],
+                &[
+                    &job,
+                    &range.start,
+                    &range.inclusive,
+                    &range.end,
+                    &i64::from(limit),
+                    &i(as_of),
+                ],
             )
             .await?;
         Ok(rows

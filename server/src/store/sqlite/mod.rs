@@ -1298,15 +1298,9 @@ impl Tx for SqliteTx {
         limit: u32,
         as_of: u64,
     ) -> Result<Vec<(String, u64)>, StoreError> {
-        // Keys compare bytewise: the prefix's range runs from the prefix itself (or after the
-        // given key) to the first text past every key that begins with it. Of each key, the
-        // latest version at or below `as_of`, unless it is a delete.
-        let start = match after {
-            Some(a) if a >= prefix => a,
-            _ => prefix,
-        };
-        let inclusive = after.is_none_or(|a| a < prefix);
-        let end = prefix_end(prefix);
+        // Keys compare bytewise; of each key, the latest version at or below `as_of`, unless
+        // it is a delete.
+        let range = key_range(prefix, after);
         let rows = self
             .conn
             .prepare_cached(
@@ -1317,9 +1311,17 @@ impl Tx for SqliteTx {
                      WHERE l.job_id = c.job_id AND l.key = c.key AND l.seq <= ?6) \
                  ORDER BY c.key LIMIT ?5",
             )?
-            .query_map(params![job, start, inclusive, end, limit, i(as_of)], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-            })?
+            .query_map(
+                params![
+                    job,
+                    range.start,
+                    range.inclusive,
+                    range.end,
+                    limit,
+                    i(as_of)
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -231,10 +231,12 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     // Version 3 had the task total as a column of its own (dropped by 0006).
     conn.execute_batch("ALTER TABLE jobs ADD COLUMN task_total INTEGER NOT NULL DEFAULT 4")
         .unwrap();
-    // And none of what 0007 (deployed components) and 0008 (outputs, the job cache) added.
+    // And none of what 0007 (deployed components), 0008 (outputs, the job cache) and 0009
+    // (span digests) added.
     conn.execute_batch(
         "DROP TABLE components; ALTER TABLE jobs DROP COLUMN pins; \
-         ALTER TABLE tasks DROP COLUMN component; ALTER TABLE spans DROP COLUMN component; \
+         ALTER TABLE tasks DROP COLUMN component; ALTER TABLE spans DROP COLUMN component_id; \
+         DROP TABLE digests; \
          ALTER TABLE runners DROP COLUMN deployed; ALTER TABLE runners DROP COLUMN host; \
          ALTER TABLE runners DROP COLUMN concurrency; \
          DROP TABLE outputs; DROP TABLE cache_entries; ALTER TABLE jobs DROP COLUMN cache_seq;",
@@ -276,4 +278,99 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         .unwrap();
     assert_eq!(store.audit(&id).await.unwrap(), Vec::<String>::new());
     check(store.job(&id).await.unwrap());
+}
+
+/// Submits a job and claims its root as a runner whose file has `digest`; returns the job.
+async fn claim_one(store: &dyn tessera_server::Store, digest: &str) -> String {
+    use tessera_api::{ClaimRequest, RootTask, SubmitJob, TaskIdentifier};
+    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
+    let job = store
+        .submit(
+            &SubmitJob {
+                name: "named".into(),
+                root: RootTask {
+                    identifier: root.clone(),
+                    input: serde_json::json!({}),
+                    max_retries: 0,
+                    display: None,
+                },
+                cluster: None,
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    let req = ClaimRequest {
+        runner_id: "r".into(),
+        cluster: "default".into(),
+        identifiers: vec![root],
+        max: 1,
+        wait_ms: 0,
+        return_when_idle: false,
+        digests: vec![digest.to_string()],
+        deployed: false,
+        host: None,
+        concurrency: None,
+    };
+    assert_eq!(store.claim(&req, 2).await.unwrap().len(), 1);
+    job.id
+}
+
+/// The component the first span of `job` names.
+async fn span_component(store: &dyn tessera_server::Store, job: &str) -> Option<String> {
+    let query = tessera_api::SpanQuery::default();
+    store.spans(job, &query).await.unwrap().spans[0]
+        .component
+        .clone()
+}
+
+/// A database from before span digests were interned (schema version 8 on SQLite, 9 on
+/// PostgreSQL) keeps every span's component when it is opened by this version.
+#[tokio::test]
+async fn upgrading_keeps_the_component_each_span_named() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let job = claim_one(&store, &digest).await;
+    assert_eq!(span_component(&store, &job).await, Some(digest.clone()));
+    drop(store);
+    // Back to version 8: the digest in the span row, no digests table.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE spans ADD COLUMN component TEXT; \
+         UPDATE spans SET component = (SELECT digest FROM digests WHERE id = component_id); \
+         ALTER TABLE spans DROP COLUMN component_id; DROP TABLE digests;",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 8).unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(span_component(&store, &job).await, Some(digest.clone()));
+
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    let job = claim_one(&store, &digest).await;
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "ALTER TABLE spans ADD COLUMN component TEXT; \
+             UPDATE spans SET component = d.digest FROM digests d WHERE d.id = spans.component_id; \
+             ALTER TABLE spans DROP COLUMN component_id; DROP TABLE digests; \
+             UPDATE tessera_schema SET version = 9",
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(span_component(&store, &job).await, Some(digest));
 }

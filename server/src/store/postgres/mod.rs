@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_drop_task_total.sql"),
     include_str!("migrations/0008_components.sql"),
     include_str!("migrations/0009_outputs_cache.sql"),
+    include_str!("migrations/0010_span_digests.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -1164,9 +1165,20 @@ impl Tx for PgTx {
         let attempts: Vec<i64> = rows.iter().map(|r| i64::from(r.attempt)).collect();
         let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
         let components: Vec<Option<String>> = rows.iter().map(|r| claim.ran(r)).collect();
+        // Each component that runs them is named once, in `digests`.
+        if components.iter().any(Option::is_some) {
+            self.exec(
+                "INSERT INTO digests (digest) SELECT DISTINCT d FROM UNNEST($1::text[]) AS d \
+                 WHERE d IS NOT NULL ON CONFLICT (digest) DO NOTHING",
+                &[&components],
+            )
+            .await?;
+        }
         self.exec(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, component) \
-             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', s.component \
+            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
+             component_id) \
+             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', \
+             (SELECT id FROM digests WHERE digest = s.component) \
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
              AS s(id, job, attempt, name, component)",
             &[

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_drop_task_total.sql"),
     include_str!("migrations/0007_components.sql"),
     include_str!("migrations/0008_outputs_cache.sql"),
+    include_str!("migrations/0009_span_digests.sql"),
 ];
 
 /// The SQLite job store.
@@ -1051,10 +1052,21 @@ impl Tx for SqliteTx {
             "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner = ?4, \
              lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
         )?;
+        // Each component that runs them is named once, in `digests`.
+        let mut digests: Vec<String> = rows.iter().filter_map(|r| claim.ran(r)).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let mut intern = self
+            .conn
+            .prepare_cached("INSERT OR IGNORE INTO digests (digest) VALUES (?1)")?;
+        for d in &digests {
+            intern.execute([d])?;
+        }
         // Everything the span needs came with the pick: no second lookup of the task.
         let mut span = self.conn.prepare_cached(
             "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
-             component) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7)",
+             component_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', \
+             (SELECT id FROM digests WHERE digest = ?7))",
         )?;
         for r in &rows {
             lease.execute(params![

@@ -237,6 +237,41 @@ impl Client {
         .await
     }
 
+    /// Who this client's key acts as.
+    pub async fn whoami(&self) -> Result<crate::Identity, ClientError> {
+        self.get("/v1/whoami", &()).await
+    }
+
+    /// The tenants this client's key reaches.
+    pub async fn tenants(&self) -> Result<crate::TenantList, ClientError> {
+        self.get("/v1/tenants", &()).await
+    }
+
+    /// Creates a tenant (an operator's key).
+    pub async fn create_tenant(
+        &self,
+        tenant: &crate::NewTenant,
+    ) -> Result<crate::Tenant, ClientError> {
+        self.post("/v1/tenants", tenant, None).await
+    }
+
+    /// The keys this client's key may manage.
+    pub async fn keys(&self) -> Result<crate::KeyList, ClientError> {
+        self.get("/v1/keys", &()).await
+    }
+
+    /// Creates a key; its secret is in the answer, and nowhere else ever.
+    pub async fn create_key(&self, key: &crate::NewKey) -> Result<crate::CreatedKey, ClientError> {
+        self.post("/v1/keys", key, None).await
+    }
+
+    /// Revokes a key.
+    pub async fn revoke_key(&self, id: &str) -> Result<crate::ApiKey, ClientError> {
+        let path = format!("/v1/keys/{}", path_segment(id));
+        self.send(&path, |base| self.http.delete(format!("{base}{path}")))
+            .await
+    }
+
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<crate::Health, ClientError> {
         self.get("/v1/health", &()).await
@@ -287,7 +322,6 @@ impl Client {
         .await
     }
 
-    /// Requeues a job's failed and canceled tasks.
     /// `DELETE /v1/jobs/{id}`: deletes a job that is over, with everything of it.
     pub async fn delete_job(&self, job: &str) -> Result<Job, ClientError> {
         let path = format!("/v1/jobs/{}", path_segment(job));
@@ -295,6 +329,7 @@ impl Client {
             .await
     }
 
+    /// Requeues a job's failed and canceled tasks.
     pub async fn retry(&self, job: &str) -> Result<Job, ClientError> {
         self.post(
             &format!("/v1/jobs/{job}/retry"),

@@ -17,6 +17,7 @@ pub mod num;
 mod runner;
 mod subtask;
 mod telemetry;
+mod tenants;
 
 #[cfg(feature = "client")]
 pub use client::{Client, ClientError, TaskOutput};
@@ -40,6 +41,9 @@ pub use runner::{
 };
 pub use subtask::{ProgressUpdate, SubtaskSpec};
 pub use telemetry::{LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery};
+pub use tenants::{
+    ApiKey, CreatedKey, Identity, KeyList, NewKey, NewTenant, Role, Tenant, TenantList,
+};
 
 /// The default server address of clients (`TESSERA_SERVER` overrides it).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";

@@ -36,6 +36,12 @@ enum Command {
     Deploy(cmd::components::DeployArgs),
     /// List, show or undeploy deployed components.
     Components(cmd::components::Args),
+    /// Create, list or show tenants (an operator's key).
+    Tenants(cmd::tenants::TenantArgs),
+    /// Create, list or revoke API keys.
+    Keys(cmd::tenants::KeyArgs),
+    /// Show who your key acts as: its role and tenant.
+    Whoami(cmd::tenants::WhoamiArgs),
     /// Show a job's task spans as a waterfall.
     Spans(cmd::spans::Args),
     /// Run N copies of a command, prefixing their output.
@@ -125,6 +131,9 @@ fn main() -> ExitCode {
             Command::Deploy(args) => cmd::components::deploy(args).await,
             Command::BuildPython(args) => cmd::python::run(args).await,
             Command::Components(args) => cmd::components::run(args).await,
+            Command::Tenants(args) => cmd::tenants::tenants(args).await,
+            Command::Keys(args) => cmd::tenants::keys(args).await,
+            Command::Whoami(args) => cmd::tenants::whoami(args).await,
             Command::New(args) => cmd::new::run(args),
             Command::Spans(args) => cmd::spans::run(args).await,
             Command::Parallel(args) => cmd::parallel::run(args).await,

@@ -106,8 +106,9 @@ fn sleep_job(name: &str, count: u32, seconds: f64) -> SubmitJob {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
+/// The console tests' directory and Chromium, if both are there to run them (CI installs
+/// both and must run the tests; elsewhere a missing one is said loudly).
+fn browser() -> Option<(std::path::PathBuf, String)> {
     let tests = support::workspace().join("console-tests");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let missing = [
@@ -128,9 +129,16 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
             "SKIPPED the console browser test: install {}",
             missing.join(" and ")
         );
-        return;
+        return None;
     }
+    Some((tests, chromium))
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
+    let Some((tests, chromium)) = browser() else {
+        return;
+    };
     let wasm = guest("parallel-sleep");
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(&dir.path().join("t.db"), &[]);
@@ -218,4 +226,59 @@ async fn the_job_page_shows_tree_timeline_logs_and_cancels() {
     .await;
     let _ = bg.kill();
     let _ = bg.wait();
+}
+
+/// A server with keys: the console asks for one, shows a tenant's key only its tenant's jobs,
+/// and the operator every tenant's and the Tenants page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_signs_in_with_a_key_and_shows_one_tenant() {
+    let Some((tests, chromium)) = browser() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let operator = "console-operator-token";
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--token", operator]);
+    let op = Client::new(server.url.clone(), Some(operator.into()));
+    let mut keys = Vec::new();
+    for tenant in ["a", "b"] {
+        op.create_tenant(&tessera_api::NewTenant {
+            name: tenant.into(),
+            weight: None,
+        })
+        .await
+        .unwrap();
+        for role in [tessera_api::Role::Submit, tessera_api::Role::Read] {
+            let key = op
+                .create_key(&tessera_api::NewKey {
+                    role,
+                    tenant: Some(tenant.into()),
+                    name: None,
+                })
+                .await
+                .unwrap();
+            keys.push(key.secret);
+        }
+    }
+    let as_ = |key: &str| Client::new(server.url.clone(), Some(key.to_string()));
+    let ours = as_(&keys[0])
+        .submit(&sleep_job("ours", 1, 0.0))
+        .await
+        .unwrap();
+    let theirs = as_(&keys[2])
+        .submit(&sleep_job("theirs", 1, 0.0))
+        .await
+        .unwrap();
+    let mut node = Command::new("node");
+    node.arg("tenants.mjs")
+        .current_dir(&tests)
+        .env("TESSERA_URL", &server.url)
+        .env("TENANT_KEY", &keys[1])
+        .env("OPERATOR_KEY", operator)
+        .env("OURS", &ours.id)
+        .env("THEIRS", &theirs.id)
+        .env("SCREENSHOTS", tests.join("screenshots"))
+        .env("CHROMIUM", &chromium);
+    let (status, out, err) = output(node, Duration::from_secs(120));
+    assert!(status.success(), "the browser test failed:\n{out}\n{err}");
+    assert!(out.contains("tenant console checks passed"), "{out}");
 }

@@ -120,6 +120,16 @@ pub enum ServerError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The server would listen beyond loopback with no key to ask for.
+    #[error(
+        "refusing to listen on {addr} without keys: anyone who can reach it could run code and \
+         read every job. Create an operator key first (`tessera keys create --role operator` \
+         against this server on 127.0.0.1), or start it with --token, or listen on 127.0.0.1"
+    )]
+    Open {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The address could not be bound.
     #[error(
         "could not listen on {addr}: {source} (is another server running there? pick another with --listen)"
@@ -135,6 +145,7 @@ pub enum ServerError {
 /// A server running in this process.
 pub struct RunningServer {
     addr: SocketAddr,
+    keys_required: bool,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<()>,
     reaper: JoinHandle<()>,
@@ -144,6 +155,11 @@ impl RunningServer {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether it asked for keys when it started (it has a token, or the store holds keys).
+    pub fn keys_required(&self) -> bool {
+        self.keys_required
     }
 
     /// Its base URL, e.g. `http://127.0.0.1:8420`.
@@ -180,6 +196,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             Arc::new(PostgresStore::connect(url, config.store.clone()).await?)
         }
     };
+    let keys_required = config.token.is_some() || store.active_keys().await? > 0;
+    if !config.listen.ip().is_loopback() && !keys_required {
+        return Err(ServerError::Open {
+            addr: config.listen,
+        });
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -197,7 +219,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         store: store.clone(),
         wake: wake.clone(),
         shutdown: shutdown_rx.clone(),
-        token: config.token.as_deref().map(Arc::from),
+        keys: Arc::new(http::auth::Keys::new(
+            config.token.as_deref().map(Arc::from),
+        )),
+        port: addr.port(),
         max_body: config.max_body,
         max_input: config.max_input,
         max_component: config.max_component,
@@ -215,6 +240,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     tracing::info!(%addr, "tessera server listening");
     Ok(RunningServer {
         addr,
+        keys_required,
         shutdown,
         serve,
         reaper,

@@ -203,6 +203,20 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
+/// Undoes SQLite migration 0010 (tenants), so that a test can rewind a database to before it.
+const UNDO_TENANTS: &str = "DROP TABLE tenants; DROP TABLE api_keys; DROP INDEX jobs_tenant; \
+    ALTER TABLE jobs DROP COLUMN tenant_id; DROP INDEX tasks_queued; \
+    ALTER TABLE tasks DROP COLUMN tenant_id; \
+    CREATE INDEX tasks_queued ON tasks(cluster, job_id, path) WHERE state = 'queued'; \
+    ALTER TABLE runners DROP COLUMN tenant_id; \
+    CREATE TABLE old_components (digest TEXT PRIMARY KEY, name TEXT NOT NULL, \
+    size INTEGER NOT NULL, task_types TEXT NOT NULL, deployed_by TEXT NOT NULL, \
+    deployed_at INTEGER NOT NULL, undeployed_at INTEGER, bytes BLOB NOT NULL); \
+    INSERT INTO old_components SELECT digest, name, size, task_types, deployed_by, deployed_at, \
+    undeployed_at, bytes FROM components; DROP TABLE components; \
+    ALTER TABLE old_components RENAME TO components; \
+    CREATE INDEX components_name ON components(name, deployed_at);";
+
 /// A database from before the kept job counts (schema version 3 on SQLite, 4 on PostgreSQL)
 /// gets them from its rows when it is opened by this version.
 #[tokio::test]
@@ -224,6 +238,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_TENANTS).unwrap();
     for column in TALLY_COLUMNS.split(", ") {
         conn.execute_batch(&format!("ALTER TABLE jobs DROP COLUMN {column}"))
             .unwrap();
@@ -337,6 +352,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_TENANTS).unwrap();
     conn.execute_batch(
         "ALTER TABLE spans ADD COLUMN component TEXT; \
          UPDATE spans SET component = (SELECT digest FROM digests WHERE id = component_id); \
@@ -347,6 +363,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(conn);
     let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(span_component(&store, &job).await, Some(digest.clone()));
+    in_the_default_tenant(&store, &job).await;
 
     let Some(url) = tessera_testkit::postgres::fresh_database().await else {
         return;
@@ -373,4 +390,22 @@ async fn upgrading_keeps_the_component_each_span_named() {
         .await
         .unwrap();
     assert_eq!(span_component(&store, &job).await, Some(digest));
+    in_the_default_tenant(&store, &job).await;
+}
+
+/// What a database held before tenants is the default tenant's after the upgrade.
+async fn in_the_default_tenant(store: &dyn tessera_server::Store, job: &str) {
+    use tessera_server::store::{DEFAULT_TENANT, Owned, Reach};
+    assert_eq!(
+        store.owner(Owned::Job(job)).await.unwrap(),
+        Some(DEFAULT_TENANT)
+    );
+    let page = store
+        .jobs_in(Reach::Tenant(DEFAULT_TENANT), &Default::default())
+        .await
+        .unwrap();
+    assert!(page.jobs.iter().any(|j| j.id == job));
+    let tenants = store.tenants(Reach::All).await.unwrap();
+    assert_eq!(tenants.len(), 1);
+    assert_eq!(tenants[0].1.name, "default");
 }

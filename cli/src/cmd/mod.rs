@@ -12,6 +12,7 @@ pub mod runners;
 pub mod server;
 pub mod spans;
 pub mod submit;
+pub mod tenants;
 
 use std::time::Duration;
 

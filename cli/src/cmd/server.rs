@@ -104,6 +104,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Database::Postgres(url) => println!("Database: {}", tessera_server::redact_url(url)),
     }
     println!("Console: {}/", server.url());
+    if server.keys_required() {
+        println!("Access: every request needs a key (TESSERA_TOKEN)");
+    } else {
+        println!(
+            "Access: no keys yet — anyone on this machine acts as the operator \
+             (`tessera keys create --role operator` locks it)"
+        );
+    }
     shutdown_signal().await;
     eprintln!("Shutting down…");
     server.shutdown().await;

@@ -12,6 +12,55 @@ function token() {
   return localStorage.getItem(TOKEN_KEY);
 }
 
+// Thrown when the server asks for a key this page does not have (or has a revoked one).
+class SignIn extends Error {
+  constructor() { super("this server asks for a key"); }
+}
+
+function signOut() {
+  localStorage.removeItem(TOKEN_KEY);
+  state.me = null;
+  route();
+}
+
+// Who this page acts as, shown in the header; operators also get the Tenants page.
+async function identity(signal) {
+  if (!state.me) state.me = await api("/v1/whoami", { signal });
+  const me = state.me;
+  const who = document.getElementById("who");
+  const text = me.keys_required
+    ? (me.tenant ? "tenant " + me.tenant : "every tenant") + " · " + me.role
+    : "no keys: anyone on this machine is operator";
+  who.replaceChildren(el("span", { id: "identity", text }),
+    token() ? el("a", { href: "#", id: "sign-out", onclick: (e) => { e.preventDefault(); signOut(); }, text: "sign out" }) : null);
+  document.getElementById("nav-tenants").hidden = me.role !== "operator";
+  return me;
+}
+
+function signInPage(app) {
+  const key = el("input", { id: "key", type: "password", autocomplete: "off", placeholder: "tsk_…", size: 60 });
+  const error = el("p", { class: "error", id: "sign-in-error" });
+  const form = el("form", { id: "sign-in", onsubmit: async (e) => {
+    e.preventDefault();
+    localStorage.setItem(TOKEN_KEY, key.value.trim());
+    state.me = null;
+    try {
+      await api("/v1/whoami");
+      route();
+    } catch (err) {
+      localStorage.removeItem(TOKEN_KEY);
+      error.textContent = err instanceof SignIn ? "That key is not valid here (revoked, mistyped, or of another server)." : err.message;
+    }
+  } }, el("label", {}, "Key ", key), " ", el("button", { type: "submit", text: "Sign in" }));
+  app.replaceChildren(el("div", { class: "panel" },
+    el("h1", { text: "Sign in" }),
+    el("p", { class: "muted", text: "This server asks for a key. Paste one your operator or tenant admin created (tessera keys create); it stays in this browser until you sign out." }),
+    form, error));
+  document.getElementById("who").replaceChildren();
+  key.focus();
+  ready();
+}
+
 async function api(path, options = {}) {
   const headers = { Accept: "application/json" };
   const t = token();
@@ -19,10 +68,7 @@ async function api(path, options = {}) {
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { ...options, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body) });
   const conn = document.getElementById("conn");
-  if (response.status === 401) {
-    conn.textContent = "This server needs a token: open the console with ?token=…";
-    throw new Error("unauthorized");
-  }
+  if (response.status === 401) throw new SignIn();
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.message || response.statusText);
   conn.textContent = "";
@@ -684,6 +730,25 @@ async function componentsPage(app, signal) {
   loop(signal, 5000, load);
 }
 
+async function tenantsPage(app, signal) {
+  const body = el("tbody");
+  app.replaceChildren(
+    el("div", { class: "panel" },
+      el("h1", { text: "Tenants" }),
+      el("p", { class: "muted", text: "Every tenant on this server (operators only). Create one with: tessera tenants create NAME" }),
+      el("table", { id: "tenants" }, el("thead", {}, el("tr", {}, ...["Tenant", "Weight", "Created"].map((h) => el("th", { text: h })))), body)));
+  async function load() {
+    const list = await api("/v1/tenants", { signal });
+    body.replaceChildren(...list.tenants.map((t) => el("tr", { "data-tenant": t.name },
+      el("td", { text: t.name }),
+      el("td", { text: t.weight }),
+      el("td", { text: t.created_at ? fmtTime(t.created_at) : "built in" }))));
+    ready();
+  }
+  await load();
+  loop(signal, 5000, load);
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -694,12 +759,16 @@ async function route() {
   const app = document.getElementById("app");
   const m = location.pathname.match(/^\/jobs\/([^/]+)\/?$/);
   try {
+    await identity(signal);
     if (location.pathname === "/" || location.pathname === "") await jobsPage(app, signal);
+    else if (/^\/tenants\/?$/.test(location.pathname)) await tenantsPage(app, signal);
     else if (/^\/runners\/?$/.test(location.pathname)) await runnersPage(app, signal);
     else if (/^\/components\/?$/.test(location.pathname)) await componentsPage(app, signal);
     else if (m) await jobPage(app, decodeURIComponent(m[1]), signal);
     else app.replaceChildren(el("p", {}, "Nothing here. ", el("a", { href: "/", text: "See all jobs" })));
   } catch (e) {
+    if (e instanceof SignIn) return signInPage(app);
+    if (signal.aborted) return;
     app.replaceChildren(el("p", { class: "error", text: "Could not load this page: " + e.message }), el("a", { href: "/", text: "Back to all jobs" }));
     ready();
   }

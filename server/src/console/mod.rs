@@ -56,6 +56,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/jobs/{id}", get(index))
         .route("/runners", get(index))
         .route("/components", get(index))
+        .route("/tenants", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/style.css", get(style_css))
         .layer(set(header::CONTENT_SECURITY_POLICY, CSP))

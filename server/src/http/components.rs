@@ -1,11 +1,11 @@
 //! Deployed components: upload (checked, content-addressed), list, show, download by digest,
 //! undeploy.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures_util::StreamExt;
 use tessera_api::component::is_digest;
 use tessera_api::{
@@ -13,6 +13,7 @@ use tessera_api::{
 };
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use crate::now_unix_nano;
 use crate::store::check_name;
@@ -102,6 +103,7 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
         (status = 413, body = ErrorBody, description = "Larger than --max-component-mib")))]
 pub async fn deploy(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<DeployQuery>,
     headers: HeaderMap,
     body: Body,
@@ -163,7 +165,10 @@ pub async fn deploy(
         deployed_at: now_unix_nano(),
         undeployed_at: None,
     };
-    let deployed = state.store.deploy(&component, bytes.into()).await?;
+    let deployed = state
+        .store
+        .deploy_as(caller.home(), &component, bytes.into())
+        .await?;
     let status = if deployed.created {
         StatusCode::CREATED
     } else {
@@ -177,9 +182,12 @@ pub async fn deploy(
     responses((status = 200, body = ComponentList)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(query): ApiQuery<ComponentQuery>,
 ) -> Result<Json<ComponentList>, ApiError> {
-    Ok(Json(state.store.components(query.all).await?))
+    Ok(Json(
+        state.store.components_in(caller.reach(), query.all).await?,
+    ))
 }
 
 /// One component, by digest or by name (the latest deployed under it).
@@ -188,9 +196,12 @@ pub async fn list(
     responses((status = 200, body = Component), (status = 404, body = ErrorBody)))]
 pub async fn info(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<Component>, ApiError> {
-    Ok(Json(state.store.component(&reference).await?))
+    Ok(Json(
+        state.store.component_in(caller.reach(), &reference).await?,
+    ))
 }
 
 /// A component's bytes, by digest (what fleet runners fetch).
@@ -202,6 +213,7 @@ pub async fn info(
         (status = 404, body = ErrorBody)))]
 pub async fn bytes(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(digest): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !is_digest(&digest) {
@@ -210,11 +222,17 @@ pub async fn bytes(
              GET /v1/components/{name}/info finds it by name",
         ));
     }
-    let bytes = state.store.component_bytes(&digest).await?;
+    let bytes = state
+        .store
+        .component_bytes_in(caller.reach(), &digest)
+        .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/wasm"),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ),
         ],
         bytes,
     )
@@ -231,9 +249,13 @@ pub async fn bytes(
         (status = 409, body = ErrorBody, description = "Not deployed now")))]
 pub async fn undeploy(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<ComponentList>, ApiError> {
     Ok(Json(
-        state.store.undeploy(&reference, now_unix_nano()).await?,
+        state
+            .store
+            .undeploy_in(caller.reach(), &reference, now_unix_nano())
+            .await?,
     ))
 }

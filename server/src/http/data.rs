@@ -1,14 +1,16 @@
 //! Data between tasks: task outputs, dependencies and the job cache (reads; writes arrive
 //! with reports).
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use tessera_api::{CacheKey, CachePage, CacheQuery, DependencyList, ErrorBody, OutputQuery};
 
 use super::AppState;
+use super::auth::{Caller, check_owner};
 use super::error::{ApiError, ApiPath, ApiQuery};
+use crate::store::Owned;
 
 /// Bytes as stored, in the OpenAPI document.
 #[derive(utoipa::ToSchema)]
@@ -43,9 +45,11 @@ fn octets(bytes: Vec<u8>, task: Option<&str>) -> Response {
         (status = 409, body = ErrorBody, description = "The task has not computed")))]
 pub async fn output(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<OutputQuery>,
 ) -> Result<Response, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&job)).await?;
     let found = state.store.output(&job, query.task.as_deref()).await?;
     Ok(match found.value {
         Some(bytes) => octets(bytes, Some(&found.task_id)),
@@ -66,8 +70,10 @@ pub async fn output(
     responses((status = 200, body = DependencyList), (status = 404, body = ErrorBody)))]
 pub async fn dependencies(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(task): ApiPath<String>,
 ) -> Result<Json<DependencyList>, ApiError> {
+    check_owner(&state, &caller, Owned::Task(&task)).await?;
     Ok(Json(state.store.dependencies(&task).await?))
 }
 
@@ -78,9 +84,11 @@ pub async fn dependencies(
         (status = 404, body = ErrorBody)))]
 pub async fn cache(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<CacheQuery>,
 ) -> Result<Json<CachePage>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&job)).await?;
     Ok(Json(state.store.cache(&job, &query).await?))
 }
 
@@ -93,9 +101,11 @@ pub async fn cache(
         (status = 404, body = ErrorBody, description = "No such job, or no value under the key")))]
 pub async fn cache_value(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<CacheKey>,
 ) -> Result<Response, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&job)).await?;
     tessera_api::limits::check_cache_key(&query.key).map_err(ApiError::bad_request)?;
     Ok(octets(
         state.store.cache_get(&job, &query.key, query.as_of).await?,

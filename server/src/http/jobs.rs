@@ -1,12 +1,14 @@
 //! Job endpoints: submit, list, get, tasks, cancel, retry, delete.
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use tessera_api::{ErrorBody, Job, JobFilter, JobPage, SubmitJob, Task, TaskPage, TaskQuery};
 
 use super::AppState;
+use super::auth::{Caller, check_owner};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::now_unix_nano;
+use crate::store::Owned;
 
 /// [`SubmitJob`] as it arrives: the input kept as text until its size is checked, so that a
 /// huge input costs its bytes, not a tree of JSON values many times larger.
@@ -37,6 +39,7 @@ pub struct RootBody {
         (status = 413, body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<SubmitBody>,
 ) -> Result<Json<Job>, ApiError> {
     let input = match body.root.input {
@@ -66,7 +69,10 @@ pub async fn submit(
         },
         cluster: body.cluster,
     };
-    let job = state.store.submit(&job, now_unix_nano()).await?;
+    let job = state
+        .store
+        .submit_as(caller.home(), &job, now_unix_nano())
+        .await?;
     state
         .wake
         .notify_scope(&crate::wake::Scope::Clusters(vec![job.cluster.clone()]));
@@ -78,9 +84,10 @@ pub async fn submit(
     responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiQuery(filter): ApiQuery<JobFilter>,
 ) -> Result<Json<JobPage>, ApiError> {
-    Ok(Json(state.store.jobs(&filter).await?))
+    Ok(Json(state.store.jobs_in(caller.reach(), &filter).await?))
 }
 
 /// How long a watch may wait, and how long it lets a burst of changes settle.
@@ -117,10 +124,12 @@ fn etag(job: &Job) -> String {
         (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(watch): ApiQuery<Watch>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
     let wait = std::time::Duration::from_millis(watch.wait_ms.unwrap_or(0));
@@ -168,9 +177,11 @@ pub async fn get(
     responses((status = 200, body = TaskPage), (status = 404, body = ErrorBody)))]
 pub async fn tasks(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<TaskQuery>,
 ) -> Result<Json<TaskPage>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     Ok(Json(state.store.tasks(&id, &query).await?))
 }
 
@@ -179,8 +190,10 @@ pub async fn tasks(
     responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
 pub async fn task(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Task>, ApiError> {
+    check_owner(&state, &caller, Owned::Task(&id)).await?;
     Ok(Json(state.store.task(&id).await?))
 }
 
@@ -189,8 +202,10 @@ pub async fn task(
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.cancel(&id, now_unix_nano()).await?;
     // Nothing became claimable; watchers of the job should look.
     state.wake.touched();
@@ -206,8 +221,10 @@ pub async fn cancel(
         (status = 409, body = ErrorBody, description = "The job is not over, or attempts of it still run")))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.delete_job(&id).await?;
     state.wake.touched();
     Ok(Json(job))
@@ -218,8 +235,10 @@ pub async fn delete(
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn retry(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Job>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.retry(&id, now_unix_nano()).await?;
     state.wake.notify();
     Ok(Json(job))
@@ -231,7 +250,9 @@ pub async fn retry(
     responses((status = 200, body = tessera_api::UnservedList), (status = 404, body = ErrorBody)))]
 pub async fn unserved(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<tessera_api::UnservedList>, ApiError> {
+    check_owner(&state, &caller, Owned::Job(&id)).await?;
     Ok(Json(state.store.unserved(&id, now_unix_nano()).await?))
 }

@@ -1,5 +1,6 @@
 //! The HTTP/JSON API under `/v1`, its OpenAPI description and the token check.
 
+pub mod auth;
 pub mod budget;
 mod components;
 mod data;
@@ -8,6 +9,7 @@ mod jobs;
 mod runner;
 pub mod serve;
 mod telemetry;
+mod tenants;
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use tokio::sync::watch;
 use utoipa::OpenApi;
@@ -34,8 +36,10 @@ pub struct AppState {
     pub wake: Wake,
     /// Turns true when the server shuts down (ends long polls).
     pub shutdown: watch::Receiver<bool>,
-    /// The bearer token every request must carry, if set.
-    pub token: Option<Arc<str>>,
+    /// The server's token and the keys it read.
+    pub keys: Arc<auth::Keys>,
+    /// The port it listens on (a request to a server without keys must name it).
+    pub port: u16,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
     /// The largest root task input accepted, in bytes.
@@ -83,6 +87,12 @@ pub struct AppState {
         data::dependencies,
         data::cache,
         data::cache_value,
+        tenants::whoami,
+        tenants::list,
+        tenants::create,
+        tenants::keys,
+        tenants::create_key,
+        tenants::revoke_key,
     ),
     components(schemas(tessera_api::ErrorBody, tessera_api::Report, tessera_api::TaskReport)),
     modifiers(&Conventions)
@@ -158,14 +168,25 @@ impl utoipa::Modify for Conventions {
                         .or_insert_with(|| error(why).into());
                 };
                 if !public {
-                    add("401", "No bearer token, or the wrong one");
+                    add(
+                        "401",
+                        "No key (and the server asks for one), or a key that is not valid",
+                    );
+                    add(
+                        "403",
+                        "The key's role may not do this (the message names the roles that may), \
+                         or, on a server without keys, the request came from another site",
+                    );
                     add("400", "The request is not valid; the message says why");
                     add("414", "The request target is longer than 8 KiB");
                     add("500", "The server failed; nothing was changed");
                 }
                 add("503", "The database is busy or unreachable; try again");
                 if names_one {
-                    add("404", "The job or task named does not exist");
+                    add(
+                        "404",
+                        "What the path names does not exist, or belongs to another tenant",
+                    );
                 }
                 if changes_state {
                     add(
@@ -244,55 +265,6 @@ async fn openapi_json() -> impl IntoResponse {
     Json(openapi())
 }
 
-/// The credentials of an `Authorization: Bearer …` header (the scheme in any case).
-fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, credentials) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| credentials.trim())
-}
-
-/// Compares in time that depends on the lengths only, not on where the first difference is.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = bearer(&request);
-        if !given.is_some_and(|g| same_secret(g, token)) {
-            let (message, challenge) = if given.is_some() {
-                (
-                    "the bearer token is wrong; use the server's --token (TESSERA_TOKEN)",
-                    r#"Bearer realm="tessera", error="invalid_token""#,
-                )
-            } else {
-                (
-                    "this server requires a bearer token: set TESSERA_TOKEN (Authorization: Bearer …)",
-                    r#"Bearer realm="tessera""#,
-                )
-            };
-            let mut response =
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(challenge),
-            );
-            return response;
-        }
-    }
-    next.run(request).await
-}
-
 async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -317,43 +289,75 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
+/// `route` under `need`: callers whose role does not meet it get a 403.
+fn need(need: auth::Need, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.route_layer(middleware::from_fn(move |request, next| {
+        auth::require(need, request, next)
+    }))
+}
+
 /// The API router.
 pub fn router(state: AppState) -> Router {
+    use auth::Need::{Admin, Anyone, Operator, Read, Runner, Submit};
     let public = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready));
+    let deploy = post(components::deploy).layer(DefaultBodyLimit::max(state.max_component));
     let api = Router::new()
-        .route("/v1/openapi.json", get(openapi_json))
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
-        .route("/v1/jobs/{id}/tasks", get(jobs::tasks))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/unserved", get(jobs::unserved))
-        .route("/v1/runners", get(runner::runners))
+        .route("/v1/openapi.json", need(Anyone, get(openapi_json)))
+        .route("/v1/whoami", need(Anyone, get(tenants::whoami)))
+        .route(
+            "/v1/tenants",
+            need(Anyone, get(tenants::list)).merge(need(Operator, post(tenants::create))),
+        )
+        .route(
+            "/v1/keys",
+            need(Admin, get(tenants::keys).post(tenants::create_key)),
+        )
+        .route("/v1/keys/{id}", need(Admin, delete(tenants::revoke_key)))
+        .route(
+            "/v1/jobs",
+            need(Submit, post(jobs::submit)).merge(need(Read, get(jobs::list))),
+        )
+        .route(
+            "/v1/jobs/{id}",
+            need(Read, get(jobs::get)).merge(need(Admin, delete(jobs::delete))),
+        )
+        .route("/v1/jobs/{id}/tasks", need(Read, get(jobs::tasks)))
+        .route("/v1/jobs/{id}/cancel", need(Submit, post(jobs::cancel)))
+        .route("/v1/jobs/{id}/retry", need(Submit, post(jobs::retry)))
+        .route("/v1/jobs/{id}/unserved", need(Read, get(jobs::unserved)))
+        .route("/v1/runners", need(Read, get(runner::runners)))
         .route(
             "/v1/components",
-            post(components::deploy)
-                .layer(DefaultBodyLimit::max(state.max_component))
-                .get(components::list),
+            need(Admin, deploy).merge(need(Read, get(components::list))),
         )
         .route(
             "/v1/components/{id}",
-            get(components::bytes).delete(components::undeploy),
+            need(Anyone, get(components::bytes)).merge(need(Admin, delete(components::undeploy))),
         )
-        .route("/v1/components/{id}/info", get(components::info))
-        .route("/v1/jobs/{id}/logs", get(telemetry::logs))
-        .route("/v1/jobs/{id}/spans", get(telemetry::spans))
-        .route("/v1/tasks/{id}", get(jobs::task))
-        .route("/v1/tasks/{id}/dependencies", get(data::dependencies))
-        .route("/v1/jobs/{id}/output", get(data::output))
-        .route("/v1/jobs/{id}/cache", get(data::cache))
-        .route("/v1/jobs/{id}/cache/value", get(data::cache_value))
-        .route("/v1/logs", post(telemetry::ingest))
-        .route("/v1/runner/claim", post(runner::claim))
-        .route("/v1/runner/report", post(runner::report))
-        .route("/v1/runner/extend", post(runner::extend))
-        .route("/v1/runner/outlook", post(runner::outlook))
+        .route(
+            "/v1/components/{id}/info",
+            need(Read, get(components::info)),
+        )
+        .route("/v1/jobs/{id}/logs", need(Read, get(telemetry::logs)))
+        .route("/v1/jobs/{id}/spans", need(Read, get(telemetry::spans)))
+        .route("/v1/tasks/{id}", need(Read, get(jobs::task)))
+        .route(
+            "/v1/tasks/{id}/dependencies",
+            need(Anyone, get(data::dependencies)),
+        )
+        .route("/v1/jobs/{id}/output", need(Anyone, get(data::output)))
+        .route("/v1/jobs/{id}/cache", need(Anyone, get(data::cache)))
+        .route(
+            "/v1/jobs/{id}/cache/value",
+            need(Anyone, get(data::cache_value)),
+        )
+        .route("/v1/logs", need(Runner, post(telemetry::ingest)))
+        .route("/v1/runner/claim", need(Runner, post(runner::claim)))
+        .route("/v1/runner/report", need(Runner, post(runner::report)))
+        .route("/v1/runner/extend", need(Runner, post(runner::extend)))
+        .route("/v1/runner/outlook", need(Runner, post(runner::outlook)))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.max_body))
@@ -361,9 +365,12 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             std::time::Duration::from_secs(60),
         ))
-        // Inside the token check: a request without the token waits for nothing.
+        // Inside the key check: a request without a key waits for nothing.
         .layer(middleware::from_fn_with_state(state.clone(), budget::hold))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     crate::console::router()
         .merge(public)
         .merge(api)

@@ -2,14 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use tessera_api::{
     ClaimRequest, ClaimResponse, ClaimedTask, ErrorBody, ExtendRequest, ExtendResponse, Outlook,
     OutlookRequest, ReportRequest, ReportResponse,
 };
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use crate::now_unix_nano;
 use crate::store::check_name;
@@ -64,8 +65,13 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
 /// submissions, reports, retries and expired leases wake the wait).
 async fn claim_waiting(
     state: &AppState,
+    caller: &Caller,
     request: &ClaimRequest,
 ) -> Result<Vec<ClaimedTask>, ApiError> {
+    let reach = caller.claims(request.deployed);
+    let mut request = request.clone();
+    request.runner_id = caller.runner_id(&request.runner_id);
+    let request = &request;
     // A runner that serves nothing can never be handed anything: no reason to wait.
     let wait = if request.identifiers.is_empty() && !request.deployed {
         Duration::ZERO
@@ -76,7 +82,10 @@ async fn claim_waiting(
     let mut shutdown = state.shutdown.clone();
     loop {
         let mut woken = state.wake.subscribe(&request.cluster);
-        let tasks = state.store.claim(request, now_unix_nano()).await?;
+        let tasks = state
+            .store
+            .claim_in(reach, request, now_unix_nano())
+            .await?;
         if !tasks.is_empty() {
             state.wake.touched();
         }
@@ -90,7 +99,7 @@ async fn claim_waiting(
                 identifiers: request.identifiers.clone(),
                 deployed: request.deployed,
             };
-            if !state.store.outlook(&outlook).await?.has_work() {
+            if !state.store.outlook_in(reach, &outlook).await?.has_work() {
                 return Ok(tasks);
             }
         }
@@ -115,10 +124,11 @@ async fn claim_waiting(
     responses((status = 200, body = ClaimResponse), (status = 400, body = ErrorBody)))]
 pub async fn claim(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     check_claim(&request)?;
-    let tasks = claim_waiting(&state, &request).await?;
+    let tasks = claim_waiting(&state, &caller, &request).await?;
     Ok(Json(ClaimResponse { tasks }))
 }
 
@@ -131,6 +141,7 @@ pub async fn claim(
     responses((status = 200, body = ReportResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     budget: Option<axum::Extension<super::budget::BodyPermit>>,
     ApiJson(request): ApiJson<ReportRequest>,
 ) -> Result<Json<ReportResponse>, ApiError> {
@@ -145,7 +156,12 @@ pub async fn report(
     } = request;
     let (results, scope) = state
         .store
-        .report_waking(&runner_id, &reports, now_unix_nano())
+        .report_waking(
+            caller.claims(true),
+            &caller.runner_id(&runner_id),
+            &reports,
+            now_unix_nano(),
+        )
         .await?;
     // The reports are recorded: free their memory and their share of the body budget before
     // the claim riding on them waits for work.
@@ -164,7 +180,7 @@ pub async fn report(
     }
     // The reports are committed: whatever happens to the claim, the answer says so.
     let tasks = match &claim {
-        Some(c) => match claim_waiting(&state, c).await {
+        Some(c) => match claim_waiting(&state, &caller, c).await {
             Ok(tasks) => tasks,
             Err(e) => {
                 tracing::warn!("the claim riding on a report failed (the reports stand): {e:?}");
@@ -181,12 +197,19 @@ pub async fn report(
     responses((status = 200, body = ExtendResponse), (status = 400, body = ErrorBody)))]
 pub async fn extend(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<ExtendRequest>,
 ) -> Result<Json<ExtendResponse>, ApiError> {
     check_runner(&request.runner_id)?;
+    let runner = caller.runner_id(&request.runner_id);
     let leases = state
         .store
-        .extend(&request.runner_id, &request.leases, now_unix_nano())
+        .extend_in(
+            caller.claims(true),
+            &runner,
+            &request.leases,
+            now_unix_nano(),
+        )
         .await?;
     Ok(Json(ExtendResponse { leases }))
 }
@@ -196,10 +219,12 @@ pub async fn extend(
     responses((status = 200, body = Outlook), (status = 400, body = ErrorBody)))]
 pub async fn outlook(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<OutlookRequest>,
 ) -> Result<Json<Outlook>, ApiError> {
     check_name("cluster", &request.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(state.store.outlook(&request).await?))
+    let reach = caller.claims(request.deployed);
+    Ok(Json(state.store.outlook_in(reach, &request).await?))
 }
 
 /// The runners seen in the last five minutes (each recorded by its claims, at most every 10 s),
@@ -208,6 +233,12 @@ pub async fn outlook(
     responses((status = 200, body = tessera_api::RunnerList)))]
 pub async fn runners(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<tessera_api::RunnerList>, ApiError> {
-    Ok(Json(state.store.runners(now_unix_nano()).await?))
+    Ok(Json(
+        state
+            .store
+            .runners_in(caller.reach(), now_unix_nano())
+            .await?,
+    ))
 }

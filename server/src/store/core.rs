@@ -18,7 +18,10 @@ use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx, Which};
 use super::encode::{lease_ms, nanos, new_id, path_index};
 use super::pins::{MAX_PINNED_TYPES, Pins};
-use super::{Store, StoreConfig, StoreError, TaskOutput, check_name, page_size};
+use super::{
+    KeyRecord, Owned, Reach, Store, StoreConfig, StoreError, TaskOutput, TenantId, check_name,
+    page_size,
+};
 use crate::wake::Scope;
 
 /// A claim's digests if they name one well-formed digest per identifier, else none: they only
@@ -55,6 +58,8 @@ pub struct Core<D: Driver> {
     config: StoreConfig,
     /// When this server last recorded each runner, and a fingerprint of what it asked for.
     recorded: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
+    /// Whose turn it is to be claimed from first when a claim reaches every tenant.
+    turn: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<D: Driver> Clone for Core<D> {
@@ -63,6 +68,7 @@ impl<D: Driver> Clone for Core<D> {
             driver: self.driver.clone(),
             config: self.config.clone(),
             recorded: self.recorded.clone(),
+            turn: self.turn.clone(),
         }
     }
 }
@@ -107,6 +113,7 @@ impl<D: Driver> Core<D> {
             driver: Arc::new(driver),
             config,
             recorded: Default::default(),
+            turn: Default::default(),
         }
     }
 
@@ -142,14 +149,23 @@ impl<D: Driver> Core<D> {
         Ok(())
     }
 
-    async fn do_submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
+    async fn do_submit(
+        &self,
+        tenant: TenantId,
+        job: &SubmitJob,
+        now: u64,
+    ) -> Result<Job, StoreError> {
         let cluster = job.cluster.clone().unwrap_or_else(|| "default".into());
         transact!(self, Mode::Write, |tx| {
             let id = new_id();
-            let pins = Pins::of(&tx.components(&Which::Deployed).await?);
+            let pins = Pins::of(
+                &tx.components(Reach::Tenant(tenant), &Which::Deployed)
+                    .await?,
+            );
             let root = NewTask {
                 id: new_id(),
                 job_id: id.clone(),
+                tenant,
                 parent_id: None,
                 depth: 0,
                 path: String::new(),
@@ -167,6 +183,7 @@ impl<D: Driver> Core<D> {
             tx.insert_tasks(std::slice::from_ref(&root)).await?;
             let new_job = NewJob {
                 id: id.clone(),
+                tenant,
                 pins: pins.encode(),
                 name: job.name.clone(),
                 cluster: cluster.clone(),
@@ -184,6 +201,7 @@ impl<D: Driver> Core<D> {
 
     async fn do_report(
         &self,
+        reach: Reach,
         runner: &str,
         reports: &[TaskReport],
         now: u64,
@@ -192,7 +210,8 @@ impl<D: Driver> Core<D> {
         ids.sort_unstable();
         ids.dedup();
         transact!(self, Mode::Write, |tx| {
-            let rows = tx.lock_tasks(&ids).await?;
+            let mut rows = tx.lock_tasks(&ids).await?;
+            rows.retain(|r| reach.allows(r.tenant));
             let growing = decide::jobs_growing(reports, &rows);
             let growth = if growing.is_empty() {
                 Default::default()
@@ -291,10 +310,14 @@ impl<D: Driver> Core<D> {
 
     async fn do_claim(
         &self,
+        reach: Reach,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
-        let params = ClaimParams {
+        let record = self.runner_due(request, now);
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut params = ClaimParams {
+            tenant: reach.tenant().unwrap_or(super::DEFAULT_TENANT),
             runner_id: &request.runner_id,
             cluster: &request.cluster,
             identifiers: &request.identifiers,
@@ -304,13 +327,35 @@ impl<D: Driver> Core<D> {
             now,
             expires: now.saturating_add(nanos(self.config.lease)),
         };
-        let record = self.runner_due(request, now);
         let rows = transact!(self, Mode::Write, |tx| {
             if let Some(runner) = &record {
-                tx.record_runner(runner, now.saturating_sub(FORGET_RUNNER_AFTER))
-                    .await?;
+                let forget = now.saturating_sub(FORGET_RUNNER_AFTER);
+                tx.record_runner(runner, reach.tenant(), forget).await?;
             }
-            let rows = tx.claim_eligible(&params).await?;
+            let tenants: Vec<TenantId> = match reach {
+                Reach::Tenant(t) => vec![t],
+                // Every tenant, starting from another one each claim: tenants take turns.
+                Reach::All => {
+                    let mut all: Vec<TenantId> = tx
+                        .tenants(Reach::All)
+                        .await?
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    let len = all.len().max(1);
+                    all.rotate_left(turn % len);
+                    all
+                }
+            };
+            let mut rows = Vec::new();
+            for tenant in tenants {
+                params.tenant = tenant;
+                params.max = request.max.saturating_sub(rows.len() as u32);
+                if params.max == 0 {
+                    break;
+                }
+                rows.extend(tx.claim_eligible(&params).await?);
+            }
             let mut tallies = Tallies::default();
             for r in &rows {
                 tallies.shift(&r.job_id, TaskState::Queued, TaskState::Running, 1);
@@ -340,7 +385,12 @@ impl<D: Driver> Core<D> {
 
 #[async_trait]
 impl<D: Driver> Store for Core<D> {
-    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
+    async fn submit_as(
+        &self,
+        tenant: TenantId,
+        job: &SubmitJob,
+        now: u64,
+    ) -> Result<Job, StoreError> {
         check_name("job name", &job.name)?;
         if let Some(cluster) = &job.cluster {
             check_name("cluster", cluster)?;
@@ -348,7 +398,7 @@ impl<D: Driver> Store for Core<D> {
         tessera_api::limits::check_input_depth(&job.root.input)
             .map_err(|e| StoreError::Invalid(format!("the root task's input is refused: {e}")))?;
         let job = job.clone();
-        self.run(move |me| async move { me.do_submit(&job, now).await })
+        self.run(move |me| async move { me.do_submit(tenant, &job, now).await })
             .await
     }
 
@@ -368,12 +418,28 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+    async fn owner(&self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError> {
+        let (job, id) = match of {
+            Owned::Job(id) => (true, id.to_string()),
+            Owned::Task(id) => (false, id.to_string()),
+        };
+        self.run(move |me| async move {
+            let of = if job {
+                Owned::Job(&id)
+            } else {
+                Owned::Task(&id)
+            };
+            transact!(me, Mode::Read, |tx| tx.owner(of).await)
+        })
+        .await
+    }
+
+    async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let limit = page_size(filter.limit, 50, 500)?;
         let filter = filter.clone();
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
-                let mut ids = tx.job_ids(&filter, limit + 1).await?;
+                let mut ids = tx.job_ids(reach, &filter, limit + 1).await?;
                 let more = ids.len() > limit as usize;
                 ids.truncate(limit as usize);
                 let mut jobs = Vec::with_capacity(ids.len());
@@ -479,8 +545,9 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn claim(
+    async fn claim_in(
         &self,
+        reach: Reach,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
@@ -488,12 +555,13 @@ impl<D: Driver> Store for Core<D> {
             return Ok(Vec::new());
         }
         let request = request.clone();
-        self.run(move |me| async move { me.do_claim(&request, now).await })
+        self.run(move |me| async move { me.do_claim(reach, &request, now).await })
             .await
     }
 
     async fn report_waking(
         &self,
+        reach: Reach,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
@@ -502,12 +570,13 @@ impl<D: Driver> Store for Core<D> {
             return Ok((Vec::new(), crate::wake::Scope::Nothing));
         }
         let (runner, reports) = (runner_id.to_string(), reports.to_vec());
-        self.run(move |me| async move { me.do_report(&runner, &reports, now).await })
+        self.run(move |me| async move { me.do_report(reach, &runner, &reports, now).await })
             .await
     }
 
-    async fn extend(
+    async fn extend_in(
         &self,
+        reach: Reach,
         runner_id: &str,
         leases: &[LeaseRef],
         now: u64,
@@ -522,7 +591,8 @@ impl<D: Driver> Store for Core<D> {
             ids.dedup();
             let expires = now.saturating_add(nanos(me.config.lease));
             transact!(me, Mode::Write, |tx| {
-                let rows = tx.lock_tasks(&ids).await?;
+                let mut rows = tx.lock_tasks(&ids).await?;
+                rows.retain(|r| reach.allows(r.tenant));
                 let statuses = decide::extensions(&leases, &runner, &rows, &me.config, now);
                 let mut held: Vec<&str> = statuses
                     .iter()
@@ -539,14 +609,35 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+    async fn outlook_in(
+        &self,
+        reach: Reach,
+        request: &OutlookRequest,
+    ) -> Result<Outlook, StoreError> {
         if request.identifiers.is_empty() && !request.deployed {
             return Ok(Outlook::default());
         }
         let request = request.clone();
-        self.run(
-            move |me| async move { transact!(me, Mode::Read, |tx| tx.outlook(&request).await) },
-        )
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                let tenants: Vec<TenantId> = match reach {
+                    Reach::Tenant(t) => vec![t],
+                    Reach::All => tx
+                        .tenants(Reach::All)
+                        .await?
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect(),
+                };
+                let mut sum = Outlook::default();
+                for tenant in tenants {
+                    let one = tx.outlook(tenant, &request).await?;
+                    sum.queued = sum.queued.saturating_add(one.queued);
+                    sum.running = sum.running.saturating_add(one.running);
+                }
+                Ok(sum)
+            })
+        })
         .await
     }
 
@@ -661,6 +752,7 @@ impl<D: Driver> Store for Core<D> {
         self.run(move |me| async move {
             transact!(me, Mode::Write, |tx| {
                 tx.insert_job(&NewJob {
+                    tenant: super::DEFAULT_TENANT,
                     pins: "[]".into(),
                     id: job.id.clone(),
                     name: job.name.clone(),
@@ -690,11 +782,11 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn runners(&self, now: u64) -> Result<RunnerList, StoreError> {
+    async fn runners_in(&self, reach: Reach, now: u64) -> Result<RunnerList, StoreError> {
         self.run(move |me| async move {
             let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
             let mut runners = transact!(me, Mode::Read, |tx| {
-                let runners = tx.runners(since).await?;
+                let runners = tx.runners(reach, since).await?;
                 let running = tx.running_by_runner().await?;
                 Ok((runners, running))
             })
@@ -717,10 +809,11 @@ impl<D: Driver> Store for Core<D> {
             transact!(me, Mode::Read, |tx| {
                 Self::load_job(&mut tx, &job).await?;
                 let kinds = tx.ready_kinds(&job, now).await?;
-                let runners = if kinds.is_empty() {
-                    Vec::new()
-                } else {
-                    tx.runners(since).await?
+                let runners = match tx.owner(Owned::Job(&job)).await? {
+                    Some(tenant) if !kinds.is_empty() => {
+                        tx.runners(Reach::Tenant(tenant), since).await?
+                    }
+                    _ => Vec::new(),
                 };
                 Ok(UnservedList {
                     tasks: decide::unserved(&kinds, &runners),
@@ -730,16 +823,18 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn deploy(
+    async fn deploy_as(
         &self,
+        tenant: TenantId,
         component: &Component,
         bytes: Arc<[u8]>,
     ) -> Result<Deployed, StoreError> {
         let component = component.clone();
+        let own = Reach::Tenant(tenant);
         self.run(move |me| async move {
             transact!(me, Mode::Write, |tx| {
                 let digest = component.digest.as_str();
-                let stored = tx.components(&Which::Digest(digest)).await?.pop();
+                let stored = tx.components(own, &Which::Digest(digest)).await?.pop();
                 if let Some(stored) = &stored
                     && stored.undeployed_at.is_none()
                 {
@@ -748,7 +843,7 @@ impl<D: Driver> Store for Core<D> {
                         created: false,
                     });
                 }
-                let deployed = tx.components(&Which::Deployed).await?;
+                let deployed = tx.components(own, &Which::Deployed).await?;
                 // Stored bytes keep the task types they were first deployed with.
                 let types = stored.as_ref().unwrap_or(&component).task_types.len();
                 let pinned = Pins::of(&deployed).count() + types;
@@ -764,6 +859,7 @@ impl<D: Driver> Store for Core<D> {
                 match stored {
                     Some(stored) => {
                         tx.set_deployed(
+                            tenant,
                             std::slice::from_ref(&stored.digest),
                             Ok(component.deployed_at),
                         )
@@ -774,7 +870,7 @@ impl<D: Driver> Store for Core<D> {
                             ..stored
                         };
                     }
-                    None => tx.insert_component(&now_deployed, &bytes).await?,
+                    None => tx.insert_component(tenant, &now_deployed, &bytes).await?,
                 }
                 // No wake-up: a deploy changes only jobs submitted after it.
                 Ok(Deployed {
@@ -786,20 +882,20 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn components(&self, all: bool) -> Result<ComponentList, StoreError> {
+    async fn components_in(&self, reach: Reach, all: bool) -> Result<ComponentList, StoreError> {
         self.run(move |me| async move {
             let which = if all { Which::All } else { Which::Deployed };
-            let components = transact!(me, Mode::Read, |tx| tx.components(&which).await)?;
+            let components = transact!(me, Mode::Read, |tx| tx.components(reach, &which).await)?;
             Ok(ComponentList { components })
         })
         .await
     }
 
-    async fn component(&self, reference: &str) -> Result<Component, StoreError> {
+    async fn component_in(&self, reach: Reach, reference: &str) -> Result<Component, StoreError> {
         let reference = reference.to_string();
         self.run(move |me| async move {
             let which = component_ref(&reference);
-            let found = transact!(me, Mode::Read, |tx| tx.components(&which).await)?;
+            let found = transact!(me, Mode::Read, |tx| tx.components(reach, &which).await)?;
             // By name: the one deployed most recently, preferring one deployed now.
             found
                 .iter()
@@ -973,25 +1069,31 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+    async fn component_bytes_in(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError> {
         let digest = digest.to_string();
         self.run(move |me| async move {
-            transact!(me, Mode::Read, |tx| tx.component_bytes(&digest).await)?.ok_or(
-                StoreError::NotFound {
-                    what: "component",
-                    id: digest,
-                },
-            )
+            transact!(me, Mode::Read, |tx| tx
+                .component_bytes(reach, &digest)
+                .await)?
+            .ok_or(StoreError::NotFound {
+                what: "component",
+                id: digest,
+            })
         })
         .await
     }
 
-    async fn undeploy(&self, reference: &str, now: u64) -> Result<ComponentList, StoreError> {
+    async fn undeploy_in(
+        &self,
+        reach: Reach,
+        reference: &str,
+        now: u64,
+    ) -> Result<ComponentList, StoreError> {
         let reference = reference.to_string();
         self.run(move |me| async move {
             transact!(me, Mode::Write, |tx| {
                 let which = component_ref(&reference);
-                let found = tx.components(&which).await?;
+                let found = tx.components(reach, &which).await?;
                 if found.is_empty() {
                     return Err(StoreError::NotFound {
                         what: "component",
@@ -1008,7 +1110,15 @@ impl<D: Driver> Store for Core<D> {
                     )));
                 }
                 let digests: Vec<String> = components.iter().map(|c| c.digest.clone()).collect();
-                tx.set_deployed(&digests, Err(now)).await?;
+                let mut tenants: Vec<TenantId> = Vec::new();
+                for d in &digests {
+                    tenants.extend(tx.component_tenants(reach, d).await?);
+                }
+                tenants.sort_unstable();
+                tenants.dedup();
+                for tenant in tenants {
+                    tx.set_deployed(tenant, &digests, Err(now)).await?;
+                }
                 for c in &mut components {
                     c.undeployed_at = Some(now);
                 }
@@ -1032,6 +1142,95 @@ impl<D: Driver> Store for Core<D> {
             })
         })
         .await
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: &tessera_api::NewTenant,
+        now: u64,
+    ) -> Result<tessera_api::Tenant, StoreError> {
+        let tenant = decide::new_tenant(tenant, now)?;
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                if tx.tenant_named(&tenant.name).await?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant {} exists already",
+                        tenant.name
+                    )));
+                }
+                tx.insert_tenant(&tenant).await?;
+                Ok(tenant.clone())
+            })
+        })
+        .await
+    }
+
+    async fn tenants(
+        &self,
+        reach: Reach,
+    ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError> {
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.tenants(reach).await) })
+            .await
+    }
+
+    async fn tenant_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError> {
+        let name = name.to_string();
+        self.run(
+            move |me| async move { transact!(me, Mode::Read, |tx| tx.tenant_named(&name).await) },
+        )
+        .await
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run(
+            move |me| async move { transact!(me, Mode::Write, |tx| tx.insert_key(&key).await) },
+        )
+        .await
+    }
+
+    async fn keys(&self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError> {
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.keys(reach).await) })
+            .await
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.key(&id).await) })
+            .await
+    }
+
+    async fn revoke_key(&self, reach: Reach, id: &str, now: u64) -> Result<KeyRecord, StoreError> {
+        let id = id.to_string();
+        self.run(move |me| async move {
+            transact!(me, Mode::Write, |tx| {
+                // Another tenant's key is as missing as one that never was.
+                let Some(key) = tx.key(&id).await?.filter(|k| match (reach, k.tenant) {
+                    (Reach::All, _) => true,
+                    (Reach::Tenant(own), Some(t)) => own == t,
+                    (Reach::Tenant(_), None) => false,
+                }) else {
+                    return Err(StoreError::NotFound {
+                        what: "key",
+                        id: id.clone(),
+                    });
+                };
+                tx.revoke_key(&id, now).await?;
+                Ok(KeyRecord {
+                    revoked_at: key.revoked_at.or(Some(now)),
+                    ..key
+                })
+            })
+        })
+        .await
+    }
+
+    async fn active_keys(&self) -> Result<u64, StoreError> {
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.active_keys().await) })
+            .await
     }
 
     fn forward_wakeups(&self, wake: crate::Wake) {

@@ -654,6 +654,7 @@ fn subtask_rows(
         .map(|(i, (spec, id))| NewTask {
             id: id.clone(),
             job_id: parent.job_id.clone(),
+            tenant: parent.tenant,
             parent_id: Some(parent.id.clone()),
             depth: parent.depth + 1,
             path: format!("{}{}", parent.path, path_segment(i)),
@@ -949,14 +950,19 @@ pub(crate) fn logs(
     runners: &HashMap<(String, u32), String>,
 ) -> Result<(), StoreError> {
     for line in lines.iter_mut() {
-        let Some(job) = jobs.get(&line.task_id) else {
-            return Err(StoreError::NotFound {
-                what: "task",
-                id: format!(
-                    "{} (named by a log line; nothing of this batch was stored)",
-                    limits::elide(&line.task_id, 64)
-                ),
-            });
+        // Only the runner that ran an attempt writes its lines (they may arrive after it
+        // ended). Checked first, and one answer whether the task exists or not: a runner
+        // learns nothing of tasks it did not run (another tenant's, say).
+        let ran = runners.get(&(line.task_id.clone(), line.attempt));
+        let job = jobs.get(&line.task_id);
+        let (Some(job), true) = (job, ran == Some(&line.runner_id)) else {
+            return Err(StoreError::Conflict(format!(
+                "log line of task {} attempt {} comes from runner {}, which did not run that \
+                 attempt (or there is no such task); nothing of this batch was stored",
+                limits::elide(&line.task_id, 64),
+                line.attempt,
+                limits::elide(&line.runner_id, 64)
+            )));
         };
         if !line.job_id.is_empty() && &line.job_id != job {
             return Err(StoreError::Conflict(format!(
@@ -965,20 +971,40 @@ pub(crate) fn logs(
                 line.task_id
             )));
         }
-        // Only the runner that ran an attempt writes its lines (they may arrive after it ended).
-        let ran = runners.get(&(line.task_id.clone(), line.attempt));
-        if ran != Some(&line.runner_id) {
-            return Err(StoreError::Conflict(format!(
-                "log line of task {} attempt {} comes from runner {}, which did not run that \
-                 attempt; nothing of this batch was stored",
-                line.task_id,
-                line.attempt,
-                limits::elide(&line.runner_id, 64)
-            )));
-        }
         line.job_id = job.clone();
     }
     Ok(())
+}
+
+/// The tenant a request asks to create, checked: a name of letters, digits, `-`, `_` and
+/// `.` (it appears in URLs and on command lines), a weight of 1–1000.
+pub fn new_tenant(
+    tenant: &tessera_api::NewTenant,
+    now: u64,
+) -> Result<tessera_api::Tenant, StoreError> {
+    let name = &tenant.name;
+    let fits = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !fits {
+        return Err(StoreError::Invalid(format!(
+            "tenant name {} is not valid: use 1 to 100 letters, digits, '-', '_' or '.'",
+            limits::elide(name, 64)
+        )));
+    }
+    let weight = tenant.weight.unwrap_or(1);
+    if !(1..=1000).contains(&weight) {
+        return Err(StoreError::Invalid(format!(
+            "weight {weight} is out of range: use 1 to 1000"
+        )));
+    }
+    Ok(tessera_api::Tenant {
+        name: name.clone(),
+        weight,
+        created_at: now,
+    })
 }
 
 #[cfg(test)]
@@ -1005,6 +1031,7 @@ mod tests {
 
     fn row(id: &str) -> HeldRow {
         HeldRow {
+            tenant: 1,
             id: id.into(),
             job_id: "job".into(),
             cluster: "default".into(),
@@ -1600,6 +1627,7 @@ mod tests {
         let task = |job: &str, name: &str, version: &str| NewTask {
             id: "t".into(),
             job_id: job.into(),
+            tenant: 1,
             parent_id: None,
             depth: 1,
             path: String::new(),

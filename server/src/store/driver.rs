@@ -12,7 +12,7 @@ use tessera_api::{
     SpanOutcome, SpanQuery, Task, TaskIdentifier, TaskQuery, TaskState,
 };
 
-use super::StoreError;
+use super::{KeyRecord, Owned, Reach, StoreError, TenantId};
 
 /// A store operation, boxed so that a driver can choose where it runs.
 pub type Op<R> = Pin<Box<dyn Future<Output = R> + Send + 'static>>;
@@ -51,7 +51,14 @@ pub trait Tx: Send + Sized {
     /// A job with its counts, progress and span times.
     async fn load_job(&mut self, id: &str) -> Result<Option<Job>, StoreError>;
     /// Ids of jobs matching `filter`, newest first, at most `limit`.
-    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError>;
+    async fn job_ids(
+        &mut self,
+        reach: Reach,
+        filter: &JobFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The tenant that owns a job or a task, if it exists.
+    async fn owner(&mut self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError>;
     /// A job's tasks in tree order with their paths, at most `limit`.
     async fn tasks(
         &mut self,
@@ -75,8 +82,12 @@ pub trait Tx: Send + Sized {
         query: &SpanQuery,
         limit: u32,
     ) -> Result<Vec<(i64, Span)>, StoreError>;
-    /// Queued tasks a runner could serve and running tasks of its cluster.
-    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError>;
+    /// Queued tasks of `tenant` a runner could serve and running tasks of its cluster.
+    async fn outlook(
+        &mut self,
+        tenant: TenantId,
+        request: &OutlookRequest,
+    ) -> Result<Outlook, StoreError>;
     /// The earliest end of a retry backoff among queued tasks.
     async fn next_retry_at(&mut self) -> Result<Option<u64>, StoreError>;
     /// The runner that ran each named attempt (task and attempt number), of those that exist.
@@ -92,34 +103,77 @@ pub trait Tx: Send + Sized {
     async fn ready_kinds(&mut self, job: &str, now: u64) -> Result<Vec<ReadyKind>, StoreError>;
     /// How many running tasks each runner holds.
     async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError>;
-    /// Runners whose last claim was at or after `since`, most recent first (at most 1,000).
-    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError>;
-    /// Records a runner's claim (its first sighting keeps its `first_seen`), and forgets
-    /// runners not seen since `forget_before`.
+    /// Runners within reach (a tenant's, and those serving every tenant) whose last claim was
+    /// at or after `since`, most recent first (at most 1,000).
+    async fn runners(&mut self, reach: Reach, since: u64) -> Result<Vec<RunnerInfo>, StoreError>;
+    /// Records a runner's claim (its first sighting keeps its `first_seen`) with the tenant it
+    /// serves (`None`: every tenant), and forgets runners not seen since `forget_before`.
     async fn record_runner(
         &mut self,
         runner: &RunnerInfo,
+        tenant: Option<TenantId>,
         forget_before: u64,
     ) -> Result<(), StoreError>;
 
     // ---- components
     /// Components without their bytes, most recently deployed first (at most 1,000).
-    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError>;
-    /// Inserts a component with its bytes.
+    async fn components(
+        &mut self,
+        reach: Reach,
+        which: &Which<'_>,
+    ) -> Result<Vec<Component>, StoreError>;
+    /// Inserts a component of `tenant` with its bytes.
     async fn insert_component(
         &mut self,
+        tenant: TenantId,
         component: &Component,
         bytes: &[u8],
     ) -> Result<(), StoreError>;
-    /// Deploys stored components again, or leaves them deployed (`deployed_at` as given,
-    /// `undeployed_at` cleared); undeploys them with `undeployed_at`.
+    /// Deploys stored components of `tenant` again, or leaves them deployed (`deployed_at` as
+    /// given, `undeployed_at` cleared); undeploys them with `undeployed_at`.
     async fn set_deployed(
         &mut self,
+        tenant: TenantId,
         digests: &[String],
         deployed: Result<u64, u64>,
     ) -> Result<(), StoreError>;
-    /// A component's bytes.
-    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A component's bytes, deployed by a tenant within reach.
+    async fn component_bytes(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The tenants of components with this digest (undeploying by digest finds them).
+    async fn component_tenants(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Vec<TenantId>, StoreError>;
+
+    // ---- tenants and keys
+    /// Inserts a tenant; its number.
+    async fn insert_tenant(&mut self, tenant: &tessera_api::Tenant)
+    -> Result<TenantId, StoreError>;
+    /// The tenants within reach, by name.
+    async fn tenants(
+        &mut self,
+        reach: Reach,
+    ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// A tenant by name.
+    async fn tenant_named(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// Inserts a key.
+    async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Keys within reach (a tenant's: its own), newest first, at most 1,000.
+    async fn keys(&mut self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError>;
+    /// One key by id.
+    async fn key(&mut self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// Marks a key revoked at `now` (a key revoked already keeps its time).
+    async fn revoke_key(&mut self, id: &str, now: u64) -> Result<(), StoreError>;
+    /// How many keys are not revoked.
+    async fn active_keys(&mut self) -> Result<u64, StoreError>;
 
     // ---- jobs
     /// Locks a job's row against concurrent changes; false if it does not exist.
@@ -235,6 +289,7 @@ pub trait Tx: Send + Sized {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: String,
+    pub tenant: TenantId,
     /// Its pins, encoded ([`super::pins::Pins::encode`]).
     pub pins: String,
     pub name: String,
@@ -248,6 +303,8 @@ pub struct NewJob {
 pub struct NewTask {
     pub id: String,
     pub job_id: String,
+    /// Its job's tenant.
+    pub tenant: TenantId,
     pub parent_id: Option<String>,
     pub depth: u32,
     pub path: String,
@@ -271,6 +328,8 @@ pub struct NewTask {
 pub struct HeldRow {
     pub id: String,
     pub job_id: String,
+    /// Its job's tenant.
+    pub tenant: TenantId,
     pub cluster: String,
     pub path: String,
     pub depth: u32,
@@ -389,6 +448,8 @@ pub struct ParentRow {
 /// What a claim asks for, with the lease it grants.
 #[derive(Debug, Clone)]
 pub struct ClaimParams<'a> {
+    /// Whose tasks it takes.
+    pub tenant: TenantId,
     pub runner_id: &'a str,
     pub cluster: &'a str,
     pub identifiers: &'a [TaskIdentifier],

@@ -228,6 +228,15 @@ pub(super) fn component(
     })
 }
 
+/// The condition that keeps rows within reach, on `column` (a tenant number is ours, never a
+/// client's text, so it is written into the statement).
+pub(super) fn reach_sql(reach: super::Reach, column: &str) -> String {
+    match reach {
+        super::Reach::Tenant(t) => format!("{column} = {t}"),
+        super::Reach::All => "TRUE".into(),
+    }
+}
+
 /// The SQL condition and order of [`super::driver::Which`] over the components table, with
 /// its one text parameter (empty when unused).
 pub(super) fn which_sql<'a>(which: &super::driver::Which<'a>) -> (&'static str, &'a str) {
@@ -237,6 +246,46 @@ pub(super) fn which_sql<'a>(which: &super::driver::Which<'a>) -> (&'static str, 
         Which::All => ("TRUE", ""),
         Which::Digest(d) => ("digest = $1", d),
         Which::Name(n) => ("name = $1", n),
+    }
+}
+
+/// The columns [`key_record`] reads, in its order (`t` is the tenants table, left-joined).
+pub(super) const KEY_COLUMNS: &str =
+    "k.id, k.tenant_id, t.name, k.role, k.name, k.hash, k.created_at, k.revoked_at";
+
+/// A key as stored.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn key_record(
+    id: String,
+    tenant: Option<i64>,
+    tenant_name: Option<String>,
+    role: &str,
+    name: String,
+    hash: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+) -> Result<super::KeyRecord, StoreError> {
+    let role = role
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("key {id}'s role ({e})")))?;
+    Ok(super::KeyRecord {
+        id,
+        tenant,
+        tenant_name,
+        role,
+        name,
+        hash,
+        created_at: created_at.max(0) as u64,
+        revoked_at: revoked_at.map(|t| t.max(0) as u64),
+    })
+}
+
+/// A tenant as stored.
+pub(super) fn tenant(name: String, weight: i64, created_at: i64) -> tessera_api::Tenant {
+    tessera_api::Tenant {
+        name,
+        weight: weight.clamp(1, u32::MAX.into()) as u32,
+        created_at: created_at.max(0) as u64,
     }
 }
 

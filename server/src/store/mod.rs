@@ -116,6 +116,84 @@ impl StoreConfig {
     }
 }
 
+/// A tenant's number; [`DEFAULT_TENANT`] holds what a server without keys is asked to do.
+pub type TenantId = i64;
+
+/// The tenant `default`, made by the first migration that knew tenants.
+pub const DEFAULT_TENANT: TenantId = 1;
+
+/// Whose rows an operation may see or touch: one tenant's, or every tenant's (an operator, a
+/// fleet runner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reach {
+    /// One tenant's.
+    Tenant(TenantId),
+    /// Every tenant's.
+    All,
+}
+
+impl Reach {
+    /// Whether a row of `tenant` is within reach.
+    pub fn allows(self, tenant: TenantId) -> bool {
+        match self {
+            Reach::Tenant(own) => own == tenant,
+            Reach::All => true,
+        }
+    }
+
+    /// The one tenant, if the reach is one.
+    pub fn tenant(self) -> Option<TenantId> {
+        match self {
+            Reach::Tenant(t) => Some(t),
+            Reach::All => None,
+        }
+    }
+}
+
+/// What owns a row that a request names by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned<'a> {
+    /// A job, by id.
+    Job(&'a str),
+    /// A task, by id.
+    Task(&'a str),
+}
+
+/// A stored API key: what a request presenting it may do. Only its secret's hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Its public id.
+    pub id: String,
+    /// Its tenant; `None` for the operator's keys.
+    pub tenant: Option<TenantId>,
+    /// Its tenant's name, as read back.
+    pub tenant_name: Option<String>,
+    /// What it may do.
+    pub role: tessera_api::Role,
+    /// What it is for.
+    pub name: String,
+    /// The hex SHA-256 of its secret.
+    pub hash: String,
+    /// When it was created (ns).
+    pub created_at: u64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<u64>,
+}
+
+impl KeyRecord {
+    /// As listed: no hash.
+    pub fn listed(&self) -> tessera_api::ApiKey {
+        tessera_api::ApiKey {
+            id: self.id.clone(),
+            tenant: self.tenant_name.clone(),
+            role: self.role,
+            name: self.name.clone(),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+}
+
 /// A task's output as [`Store::output`] finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutput {
@@ -128,14 +206,29 @@ pub struct TaskOutput {
 /// Where Tessera's state lives. All methods are atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Records a job and its root task (queued).
-    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError>;
+    /// Records a job of `tenant` and its root task (queued).
+    async fn submit_as(
+        &self,
+        tenant: TenantId,
+        job: &SubmitJob,
+        now: u64,
+    ) -> Result<Job, StoreError>;
+    /// Records a job of the default tenant.
+    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
+        self.submit_as(DEFAULT_TENANT, job, now).await
+    }
     /// Whether the database answers (a readiness check).
     async fn ping(&self) -> Result<(), StoreError>;
     /// One job, with counts, progress and times.
     async fn job(&self, id: &str) -> Result<Job, StoreError>;
-    /// Jobs newest first, filtered, one page.
-    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError>;
+    /// Jobs within reach, newest first, filtered, one page.
+    async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError>;
+    /// Every tenant's jobs, newest first, filtered, one page.
+    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        self.jobs_in(Reach::All, filter).await
+    }
+    /// The tenant that owns a job or task; `None` if it does not exist.
+    async fn owner(&self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError>;
     /// A job's tasks depth-first, one page.
     async fn tasks(&self, job: &str, query: &TaskQuery) -> Result<TaskPage, StoreError>;
     /// One task.
@@ -147,35 +240,75 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_job(&self, job: &str) -> Result<Job, StoreError>;
     /// Requeues a job's failed and canceled tasks with fresh retries.
     async fn retry(&self, job: &str, now: u64) -> Result<Job, StoreError>;
-    /// Hands out up to `max` eligible tasks under fresh leases (never waits).
-    async fn claim(&self, request: &ClaimRequest, now: u64)
-    -> Result<Vec<ClaimedTask>, StoreError>;
+    /// Hands out up to `max` eligible tasks within reach under fresh leases (never waits);
+    /// with every tenant in reach, tenants take turns.
+    async fn claim_in(
+        &self,
+        reach: Reach,
+        request: &ClaimRequest,
+        now: u64,
+    ) -> Result<Vec<ClaimedTask>, StoreError>;
+    /// Hands out tasks of the default tenant.
+    async fn claim(
+        &self,
+        request: &ClaimRequest,
+        now: u64,
+    ) -> Result<Vec<ClaimedTask>, StoreError> {
+        self.claim_in(Reach::Tenant(DEFAULT_TENANT), request, now)
+            .await
+    }
     /// Records attempt reports; each is accepted or refused on its own (fencing). Says in
     /// which clusters work may have become claimable.
+    /// A task out of `reach` is as unknown as one that does not exist.
     async fn report_waking(
         &self,
+        reach: Reach,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError>;
-    /// [`Store::report_waking`] without the wake-up scope.
+    /// [`Store::report_waking`] on every tenant, without the wake-up scope.
     async fn report(
         &self,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<Vec<ReportResult>, StoreError> {
-        Ok(self.report_waking(runner_id, reports, now).await?.0)
+        Ok(self
+            .report_waking(Reach::All, runner_id, reports, now)
+            .await?
+            .0)
     }
-    /// Extends leases that are still held.
+    /// Extends leases that are still held; a task out of `reach` is as unknown as one that
+    /// does not exist.
+    async fn extend_in(
+        &self,
+        reach: Reach,
+        runner_id: &str,
+        leases: &[LeaseRef],
+        now: u64,
+    ) -> Result<Vec<LeaseStatus>, StoreError>;
+    /// [`Store::extend_in`] on every tenant.
     async fn extend(
         &self,
         runner_id: &str,
         leases: &[LeaseRef],
         now: u64,
-    ) -> Result<Vec<LeaseStatus>, StoreError>;
-    /// Work a runner could still do: queued tasks it serves, running tasks of its cluster.
-    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError>;
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        self.extend_in(Reach::All, runner_id, leases, now).await
+    }
+    /// Work a runner could still do within reach: queued tasks it serves, running tasks of
+    /// its cluster.
+    async fn outlook_in(
+        &self,
+        reach: Reach,
+        request: &OutlookRequest,
+    ) -> Result<Outlook, StoreError>;
+    /// [`Store::outlook_in`] the default tenant.
+    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+        self.outlook_in(Reach::Tenant(DEFAULT_TENANT), request)
+            .await
+    }
     /// Requeues tasks whose lease expired (no retry spent); returns how many.
     async fn reap(&self, now: u64) -> Result<u64, StoreError>;
     /// Stores log lines; refuses the batch if a line names an unknown task.
@@ -189,31 +322,107 @@ pub trait Store: Send + Sync + 'static {
     /// Compares a job's kept counts with a count of its task and span rows; returns what
     /// differs, nothing when they agree. Slow on big jobs: for tests and for operators.
     async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError>;
-    /// The runners seen in the last five minutes (by their claims), most recent first.
-    async fn runners(&self, now: u64) -> Result<tessera_api::RunnerList, StoreError>;
+    /// The runners within reach seen in the last five minutes (by their claims), most recent
+    /// first; a tenant's reach includes the runners that serve every tenant.
+    async fn runners_in(
+        &self,
+        reach: Reach,
+        now: u64,
+    ) -> Result<tessera_api::RunnerList, StoreError>;
+    /// Every runner seen in the last five minutes.
+    async fn runners(&self, now: u64) -> Result<tessera_api::RunnerList, StoreError> {
+        self.runners_in(Reach::All, now).await
+    }
     /// A job's ready queued tasks that no runner seen in the last five minutes could run, by
     /// kind, each with why.
     async fn unserved(&self, job: &str, now: u64) -> Result<tessera_api::UnservedList, StoreError>;
     /// Deploys a component (already checked): stores its bytes under their digest, or deploys
     /// stored bytes again; deploying what is deployed changes nothing (`created` false).
+    async fn deploy_as(
+        &self,
+        tenant: TenantId,
+        component: &tessera_api::Component,
+        bytes: std::sync::Arc<[u8]>,
+    ) -> Result<tessera_api::Deployed, StoreError>;
+    /// Deploys a component for the default tenant.
     async fn deploy(
         &self,
         component: &tessera_api::Component,
         bytes: std::sync::Arc<[u8]>,
-    ) -> Result<tessera_api::Deployed, StoreError>;
-    /// Components, most recently deployed first: those deployed now, or (`all`) ever.
-    async fn components(&self, all: bool) -> Result<tessera_api::ComponentList, StoreError>;
-    /// One component by digest, or the one most recently deployed under a name.
-    async fn component(&self, reference: &str) -> Result<tessera_api::Component, StoreError>;
-    /// A component's bytes, by digest.
-    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError>;
-    /// Undeploys a component by digest, or every component deployed under a name; returns
-    /// them. Jobs that pinned them keep running them.
+    ) -> Result<tessera_api::Deployed, StoreError> {
+        self.deploy_as(DEFAULT_TENANT, component, bytes).await
+    }
+    /// Components within reach, most recently deployed first: those deployed now, or
+    /// (`all`) ever.
+    async fn components_in(
+        &self,
+        reach: Reach,
+        all: bool,
+    ) -> Result<tessera_api::ComponentList, StoreError>;
+    /// Every tenant's components.
+    async fn components(&self, all: bool) -> Result<tessera_api::ComponentList, StoreError> {
+        self.components_in(Reach::All, all).await
+    }
+    /// One component within reach by digest, or the one most recently deployed under a name.
+    async fn component_in(
+        &self,
+        reach: Reach,
+        reference: &str,
+    ) -> Result<tessera_api::Component, StoreError>;
+    /// One component of any tenant.
+    async fn component(&self, reference: &str) -> Result<tessera_api::Component, StoreError> {
+        self.component_in(Reach::All, reference).await
+    }
+    /// A component's bytes within reach, by digest.
+    async fn component_bytes_in(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError>;
+    /// A component's bytes, whoever deployed them.
+    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        self.component_bytes_in(Reach::All, digest).await
+    }
+    /// Undeploys a component within reach by digest, or every component deployed under a
+    /// name; returns them. Jobs that pinned them keep running them.
+    async fn undeploy_in(
+        &self,
+        reach: Reach,
+        reference: &str,
+        now: u64,
+    ) -> Result<tessera_api::ComponentList, StoreError>;
+    /// Undeploys a component of any tenant.
     async fn undeploy(
         &self,
         reference: &str,
         now: u64,
-    ) -> Result<tessera_api::ComponentList, StoreError>;
+    ) -> Result<tessera_api::ComponentList, StoreError> {
+        self.undeploy_in(Reach::All, reference, now).await
+    }
+
+    // ---- tenants and keys
+    /// Creates a tenant.
+    async fn create_tenant(
+        &self,
+        tenant: &tessera_api::NewTenant,
+        now: u64,
+    ) -> Result<tessera_api::Tenant, StoreError>;
+    /// The tenants within reach, by name.
+    async fn tenants(
+        &self,
+        reach: Reach,
+    ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// A tenant by name.
+    async fn tenant_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// Stores a new key (its id and hash made by the caller).
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// The keys within reach (a tenant's reach: its own keys), newest first.
+    async fn keys(&self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError>;
+    /// One key by id, revoked or not.
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// Revokes a key within reach at `now`; returns it.
+    async fn revoke_key(&self, reach: Reach, id: &str, now: u64) -> Result<KeyRecord, StoreError>;
+    /// How many keys are not revoked.
+    async fn active_keys(&self) -> Result<u64, StoreError>;
     /// A task's output (the job's root task's by default): the task, and its output if it
     /// has one. A task of another job is not found; one that has not computed is a conflict.
     async fn output(&self, job: &str, task: Option<&str>) -> Result<TaskOutput, StoreError>;

@@ -3,8 +3,8 @@
 
 use tessera_api::{JobFilter, LogQuery, SpanQuery, TaskQuery};
 
-use super::StoreError;
 use super::encode::{JOB_STATE_SQL, TASK_COLUMNS, level_rank, split_cursor};
+use super::{Reach, StoreError};
 
 /// A parameter of a [`Query`].
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +57,11 @@ impl Query {
 
 /// Ids of the jobs `filter` selects, newest first; `contains` is the dialect's test that
 /// `name` contains the parameter (`instr(name, ?) > 0`, `strpos(name, ?) > 0`).
-pub fn job_ids(filter: &JobFilter, limit: u32, contains: &str) -> Query {
+pub fn job_ids(reach: Reach, filter: &JobFilter, limit: u32, contains: &str) -> Query {
     let mut q = Query::new("SELECT id FROM jobs WHERE 1 = 1".into(), vec![]);
+    if let Reach::Tenant(tenant) = reach {
+        q.and(" AND tenant_id = ?", [Param::Int(tenant)]);
+    }
     if let Some(state) = filter.state {
         let clause = format!(" AND {JOB_STATE_SQL} = ?");
         q.and(&clause, [Param::Text(state.as_str().into())]);
@@ -147,20 +150,23 @@ mod tests {
             since: Some(u64::MAX),
             ..JobFilter::default()
         };
-        let q = job_ids(&filter, 10, "strpos(name, ?) > 0");
+        let q = job_ids(Reach::Tenant(7), &filter, 10, "strpos(name, ?) > 0");
         assert_eq!(
             q.numbered(),
-            "SELECT id FROM jobs WHERE 1 = 1 AND strpos(name, $1) > 0 AND submitted_at >= $2 \
-             ORDER BY id DESC LIMIT $3"
+            "SELECT id FROM jobs WHERE 1 = 1 AND tenant_id = $1 AND strpos(name, $2) > 0 \
+             AND submitted_at >= $3 ORDER BY id DESC LIMIT $4"
         );
         assert_eq!(
             q.params,
             [
+                Param::Int(7),
                 Param::Text("x".into()),
                 Param::Int(i64::MAX),
                 Param::Int(10)
             ]
         );
+        let every = job_ids(Reach::All, &filter, 10, "strpos(name, ?) > 0");
+        assert!(!every.sql.contains("tenant_id"), "{}", every.sql);
     }
 
     #[test]

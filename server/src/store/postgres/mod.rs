@@ -27,7 +27,7 @@ use super::driver::{
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
-use super::{StoreConfig, StoreError};
+use super::{KeyRecord, Owned, Reach, StoreConfig, StoreError, TenantId};
 use crate::wake::{Scope, Wake};
 
 /// The notification channel that announces claimable work.
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_components.sql"),
     include_str!("migrations/0009_outputs_cache.sql"),
     include_str!("migrations/0010_span_digests.sql"),
+    include_str!("migrations/0011_tenants.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -298,14 +299,28 @@ fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
     Ok((task, r.get(22)))
 }
 
+fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
+    key_record(
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+        r.get(7),
+    )
+}
+
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    t.lease_runner FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    t.lease_runner, t.tenant_id FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
     Ok(HeldRow {
         id: r.get(0),
         job_id: r.get(1),
+        tenant: r.get(15),
         cluster: r.get(2),
         path: r.get(3),
         depth: r.get::<_, i32>(4) as u32,
@@ -454,14 +469,27 @@ impl Tx for PgTx {
         }))
     }
 
-    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
-        let q = query::job_ids(filter, limit, "strpos(name, ?) > 0");
+    async fn job_ids(
+        &mut self,
+        reach: Reach,
+        filter: &JobFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let q = query::job_ids(reach, filter, limit, "strpos(name, ?) > 0");
         Ok(self
             .rows(&q.numbered(), &bind(&q))
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect())
+    }
+
+    async fn owner(&mut self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError> {
+        let (sql, id) = match of {
+            Owned::Job(id) => ("SELECT tenant_id FROM jobs WHERE id = $1", id),
+            Owned::Task(id) => ("SELECT tenant_id FROM tasks WHERE id = $1", id),
+        };
+        Ok(self.opt(sql, &[&id]).await?.map(|r| r.get(0)))
     }
 
     async fn tasks(
@@ -547,24 +575,29 @@ impl Tx for PgTx {
             .collect()
     }
 
-    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+    async fn outlook(
+        &mut self,
+        tenant: TenantId,
+        request: &OutlookRequest,
+    ) -> Result<Outlook, StoreError> {
         let (names, majors, minors) = identifier_arrays(&request.identifiers);
         let queued: i64 = self
             .one(
                 &format!(
                     "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
-                     WHERE t.state = 'queued' AND t.cluster = $1 AND NOT j.canceled AND NOT j.failed \
-                     AND {}",
+                     WHERE t.state = 'queued' AND t.cluster = $1 AND t.tenant_id = $5 \
+                     AND NOT j.canceled AND NOT j.failed AND {}",
                     serves_match(request.deployed, 2)
                 ),
-                &[&request.cluster, &names, &majors, &minors],
+                &[&request.cluster, &names, &majors, &minors, &tenant],
             )
             .await?
             .get(0);
         let running: i64 = self
             .one(
-                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = $1",
-                &[&request.cluster],
+                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = $1 \
+                 AND tenant_id = $2",
+                &[&request.cluster, &tenant],
             )
             .await?
             .get(0);
@@ -657,11 +690,16 @@ impl Tx for PgTx {
             .collect())
     }
 
-    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError> {
+    async fn components(
+        &mut self,
+        reach: Reach,
+        which: &Which<'_>,
+    ) -> Result<Vec<Component>, StoreError> {
         let (condition, param) = which_sql(which);
         let sql = format!(
-            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} \
-             ORDER BY deployed_at DESC, digest LIMIT 1000"
+            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} AND {} \
+             ORDER BY deployed_at DESC, digest LIMIT 1000",
+            reach_sql(reach, "tenant_id")
         );
         let rows = if param.is_empty() {
             self.rows(&sql, &[]).await?
@@ -685,12 +723,13 @@ impl Tx for PgTx {
 
     async fn insert_component(
         &mut self,
+        tenant: TenantId,
         component: &Component,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO components (digest, name, size, task_types, deployed_by, deployed_at, \
-             bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             bytes, tenant_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &component.digest,
                 &component.name,
@@ -699,6 +738,7 @@ impl Tx for PgTx {
                 &component.deployed_by,
                 &i(component.deployed_at),
                 &bytes,
+                &tenant,
             ],
         )
         .await?;
@@ -707,6 +747,7 @@ impl Tx for PgTx {
 
     async fn set_deployed(
         &mut self,
+        tenant: TenantId,
         digests: &[String],
         deployed: Result<u64, u64>,
     ) -> Result<(), StoreError> {
@@ -716,53 +757,62 @@ impl Tx for PgTx {
         };
         self.exec(
             "UPDATE components SET deployed_at = COALESCE($2, deployed_at), undeployed_at = $3 \
-             WHERE digest = ANY($1)",
-            &[&digests, &at, &un],
+             WHERE digest = ANY($1) AND tenant_id = $4",
+            &[&digests, &at, &un, &tenant],
         )
         .await?;
         Ok(())
     }
 
-    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .rows("SELECT bytes FROM components WHERE digest = $1", &[&digest])
-            .await?
-            .first()
-            .map(|r| r.get(0)))
+    async fn component_bytes(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = format!(
+            "SELECT bytes FROM components WHERE digest = $1 AND {} LIMIT 1",
+            reach_sql(reach, "tenant_id")
+        );
+        Ok(self.rows(&sql, &[&digest]).await?.first().map(|r| r.get(0)))
     }
 
-    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
-        self.rows(
+    async fn runners(&mut self, reach: Reach, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
+        let sql = format!(
             "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, concurrency \
-             FROM runners WHERE last_seen >= $1 ORDER BY last_seen DESC, id LIMIT 1000",
-            &[&i(since)],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(RunnerInfo {
-                deployed: r.get(5),
-                host: r.get(6),
-                concurrency: r
-                    .get::<_, Option<i64>>(7)
-                    .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
-                ..runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))?
+             FROM runners WHERE last_seen >= $1 AND ({} OR tenant_id IS NULL) \
+             ORDER BY last_seen DESC, id LIMIT 1000",
+            reach_sql(reach, "tenant_id")
+        );
+        self.rows(&sql, &[&i(since)])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RunnerInfo {
+                    deployed: r.get(5),
+                    host: r.get(6),
+                    concurrency: r
+                        .get::<_, Option<i64>>(7)
+                        .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+                    ..runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))?
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     async fn record_runner(
         &mut self,
         runner: &RunnerInfo,
+        tenant: Option<TenantId>,
         forget_before: u64,
     ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, host, \
-             concurrency) VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET \
+             concurrency, tenant_id) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8) \
+             ON CONFLICT (id) DO UPDATE SET \
              cluster = excluded.cluster, identifiers = excluded.identifiers, \
              last_seen = excluded.last_seen, deployed = excluded.deployed, \
-             host = excluded.host, concurrency = excluded.concurrency",
+             host = excluded.host, concurrency = excluded.concurrency, \
+             tenant_id = excluded.tenant_id",
             &[
                 &runner.id,
                 &runner.cluster,
@@ -771,6 +821,7 @@ impl Tx for PgTx {
                 &runner.deployed,
                 &runner.host,
                 &runner.concurrency.map(i64::from),
+                &tenant,
             ],
         )
         .await?;
@@ -873,8 +924,8 @@ impl Tx for PgTx {
 
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.exec(
-            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins, tenant_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &job.id,
                 &job.name,
@@ -882,6 +933,7 @@ impl Tx for PgTx {
                 &job.root_id,
                 &i(job.submitted_at),
                 &job.pins,
+                &job.tenant,
             ],
         )
         .await?;
@@ -981,16 +1033,18 @@ impl Tx for PgTx {
         let created = num(|t| t.created_at);
         let finished: Vec<Option<i64>> = tasks.iter().map(|t| t.finished_at.map(i)).collect();
         let components: Vec<Option<&str>> = tasks.iter().map(|t| t.component.as_deref()).collect();
+        let tenants: Vec<i64> = tasks.iter().map(|t| t.tenant).collect();
         self.exec(
             "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, display, \
-             cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at, component) \
+             cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at, component, \
+             tenant_id) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], \
              $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[])",
+             $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], $19::bigint[])",
             &[
                 &ids, &jobs, &parents, &depths, &paths, &names, &majors, &minors, &inputs,
                 &displays, &clusters, &states, &deps, &pending, &retries, &created, &finished,
-                &components,
+                &components, &tenants,
             ],
         )
         .await?;
@@ -1105,8 +1159,8 @@ impl Tx for PgTx {
         // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
         let sql = format!(
             "WITH picked AS (SELECT t.id, j.cache_seq FROM tasks t JOIN jobs j ON j.id = t.job_id \
-             WHERE t.state = 'queued' AND t.cluster = $1 AND t.pending_deps = 0 AND t.not_before <= $2 \
-             AND NOT j.canceled AND NOT j.failed AND {} \
+             WHERE t.state = 'queued' AND t.tenant_id = $10 AND t.cluster = $1 AND t.pending_deps = 0 \
+             AND t.not_before <= $2 AND NOT j.canceled AND NOT j.failed AND {} \
              ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
              UPDATE tasks SET state = 'running', attempt = attempt + 1, \
              lease = ((('x' || substr(md5($9 || tasks.id), 1, 14))::bit(56)::bigint >> 3) + 1), \
@@ -1130,6 +1184,7 @@ impl Tx for PgTx {
                     &majors,
                     &minors,
                     &lease_secret(),
+                    &claim.tenant,
                 ],
             )
             .await?;
@@ -1547,6 +1602,130 @@ impl Tx for PgTx {
             }
         }
         Ok(())
+    }
+
+    async fn component_tenants(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let sql = format!(
+            "SELECT tenant_id FROM components WHERE digest = $1 AND {} ORDER BY tenant_id",
+            reach_sql(reach, "tenant_id")
+        );
+        Ok(self
+            .rows(&sql, &[&digest])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn insert_tenant(
+        &mut self,
+        tenant: &tessera_api::Tenant,
+    ) -> Result<TenantId, StoreError> {
+        Ok(self
+            .one(
+                "INSERT INTO tenants (name, weight, created_at) VALUES ($1, $2, $3) RETURNING id",
+                &[
+                    &tenant.name,
+                    &i64::from(tenant.weight),
+                    &i(tenant.created_at),
+                ],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn tenants(
+        &mut self,
+        reach: Reach,
+    ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError> {
+        let sql = format!(
+            "SELECT id, name, weight, created_at FROM tenants WHERE {} ORDER BY name",
+            reach_sql(reach, "id")
+        );
+        Ok(self
+            .rows(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), tenant(r.get(1), r.get(2), r.get(3))))
+            .collect())
+    }
+
+    async fn tenant_named(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError> {
+        Ok(self
+            .opt(
+                "SELECT id, name, weight, created_at FROM tenants WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| (r.get(0), tenant(r.get(1), r.get(2), r.get(3)))))
+    }
+
+    async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO api_keys (id, tenant_id, role, name, hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &key.id,
+                &key.tenant,
+                &key.role.as_str(),
+                &key.name,
+                &key.hash,
+                &i(key.created_at),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn keys(&mut self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id \
+             WHERE {} ORDER BY k.created_at DESC, k.id LIMIT 1000",
+            reach_sql(reach, "k.tenant_id")
+        );
+        self.rows(&sql, &[])
+            .await?
+            .iter()
+            .map(key_from_row)
+            .collect()
+    }
+
+    async fn key(&mut self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id \
+             WHERE k.id = $1"
+        );
+        self.opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(key_from_row)
+            .transpose()
+    }
+
+    async fn revoke_key(&mut self, id: &str, now: u64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+            &[&id, &i(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn active_keys(&mut self) -> Result<u64, StoreError> {
+        Ok(u(self
+            .one(
+                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await?
+            .get(0)))
     }
 
     async fn notify(&mut self, scope: &Scope) -> Result<(), StoreError> {

@@ -19,8 +19,6 @@ use tessera_api::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::StoreConfig;
-use super::StoreError;
 use super::core::Core;
 use super::driver::{
     AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
@@ -29,6 +27,7 @@ use super::driver::{
 };
 use super::encode::*;
 use super::query::{self, Param};
+use super::{KeyRecord, Owned, Reach, StoreConfig, StoreError, TenantId};
 
 /// Migrations in order; `PRAGMA user_version` records how many were applied.
 const MIGRATIONS: &[&str] = &[
@@ -41,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_components.sql"),
     include_str!("migrations/0008_outputs_cache.sql"),
     include_str!("migrations/0009_span_digests.sql"),
+    include_str!("migrations/0010_tenants.sql"),
 ];
 
 /// The SQLite job store.
@@ -215,6 +215,7 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
         HeldRow {
             id: r.get(0)?,
             job_id: r.get(1)?,
+            tenant: r.get(15)?,
             cluster: r.get(2)?,
             path: r.get(3)?,
             depth: r.get(4)?,
@@ -235,7 +236,27 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    t.lease_runner FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    t.lease_runner, t.tenant_id FROM tasks t JOIN jobs j ON j.id = t.job_id";
+
+/// A key row as read, before its role text is checked.
+struct KeyRow(
+    (String, Option<i64>, Option<String>, String),
+    (String, String, i64, Option<i64>),
+);
+
+impl KeyRow {
+    fn decode(self) -> Result<KeyRecord, StoreError> {
+        let KeyRow((id, tenant, tenant_name, role), (name, hash, created, revoked)) = self;
+        key_record(id, tenant, tenant_name, &role, name, hash, created, revoked)
+    }
+}
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok(KeyRow(
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+        (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+    ))
+}
 
 fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
     rows.into_iter()
@@ -363,13 +384,30 @@ impl Tx for SqliteTx {
         load_job(&self.conn, id)
     }
 
-    async fn job_ids(&mut self, filter: &JobFilter, limit: u32) -> Result<Vec<String>, StoreError> {
-        let q = query::job_ids(filter, limit, "instr(name, ?) > 0");
+    async fn job_ids(
+        &mut self,
+        reach: Reach,
+        filter: &JobFilter,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let q = query::job_ids(reach, filter, limit, "instr(name, ?) > 0");
         let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let ids = stmt
             .query_map(params_from_iter(&q.params), |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ids)
+    }
+
+    async fn owner(&mut self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError> {
+        let (sql, id) = match of {
+            Owned::Job(id) => ("SELECT tenant_id FROM jobs WHERE id = ?1", id),
+            Owned::Task(id) => ("SELECT tenant_id FROM tasks WHERE id = ?1", id),
+        };
+        Ok(self
+            .conn
+            .prepare_cached(sql)?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
     }
 
     async fn tasks(
@@ -467,7 +505,11 @@ impl Tx for SqliteTx {
             .collect()
     }
 
-    async fn outlook(&mut self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
+    async fn outlook(
+        &mut self,
+        tenant: TenantId,
+        request: &OutlookRequest,
+    ) -> Result<Outlook, StoreError> {
         let serves = if request.deployed {
             "t.component IS NOT NULL AND ? IS NULL"
         } else {
@@ -478,14 +520,17 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(&format!(
                 "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id \
-                 WHERE t.state = 'queued' AND t.cluster = ? AND j.canceled = 0 AND j.failed = 0 \
-                 AND {serves}"
+                 WHERE t.state = 'queued' AND t.tenant_id = ? AND t.cluster = ? \
+                 AND j.canceled = 0 AND j.failed = 0 AND {serves}"
             ))?
-            .query_row(params![request.cluster, identifiers], |r| r.get(0))?;
+            .query_row(params![tenant, request.cluster, identifiers], |r| r.get(0))?;
         let running: u64 = self
             .conn
-            .prepare_cached("SELECT COUNT(*) FROM tasks WHERE state = 'running' AND cluster = ?1")?
-            .query_row([&request.cluster], |r| r.get(0))?;
+            .prepare_cached(
+                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND tenant_id = ?1 \
+                 AND cluster = ?2",
+            )?
+            .query_row(params![tenant, &request.cluster], |r| r.get(0))?;
         Ok(Outlook { queued, running })
     }
 
@@ -556,14 +601,16 @@ impl Tx for SqliteTx {
         Ok(rows)
     }
 
-    async fn runners(&mut self, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
+    async fn runners(&mut self, reach: Reach, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
         let rows = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, \
                  concurrency FROM runners \
-                 WHERE last_seen >= ?1 ORDER BY last_seen DESC, id LIMIT 1000",
-            )?
+                 WHERE last_seen >= ?1 AND ({} OR tenant_id IS NULL) \
+                 ORDER BY last_seen DESC, id LIMIT 1000",
+                reach_sql(reach, "tenant_id")
+            ))?
             .query_map([i(since)], |r| {
                 Ok((
                     (
@@ -598,16 +645,18 @@ impl Tx for SqliteTx {
     async fn record_runner(
         &mut self,
         runner: &RunnerInfo,
+        tenant: Option<TenantId>,
         forget_before: u64,
     ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, \
-                 host, concurrency) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7) \
+                 host, concurrency, tenant_id) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8) \
                  ON CONFLICT (id) DO UPDATE SET \
                  cluster = excluded.cluster, identifiers = excluded.identifiers, \
                  last_seen = excluded.last_seen, deployed = excluded.deployed, \
-                 host = excluded.host, concurrency = excluded.concurrency",
+                 host = excluded.host, concurrency = excluded.concurrency, \
+                 tenant_id = excluded.tenant_id",
             )?
             .execute(params![
                 runner.id,
@@ -616,7 +665,8 @@ impl Tx for SqliteTx {
                 i(runner.last_seen),
                 runner.deployed,
                 runner.host,
-                runner.concurrency
+                runner.concurrency,
+                tenant
             ])?;
         self.conn
             .prepare_cached("DELETE FROM runners WHERE last_seen < ?1")?
@@ -654,11 +704,16 @@ impl Tx for SqliteTx {
         Ok(totals)
     }
 
-    async fn components(&mut self, which: &Which<'_>) -> Result<Vec<Component>, StoreError> {
+    async fn components(
+        &mut self,
+        reach: Reach,
+        which: &Which<'_>,
+    ) -> Result<Vec<Component>, StoreError> {
         let (condition, param) = which_sql(which);
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} \
-             ORDER BY deployed_at DESC, digest LIMIT 1000"
+            "SELECT {COMPONENT_COLUMNS} FROM components WHERE {condition} AND {} \
+             ORDER BY deployed_at DESC, digest LIMIT 1000",
+            reach_sql(reach, "tenant_id")
         ))?;
         let read = |r: &Row<'_>| {
             Ok((
@@ -684,13 +739,14 @@ impl Tx for SqliteTx {
 
     async fn insert_component(
         &mut self,
+        tenant: TenantId,
         component: &Component,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO components (digest, name, size, task_types, deployed_by, \
-                 deployed_at, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 deployed_at, bytes, tenant_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 component.digest,
@@ -699,34 +755,43 @@ impl Tx for SqliteTx {
                 serde_json::to_string(&component.task_types).expect("identifiers serialize"),
                 component.deployed_by,
                 i(component.deployed_at),
-                bytes
+                bytes,
+                tenant
             ])?;
         Ok(())
     }
 
     async fn set_deployed(
         &mut self,
+        tenant: TenantId,
         digests: &[String],
         deployed: Result<u64, u64>,
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE components SET deployed_at = COALESCE(?2, deployed_at), undeployed_at = ?3 \
-             WHERE digest = ?1",
+             WHERE digest = ?1 AND tenant_id = ?4",
         )?;
         let (at, un) = match deployed {
             Ok(at) => (Some(i(at)), None),
             Err(un) => (None, Some(i(un))),
         };
         for d in digests {
-            stmt.execute(params![d, at, un])?;
+            stmt.execute(params![d, at, un, tenant])?;
         }
         Ok(())
     }
 
-    async fn component_bytes(&mut self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn component_bytes(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT bytes FROM components WHERE digest = ?1")?
+            .prepare_cached(&format!(
+                "SELECT bytes FROM components WHERE digest = ?1 AND {} LIMIT 1",
+                reach_sql(reach, "tenant_id")
+            ))?
             // A blob, or text if someone edited the file by hand: its bytes either way (the
             // runner checks them against their digest).
             .query_row([digest], |r| Ok(r.get_ref(0)?.as_bytes()?.to_vec()))
@@ -809,8 +874,8 @@ impl Tx for SqliteTx {
     async fn insert_job(&mut self, job: &NewJob) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO jobs (id, name, cluster, root_id, submitted_at, pins, tenant_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 job.id,
@@ -818,7 +883,8 @@ impl Tx for SqliteTx {
                 job.cluster,
                 job.root_id,
                 job.submitted_at,
-                job.pins
+                job.pins,
+                job.tenant
             ])?;
         Ok(())
     }
@@ -901,8 +967,8 @@ impl Tx for SqliteTx {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, \
              display, cluster, state, depends_on, pending_deps, max_retries, created_at, finished_at, \
-             component) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             component, tenant_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?;
         let mut dep = self
             .conn
@@ -927,6 +993,7 @@ impl Tx for SqliteTx {
                 t.created_at,
                 t.finished_at,
                 t.component,
+                t.tenant,
             ])?;
             for d in &t.depends_on {
                 dep.execute(params![d, t.id])?;
@@ -1016,12 +1083,14 @@ impl Tx for SqliteTx {
                 "SELECT t.id, t.job_id, t.name, t.major, t.minor, t.input, t.attempt, t.lease, \
                  t.display, t.component, j.cache_seq \
                  FROM tasks t JOIN jobs j ON j.id = t.job_id \
-                 WHERE t.state = 'queued' AND t.cluster = ? AND t.pending_deps = 0 \
-                 AND t.not_before <= ? AND j.canceled = 0 AND j.failed = 0 AND {serves} \
+                 WHERE t.state = 'queued' AND t.tenant_id = ? AND t.cluster = ? \
+                 AND t.pending_deps = 0 AND t.not_before <= ? AND j.canceled = 0 \
+                 AND j.failed = 0 AND {serves} \
                  ORDER BY t.job_id, t.path LIMIT ?"
             ))?
             .query_map(
                 params![
+                    claim.tenant,
                     claim.cluster,
                     i(claim.now),
                     identifiers,
@@ -1418,6 +1487,125 @@ impl Tx for SqliteTx {
             }
         }
         Ok(())
+    }
+
+    async fn component_tenants(
+        &mut self,
+        reach: Reach,
+        digest: &str,
+    ) -> Result<Vec<TenantId>, StoreError> {
+        let tenants = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT tenant_id FROM components WHERE digest = ?1 AND {} ORDER BY tenant_id",
+                reach_sql(reach, "tenant_id")
+            ))?
+            .query_map([digest], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(tenants)
+    }
+
+    async fn insert_tenant(
+        &mut self,
+        tenant: &tessera_api::Tenant,
+    ) -> Result<TenantId, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "INSERT INTO tenants (name, weight, created_at) VALUES (?1, ?2, ?3) RETURNING id",
+            )?
+            .query_row(
+                params![tenant.name, tenant.weight, i(tenant.created_at)],
+                |r| r.get(0),
+            )?)
+    }
+
+    async fn tenants(
+        &mut self,
+        reach: Reach,
+    ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, name, weight, created_at FROM tenants WHERE {} ORDER BY name",
+                reach_sql(reach, "id")
+            ))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, tenant(r.get(1)?, r.get(2)?, r.get(3)?)))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    async fn tenant_named(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, name, weight, created_at FROM tenants WHERE name = ?1")?
+            .query_row([name], |r| {
+                Ok((r.get(0)?, tenant(r.get(1)?, r.get(2)?, r.get(3)?)))
+            })
+            .optional()?)
+    }
+
+    async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO api_keys (id, tenant_id, role, name, hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                key.id,
+                key.tenant,
+                key.role.as_str(),
+                key.name,
+                key.hash,
+                i(key.created_at)
+            ])?;
+        Ok(())
+    }
+
+    async fn keys(&mut self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id \
+             WHERE {} ORDER BY k.created_at DESC, k.id LIMIT 1000",
+            reach_sql(reach, "k.tenant_id")
+        ))?;
+        let rows = stmt
+            .query_map([], key_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(|r| r.decode()).collect()
+    }
+
+    async fn key(&mut self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id \
+                 WHERE k.id = ?1"
+            ))?
+            .query_row([id], key_row)
+            .optional()?;
+        row.map(KeyRow::decode).transpose()
+    }
+
+    async fn revoke_key(&mut self, id: &str, now: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, i(now)])?;
+        Ok(())
+    }
+
+    async fn active_keys(&mut self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")?
+            .query_row([], |r| r.get::<_, i64>(0))?
+            .max(0) as u64)
     }
 
     async fn notify(&mut self, _scope: &crate::wake::Scope) -> Result<(), StoreError> {

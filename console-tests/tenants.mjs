@@ -63,6 +63,8 @@ try {
   await page.waitForSelector("body[data-ready] tr[data-tenant]");
   const tenants = await page.$$eval("tr[data-tenant]", (trs) => trs.map((t) => t.dataset.tenant));
   check(["a", "b", "default"].every((t) => tenants.includes(t)), "tenants listed: " + tenants);
+  const queuedA = await page.textContent("tr[data-tenant=a] .usage-queued");
+  check(queuedA.startsWith("1 of "), "tenant a's usage shows its queued task: " + queuedA);
   await page.screenshot({ path: shots + "/tenants.png" });
 
   check(errors.length === 0, "no page errors: " + errors.join("; "));

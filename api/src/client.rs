@@ -128,8 +128,11 @@ impl Client {
         } else {
             bases
         };
+        // Idle connections are dropped before the server's 10 s header timeout closes them:
+        // a request sent on a connection the server is closing fails ("connection closed
+        // before message completed").
         let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()
             .expect("building the HTTP client");
@@ -253,6 +256,19 @@ impl Client {
         tenant: &crate::NewTenant,
     ) -> Result<crate::Tenant, ClientError> {
         self.post("/v1/tenants", tenant, None).await
+    }
+
+    /// Changes a tenant's weight or quotas (an operator's key).
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        update: &crate::TenantUpdate,
+    ) -> Result<crate::Tenant, ClientError> {
+        let path = format!("/v1/tenants/{}", path_segment(name));
+        self.send(&path, |base| {
+            self.http.patch(format!("{base}{path}")).json(update)
+        })
+        .await
     }
 
     /// The keys this client's key may manage.

@@ -42,7 +42,8 @@ pub use runner::{
 pub use subtask::{ProgressUpdate, SubtaskSpec};
 pub use telemetry::{LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery};
 pub use tenants::{
-    ApiKey, CreatedKey, Identity, KeyList, NewKey, NewTenant, Role, Tenant, TenantList,
+    ApiKey, CreatedKey, Identity, KeyList, NewKey, NewTenant, Quotas, Role, Tenant, TenantList,
+    TenantUpdate, Usage,
 };
 
 /// The default server address of clients (`TESSERA_SERVER` overrides it).

@@ -97,6 +97,14 @@ pub struct ClaimedTask {
     /// it (`as_of`), so it sees what committed before it started plus its own writes.
     #[serde(default)]
     pub cache_seq: u64,
+    /// The most linear memory this attempt may use, in MiB, if its tenant sets a ceiling:
+    /// the host enforces the lower of this and its own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    /// The longest this attempt may run, in ms, if its tenant sets a ceiling: the host
+    /// enforces the lower of this and its own deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 /// Tasks handed out.

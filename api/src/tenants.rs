@@ -68,10 +68,110 @@ impl std::str::FromStr for Role {
 pub struct Tenant {
     /// Its name (`default` holds what a server without keys is asked to do).
     pub name: String,
-    /// Its weight in fair share between tenants (1 by default).
+    /// Its weight in fair share between tenants (1 by default): on a shared fleet, running
+    /// slots go to tenants in proportion to their weights.
     pub weight: u32,
     /// When it was created (ns since the Unix epoch; 0 for `default`).
     pub created_at: u64,
+    /// Its quotas, as they apply (defaults filled in).
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// What it uses now (in `GET /v1/tenants`; absent elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What a tenant may use. Set by an operator (`tessera tenants set-quota`); every quota has a
+/// default, and `none` (for the ceilings) leaves the runner's own limit alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quotas {
+    /// Tasks queued at once (waiting for a runner or for their dependencies). A submit past it
+    /// is refused (429); an attempt whose subtasks would pass it fails.
+    pub queued_tasks: u64,
+    /// Attempts running at once across the fleet; claims past it hand out nothing of the
+    /// tenant. `None`: no cap (fair share still divides a shared fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u64>,
+    /// Most linear memory one attempt may use, in MiB; the host enforces the lower of this
+    /// and the runner's own `--memory-mib`. `None`: the runner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    /// Longest one attempt may run, in seconds; the host enforces the lower of this and the
+    /// runner's own `--deadline-seconds`. `None`: the runner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+    /// Log bytes one job keeps; lines past it are dropped behind one marker line.
+    pub log_bytes_per_job: u64,
+    /// Bytes of deployed components, undeployed ones included (their bytes are kept).
+    pub component_bytes: u64,
+    /// Requests one key of the tenant may make per second (a burst of as many); past it, 429
+    /// with `Retry-After`.
+    pub requests_per_second: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            queued_tasks: 10_000_000,
+            running: None,
+            memory_mib: None,
+            deadline_seconds: None,
+            log_bytes_per_job: 1 << 30,
+            component_bytes: 1 << 30,
+            requests_per_second: 2_000,
+        }
+    }
+}
+
+/// `PATCH /v1/tenants/{name}`: what to change; absent fields stay as they are. For the
+/// optional quotas (`running`, `memory_mib`, `deadline_seconds`), 0 removes the quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TenantUpdate {
+    /// Its weight in fair share (1–1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub weight: Option<u32>,
+    /// Tasks queued at once (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub queued_tasks: Option<u64>,
+    /// Attempts running at once across the fleet (0: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u64>,
+    /// Memory ceiling per attempt in MiB (0: the runner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1048576))]
+    pub memory_mib: Option<u32>,
+    /// Deadline ceiling per attempt in seconds (0: the runner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+    /// Log bytes per job (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub log_bytes_per_job: Option<u64>,
+    /// Bytes of deployed components (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub component_bytes: Option<u64>,
+    /// Requests per second per key (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub requests_per_second: Option<u32>,
+}
+
+/// What a tenant uses now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Usage {
+    /// Tasks queued.
+    pub queued_tasks: u64,
+    /// Attempts running.
+    pub running: u64,
+    /// Bytes of its deployed components (undeployed ones included).
+    pub component_bytes: u64,
 }
 
 /// `GET /v1/tenants`: every tenant for an operator, one's own for anyone else.
@@ -135,8 +235,15 @@ pub struct NewKey {
     /// fleet-runner keys; a tenant admin's keys are of its own tenant whatever it names.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// What it is for (1–100 characters; default: the role).
+    /// What it is for (1–200 printable characters; default: the role).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 200,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: Option<String>,
 }
 

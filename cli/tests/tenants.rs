@@ -201,6 +201,7 @@ fn cases(b: &Theirs) -> Vec<Case> {
         c(M::GET, "/v1/whoami", "/v1/whoami".into(), None, ANYONE, Blind),
         c(M::GET, "/v1/tenants", "/v1/tenants".into(), None, ANYONE, Blind),
         c(M::POST, "/v1/tenants", "/v1/tenants".into(), Some(json!({"name": "c"})), NOBODY, Blind),
+        c(M::PATCH, "/v1/tenants/{name}", "/v1/tenants/b".into(), Some(json!({"running": 1})), NOBODY, Blind),
         c(M::GET, "/v1/keys", "/v1/keys".into(), None, ADMINS, Blind),
         c(M::POST, "/v1/keys", "/v1/keys".into(), Some(json!({"role": "read", "tenant": "b"})), ADMINS, NotFound),
         c(M::DELETE, "/v1/keys/{id}", format!("/v1/keys/{}", b.admin_key_id), None, ADMINS, NotFound),
@@ -722,4 +723,225 @@ async fn a_server_without_keys_refuses_web_pages_and_the_network() {
         "{err}"
     );
     assert!(err.contains("tessera keys create --role operator"), "{err}");
+}
+
+/// Every quota through real processes: the API refuses past it with a message naming the
+/// quota, and guests that overshoot fail their own attempts — nothing already stored is lost.
+#[tokio::test]
+async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
+    use tessera_api::{JobState, TenantUpdate};
+    let hostile = guest("hostile-guest");
+    let sleeps = guest("parallel-sleep");
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &["--token", OPERATOR]);
+    let op = client(&server, OPERATOR);
+    let q = tenant_keys(&op, "q").await;
+    let set = |update: TenantUpdate| {
+        let op = op.clone();
+        async move { op.update_tenant("q", &update).await.unwrap() }
+    };
+    let submit = client(&server, &q.submit);
+    let run = |component: &std::path::Path, concurrency: &str| {
+        let mut runner = support::runner(&server, &[component]);
+        runner
+            .args(["--concurrency", concurrency, "--quiet"])
+            .env("TESSERA_TOKEN", &q.runner);
+        let (status, out, err) = output(runner, Duration::from_secs(120));
+        assert!(status.success(), "{out}\n{err}");
+    };
+    let job = |task: &str, input: Value| support::job_of(task, task, input);
+
+    // Queued tasks, through the API: the fourth submit is refused with the quota named.
+    set(TenantUpdate {
+        queued_tasks: Some(3),
+        ..Default::default()
+    })
+    .await;
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        queued.push(submit.submit(&job("Noop", json!({}))).await.unwrap().id);
+    }
+    let e = submit
+        .submit(&job("Noop", json!({})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("429") && e.contains("queued_tasks: 3"), "{e}");
+    run(&hostile, "4");
+    for id in &queued {
+        support::assert_completed(&submit.job(id).await.unwrap());
+    }
+    // … and through a guest: a fan-out past it fails its attempt, saying which quota.
+    let wide = submit
+        .submit(&job("WideFanOut", json!({"count": 5, "kib": 1})))
+        .await
+        .unwrap();
+    run(&hostile, "4");
+    let failed = submit.job(&wide.id).await.unwrap();
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let root = &submit
+        .tasks(&wide.id, &Default::default())
+        .await
+        .unwrap()
+        .tasks[0];
+    let why = root.error.clone().unwrap();
+    assert!(why.contains("quota of 3 queued tasks"), "{why}");
+
+    // Running attempts: at most two at once, whatever the runner's concurrency.
+    set(TenantUpdate {
+        queued_tasks: Some(100),
+        running: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let par = submit
+        .submit(&support::job_of(
+            "par",
+            "ParallelSleepWorkflow",
+            json!({"count": 6, "seconds": 0.3}),
+        ))
+        .await
+        .unwrap();
+    run(&sleeps, "6");
+    support::assert_completed(&submit.job(&par.id).await.unwrap());
+    let spans = submit
+        .spans(&par.id, &Default::default())
+        .await
+        .unwrap()
+        .spans;
+    let mut edges: Vec<(u64, i32)> = spans
+        .iter()
+        .flat_map(|s| {
+            [
+                (s.start_time_unix_nano, 1),
+                (s.end_time_unix_nano.unwrap(), -1),
+            ]
+        })
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    assert_eq!(most, 2, "two attempts at most ran at once: {spans:?}");
+
+    // Memory and deadline ceilings: lower than the runner's own, enforced by the host.
+    set(TenantUpdate {
+        running: Some(0),
+        memory_mib: Some(16),
+        deadline_seconds: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let big = submit
+        .submit(&job("Allocate", json!({"mib": 32})))
+        .await
+        .unwrap();
+    run(&hostile, "1");
+    let task = &submit
+        .tasks(&big.id, &Default::default())
+        .await
+        .unwrap()
+        .tasks[0];
+    let why = task.error.clone().unwrap();
+    assert!(why.contains("memory limit of 16 MiB"), "{why}");
+    let slow = submit
+        .submit(&job("SleepTask", json!({"index": 0, "seconds": 3.0})))
+        .await
+        .unwrap();
+    run(&sleeps, "1");
+    let task = &submit
+        .tasks(&slow.id, &Default::default())
+        .await
+        .unwrap()
+        .tasks[0];
+    let why = task.error.clone().unwrap();
+    assert!(why.contains("deadline of 1 s"), "{why}");
+
+    // Log bytes per job: a flood keeps at most the quota, and says where it stopped.
+    set(TenantUpdate {
+        memory_mib: Some(0),
+        deadline_seconds: Some(0),
+        log_bytes_per_job: Some(2048),
+        ..Default::default()
+    })
+    .await;
+    let flood = submit
+        .submit(&job("LogFlood", json!({"lines": 200})))
+        .await
+        .unwrap();
+    run(&hostile, "1");
+    support::assert_completed(&submit.job(&flood.id).await.unwrap());
+    let logs = submit
+        .logs(&flood.id, &Default::default())
+        .await
+        .unwrap()
+        .logs;
+    let bytes: usize = logs.iter().map(|l| l.message.len()).sum();
+    assert!(bytes < 2048 + 300, "{bytes} bytes kept");
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("log_bytes_per_job: 2048")),
+        "the marker is there"
+    );
+
+    // Component bytes: a deploy past the quota is refused, naming it.
+    set(TenantUpdate {
+        component_bytes: Some(1000),
+        ..Default::default()
+    })
+    .await;
+    let mut deploy = tessera();
+    deploy
+        .arg("deploy")
+        .arg(&sleeps)
+        .env("TESSERA_SERVER", &server.url)
+        .env("TESSERA_TOKEN", &q.admin);
+    let (status, _, err) = output(deploy, Duration::from_secs(120));
+    assert!(!status.success());
+    assert!(err.contains("component_bytes: 1000"), "{err}");
+
+    // Requests per second per key: a burst past it gets 429 with Retry-After.
+    set(TenantUpdate {
+        requests_per_second: Some(5),
+        ..Default::default()
+    })
+    .await;
+    // The key's quota is read again within two seconds.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let http = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = http
+            .get(format!("{}/v1/jobs", server.url))
+            .bearer_auth(&q.read)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("a burst of 20 passed a quota of 5 per second");
+    assert!(limited.headers().contains_key("retry-after"));
+    assert!(
+        limited
+            .text()
+            .await
+            .unwrap()
+            .contains("requests_per_second")
+    );
+    // Another key of the tenant has its own allowance; the operator has none to spend.
+    let other = http
+        .get(format!("{}/v1/jobs", server.url))
+        .bearer_auth(&q.submit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    // Nothing stored was lost on the way: every job is still there.
+    let all = op.jobs(&Default::default()).await.unwrap().jobs;
+    assert_eq!(all.len(), 8, "{all:?}");
 }

@@ -338,7 +338,8 @@ impl Host {
                 FailureKind::Deadline,
                 format!(
                     "deadline of {} exceeded; the attempt was stopped \
-                     (raise the runner's deadline if the task needs longer)",
+                     (raise the runner's deadline, or the tenant's deadline_seconds quota when \
+                     that is lower, if the task needs longer)",
                     human_duration(limits.deadline)
                 ),
             ),
@@ -446,7 +447,8 @@ fn classify(
             FailureKind::MemoryLimit,
             format!(
                 "memory limit of {} exceeded (the guest asked for {} in all); \
-                 use less memory or raise the runner's memory limit",
+                 use less memory or raise the runner's memory limit (or the tenant's \
+                 memory_mib quota, when that is lower)",
                 human_bytes(limits.memory_bytes),
                 human_bytes(asked)
             ),

@@ -112,6 +112,21 @@ fn report_of(outcome: Outcome) -> Report {
     }
 }
 
+/// The limits of one attempt: the runner's, lowered to the ceilings the task's tenant sets
+/// (carried in the claim) — never raised.
+pub fn limits_for(own: &Limits, task: &ClaimedTask) -> Limits {
+    let mut limits = own.clone();
+    if let Some(mib) = task.memory_mib {
+        limits.memory_bytes = limits
+            .memory_bytes
+            .min(usize::try_from(u64::from(mib) << 20).unwrap_or(usize::MAX));
+    }
+    if let Some(ms) = task.deadline_ms {
+        limits.deadline = limits.deadline.min(std::time::Duration::from_millis(ms));
+    }
+    limits
+}
+
 /// Runs `task` as a tokio task; its lease is held (and extended) from now until the dispatcher
 /// releases it.
 pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
@@ -136,12 +151,13 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
                 identifier: task.identifier.clone(),
                 input: task.input.to_string(),
             };
+            let limits = limits_for(&shared.limits, &task);
             shared
                 .host
                 .run_with_data(
                     &component,
                     spec,
-                    &shared.limits,
+                    &limits,
                     shared.sink.clone(),
                     Arc::new(crate::data::ServerData::new(
                         shared.client.clone(),

@@ -440,7 +440,36 @@ mod tests {
             lease_ms: 30_000,
             component: None,
             cache_seq: 0,
+            memory_mib: None,
+            deadline_ms: None,
         }
+    }
+
+    #[test]
+    fn a_tenant_ceiling_lowers_the_runner_limits_and_never_raises_them() {
+        let own = tessera_host::Limits {
+            memory_bytes: 256 << 20,
+            deadline: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        let mut t = task("t");
+        let same = crate::attempt::limits_for(&own, &t);
+        assert_eq!(
+            (same.memory_bytes, same.deadline),
+            (own.memory_bytes, own.deadline)
+        );
+        t.memory_mib = Some(64);
+        t.deadline_ms = Some(5_000);
+        let lower = crate::attempt::limits_for(&own, &t);
+        assert_eq!(lower.memory_bytes, 64 << 20);
+        assert_eq!(lower.deadline, std::time::Duration::from_secs(5));
+        t.memory_mib = Some(4096);
+        t.deadline_ms = Some(3_600_000);
+        let higher = crate::attempt::limits_for(&own, &t);
+        assert_eq!(
+            (higher.memory_bytes, higher.deadline),
+            (own.memory_bytes, own.deadline)
+        );
     }
 
     fn computed(id: &str) -> TaskReport {

@@ -205,6 +205,7 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
 
 /// Undoes SQLite migration 0010 (tenants), so that a test can rewind a database to before it.
 const UNDO_TENANTS: &str = "DROP TABLE tenants; DROP TABLE api_keys; DROP INDEX jobs_tenant; \
+    DROP INDEX jobs_active; ALTER TABLE jobs DROP COLUMN log_bytes; \
     ALTER TABLE jobs DROP COLUMN tenant_id; DROP INDEX tasks_queued; \
     ALTER TABLE tasks DROP COLUMN tenant_id; \
     CREATE INDEX tasks_queued ON tasks(cluster, job_id, path) WHERE state = 'queued'; \

@@ -35,7 +35,39 @@ enum TenantAction {
         #[arg(long)]
         json: bool,
     },
-    /// Show one tenant.
+    /// Set a tenant's weight or quotas (an operator's key); what is not given stays.
+    SetQuota {
+        /// The tenant.
+        name: String,
+        /// Weight in fair share between tenants (1–1000).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Tasks queued at once.
+        #[arg(long)]
+        queued_tasks: Option<u64>,
+        /// Attempts running at once across the fleet (0: no cap).
+        #[arg(long)]
+        running: Option<u64>,
+        /// Memory ceiling per attempt, in MiB (0: the runner's own).
+        #[arg(long)]
+        memory_mib: Option<u32>,
+        /// Deadline ceiling per attempt, in seconds (0: the runner's own).
+        #[arg(long)]
+        deadline_seconds: Option<u64>,
+        /// Log bytes one job keeps, in MiB.
+        #[arg(long)]
+        log_mib_per_job: Option<u64>,
+        /// Bytes of deployed components, in MiB.
+        #[arg(long)]
+        component_mib: Option<u64>,
+        /// Requests per second per key.
+        #[arg(long)]
+        requests_per_second: Option<u32>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant: weight, quotas, and what it uses now.
     Show {
         /// Its name.
         name: String,
@@ -70,12 +102,60 @@ pub async fn tenants(args: TenantArgs) -> anyhow::Result<ExitCode> {
             let rows = list
                 .tenants
                 .iter()
-                .map(|t| vec![t.name.clone(), t.weight.to_string(), created(t.created_at)])
+                .map(|t| {
+                    let usage = t.usage.unwrap_or_default();
+                    let running = match t.quotas.running {
+                        Some(cap) => format!("{}/{cap}", usage.running),
+                        None => usage.running.to_string(),
+                    };
+                    vec![
+                        t.name.clone(),
+                        t.weight.to_string(),
+                        format!("{}/{}", usage.queued_tasks, t.quotas.queued_tasks),
+                        running,
+                        created(t.created_at),
+                    ]
+                })
                 .collect();
             format::table(
-                &["TENANT", "WEIGHT", "CREATED"],
+                &["TENANT", "WEIGHT", "QUEUED/QUOTA", "RUNNING", "CREATED"],
                 &format::safe_rows(rows, 200),
             );
+        }
+        TenantAction::SetQuota {
+            name,
+            weight,
+            queued_tasks,
+            running,
+            memory_mib,
+            deadline_seconds,
+            log_mib_per_job,
+            component_mib,
+            requests_per_second,
+            json,
+        } => {
+            let mib = |n: Option<u64>| n.map(|n| n.saturating_mul(1 << 20));
+            let update = tessera_api::TenantUpdate {
+                weight,
+                queued_tasks,
+                running,
+                memory_mib,
+                deadline_seconds,
+                log_bytes_per_job: mib(log_mib_per_job),
+                component_bytes: mib(component_mib),
+                requests_per_second,
+            };
+            if update == tessera_api::TenantUpdate::default() {
+                anyhow::bail!(
+                    "nothing to change: give --weight or a quota (tessera tenants set-quota --help)"
+                );
+            }
+            let tenant = client.update_tenant(&name, &update).await?;
+            if json {
+                return format::json(&tenant).map(|_| ExitCode::SUCCESS);
+            }
+            println!("Tenant {} now:", format::safe(&tenant.name));
+            show(&tenant);
         }
         TenantAction::Show { name, json } => {
             let list = client.tenants().await?;
@@ -88,12 +168,46 @@ pub async fn tenants(args: TenantArgs) -> anyhow::Result<ExitCode> {
             if json {
                 return format::json(&tenant).map(|_| ExitCode::SUCCESS);
             }
-            println!("Tenant:  {}", format::safe(&tenant.name));
-            println!("Weight:  {}", tenant.weight);
-            println!("Created: {}", created(tenant.created_at));
+            println!("Tenant:   {}", format::safe(&tenant.name));
+            println!("Created:  {}", created(tenant.created_at));
+            show(&tenant);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant's weight, quotas and usage, for people.
+fn show(t: &tessera_api::Tenant) {
+    let q = &t.quotas;
+    let u = t.usage.unwrap_or_default();
+    let mib = |b: u64| format!("{} MiB", b >> 20);
+    let or = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_string());
+    println!("Weight:   {}", t.weight);
+    println!("Quotas and use:");
+    println!(
+        "  queued tasks        {} of {}",
+        u.queued_tasks, q.queued_tasks
+    );
+    println!(
+        "  running attempts    {} of {}",
+        u.running,
+        or(q.running.map(|n| n.to_string()), "no cap")
+    );
+    println!(
+        "  memory per attempt  {}",
+        or(q.memory_mib.map(|m| format!("{m} MiB")), "the runner's")
+    );
+    println!(
+        "  deadline            {}",
+        or(q.deadline_seconds.map(|s| format!("{s} s")), "the runner's")
+    );
+    println!("  log per job         {}", mib(q.log_bytes_per_job));
+    println!(
+        "  components          {} of {}",
+        mib(u.component_bytes),
+        mib(q.component_bytes)
+    );
+    println!("  requests per second {} per key", q.requests_per_second);
 }
 
 fn created(at: u64) -> String {

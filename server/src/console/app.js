@@ -735,14 +735,23 @@ async function tenantsPage(app, signal) {
   app.replaceChildren(
     el("div", { class: "panel" },
       el("h1", { text: "Tenants" }),
-      el("p", { class: "muted", text: "Every tenant on this server (operators only). Create one with: tessera tenants create NAME" }),
-      el("table", { id: "tenants" }, el("thead", {}, el("tr", {}, ...["Tenant", "Weight", "Created"].map((h) => el("th", { text: h })))), body)));
+      el("p", { class: "muted", text: "Every tenant on this server, with what it uses now and its quotas (operators only). Create one with tessera tenants create NAME; change quotas with tessera tenants set-quota." }),
+      el("table", { id: "tenants" }, el("thead", {}, el("tr", {}, ...["Tenant", "Weight", "Queued", "Running", "Components", "Ceilings per attempt", "Created"].map((h) => el("th", { text: h })))), body)));
   async function load() {
     const list = await api("/v1/tenants", { signal });
-    body.replaceChildren(...list.tenants.map((t) => el("tr", { "data-tenant": t.name },
-      el("td", { text: t.name }),
-      el("td", { text: t.weight }),
-      el("td", { text: t.created_at ? fmtTime(t.created_at) : "built in" }))));
+    body.replaceChildren(...list.tenants.map((t) => {
+      const u = t.usage || { queued_tasks: 0, running: 0, component_bytes: 0 };
+      const q = t.quotas;
+      const ceilings = [q.memory_mib ? q.memory_mib + " MiB" : null, q.deadline_seconds ? q.deadline_seconds + " s" : null].filter(Boolean).join(", ") || "the runners'";
+      return el("tr", { "data-tenant": t.name },
+        el("td", { text: t.name }),
+        el("td", { text: t.weight }),
+        el("td", { class: "usage-queued", text: u.queued_tasks + " of " + q.queued_tasks }),
+        el("td", { class: "usage-running", text: u.running + (q.running ? " of " + q.running : "") }),
+        el("td", { text: fmtBytes(u.component_bytes) + " of " + fmtBytes(q.component_bytes) }),
+        el("td", { text: ceilings }),
+        el("td", { text: t.created_at ? fmtTime(t.created_at) : "built in" }));
+    }));
     ready();
   }
   await load();

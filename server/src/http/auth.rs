@@ -41,6 +41,8 @@ pub struct Caller {
     pub tenant_name: Option<String>,
     /// Its key's id; `None` for the server's token and for a server without keys.
     pub key: Option<String>,
+    /// Requests per second its key may make (its tenant's quota); `None`: no limit.
+    pub requests_per_second: Option<u32>,
 }
 
 impl Caller {
@@ -51,6 +53,7 @@ impl Caller {
             tenant: None,
             tenant_name: None,
             key: None,
+            requests_per_second: None,
         }
     }
 
@@ -186,6 +189,8 @@ pub struct Keys {
     token: Option<Arc<str>>,
     read: Mutex<HashMap<String, (Instant, Option<KeyRecord>)>>,
     required: Mutex<Option<(Instant, bool)>>,
+    /// Each key's request allowance: tokens left, and when they were counted.
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl Keys {
@@ -195,6 +200,7 @@ impl Keys {
             token,
             read: Mutex::new(HashMap::new()),
             required: Mutex::new(None),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -266,7 +272,28 @@ impl Keys {
             tenant: record.tenant,
             tenant_name: record.tenant_name,
             key: Some(record.id),
+            requests_per_second: record.requests_per_second,
         }))
+    }
+
+    /// Takes one request from a key's allowance of `per_second` (a token bucket holding a
+    /// second's worth); `Err` with the seconds to wait when it is empty.
+    pub fn take(&self, key: &str, per_second: u32) -> Result<(), u64> {
+        let rate = f64::from(per_second.max(1));
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap();
+        if buckets.len() >= 10_000 && !buckets.contains_key(key) {
+            buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < rate);
+        }
+        let (tokens, at) = buckets.entry(key.to_string()).or_insert((rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
     }
 }
 
@@ -377,6 +404,24 @@ pub async fn authenticate(
             Err(e) => return ApiError::from(e).into_response(),
         },
     };
+    if let (Some(key), Some(rate)) = (&caller.key, caller.requests_per_second)
+        && let Err(wait) = state.keys.take(key, rate)
+    {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this key made more than its tenant's quota of {rate} requests per second \
+                 (requests_per_second); retry after {wait} s, or ask the operator to raise it"
+            ),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&wait.to_string()).expect("digits are a header value"),
+        );
+        return response;
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Json, Router};
 use tokio::sync::watch;
 use utoipa::OpenApi;
@@ -90,6 +90,7 @@ pub struct AppState {
         tenants::whoami,
         tenants::list,
         tenants::create,
+        tenants::update,
         tenants::keys,
         tenants::create_key,
         tenants::revoke_key,
@@ -149,13 +150,14 @@ impl utoipa::Modify for Conventions {
                 .build()
         };
         for (path, item) in doc.paths.paths.iter_mut() {
-            let names_one = path.contains("{id}") || path == "/v1/logs";
+            let names_one = path.contains("{id}") || path.contains("{name}") || path == "/v1/logs";
             let changes_state =
                 path.ends_with("/cancel") || path.ends_with("/retry") || path == "/v1/logs";
             let posts = item.post.iter_mut().map(|op| (op, true));
             let gets = item.get.iter_mut().map(|op| (op, false));
             let deletes = item.delete.iter_mut().map(|op| (op, false));
-            for (op, post) in posts.chain(gets).chain(deletes) {
+            let patches = item.patch.iter_mut().map(|op| (op, true));
+            for (op, post) in posts.chain(gets).chain(deletes).chain(patches) {
                 // The public routes say so with an empty security requirement.
                 let public = op.security.as_ref().is_some_and(|s| {
                     s.iter()
@@ -182,6 +184,13 @@ impl utoipa::Modify for Conventions {
                     add("500", "The server failed; nothing was changed");
                 }
                 add("503", "The database is busy or unreachable; try again");
+                if !public {
+                    add(
+                        "429",
+                        "Past a quota of the key's tenant: requests per second (with \
+                         Retry-After), queued tasks, component bytes; the message names it",
+                    );
+                }
                 if names_one {
                     add(
                         "404",
@@ -314,6 +323,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/keys",
             need(Admin, get(tenants::keys).post(tenants::create_key)),
         )
+        .route("/v1/tenants/{name}", need(Operator, patch(tenants::update)))
         .route("/v1/keys/{id}", need(Admin, delete(tenants::revoke_key)))
         .route(
             "/v1/jobs",

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use tessera_api::{
     CreatedKey, ErrorBody, Identity, KeyList, NewKey, NewTenant, Role, Tenant, TenantList,
+    TenantUpdate,
 };
 
 use super::AppState;
@@ -52,6 +53,21 @@ pub async fn create(
     Ok(Json(
         state.store.create_tenant(&tenant, now_unix_nano()).await?,
     ))
+}
+
+/// Changes a tenant's weight or quotas (operators only); answers the tenant as it is now.
+#[utoipa::path(patch, path = "/v1/tenants/{name}", tag = "tenants", request_body = TenantUpdate,
+    params(("name" = String, Path)),
+    responses((status = 200, body = Tenant), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(update): ApiJson<TenantUpdate>,
+) -> Result<Json<Tenant>, ApiError> {
+    let tenant = state.store.update_tenant(&name, &update).await?;
+    tracing::info!(tenant = %tenant.name, "changed a tenant's weight or quotas");
+    Ok(Json(tenant))
 }
 
 /// The tenant a new key is for: an operator's choice (none for operator and fleet-runner
@@ -126,6 +142,7 @@ pub async fn create_key(
         hash: secret.hash,
         created_at: now_unix_nano(),
         revoked_at: None,
+        requests_per_second: None,
     };
     state.store.create_key(&record).await?;
     state.keys.forget(&record.id);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tessera_api::{
@@ -15,7 +15,7 @@ use tessera_api::{
 };
 
 use super::decide::{self, Tallies};
-use super::driver::{ClaimParams, Driver, Mode, NewJob, NewTask, Tx, Which};
+use super::driver::{ClaimParams, ClaimedRow, Driver, Mode, NewJob, NewTask, Tx, Which};
 use super::encode::{lease_ms, nanos, new_id, path_index};
 use super::pins::{MAX_PINNED_TYPES, Pins};
 use super::{
@@ -60,7 +60,16 @@ pub struct Core<D: Driver> {
     recorded: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
     /// Whose turn it is to be claimed from first when a claim reaches every tenant.
     turn: Arc<std::sync::atomic::AtomicUsize>,
+    /// The tenants (weights, quotas) as last read, and when.
+    tenant_table: Arc<std::sync::Mutex<Option<(Instant, TenantTable)>>>,
 }
+
+/// Every tenant by number.
+type TenantTable = Arc<HashMap<TenantId, tessera_api::Tenant>>;
+
+/// How long the tenants read from the database are trusted: a quota or weight an operator
+/// changes through another server takes effect within this long.
+const TENANT_TTL: Duration = Duration::from_secs(2);
 
 impl<D: Driver> Clone for Core<D> {
     fn clone(&self) -> Self {
@@ -69,6 +78,7 @@ impl<D: Driver> Clone for Core<D> {
             config: self.config.clone(),
             recorded: self.recorded.clone(),
             turn: self.turn.clone(),
+            tenant_table: self.tenant_table.clone(),
         }
     }
 }
@@ -114,6 +124,7 @@ impl<D: Driver> Core<D> {
             config,
             recorded: Default::default(),
             turn: Default::default(),
+            tenant_table: Default::default(),
         }
     }
 
@@ -131,6 +142,30 @@ impl<D: Driver> Core<D> {
             what: "job",
             id: id.to_string(),
         })
+    }
+
+    /// Every tenant with its weight and quotas, read at most every [`TENANT_TTL`].
+    async fn tenants_in(&self, tx: &mut D::Tx) -> Result<TenantTable, StoreError> {
+        if let Some((at, table)) = &*self.tenant_table.lock().unwrap()
+            && at.elapsed() < TENANT_TTL
+        {
+            return Ok(table.clone());
+        }
+        let table: TenantTable = Arc::new(tx.tenants(Reach::All).await?.into_iter().collect());
+        *self.tenant_table.lock().unwrap() = Some((Instant::now(), table.clone()));
+        Ok(table)
+    }
+
+    /// A tenant's quotas (the defaults for one not (yet) read).
+    fn quotas_of(table: &TenantTable, tenant: TenantId) -> tessera_api::Quotas {
+        table.get(&tenant).map(|t| t.quotas).unwrap_or_default()
+    }
+
+    /// A tenant's name for messages.
+    fn name_of(table: &TenantTable, tenant: TenantId) -> String {
+        table
+            .get(&tenant)
+            .map_or_else(|| tenant.to_string(), |t| t.name.clone())
     }
 
     /// Fails the plan's failing jobs and cancels their queued tasks with the reason, so that a
@@ -157,6 +192,18 @@ impl<D: Driver> Core<D> {
     ) -> Result<Job, StoreError> {
         let cluster = job.cluster.clone().unwrap_or_else(|| "default".into());
         transact!(self, Mode::Write, |tx| {
+            let table = self.tenants_in(&mut tx).await?;
+            let quota = Self::quotas_of(&table, tenant).queued_tasks;
+            let load = tx.tenant_usage(Reach::Tenant(tenant)).await?;
+            let queued = load.first().map_or(0, |l| l.queued);
+            if queued >= quota {
+                let name = Self::name_of(&table, tenant);
+                return Err(StoreError::Quota(format!(
+                    "tenant {name} has {queued} tasks queued, its quota (queued_tasks: {quota}); \
+                     submit again when some have run, or ask the operator to raise it \
+                     (tessera tenants set-quota {name} --queued-tasks N)"
+                )));
+            }
             let id = new_id();
             let pins = Pins::of(
                 &tx.components(Reach::Tenant(tenant), &Which::Deployed)
@@ -219,8 +266,34 @@ impl<D: Driver> Core<D> {
                 tx.lock_job_totals(&growing).await?
             };
             let totals = growth.iter().map(|(j, g)| (j.clone(), g.total)).collect();
-            let mut plan =
-                decide::reports(reports, runner, &rows, &totals, &self.config, now, new_id);
+            // How many more tasks each growing job's tenant may queue.
+            let mut room = HashMap::new();
+            if !growing.is_empty() {
+                let table = self.tenants_in(&mut tx).await?;
+                let mut tenants: Vec<TenantId> = rows
+                    .iter()
+                    .filter(|r| growing.contains(&r.job_id.as_str()))
+                    .map(|r| r.tenant)
+                    .collect();
+                tenants.sort_unstable();
+                tenants.dedup();
+                for tenant in tenants {
+                    let quota = Self::quotas_of(&table, tenant).queued_tasks;
+                    let load = tx.tenant_usage(Reach::Tenant(tenant)).await?;
+                    let queued = load.first().map_or(0, |l| l.queued);
+                    room.insert(tenant, (quota.saturating_sub(queued), quota));
+                }
+            }
+            let mut plan = decide::reports(
+                reports,
+                runner,
+                &rows,
+                &totals,
+                &room,
+                &self.config,
+                now,
+                new_id,
+            );
             if !plan.changed() {
                 return Ok((plan.results, crate::wake::Scope::Nothing));
             }
@@ -327,57 +400,103 @@ impl<D: Driver> Core<D> {
             now,
             expires: now.saturating_add(nanos(self.config.lease)),
         };
-        let rows = transact!(self, Mode::Write, |tx| {
+        let (rows, table) = transact!(self, Mode::Write, |tx| {
             if let Some(runner) = &record {
                 let forget = now.saturating_sub(FORGET_RUNNER_AFTER);
                 tx.record_runner(runner, reach.tenant(), forget).await?;
             }
-            let tenants: Vec<TenantId> = match reach {
-                Reach::Tenant(t) => vec![t],
-                // Every tenant, starting from another one each claim: tenants take turns.
-                Reach::All => {
-                    let mut all: Vec<TenantId> = tx
-                        .tenants(Reach::All)
-                        .await?
-                        .into_iter()
-                        .map(|(id, _)| id)
-                        .collect();
-                    let len = all.len().max(1);
-                    all.rotate_left(turn % len);
-                    all
+            let table = self.tenants_in(&mut tx).await?;
+            let mut claimants = Vec::new();
+            match reach {
+                Reach::Tenant(t) => {
+                    let cap = Self::quotas_of(&table, t).running;
+                    // The running count is read only when a quota caps it.
+                    let running = match cap {
+                        Some(_) => tx
+                            .tenant_usage(Reach::Tenant(t))
+                            .await?
+                            .first()
+                            .map_or(0, |l| l.running),
+                        None => 0,
+                    };
+                    claimants.push(decide::Claimant {
+                        tenant: t,
+                        weight: 1,
+                        running,
+                        room: cap.map(|c| c.saturating_sub(running)),
+                    });
                 }
-            };
-            let mut rows = Vec::new();
-            for tenant in tenants {
-                params.tenant = tenant;
-                params.max = request.max.saturating_sub(rows.len() as u32);
-                if params.max == 0 {
+                // A shared fleet: every tenant with queued tasks, by weighted fair share of
+                // the slots running now; ties take turns.
+                Reach::All => {
+                    for load in tx.tenant_usage(Reach::All).await? {
+                        if load.queued == 0 {
+                            continue;
+                        }
+                        let quotas = Self::quotas_of(&table, load.tenant);
+                        claimants.push(decide::Claimant {
+                            tenant: load.tenant,
+                            weight: table.get(&load.tenant).map_or(1, |t| t.weight),
+                            running: load.running,
+                            room: quotas.running.map(|c| c.saturating_sub(load.running)),
+                        });
+                    }
+                    let len = claimants.len().max(1);
+                    claimants.rotate_left(turn % len);
+                }
+            }
+            let mut rows: Vec<(TenantId, ClaimedRow)> = Vec::new();
+            // Each round shares what is left among the tenants that may still have work; a
+            // tenant that yields less than its share has no more, and leaves the round.
+            loop {
+                let left = request.max.saturating_sub(rows.len() as u32);
+                let shares = decide::shares(left, &claimants);
+                if left == 0 || shares.is_empty() {
                     break;
                 }
-                rows.extend(tx.claim_eligible(&params).await?);
+                for (tenant, n) in shares {
+                    params.tenant = tenant;
+                    params.max = n;
+                    let got = tx.claim_eligible(&params).await?;
+                    let claimant = claimants
+                        .iter_mut()
+                        .find(|c| c.tenant == tenant)
+                        .expect("shares name claimants");
+                    claimant.running += got.len() as u64;
+                    claimant.room = claimant.room.map(|r| r.saturating_sub(got.len() as u64));
+                    if (got.len() as u32) < n {
+                        claimant.room = Some(0);
+                    }
+                    rows.extend(got.into_iter().map(|r| (tenant, r)));
+                }
             }
             let mut tallies = Tallies::default();
-            for r in &rows {
+            for (_, r) in &rows {
                 tallies.shift(&r.job_id, TaskState::Queued, TaskState::Running, 1);
                 tallies.started(&r.job_id, now);
             }
             tx.add_job_tallies(&tallies.rows()).await?;
-            Ok(rows)
+            Ok((rows, table))
         })?;
         let lease_ms = lease_ms(&self.config);
         Ok(rows
             .into_iter()
-            .map(|r| ClaimedTask {
-                task_id: r.task_id,
-                job_id: r.job_id,
-                identifier: r.identifier,
-                display: r.display,
-                input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
-                attempt: r.attempt,
-                lease: r.lease,
-                lease_ms,
-                component: r.component,
-                cache_seq: r.cache_seq,
+            .map(|(tenant, r)| {
+                let quotas = Self::quotas_of(&table, tenant);
+                ClaimedTask {
+                    task_id: r.task_id,
+                    job_id: r.job_id,
+                    identifier: r.identifier,
+                    display: r.display,
+                    input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
+                    attempt: r.attempt,
+                    lease: r.lease,
+                    lease_ms,
+                    component: r.component,
+                    cache_seq: r.cache_seq,
+                    memory_mib: quotas.memory_mib,
+                    deadline_ms: quotas.deadline_seconds.map(|s| s.saturating_mul(1000)),
+                }
             })
             .collect())
     }
@@ -685,8 +804,17 @@ impl<D: Driver> Store for Core<D> {
                 let jobs = tx.jobs_of_tasks(&ids).await?;
                 let runners = tx.attempt_runners(&attempts).await?;
                 decide::logs(&mut logs, &jobs, &runners)?;
-                tx.insert_logs(&logs).await?;
-                Ok(logs.len() as u64)
+                let mut named: Vec<&str> = logs.iter().map(|l| l.job_id.as_str()).collect();
+                named.sort_unstable();
+                named.dedup();
+                let kept_so_far = tx.job_log_bytes(&named).await?;
+                let table = me.tenants_in(&mut tx).await?;
+                let (kept, added) = decide::logs_under_quota(logs.clone(), &kept_so_far, |t| {
+                    Self::quotas_of(&table, t).log_bytes_per_job
+                });
+                tx.insert_logs(&kept).await?;
+                tx.add_log_bytes(&added).await?;
+                Ok(kept.len() as u64)
             })
         })
         .await
@@ -853,6 +981,20 @@ impl<D: Driver> Store for Core<D> {
                          them, more than the {MAX_PINNED_TYPES} a job can pin; undeploy some \
                          first (`tessera components undeploy NAME`)"
                     )));
+                }
+                if stored.is_none() {
+                    let quota =
+                        Self::quotas_of(&me.tenants_in(&mut tx).await?, tenant).component_bytes;
+                    let used = tx.component_bytes_of(tenant).await?;
+                    if used.saturating_add(component.size) > quota {
+                        return Err(StoreError::Quota(format!(
+                            "the tenant's components would take {} bytes, more than its quota \
+                             (component_bytes: {quota}); the {used} stored already include \
+                             undeployed components, whose bytes pinned jobs keep; ask the \
+                             operator to raise it",
+                            used.saturating_add(component.size)
+                        )));
+                    }
                 }
                 let mut now_deployed = component.clone();
                 now_deployed.undeployed_at = None;
@@ -1150,6 +1292,7 @@ impl<D: Driver> Store for Core<D> {
         now: u64,
     ) -> Result<tessera_api::Tenant, StoreError> {
         let tenant = decide::new_tenant(tenant, now)?;
+        let made = tenant.clone();
         self.run(move |me| async move {
             transact!(me, Mode::Write, |tx| {
                 if tx.tenant_named(&tenant.name).await?.is_some() {
@@ -1162,15 +1305,77 @@ impl<D: Driver> Store for Core<D> {
                 Ok(tenant.clone())
             })
         })
-        .await
+        .await?;
+        *self.tenant_table.lock().unwrap() = None;
+        Ok(made)
+    }
+
+    async fn update_tenant(
+        &self,
+        name: &str,
+        update: &tessera_api::TenantUpdate,
+    ) -> Result<tessera_api::Tenant, StoreError> {
+        let (name, update) = (name.to_string(), update.clone());
+        let tenant = self
+            .run(move |me| async move {
+                transact!(me, Mode::Write, |tx| {
+                    let Some((id, tenant)) = tx.tenant_named(&name).await? else {
+                        return Err(StoreError::NotFound {
+                            what: "tenant",
+                            id: name.clone(),
+                        });
+                    };
+                    let q = tenant.quotas;
+                    let set = tessera_api::TenantUpdate {
+                        weight: None,
+                        queued_tasks: Some(q.queued_tasks),
+                        running: q.running,
+                        memory_mib: q.memory_mib,
+                        deadline_seconds: q.deadline_seconds,
+                        log_bytes_per_job: Some(q.log_bytes_per_job),
+                        component_bytes: Some(q.component_bytes),
+                        requests_per_second: Some(q.requests_per_second),
+                    };
+                    let (weight, set) = decide::update_tenant(tenant.weight, &set, &update)?;
+                    let json = serde_json::to_string(&set).expect("quotas serialize");
+                    tx.set_tenant(id, weight, &json).await?;
+                    Ok(tessera_api::Tenant {
+                        weight,
+                        quotas: decide::quotas(&set),
+                        ..tenant
+                    })
+                })
+            })
+            .await?;
+        *self.tenant_table.lock().unwrap() = None;
+        Ok(tenant)
     }
 
     async fn tenants(
         &self,
         reach: Reach,
     ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError> {
-        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.tenants(reach).await) })
-            .await
+        self.run(move |me| async move {
+            transact!(me, Mode::Read, |tx| {
+                let mut tenants = tx.tenants(reach).await?;
+                let loads: HashMap<TenantId, (u64, u64)> = tx
+                    .tenant_usage(reach)
+                    .await?
+                    .into_iter()
+                    .map(|l| (l.tenant, (l.queued, l.running)))
+                    .collect();
+                for (id, tenant) in &mut tenants {
+                    let (queued_tasks, running) = loads.get(id).copied().unwrap_or((0, 0));
+                    tenant.usage = Some(tessera_api::Usage {
+                        queued_tasks,
+                        running,
+                        component_bytes: tx.component_bytes_of(*id).await?,
+                    });
+                }
+                Ok(tenants)
+            })
+        })
+        .await
     }
 
     async fn tenant_named(

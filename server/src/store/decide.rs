@@ -106,7 +106,9 @@ pub(crate) struct ReportPlan {
     pub completed: Vec<String>,
     /// What the plan changes in its jobs' kept counts (before its spans are ended).
     pub tallies: Tallies,
-    /// Clusters in which a task became claimable, or will when its retry backoff ends.
+    /// Clusters whose waiting claims should look again: a task became claimable there (or
+    /// will when its retry backoff ends), or a job there ended, so that a runner told to exit
+    /// when idle finds out now, not when its long poll runs out.
     pub claimable_in: BTreeSet<String>,
     /// Outputs of computed tasks.
     pub outputs: Vec<PutOutput>,
@@ -256,16 +258,21 @@ pub(crate) fn jobs_growing<'a>(reports: &[TaskReport], rows: &'a [HeldRow]) -> V
 /// Decides a batch of reports from `runner` over the rows of the tasks they name (locked by
 /// the caller) and the task totals of the jobs that grow ([`jobs_growing`]). Each report is
 /// accepted or refused on its own; `new_id` names new subtasks.
+/// `room` holds, for the tenants of growing jobs that have a quota of queued tasks, how
+/// many more they may queue and the quota.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn reports(
     reports: &[TaskReport],
     runner: &str,
     rows: &[HeldRow],
     totals: &HashMap<String, u64>,
+    room: &HashMap<super::TenantId, (u64, u64)>,
     config: &StoreConfig,
     now: u64,
     mut new_id: impl FnMut() -> String,
 ) -> ReportPlan {
     let mut added: BTreeMap<String, u64> = BTreeMap::new();
+    let mut queued: HashMap<super::TenantId, u64> = HashMap::new();
     let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut plan = ReportPlan::default();
     let mut seen: HashSet<&str> = HashSet::new();
@@ -332,7 +339,22 @@ pub(crate) fn reports(
                         fail(&mut plan, row, reason, display.clone(), config, now, false);
                         continue;
                     }
-                    *added.entry(row.job_id.clone()).or_default() += subtasks.len() as u64;
+                    let n = subtasks.len() as u64;
+                    let so_far = queued.get(&row.tenant).copied().unwrap_or(0);
+                    if let Some(&(left, quota)) = room.get(&row.tenant)
+                        && so_far.saturating_add(n) > left
+                    {
+                        let reason = format!(
+                            "the attempt's {n} subtasks would pass its tenant's quota of {quota} \
+                             queued tasks (queued_tasks; {} queued now): nothing of the attempt \
+                             was kept; it runs again, or ask the operator to raise the quota",
+                            quota.saturating_sub(left)
+                        );
+                        fail(&mut plan, row, reason, display.clone(), config, now, false);
+                        continue;
+                    }
+                    *queued.entry(row.tenant).or_default() += n;
+                    *added.entry(row.job_id.clone()).or_default() += n;
                 }
                 let display = display
                     .as_deref()
@@ -535,6 +557,7 @@ fn fail(
         (state, then)
     } else {
         plan.failed_jobs.push(row.job_id.clone());
+        plan.claimable_in.insert(row.cluster.clone());
         plan.not_run.entry(row.job_id.clone()).or_insert_with(|| {
             limits::cut(
                 &format!("not run: task {} failed for good: {reason}", row.id),
@@ -976,6 +999,182 @@ pub(crate) fn logs(
     Ok(())
 }
 
+/// The quotas in effect: what an operator set (`set`), over the defaults. For the optional
+/// quotas, 0 means none.
+pub fn quotas(set: &tessera_api::TenantUpdate) -> tessera_api::Quotas {
+    let d = tessera_api::Quotas::default();
+    tessera_api::Quotas {
+        queued_tasks: set.queued_tasks.unwrap_or(d.queued_tasks),
+        running: set.running.filter(|&n| n > 0).or(d.running),
+        memory_mib: set.memory_mib.filter(|&n| n > 0).or(d.memory_mib),
+        deadline_seconds: set
+            .deadline_seconds
+            .filter(|&n| n > 0)
+            .or(d.deadline_seconds),
+        log_bytes_per_job: set.log_bytes_per_job.unwrap_or(d.log_bytes_per_job),
+        component_bytes: set.component_bytes.unwrap_or(d.component_bytes),
+        requests_per_second: set.requests_per_second.unwrap_or(d.requests_per_second),
+    }
+}
+
+/// What an operator's update makes of a tenant's weight and the quotas set on it, checked.
+pub fn update_tenant(
+    weight: u32,
+    set: &tessera_api::TenantUpdate,
+    update: &tessera_api::TenantUpdate,
+) -> Result<(u32, tessera_api::TenantUpdate), StoreError> {
+    let weight = update.weight.unwrap_or(weight);
+    if !(1..=1000).contains(&weight) {
+        return Err(StoreError::Invalid(format!(
+            "weight {weight} is out of range: use 1 to 1000"
+        )));
+    }
+    let positive = [
+        ("queued_tasks", update.queued_tasks),
+        ("log_bytes_per_job", update.log_bytes_per_job),
+        ("component_bytes", update.component_bytes),
+        (
+            "requests_per_second",
+            update.requests_per_second.map(u64::from),
+        ),
+    ];
+    for (name, value) in positive {
+        if value == Some(0) {
+            return Err(StoreError::Invalid(format!(
+                "{name} must be at least 1 (it has no 'none')"
+            )));
+        }
+    }
+    if update.memory_mib.is_some_and(|m| m > 1 << 20) {
+        return Err(StoreError::Invalid(
+            "memory_mib is out of range: at most 1048576 (1 TiB)".into(),
+        ));
+    }
+    let merged = tessera_api::TenantUpdate {
+        weight: None,
+        queued_tasks: update.queued_tasks.or(set.queued_tasks),
+        running: update.running.or(set.running),
+        memory_mib: update.memory_mib.or(set.memory_mib),
+        deadline_seconds: update.deadline_seconds.or(set.deadline_seconds),
+        log_bytes_per_job: update.log_bytes_per_job.or(set.log_bytes_per_job),
+        component_bytes: update.component_bytes.or(set.component_bytes),
+        requests_per_second: update.requests_per_second.or(set.requests_per_second),
+    };
+    Ok((weight, merged))
+}
+
+/// A tenant a shared claim may hand tasks of: its weight, its attempts running now, and how
+/// many more its quota lets run (`None`: no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant {
+    pub tenant: super::TenantId,
+    pub weight: u32,
+    pub running: u64,
+    pub room: Option<u64>,
+}
+
+/// Weighted fair share of running slots: how many of `slots` new tasks each tenant gets, by
+/// water-filling — each slot goes to the tenant whose running attempts (with what it was
+/// given so far) divided by its weight are fewest, ties to the earlier in `tenants` (the
+/// caller rotates them, so that ties take turns). A tenant at its cap gets no more; a tenant
+/// alone gets every slot (the share is work-conserving).
+pub fn shares(slots: u32, tenants: &[Claimant]) -> Vec<(super::TenantId, u32)> {
+    let mut given = vec![0u64; tenants.len()];
+    for _ in 0..slots {
+        let mut best: Option<usize> = None;
+        for (i, t) in tenants.iter().enumerate() {
+            if t.weight == 0 || t.room.is_some_and(|room| given[i] >= room) {
+                continue;
+            }
+            let load = |j: usize| u128::from(tenants[j].running + given[j]);
+            let better = match best {
+                None => true,
+                // load_i / w_i < load_b / w_b, without division.
+                Some(b) => load(i) * u128::from(tenants[b].weight) < load(b) * u128::from(t.weight),
+            };
+            if better {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        given[b] += 1;
+    }
+    tenants
+        .iter()
+        .zip(given)
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, n)| (t.tenant, n as u32))
+        .collect()
+}
+
+/// Which log lines a job keeps under its tenant's quota: lines are kept in order while they
+/// fit in the `room` left; the first that does not is replaced by one marker line saying so,
+/// the rest are dropped, and the whole room counts as used, so that the job never gets
+/// another marker. Returns the lines kept and the bytes to count.
+pub fn logs_within(lines: Vec<LogLine>, room: u64, quota: u64) -> (Vec<LogLine>, u64) {
+    let mut kept = Vec::with_capacity(lines.len());
+    let mut used = 0u64;
+    for line in lines {
+        let size = log_size(&line);
+        if used.saturating_add(size) <= room {
+            used += size;
+            kept.push(line);
+            continue;
+        }
+        if room > 0 {
+            kept.push(LogLine {
+                level: tessera_api::Level::Warn,
+                message: format!(
+                    "this job reached its tenant's log quota (log_bytes_per_job: {quota} \
+                     bytes); its later log lines are dropped"
+                ),
+                fields: Default::default(),
+                ..line
+            });
+        }
+        return (kept, room);
+    }
+    (kept, used)
+}
+
+/// The log lines a batch keeps under each job's quota (`quota` of its tenant) given the bytes
+/// each job kept before (`kept`: its tenant and bytes), and the bytes to add per job. The
+/// lines come out grouped by job, in their order within each job.
+pub fn logs_under_quota(
+    lines: Vec<LogLine>,
+    kept: &HashMap<String, (super::TenantId, u64)>,
+    quota: impl Fn(super::TenantId) -> u64,
+) -> (Vec<LogLine>, Vec<(String, u64)>) {
+    let mut by_job: Vec<(String, Vec<LogLine>)> = Vec::new();
+    for line in lines {
+        match by_job.iter_mut().find(|(j, _)| *j == line.job_id) {
+            Some((_, group)) => group.push(line),
+            None => by_job.push((line.job_id.clone(), vec![line])),
+        }
+    }
+    let mut out = Vec::new();
+    let mut added = Vec::new();
+    for (job, group) in by_job {
+        let (tenant, before) = kept
+            .get(&job)
+            .copied()
+            .unwrap_or((super::DEFAULT_TENANT, 0));
+        let quota = quota(tenant);
+        let (lines, bytes) = logs_within(group, quota.saturating_sub(before), quota);
+        out.extend(lines);
+        if bytes > 0 {
+            added.push((job, bytes));
+        }
+    }
+    (out, added)
+}
+
+/// The bytes a log line costs against a quota: its message and fields as stored.
+pub fn log_size(line: &LogLine) -> u64 {
+    let fields = serde_json::to_string(&line.fields).map_or(0, |f| f.len());
+    (line.message.len() + fields) as u64
+}
+
 /// The tenant a request asks to create, checked: a name of letters, digits, `-`, `_` and
 /// `.` (it appears in URLs and on command lines), a weight of 1–1000.
 pub fn new_tenant(
@@ -1004,6 +1203,8 @@ pub fn new_tenant(
         name: name.clone(),
         weight,
         created_at: now,
+        quotas: tessera_api::Quotas::default(),
+        usage: None,
     })
 }
 
@@ -1090,10 +1291,19 @@ mod tests {
 
     fn decide(batch: &[TaskReport], rows: &[HeldRow]) -> ReportPlan {
         let mut n = 0;
-        reports(batch, "r1", rows, &HashMap::new(), &config(), NOW, || {
-            n += 1;
-            format!("new{n}")
-        })
+        reports(
+            batch,
+            "r1",
+            rows,
+            &HashMap::new(),
+            &HashMap::new(),
+            &config(),
+            NOW,
+            || {
+                n += 1;
+                format!("new{n}")
+            },
+        )
     }
 
     #[test]
@@ -1453,6 +1663,7 @@ mod tests {
             "r1",
             &[r],
             &HashMap::new(),
+            &HashMap::new(),
             &config(),
             NOW,
             || "id".into(),
@@ -1480,10 +1691,11 @@ mod tests {
         r.max_retries = 1;
         let p = decide(&[report("t", failed("boom"))], &[r]);
         assert_eq!(p.scope(), Scope::Clusters(vec!["default".into()]));
-        // A final failure makes nothing claimable; a refused report changes nothing.
+        // A final failure ends its job: the claims of its cluster look again (a runner told
+        // to exit when idle exits now); a refused report changes nothing.
         assert_eq!(
             decide(&[report("t", failed("boom"))], &[row("t")]).scope(),
-            Scope::Nothing
+            Scope::Clusters(vec!["default".into()])
         );
         assert_eq!(
             decide(&[report("x", failed("boom"))], &[]).scope(),
@@ -1837,10 +2049,19 @@ mod tests {
         // The job has 3 tasks: the first two reports take it to 9, the third would make 12.
         let totals = HashMap::from([("job".to_string(), 3)]);
         let mut n = 0;
-        let p = reports(&batch, "r1", &rows, &totals, &config, NOW, || {
-            n += 1;
-            format!("new{n}")
-        });
+        let p = reports(
+            &batch,
+            "r1",
+            &rows,
+            &totals,
+            &HashMap::new(),
+            &config,
+            NOW,
+            || {
+                n += 1;
+                format!("new{n}")
+            },
+        );
         assert!(p.results.iter().all(|r| r.accepted));
         assert_eq!(p.tasks.len(), 6);
         // Six new queued tasks; of the three running, two computed and one failed.
@@ -1946,10 +2167,19 @@ mod tests {
         let rows: Vec<HeldRow> = ["a", "b", "c", "d", "e", "f", "g"].map(row).into();
         let totals = HashMap::from([("job".to_string(), 1)]);
         let mut n = 0;
-        let p = reports(&batch, "r1", &rows, &totals, &config, NOW, || {
-            n += 1;
-            format!("new{n}")
-        });
+        let p = reports(
+            &batch,
+            "r1",
+            &rows,
+            &totals,
+            &HashMap::new(),
+            &config,
+            NOW,
+            || {
+                n += 1;
+                format!("new{n}")
+            },
+        );
         let cache: Vec<(&str, Option<&[u8]>)> = p
             .cache
             .iter()
@@ -2014,6 +2244,7 @@ mod tests {
             )],
             "r1",
             &[row("t")],
+            &HashMap::new(),
             &HashMap::new(),
             &config(),
             NOW,
@@ -2151,5 +2382,126 @@ mod tests {
         let mut other_attempt = line("t", "");
         other_attempt.attempt = 2;
         assert!(logs(&mut [other_attempt], &jobs, &ran).is_err());
+    }
+
+    fn claimant(tenant: i64, weight: u32, running: u64, room: Option<u64>) -> Claimant {
+        Claimant {
+            tenant,
+            weight,
+            running,
+            room,
+        }
+    }
+
+    #[test]
+    fn shares_level_running_slots_by_weight() {
+        // A holds the whole fleet of 20; B arrives: every freed slot goes to B until they are
+        // level, then they alternate (ties to the earlier, which the caller rotates).
+        let a_full = [claimant(1, 1, 20, None), claimant(2, 1, 0, None)];
+        assert_eq!(shares(1, &a_full), vec![(2, 1)]);
+        assert_eq!(shares(10, &a_full), vec![(2, 10)]);
+        let level = [claimant(1, 1, 10, None), claimant(2, 1, 10, None)];
+        assert_eq!(shares(2, &level), vec![(1, 1), (2, 1)]);
+        // Weight 3 against 1: three slots in four.
+        let weighted = [claimant(1, 3, 0, None), claimant(2, 1, 0, None)];
+        assert_eq!(shares(8, &weighted), vec![(1, 6), (2, 2)]);
+        // Alone, a tenant takes every slot, however much it runs already.
+        assert_eq!(shares(4, &[claimant(1, 1, 1000, None)]), vec![(1, 4)]);
+        // A cap stops a tenant; the rest goes to the others, or nowhere.
+        let capped = [claimant(1, 1, 0, Some(1)), claimant(2, 1, 5, None)];
+        assert_eq!(shares(4, &capped), vec![(1, 1), (2, 3)]);
+        assert_eq!(shares(4, &[claimant(1, 1, 0, Some(0))]), vec![]);
+        assert_eq!(shares(0, &a_full), vec![]);
+    }
+
+    #[test]
+    fn quotas_take_their_defaults_and_zero_removes_a_ceiling() {
+        let d = tessera_api::Quotas::default();
+        assert_eq!(quotas(&Default::default()), d);
+        let set = tessera_api::TenantUpdate {
+            running: Some(4),
+            memory_mib: Some(64),
+            ..Default::default()
+        };
+        let q = quotas(&set);
+        assert_eq!((q.running, q.memory_mib), (Some(4), Some(64)));
+        assert_eq!(q.queued_tasks, d.queued_tasks);
+        let (weight, merged) = update_tenant(
+            1,
+            &set,
+            &tessera_api::TenantUpdate {
+                weight: Some(3),
+                running: Some(0),
+                queued_tasks: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let q = quotas(&merged);
+        assert_eq!(
+            (weight, q.running, q.memory_mib, q.queued_tasks),
+            (3, None, Some(64), 10)
+        );
+        for bad in [
+            tessera_api::TenantUpdate {
+                weight: Some(0),
+                ..Default::default()
+            },
+            tessera_api::TenantUpdate {
+                queued_tasks: Some(0),
+                ..Default::default()
+            },
+            tessera_api::TenantUpdate {
+                requests_per_second: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(update_tenant(1, &set, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn line(job: &str, message: &str) -> LogLine {
+        LogLine {
+            time_unix_nano: 1,
+            level: tessera_api::Level::Info,
+            message: message.into(),
+            task_id: "t".into(),
+            job_id: job.into(),
+            runner_id: "r".into(),
+            attempt: 1,
+            fields: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_job_keeps_log_lines_up_to_its_quota_then_one_marker() {
+        // Each line costs its message and "{}" (2 bytes of fields).
+        let lines: Vec<LogLine> = (0..5).map(|_| line("j", "12345678")).collect();
+        let (kept, used) = logs_within(lines.clone(), 25, 100);
+        assert_eq!(kept.len(), 3, "two lines fit, then the marker");
+        assert!(
+            kept[2].message.contains("log_bytes_per_job: 100"),
+            "{:?}",
+            kept[2]
+        );
+        assert_eq!(used, 25, "the whole room counts as used: no second marker");
+        let (kept, used) = logs_within(lines.clone(), 0, 100);
+        assert!(kept.is_empty() && used == 0);
+        let (kept, used) = logs_within(lines, 1000, 1000);
+        assert_eq!((kept.len(), used), (5, 50));
+        // Per job, from what each kept before.
+        let batch = vec![
+            line("a", "12345678"),
+            line("b", "12345678"),
+            line("a", "12345678"),
+        ];
+        let before = HashMap::from([("a".to_string(), (1, 95)), ("b".to_string(), (2, 0))]);
+        let (kept, added) = logs_under_quota(batch, &before, |_| 100);
+        assert_eq!(
+            kept.len(),
+            2,
+            "a's first line becomes the marker, b's line is kept"
+        );
+        assert_eq!(added, vec![("a".to_string(), 5), ("b".to_string(), 10)]);
     }
 }

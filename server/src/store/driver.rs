@@ -164,6 +164,25 @@ pub trait Tx: Send + Sized {
         &mut self,
         name: &str,
     ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// Sets a tenant's weight and quotas (the quotas an operator set, as JSON).
+    async fn set_tenant(
+        &mut self,
+        id: TenantId,
+        weight: u32,
+        quotas: &str,
+    ) -> Result<(), StoreError>;
+    /// Tasks queued and attempts running, per tenant within reach that has any, summed over
+    /// the jobs that are not over.
+    async fn tenant_usage(&mut self, reach: Reach) -> Result<Vec<TenantLoad>, StoreError>;
+    /// Bytes of a tenant's stored components.
+    async fn component_bytes_of(&mut self, tenant: TenantId) -> Result<u64, StoreError>;
+    /// Each named job's tenant and log bytes kept, of those that exist.
+    async fn job_log_bytes(
+        &mut self,
+        jobs: &[&str],
+    ) -> Result<HashMap<String, (TenantId, u64)>, StoreError>;
+    /// Adds to jobs' log bytes kept.
+    async fn add_log_bytes(&mut self, added: &[(String, u64)]) -> Result<(), StoreError>;
     /// Inserts a key.
     async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError>;
     /// Keys within reach (a tenant's: its own), newest first, at most 1,000.
@@ -515,6 +534,14 @@ pub struct ReadyKind {
     /// Whether their job pinned a deployed component for them (a fleet runner serves them).
     pub pinned: bool,
     pub queued: u64,
+}
+
+/// What one tenant's jobs hold now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantLoad {
+    pub tenant: TenantId,
+    pub queued: u64,
+    pub running: u64,
 }
 
 /// A job about to grow: its size and what it pinned.

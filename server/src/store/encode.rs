@@ -251,7 +251,7 @@ pub(super) fn which_sql<'a>(which: &super::driver::Which<'a>) -> (&'static str, 
 
 /// The columns [`key_record`] reads, in its order (`t` is the tenants table, left-joined).
 pub(super) const KEY_COLUMNS: &str =
-    "k.id, k.tenant_id, t.name, k.role, k.name, k.hash, k.created_at, k.revoked_at";
+    "k.id, k.tenant_id, t.name, k.role, k.name, k.hash, k.created_at, k.revoked_at, t.quotas";
 
 /// A key as stored.
 #[allow(clippy::too_many_arguments)]
@@ -264,11 +264,21 @@ pub(super) fn key_record(
     hash: String,
     created_at: i64,
     revoked_at: Option<i64>,
+    quotas: Option<&str>,
 ) -> Result<super::KeyRecord, StoreError> {
     let role = role
         .parse()
         .map_err(|e| StoreError::Corrupt(format!("key {id}'s role ({e})")))?;
+    let requests_per_second = match quotas {
+        Some(q) => Some(
+            self::tenant(String::new(), 1, 0, q)?
+                .quotas
+                .requests_per_second,
+        ),
+        None => None,
+    };
     Ok(super::KeyRecord {
+        requests_per_second,
         id,
         tenant,
         tenant_name,
@@ -280,13 +290,22 @@ pub(super) fn key_record(
     })
 }
 
-/// A tenant as stored.
-pub(super) fn tenant(name: String, weight: i64, created_at: i64) -> tessera_api::Tenant {
-    tessera_api::Tenant {
-        name,
+/// A tenant as stored, its quotas in effect (what its operator set over the defaults).
+pub(super) fn tenant(
+    name: String,
+    weight: i64,
+    created_at: i64,
+    quotas: &str,
+) -> Result<tessera_api::Tenant, StoreError> {
+    let set: tessera_api::TenantUpdate = serde_json::from_str(quotas)
+        .map_err(|e| StoreError::Corrupt(format!("tenant {name}'s quotas ({e})")))?;
+    Ok(tessera_api::Tenant {
         weight: weight.clamp(1, u32::MAX.into()) as u32,
         created_at: created_at.max(0) as u64,
-    }
+        quotas: super::decide::quotas(&set),
+        usage: None,
+        name,
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub enum StoreError {
     /// job with nothing to retry, canceling a completed one).
     #[error("{0}")]
     Conflict(String),
+    /// A tenant's quota does not allow it; the message names the quota and its value.
+    #[error("{0}")]
+    Quota(String),
     /// The database was busy or two transactions conflicted, and retrying did not help.
     #[error("the job store is busy ({0})")]
     Contention(#[source] DbError),
@@ -178,6 +181,8 @@ pub struct KeyRecord {
     pub created_at: u64,
     /// When it was revoked, if it was.
     pub revoked_at: Option<u64>,
+    /// Its tenant's quota of requests per second per key; `None` for the operator's keys.
+    pub requests_per_second: Option<u32>,
 }
 
 impl KeyRecord {
@@ -413,6 +418,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError>;
+    /// Changes a tenant's weight or quotas (an operator's); returns it as it is now.
+    async fn update_tenant(
+        &self,
+        name: &str,
+        update: &tessera_api::TenantUpdate,
+    ) -> Result<tessera_api::Tenant, StoreError>;
     /// Stores a new key (its id and hash made by the caller).
     async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     /// The keys within reach (a tenant's reach: its own keys), newest first.

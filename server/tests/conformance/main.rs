@@ -23,6 +23,7 @@ mod leases;
 mod logs;
 mod reports;
 mod spans;
+mod tenants;
 
 const T0: u64 = 1_800_000_000_000_000_000;
 const SEC: u64 = 1_000_000_000;
@@ -310,6 +311,13 @@ macro_rules! suite {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,
                 an_expired_attempt_ends_its_span_as_expired,
                 spans_page_in_start_order,
+            }
+            tenants {
+                each_tenant_sees_only_its_own_jobs_and_claims,
+                a_tenant_may_not_queue_past_its_quota,
+                running_attempts_stop_at_the_quota_and_ceilings_ride_the_claim,
+                a_shared_fleet_levels_running_slots_by_weight,
+                log_lines_and_component_bytes_stay_within_their_quotas,
             }
         );
     };

@@ -298,6 +298,8 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
         lease_ms: 10_000,
         component: None,
         cache_seq: 0,
+        memory_mib: None,
+        deadline_ms: None,
     };
     let failed = |reason: &str| Report::Failed {
         permanent: false,

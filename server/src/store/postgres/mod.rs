@@ -23,7 +23,7 @@ use super::core::Core;
 use super::driver::{
     AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
     EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
-    PutOutput, ReadyKind, SetState, Tx, Which, state_index,
+    PutOutput, ReadyKind, SetState, TenantLoad, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
@@ -309,6 +309,7 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
         r.get(5),
         r.get(6),
         r.get(7),
+        r.get::<_, Option<&str>>(8),
     )
 }
 
@@ -1643,28 +1644,100 @@ impl Tx for PgTx {
         reach: Reach,
     ) -> Result<Vec<(TenantId, tessera_api::Tenant)>, StoreError> {
         let sql = format!(
-            "SELECT id, name, weight, created_at FROM tenants WHERE {} ORDER BY name",
+            "SELECT id, name, weight, created_at, quotas FROM tenants WHERE {} ORDER BY name",
             reach_sql(reach, "id")
         );
-        Ok(self
-            .rows(&sql, &[])
+        self.rows(&sql, &[])
             .await?
             .iter()
-            .map(|r| (r.get(0), tenant(r.get(1), r.get(2), r.get(3))))
-            .collect())
+            .map(|r| Ok((r.get(0), tenant(r.get(1), r.get(2), r.get(3), r.get(4))?)))
+            .collect()
     }
 
     async fn tenant_named(
         &mut self,
         name: &str,
     ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError> {
+        self.opt(
+            "SELECT id, name, weight, created_at, quotas FROM tenants WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .map(|r| Ok((r.get(0), tenant(r.get(1), r.get(2), r.get(3), r.get(4))?)))
+        .transpose()
+    }
+
+    async fn set_tenant(
+        &mut self,
+        id: TenantId,
+        weight: u32,
+        quotas: &str,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE tenants SET weight = $2, quotas = $3 WHERE id = $1",
+            &[&id, &i64::from(weight), &quotas],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_usage(&mut self, reach: Reach) -> Result<Vec<TenantLoad>, StoreError> {
+        let sql = format!(
+            "SELECT tenant_id, SUM(tasks_queued)::bigint, SUM(tasks_running)::bigint FROM jobs \
+             WHERE completed_at IS NULL AND {} GROUP BY tenant_id \
+             HAVING SUM(tasks_queued) > 0 OR SUM(tasks_running) > 0",
+            reach_sql(reach, "tenant_id")
+        );
         Ok(self
-            .opt(
-                "SELECT id, name, weight, created_at FROM tenants WHERE name = $1",
-                &[&name],
+            .rows(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| TenantLoad {
+                tenant: r.get(0),
+                queued: u(r.get(1)),
+                running: u(r.get(2)),
+            })
+            .collect())
+    }
+
+    async fn component_bytes_of(&mut self, tenant: TenantId) -> Result<u64, StoreError> {
+        Ok(u(self
+            .one(
+                "SELECT COALESCE(SUM(size), 0)::bigint FROM components WHERE tenant_id = $1",
+                &[&tenant],
             )
             .await?
-            .map(|r| (r.get(0), tenant(r.get(1), r.get(2), r.get(3)))))
+            .get(0)))
+    }
+
+    async fn job_log_bytes(
+        &mut self,
+        jobs: &[&str],
+    ) -> Result<HashMap<String, (TenantId, u64)>, StoreError> {
+        Ok(self
+            .rows(
+                "SELECT id, tenant_id, log_bytes FROM jobs WHERE id = ANY($1)",
+                &[&jobs],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), u(r.get(2)))))
+            .collect())
+    }
+
+    async fn add_log_bytes(&mut self, added: &[(String, u64)]) -> Result<(), StoreError> {
+        if added.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<&str> = added.iter().map(|(j, _)| j.as_str()).collect();
+        let bytes: Vec<i64> = added.iter().map(|(_, b)| i(*b)).collect();
+        self.exec(
+            "UPDATE jobs SET log_bytes = jobs.log_bytes + a.bytes \
+             FROM UNNEST($1::text[], $2::bigint[]) AS a(id, bytes) WHERE jobs.id = a.id",
+            &[&jobs, &bytes],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {

@@ -23,7 +23,7 @@ use super::core::Core;
 use super::driver::{
     AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
     EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
-    PutOutput, ReadyKind, SetState, Tx, Which, state_index,
+    PutOutput, ReadyKind, SetState, TenantLoad, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param};
@@ -241,21 +241,37 @@ const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.
 /// A key row as read, before its role text is checked.
 struct KeyRow(
     (String, Option<i64>, Option<String>, String),
-    (String, String, i64, Option<i64>),
+    (String, String, i64, Option<i64>, Option<String>),
 );
 
 impl KeyRow {
     fn decode(self) -> Result<KeyRecord, StoreError> {
-        let KeyRow((id, tenant, tenant_name, role), (name, hash, created, revoked)) = self;
-        key_record(id, tenant, tenant_name, &role, name, hash, created, revoked)
+        let KeyRow((id, tenant, tenant_name, role), (name, hash, created, revoked, quotas)) = self;
+        key_record(
+            id,
+            tenant,
+            tenant_name,
+            &role,
+            name,
+            hash,
+            created,
+            revoked,
+            quotas.as_deref(),
+        )
     }
 }
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok(KeyRow(
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
-        (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+        (r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
     ))
+}
+
+type TenantRow = (TenantId, (String, i64, i64, String));
+
+fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
+    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
 }
 
 fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
@@ -1527,27 +1543,102 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached(&format!(
-                "SELECT id, name, weight, created_at FROM tenants WHERE {} ORDER BY name",
+                "SELECT id, name, weight, created_at, quotas FROM tenants WHERE {} ORDER BY name",
                 reach_sql(reach, "id")
             ))?
-            .query_map([], |r| {
-                Ok((r.get(0)?, tenant(r.get(1)?, r.get(2)?, r.get(3)?)))
-            })?
+            .query_map([], tenant_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        rows.into_iter()
+            .map(|(id, (name, weight, created, quotas))| {
+                Ok((id, tenant(name, weight, created, &quotas)?))
+            })
+            .collect()
     }
 
     async fn tenant_named(
         &mut self,
         name: &str,
     ) -> Result<Option<(TenantId, tessera_api::Tenant)>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, weight, created_at, quotas FROM tenants WHERE name = ?1",
+            )?
+            .query_row([name], tenant_row)
+            .optional()?;
+        row.map(|(id, (name, weight, created, quotas))| {
+            Ok((id, tenant(name, weight, created, &quotas)?))
+        })
+        .transpose()
+    }
+
+    async fn set_tenant(
+        &mut self,
+        id: TenantId,
+        weight: u32,
+        quotas: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE tenants SET weight = ?2, quotas = ?3 WHERE id = ?1")?
+            .execute(params![id, weight, quotas])?;
+        Ok(())
+    }
+
+    async fn tenant_usage(&mut self, reach: Reach) -> Result<Vec<TenantLoad>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT tenant_id, SUM(tasks_queued), SUM(tasks_running) FROM jobs \
+                 WHERE completed_at IS NULL AND {} GROUP BY tenant_id \
+                 HAVING SUM(tasks_queued) > 0 OR SUM(tasks_running) > 0",
+                reach_sql(reach, "tenant_id")
+            ))?
+            .query_map([], |r| {
+                Ok(TenantLoad {
+                    tenant: r.get(0)?,
+                    queued: r.get::<_, i64>(1)?.max(0) as u64,
+                    running: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    async fn component_bytes_of(&mut self, tenant: TenantId) -> Result<u64, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id, name, weight, created_at FROM tenants WHERE name = ?1")?
-            .query_row([name], |r| {
-                Ok((r.get(0)?, tenant(r.get(1)?, r.get(2)?, r.get(3)?)))
-            })
-            .optional()?)
+            .prepare_cached("SELECT COALESCE(SUM(size), 0) FROM components WHERE tenant_id = ?1")?
+            .query_row([tenant], |r| r.get::<_, i64>(0))?
+            .max(0) as u64)
+    }
+
+    async fn job_log_bytes(
+        &mut self,
+        jobs: &[&str],
+    ) -> Result<HashMap<String, (TenantId, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tenant_id, log_bytes FROM jobs WHERE id = ?1")?;
+        let mut found = HashMap::with_capacity(jobs.len());
+        for job in jobs {
+            if let Some((tenant, bytes)) = stmt
+                .query_row([job], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?
+            {
+                found.insert(job.to_string(), (tenant, bytes.max(0) as u64));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn add_log_bytes(&mut self, added: &[(String, u64)]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE jobs SET log_bytes = log_bytes + ?2 WHERE id = ?1")?;
+        for (job, bytes) in added {
+            stmt.execute(params![job, i(*bytes)])?;
+        }
+        Ok(())
     }
 
     async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {

@@ -5,6 +5,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     id         BIGSERIAL PRIMARY KEY,
     name       TEXT NOT NULL,
     weight     BIGINT NOT NULL DEFAULT 1,
+    -- Quotas set by an operator, as JSON; what is not set takes its default.
+    quotas     TEXT NOT NULL DEFAULT '{}',
     created_at BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tenants_name ON tenants(name);
@@ -23,6 +25,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS tenant_id BIGINT NOT NULL DEFAULT 1;
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant_id, id);
+-- What a tenant uses now is summed over its jobs that are not over.
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs(tenant_id) WHERE completed_at IS NULL;
+-- Log bytes a job keeps (its tenant's quota caps them).
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS log_bytes BIGINT NOT NULL DEFAULT 0;
 -- A task repeats its job's tenant so that a claim finds a tenant's queued tasks by index.
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS tenant_id BIGINT NOT NULL DEFAULT 1;
 DROP INDEX IF EXISTS tasks_queued;

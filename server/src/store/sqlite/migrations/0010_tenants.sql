@@ -5,6 +5,8 @@ CREATE TABLE tenants (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,
     weight     INTEGER NOT NULL DEFAULT 1,
+    -- Quotas set by an operator, as JSON; what is not set takes its default.
+    quotas     TEXT NOT NULL DEFAULT '{}',
     created_at INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX tenants_name ON tenants(name);
@@ -22,6 +24,10 @@ CREATE TABLE api_keys (
 );
 ALTER TABLE jobs ADD COLUMN tenant_id INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX jobs_tenant ON jobs(tenant_id, id);
+-- What a tenant uses now is summed over its jobs that are not over.
+CREATE INDEX jobs_active ON jobs(tenant_id) WHERE completed_at IS NULL;
+-- Log bytes a job keeps (its tenant's quota caps them).
+ALTER TABLE jobs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
 -- A task repeats its job's tenant so that a claim finds a tenant's queued tasks by index (the
 -- value 1 takes no bytes in a SQLite record).
 ALTER TABLE tasks ADD COLUMN tenant_id INTEGER NOT NULL DEFAULT 1;

@@ -131,34 +131,66 @@ impl Default for Quotas {
 #[serde(deny_unknown_fields)]
 pub struct TenantUpdate {
     /// Its weight in fair share (1–1000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub weight: Option<u32>,
     /// Tasks queued at once (at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub queued_tasks: Option<u64>,
     /// Attempts running at once across the fleet (0: no cap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     pub running: Option<u64>,
     /// Memory ceiling per attempt in MiB (0: the runner's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1048576))]
     pub memory_mib: Option<u32>,
     /// Deadline ceiling per attempt in seconds (0: the runner's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     pub deadline_seconds: Option<u64>,
     /// Log bytes per job (at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub log_bytes_per_job: Option<u64>,
     /// Bytes of deployed components (at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub component_bytes: Option<u64>,
-    /// Requests per second per key (at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    /// Requests per second per key (1–1,000,000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_whole"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000000))]
     pub requests_per_second: Option<u32>,
 }
 
@@ -191,7 +223,7 @@ pub struct NewTenant {
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.-]{1,100}$"))]
     pub name: String,
     /// Its weight in fair share (1–1000; 1 by default).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_whole")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub weight: Option<u32>,
 }

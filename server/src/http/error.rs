@@ -159,7 +159,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|m| {
+                m.strip_prefix("application/")
+                    .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
+            });
+        if !json {
+            // axum's own refusal of the content type (nothing is read).
+            let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+            return Ok(ApiJson(value));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(JsonRejection::from)?;
+        // Every body of this API is a JSON object: serde would also read a struct from an
+        // array of its fields in order, which the document does not allow.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object ({…}); the API is described at /v1/openapi.json",
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
 }

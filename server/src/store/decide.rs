@@ -1045,6 +1045,11 @@ pub fn update_tenant(
             )));
         }
     }
+    if update.requests_per_second.is_some_and(|r| r > 1_000_000) {
+        return Err(StoreError::Invalid(
+            "requests_per_second is out of range: at most 1000000".into(),
+        ));
+    }
     if update.memory_mib.is_some_and(|m| m > 1 << 20) {
         return Err(StoreError::Invalid(
             "memory_mib is out of range: at most 1048576 (1 TiB)".into(),

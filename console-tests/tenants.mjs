@@ -59,6 +59,8 @@ try {
   await page.waitForSelector("body[data-ready] tr[data-job-id]");
   const all = await page.$$eval("tr[data-job-id]", (trs) => trs.map((t) => t.dataset.jobId));
   check(all.includes(process.env.OURS) && all.includes(process.env.THEIRS), "the operator sees both: " + all);
+  const whose = await page.textContent("tr[data-job-id='" + process.env.THEIRS + "'] .tenant");
+  check(whose === "b", "the operator's list says whose each job is: " + whose);
   await page.click("#nav-tenants");
   await page.waitForSelector("body[data-ready] tr[data-tenant]");
   const tenants = await page.$$eval("tr[data-tenant]", (trs) => trs.map((t) => t.dataset.tenant));

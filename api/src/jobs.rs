@@ -205,6 +205,9 @@ pub struct Job {
     pub finished_at: Option<u64>,
     /// The summed duration of every task attempt, in ns.
     pub task_time_ns: u64,
+    /// The tenant it belongs to (`default` on a server without tenants).
+    #[serde(default)]
+    pub tenant: String,
 }
 
 /// `GET /v1/jobs`: a page of jobs, newest first.
@@ -239,6 +242,8 @@ pub struct JobFilter {
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]
     #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub limit: Option<u32>,
+    /// Only jobs of this tenant (for an operator; anyone else sees their own tenant's only).
+    pub tenant: Option<String>,
 }
 
 /// A task as the API shows it.

@@ -410,10 +410,38 @@ async fn each_role_of_one_tenant_sees_nothing_of_another_on_every_route() {
             listed.jobs.iter().all(|j| j.name.starts_with("theirs")),
             "{db}"
         );
-        // The operator sees both tenants' jobs.
+        // The operator sees both tenants' jobs, each saying whose it is, and may ask for one
+        // tenant's; a tenant asking for another's gets nothing.
         let all = op.jobs(&Default::default()).await.unwrap();
-        assert!(all.jobs.iter().any(|j| j.name == "ours"), "{db}");
-        assert!(all.jobs.iter().any(|j| j.id == theirs.job), "{db}");
+        assert!(
+            all.jobs.iter().any(|j| j.name == "ours" && j.tenant == "a"),
+            "{db}"
+        );
+        assert!(
+            all.jobs
+                .iter()
+                .any(|j| j.id == theirs.job && j.tenant == "b"),
+            "{db}"
+        );
+        let only_b = tessera_api::JobFilter {
+            tenant: Some("b".into()),
+            ..Default::default()
+        };
+        let of_b = op.jobs(&only_b).await.unwrap().jobs;
+        assert!(
+            !of_b.is_empty() && of_b.iter().all(|j| j.tenant == "b"),
+            "{db}"
+        );
+        let peek = client(&server, &a.read).jobs(&only_b).await.unwrap();
+        assert!(peek.jobs.is_empty(), "{db}: {peek:?}");
+        let e = op
+            .jobs(&tessera_api::JobFilter {
+                tenant: Some("nobody".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("404"), "{db}: {e}");
     }
 }
 

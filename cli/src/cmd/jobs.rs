@@ -29,6 +29,9 @@ enum Action {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only this tenant's jobs (an operator's key sees every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -100,6 +103,9 @@ fn print_job(job: &Job) {
     println!("Job:        {} ({})", job.id, format::safe(&job.name));
     println!("State:      {}", job.state);
     println!("Cluster:    {}", format::safe(&job.cluster));
+    if !job.tenant.is_empty() && job.tenant != "default" {
+        println!("Tenant:     {}", format::safe(&job.tenant));
+    }
     let c = &job.task_counts;
     println!(
         "Tasks:      {} in all: {} queued, {} running, {} computed, {} failed, {} canceled",
@@ -149,6 +155,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             state,
             name,
             limit,
+            tenant,
             json,
         } => {
             let page = client
@@ -156,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     state,
                     name,
                     limit: Some(limit.clamp(1, 500)),
+                    tenant,
                     ..Default::default()
                 })
                 .await?;
@@ -166,11 +174,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("No jobs yet: submit one with `tessera submit TASK`.");
                 return Ok(ExitCode::SUCCESS);
             }
+            // A page of several tenants' jobs (an operator's) says whose each is.
+            let several = page.jobs.iter().any(|j| j.tenant != page.jobs[0].tenant);
             let rows: Vec<Vec<String>> = page
                 .jobs
                 .iter()
                 .map(|j| {
-                    vec![
+                    let mut row = vec![
                         j.id.clone(),
                         j.name.clone(),
                         j.state.to_string(),
@@ -178,21 +188,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         j.task_counts.failed.to_string(),
                         format::timestamp(j.submitted_at),
                         duration(j),
-                    ]
+                    ];
+                    if several {
+                        row.insert(2, j.tenant.clone());
+                    }
+                    row
                 })
                 .collect();
-            format::table(
-                &[
-                    "ID",
-                    "NAME",
-                    "STATE",
-                    "COMPUTED",
-                    "FAILED",
-                    "SUBMITTED (UTC)",
-                    "DURATION",
-                ],
-                &format::safe_rows(rows, 80),
-            );
+            let mut header = vec![
+                "ID",
+                "NAME",
+                "STATE",
+                "COMPUTED",
+                "FAILED",
+                "SUBMITTED (UTC)",
+                "DURATION",
+            ];
+            if several {
+                header.insert(2, "TENANT");
+            }
+            format::table(&header, &format::safe_rows(rows, 80));
         }
         Action::Show { id, json, tasks } => {
             let job = client.job(&id).await?;

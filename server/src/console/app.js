@@ -147,6 +147,8 @@ async function jobsPage(app, signal) {
   const params = new URLSearchParams(location.search);
   const filter = { state: params.get("state") || "", name: params.get("name") || "" };
   const cursors = [null];
+  // An operator sees every tenant's jobs, so each row says whose.
+  const operator = state.me?.role === "operator" && state.me?.keys_required;
   const stateSelect = el("select", { id: "job-state", "aria-label": "Filter by state" },
     ...["", "queued", "running", "completed", "failed", "canceled"].map((s) => el("option", { value: s, text: s || "any state" })));
   stateSelect.value = filter.state;
@@ -159,7 +161,7 @@ async function jobsPage(app, signal) {
     el("div", { class: "panel" },
       el("div", { class: "row" }, el("h1", { text: "Jobs" }),
         el("label", {}, "State", stateSelect), el("label", {}, "Name", nameInput)),
-      el("table", {}, el("thead", {}, el("tr", {}, ...["Name", "State", "Progress", "Tasks", "Failed", "Submitted", "Duration"].map((h) => el("th", { text: h })))), body),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["Name", ...(operator ? ["Tenant"] : []), "State", "Progress", "Tasks", "Failed", "Submitted", "Duration"].map((h) => el("th", { text: h })))), body),
       el("div", { class: "pager" }, newer, older, pageInfo)));
 
   // Answers to earlier filters may arrive after later ones: only the latest is shown.
@@ -179,6 +181,7 @@ async function jobsPage(app, signal) {
       const dur = j.started_at ? (j.finished_at || Date.now() * 1e6) - j.started_at : null;
       return el("tr", { "data-job-id": j.id },
         el("td", {}, el("a", { href: "/jobs/" + j.id, text: j.name }), " ", el("span", { class: "muted mono", text: shortId(j.id) })),
+        operator ? el("td", { class: "tenant", text: j.tenant }) : null,
         el("td", {}, badge(j.state)),
         el("td", {}, progressBar(c.computed, total, "tasks computed")),
         el("td", { text: c.computed + " / " + total }),
@@ -186,7 +189,7 @@ async function jobsPage(app, signal) {
         el("td", { text: fmtTime(j.submitted_at) }),
         el("td", { text: fmtDuration(dur) }));
     }));
-    if (page.jobs.length === 0) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No jobs. Submit one with: tessera submit TASK --input '{…}'" })));
+    if (page.jobs.length === 0) body.append(el("tr", {}, el("td", { colspan: operator ? 8 : 7, class: "muted", text: "No jobs. Submit one with: tessera submit TASK --input '{…}'" })));
     older.disabled = !page.next_cursor;
     older.onclick = () => { cursors.push(page.next_cursor); load(); };
     newer.disabled = cursors.length === 1;

@@ -8,7 +8,7 @@ use super::AppState;
 use super::auth::{Caller, check_owner};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::now_unix_nano;
-use crate::store::Owned;
+use crate::store::{Owned, Reach};
 
 /// [`SubmitJob`] as it arrives: the input kept as text until its size is checked, so that a
 /// huge input costs its bytes, not a tree of JSON values many times larger.
@@ -81,13 +81,36 @@ pub async fn submit(
 
 /// Lists jobs, newest first.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobFilter),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "An operator named a tenant that does not exist")))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiQuery(filter): ApiQuery<JobFilter>,
 ) -> Result<Json<JobPage>, ApiError> {
-    Ok(Json(state.store.jobs_in(caller.reach(), &filter).await?))
+    let reach = match (&filter.tenant, caller.tenant) {
+        (None, _) => caller.reach(),
+        // Another tenant's jobs are none of a tenant's business: an empty page, as for a
+        // tenant that does not exist.
+        (Some(name), Some(own)) if Some(name) == caller.tenant_name.as_ref() => Reach::Tenant(own),
+        (Some(_), Some(_)) => {
+            return Ok(Json(JobPage {
+                jobs: Vec::new(),
+                next_cursor: None,
+            }));
+        }
+        (Some(name), None) => match state.store.tenant_named(name).await? {
+            Some((id, _)) => Reach::Tenant(id),
+            None => {
+                return Err(crate::store::StoreError::NotFound {
+                    what: "tenant",
+                    id: name.clone(),
+                }
+                .into());
+            }
+        },
+    };
+    Ok(Json(state.store.jobs_in(reach, &filter).await?))
 }
 
 /// How long a watch may wait, and how long it lets a burst of changes settle.

@@ -2003,6 +2003,7 @@ mod tests {
             started_at: Some(0),
             finished_at: None,
             task_time_ns: 0,
+            tenant: String::new(),
         };
         kept.task_counts.computed = 3;
         kept.task_time_ns = 10;
@@ -2321,6 +2322,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             task_time_ns: 0,
+            tenant: String::new(),
         };
         let e = delete(&job).unwrap_err().to_string();
         assert!(e.contains("cancel it first (tessera jobs cancel j)"), "{e}");
@@ -2348,6 +2350,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             task_time_ns: 0,
+            tenant: String::new(),
         };
         assert!(cancel(&job(JobState::Completed, TaskCounts::default(), false)).is_err());
         assert!(cancel(&job(JobState::Running, TaskCounts::default(), false)).is_ok());

@@ -414,7 +414,8 @@ impl Tx for PgTx {
             .opt(
                 "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at, \
                  tasks_queued, tasks_running, tasks_computed, tasks_failed, tasks_canceled, \
-                 task_time_ns, last_end FROM jobs WHERE id = $1",
+                 task_time_ns, last_end, (SELECT name FROM tenants WHERE id = jobs.tenant_id) \
+                 FROM jobs WHERE id = $1",
                 &[&id],
             )
             .await?
@@ -467,6 +468,7 @@ impl Tx for PgTx {
                 None
             },
             task_time_ns: u(row.get(13)),
+            tenant: row.get::<_, Option<String>>(15).unwrap_or_default(),
         }))
     }
 

@@ -301,7 +301,8 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
         .prepare_cached(
             "SELECT id, name, cluster, canceled, failed, submitted_at, started_at, completed_at, \
              tasks_queued, tasks_running, tasks_computed, tasks_failed, tasks_canceled, \
-             task_time_ns, last_end FROM jobs WHERE id = ?1",
+             task_time_ns, last_end, (SELECT name FROM tenants WHERE id = jobs.tenant_id) \
+             FROM jobs WHERE id = ?1",
         )?
         .query_row([id], |r| {
             let count = |i: usize| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
@@ -325,13 +326,15 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
                     canceled: count(12)?,
                 },
                 (count(13)?, count(14)?),
+                r.get::<_, Option<String>>(15)?,
             ))
         })
         .optional()?
     else {
         return Ok(None);
     };
-    let ((id, name, cluster), (canceled, failed), times, counts, (task_time, last_end)) = row;
+    let ((id, name, cluster), (canceled, failed), times, counts, (task_time, last_end), tenant) =
+        row;
     let (submitted_at, started_at, completed_at) = times;
     let progress = tx
         .prepare_cached("SELECT label, done, total FROM progress WHERE job_id = ?1 ORDER BY label")?
@@ -365,6 +368,7 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
             None
         },
         task_time_ns: task_time,
+        tenant: tenant.unwrap_or_default(),
     }))
 }
 

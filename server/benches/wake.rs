@@ -1,6 +1,7 @@
-//! Submit latency while 2,000 runners long-poll another cluster: a submit must not run a claim
+//! Submit latency while 2,000 runners long-poll elsewhere: a submit must not run a claim
 //! transaction for each of them. Median and 95th percentile of 200 sequential submits, with
-//! no idle runners and with 2,000 waiting on cluster `idle`.
+//! no idle runners, with 2,000 waiting on cluster `idle`, and with 2,000 runners of another
+//! tenant waiting on the very cluster the submits go to.
 //!
 //! `cargo bench -p tessera-server --bench wake`; results in `bench/README.md`.
 
@@ -12,6 +13,7 @@ use tessera_testkit::protocol::bench_runtime;
 
 const IDLE: usize = 2_000;
 const SUBMITS: usize = 200;
+const TOKEN: &str = "wake-bench";
 
 fn job(i: usize) -> SubmitJob {
     SubmitJob {
@@ -46,16 +48,17 @@ fn main() {
         .block_on(tessera_server::start(ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             database: Database::Sqlite(dir.path().join("bench.db")),
+            token: Some(TOKEN.into()),
             ..ServerConfig::default()
         }))
         .unwrap();
     let url = server.url();
     println!(
         "{:<28} {:>10} {:>10}",
-        "idle runners elsewhere", "median ms", "p95 ms"
+        "idle runners", "median ms", "p95 ms"
     );
     client_rt.block_on(async {
-        let c = Client::new(url.clone(), None);
+        let c = Client::new(url.clone(), Some(TOKEN.into()));
         let quiet = submits(&c).await;
         println!(
             "{:<28} {:>10.2} {:>10.2}",
@@ -63,42 +66,76 @@ fn main() {
             quiet[SUBMITS / 2],
             quiet[SUBMITS * 95 / 100]
         );
-        // 2,000 runners of cluster `idle`, each long-polling on its own connection.
-        let pollers: Vec<_> = (0..IDLE)
-            .map(|i| {
-                let c = Client::new(url.clone(), None);
-                tokio::spawn(async move {
-                    loop {
-                        let _ = c
-                            .claim(&ClaimRequest {
-                                runner_id: format!("idle-{i}"),
-                                cluster: "idle".into(),
-                                identifiers: vec![TaskIdentifier::parse("Noop", "v0.0").unwrap()],
-                                max: 1,
-                                wait_ms: 60_000,
-                                return_when_idle: false,
-                                digests: vec![],
-                                deployed: false,
-                                host: None,
-                                concurrency: None,
-                            })
-                            .await;
-                    }
-                })
-            })
-            .collect();
-        // Let every poller reach its wait.
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        let elsewhere = idle(&url, TOKEN, "idle").await;
         let busy = submits(&c).await;
         println!(
             "{:<28} {:>10.2} {:>10.2}",
-            IDLE,
+            format!("{IDLE} on another cluster"),
             busy[SUBMITS / 2],
             busy[SUBMITS * 95 / 100]
         );
-        for p in pollers {
+        for p in elsewhere {
+            p.abort();
+        }
+        // Runners of another tenant, on the cluster the submits go to.
+        c.create_tenant(&tessera_api::NewTenant {
+            name: "other".into(),
+            weight: None,
+        })
+        .await
+        .unwrap();
+        let key = c
+            .create_key(&tessera_api::NewKey {
+                role: tessera_api::Role::Runner,
+                tenant: Some("other".into()),
+                name: None,
+            })
+            .await
+            .unwrap()
+            .secret;
+        let theirs = idle(&url, &key, "busy").await;
+        let shared = submits(&c).await;
+        println!(
+            "{:<28} {:>10.2} {:>10.2}",
+            format!("{IDLE} of another tenant"),
+            shared[SUBMITS / 2],
+            shared[SUBMITS * 95 / 100]
+        );
+        for p in theirs {
             p.abort();
         }
     });
     server_rt.block_on(server.shutdown());
+}
+
+/// 2,000 runners with `key` long-polling `cluster`, each on its own connection; returns once
+/// they wait.
+async fn idle(url: &str, key: &str, cluster: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let pollers: Vec<_> = (0..IDLE)
+        .map(|i| {
+            let c = Client::new(url.to_string(), Some(key.to_string()));
+            let cluster = cluster.to_string();
+            tokio::spawn(async move {
+                loop {
+                    let _ = c
+                        .claim(&ClaimRequest {
+                            runner_id: format!("idle-{i}"),
+                            cluster: cluster.clone(),
+                            identifiers: vec![TaskIdentifier::parse("Noop", "v0.0").unwrap()],
+                            max: 1,
+                            wait_ms: 60_000,
+                            return_when_idle: false,
+                            digests: vec![],
+                            deployed: false,
+                            host: None,
+                            concurrency: None,
+                        })
+                        .await;
+                }
+            })
+        })
+        .collect();
+    // Let every poller reach its wait.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    pollers
 }

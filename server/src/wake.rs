@@ -19,6 +19,32 @@ pub enum Scope {
     Everyone,
 }
 
+/// Separates a tenant from a cluster in a wake-up key: a control character, which no cluster
+/// name holds.
+const TENANT_SEPARATOR: char = '\u{1f}';
+
+/// The wake-up key of a tenant's cluster: the cluster's name for the default tenant (as before
+/// tenants), else the tenant's number and the name. Claims of tenant A's runners on cluster
+/// `default` wait on another key than tenant B's, so B's work never wakes A's runners.
+pub fn key(tenant: crate::store::TenantId, cluster: &str) -> String {
+    if tenant == crate::store::DEFAULT_TENANT {
+        cluster.to_string()
+    } else {
+        format!("{tenant}{TENANT_SEPARATOR}{cluster}")
+    }
+}
+
+/// The key a claim reaching every tenant (a fleet runner) waits on for `cluster`: every
+/// tenant's work there wakes it.
+pub fn fleet_key(cluster: &str) -> String {
+    format!("*{TENANT_SEPARATOR}{cluster}")
+}
+
+/// The cluster a wake-up key names.
+fn cluster_of(key: &str) -> &str {
+    key.split_once(TENANT_SEPARATOR).map_or(key, |(_, c)| c)
+}
+
 /// Most bytes of a notification payload naming clusters (PostgreSQL allows 8000).
 const MAX_PAYLOAD: usize = 7000;
 
@@ -117,6 +143,10 @@ impl Wake {
                     if let Some(tx) = clusters.get(name) {
                         bump(tx);
                     }
+                    // Fleet runners of the cluster serve every tenant.
+                    if let Some(tx) = clusters.get(&fleet_key(cluster_of(name))) {
+                        bump(tx);
+                    }
                 }
                 drop(clusters);
                 self.touched();
@@ -129,7 +159,8 @@ impl Wake {
         bump(&self.inner.any);
     }
 
-    /// What a claim on `cluster` waits on; it sees wake-ups sent after this call.
+    /// What a claim waits on (its wake-up key: [`key`], or [`fleet_key`]); it sees wake-ups
+    /// sent after this call.
     pub fn subscribe(&self, cluster: &str) -> Woken {
         let mut clusters = self.inner.clusters.lock().unwrap();
         if !clusters.contains_key(cluster) {
@@ -192,6 +223,27 @@ mod tests {
         assert!(!woke(&mut a).await);
         wake.notify_scope(&Scope::Everyone);
         assert!(woke(&mut a).await && woke(&mut b).await);
+    }
+
+    #[tokio::test]
+    async fn a_tenants_work_wakes_its_own_runners_and_the_fleet_only() {
+        let wake = Wake::default();
+        let mut a = wake.subscribe(&key(2, "default"));
+        let mut b = wake.subscribe(&key(3, "default"));
+        let mut fleet = wake.subscribe(&fleet_key("default"));
+        let mut other_fleet = wake.subscribe(&fleet_key("gpu"));
+        let mut plain = wake.subscribe(&key(crate::store::DEFAULT_TENANT, "default"));
+        assert_eq!(key(crate::store::DEFAULT_TENANT, "default"), "default");
+        wake.notify_scope(&Scope::Clusters(vec![key(2, "default")]));
+        assert!(woke(&mut a).await && woke(&mut fleet).await);
+        assert!(
+            !woke(&mut b).await,
+            "tenant 3's runners slept through tenant 2's work"
+        );
+        assert!(!woke(&mut plain).await && !woke(&mut other_fleet).await);
+        // Keys travel between servers unchanged.
+        let scope = Scope::Clusters(vec![key(2, "default"), "gpu".into()]);
+        assert_eq!(Scope::from_payload(&scope.to_payload().unwrap()), scope);
     }
 
     #[tokio::test]

@@ -75,7 +75,10 @@ pub async fn submit(
         .await?;
     state
         .wake
-        .notify_scope(&crate::wake::Scope::Clusters(vec![job.cluster.clone()]));
+        .notify_scope(&crate::wake::Scope::Clusters(vec![crate::wake::key(
+            caller.home(),
+            &job.cluster,
+        )]));
     Ok(Json(job))
 }
 

@@ -81,7 +81,10 @@ async fn claim_waiting(
     let deadline = Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
     loop {
-        let mut woken = state.wake.subscribe(&request.cluster);
+        let mut woken = state.wake.subscribe(&match reach {
+            crate::store::Reach::Tenant(t) => crate::wake::key(t, &request.cluster),
+            crate::store::Reach::All => crate::wake::fleet_key(&request.cluster),
+        });
         let tasks = state
             .store
             .claim_in(reach, request, now_unix_nano())

@@ -241,7 +241,8 @@ impl<D: Driver> Core<D> {
             let mut tallies = Tallies::default();
             tallies.add(&id, TaskState::Queued, 1);
             tx.add_job_tallies(&tallies.rows()).await?;
-            tx.notify(&Scope::Clusters(vec![cluster.clone()])).await?;
+            tx.notify(&Scope::Clusters(vec![crate::wake::key(tenant, &cluster)]))
+                .await?;
             Self::load_job(&mut tx, &id).await
         })
     }
@@ -774,7 +775,10 @@ impl<D: Driver> Store for Core<D> {
                 Self::fail_jobs(&mut tx, &mut plan, now).await?;
                 tx.add_job_tallies(&plan.tallies.rows()).await?;
                 tx.insert_logs(&plan.logs).await?;
-                let mut clusters: Vec<String> = rows.iter().map(|r| r.cluster.clone()).collect();
+                let mut clusters: Vec<String> = rows
+                    .iter()
+                    .map(|r| crate::wake::key(r.tenant, &r.cluster))
+                    .collect();
                 clusters.sort_unstable();
                 clusters.dedup();
                 tx.notify(&Scope::Clusters(clusters)).await?;

@@ -106,7 +106,8 @@ pub(crate) struct ReportPlan {
     pub completed: Vec<String>,
     /// What the plan changes in its jobs' kept counts (before its spans are ended).
     pub tallies: Tallies,
-    /// Clusters whose waiting claims should look again: a task became claimable there (or
+    /// The wake-up keys ([`crate::wake::key`]: tenant and cluster) whose waiting claims should
+    /// look again: a task became claimable there (or
     /// will when its retry backoff ends), or a job there ended, so that a runner told to exit
     /// when idle finds out now, not when its long poll runs out.
     pub claimable_in: BTreeSet<String>,
@@ -382,7 +383,7 @@ pub(crate) fn reports(
                 plan.claimable_in.extend(
                     rows.iter()
                         .filter(|t| t.state == TaskState::Queued && t.depends_on.is_empty())
-                        .map(|t| t.cluster.clone()),
+                        .map(|t| crate::wake::key(t.tenant, &t.cluster)),
                 );
                 plan.tasks.extend(rows);
                 plan.states.push(SetState {
@@ -423,7 +424,8 @@ pub(crate) fn reports(
             }
             Report::Abandoned | Report::Canceled => {
                 if !row.job_canceled {
-                    plan.claimable_in.insert(row.cluster.clone());
+                    plan.claimable_in
+                        .insert(crate::wake::key(row.tenant, &row.cluster));
                 }
                 plan.states.push(requeue(row, now));
                 plan.spans
@@ -540,7 +542,8 @@ fn fail(
             format!("its job has {over}, so it does not run again"),
         )
     } else if row.retries_used < row.max_retries && !permanent {
-        plan.claimable_in.insert(row.cluster.clone());
+        plan.claimable_in
+            .insert(crate::wake::key(row.tenant, &row.cluster));
         let wait = config.backoff(row.retries_used);
         let state = SetState {
             state: TaskState::Queued,
@@ -557,7 +560,8 @@ fn fail(
         (state, then)
     } else {
         plan.failed_jobs.push(row.job_id.clone());
-        plan.claimable_in.insert(row.cluster.clone());
+        plan.claimable_in
+            .insert(crate::wake::key(row.tenant, &row.cluster));
         plan.not_run.entry(row.job_id.clone()).or_insert_with(|| {
             limits::cut(
                 &format!("not run: task {} failed for good: {reason}", row.id),
@@ -1687,8 +1691,17 @@ mod tests {
             cluster: Some("later".into()),
             ..sub("B", vec![0])
         };
-        let p = decide(&[report("t", computed(vec![gpu, waits]))], &[row("t")]);
+        let p = decide(
+            &[report("t", computed(vec![gpu.clone(), waits]))],
+            &[row("t")],
+        );
         assert_eq!(p.scope(), Scope::Clusters(vec!["gpu".into()]));
+        // Another tenant's: its own key, so that other tenants' runners sleep on.
+        let mut theirs = row("t");
+        theirs.tenant = 2;
+        let p = decide(&[report("t", computed(vec![gpu]))], &[theirs]);
+        assert_eq!(p.scope(), Scope::Clusters(vec![crate::wake::key(2, "gpu")]));
+        assert_ne!(crate::wake::key(2, "gpu"), "gpu");
         // A requeue, and a failure with a retry left: the task's own cluster.
         let p = decide(&[report("t", Report::Abandoned)], &[row("t")]);
         assert_eq!(p.scope(), Scope::Clusters(vec!["default".into()]));

@@ -203,6 +203,14 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
+/// Undoes SQLite migrations 0011 (queued-task index) and 0012 (runner names), so that a test
+/// can rewind a database to before them.
+const UNDO_INDEX_AND_RUNNERS: &str = "DROP INDEX tasks_job_queued; \
+    CREATE INDEX tasks_job_state ON tasks(job_id, state); \
+    ALTER TABLE spans ADD COLUMN runner_id TEXT NOT NULL DEFAULT ''; \
+    UPDATE spans SET runner_id = (SELECT name FROM runner_names WHERE id = runner_ref); \
+    ALTER TABLE spans DROP COLUMN runner_ref; DROP TABLE runner_names;";
+
 /// Undoes SQLite migration 0010 (tenants), so that a test can rewind a database to before it.
 const UNDO_TENANTS: &str = "DROP TABLE tenants; DROP TABLE api_keys; DROP INDEX jobs_tenant; \
     DROP INDEX jobs_active; ALTER TABLE jobs DROP COLUMN log_bytes; \
@@ -239,6 +247,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
     for column in TALLY_COLUMNS.split(", ") {
         conn.execute_batch(&format!("ALTER TABLE jobs DROP COLUMN {column}"))
@@ -332,12 +341,12 @@ async fn claim_one(store: &dyn tessera_server::Store, digest: &str) -> String {
     job.id
 }
 
-/// The component the first span of `job` names.
+/// The component the first span of `job` names (and that span's runner is still `r`).
 async fn span_component(store: &dyn tessera_server::Store, job: &str) -> Option<String> {
     let query = tessera_api::SpanQuery::default();
-    store.spans(job, &query).await.unwrap().spans[0]
-        .component
-        .clone()
+    let span = store.spans(job, &query).await.unwrap().spans.remove(0);
+    assert_eq!(span.runner_id, "r", "the span keeps its runner");
+    span.component
 }
 
 /// A database from before span digests were interned (schema version 8 on SQLite, 9 on
@@ -353,6 +362,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
     conn.execute_batch(
         "ALTER TABLE spans ADD COLUMN component TEXT; \

@@ -123,7 +123,9 @@ pub fn logs(job: &str, query: &LogQuery, limit: u32) -> Result<Query, StoreError
 /// A job's spans in start order: id, name, task_id, job_id, runner_id, attempt, start, end,
 /// outcome, error.
 pub fn spans(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreError> {
-    let sql = r#"SELECT id, name, task_id, job_id, runner_id, attempt, start, "end", outcome, error,
+    let sql = r#"SELECT id, name, task_id, job_id,
+                 (SELECT name FROM runner_names WHERE runner_names.id = spans.runner_ref),
+                 attempt, start, "end", outcome, error,
                  (SELECT digest FROM digests WHERE digests.id = spans.component_id)
                  FROM spans WHERE job_id = ?"#;
     let mut q = Query::new(sql.into(), vec![Param::Text(job.into())]);

@@ -48,6 +48,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_outputs_cache.sql"),
     include_str!("migrations/0010_span_digests.sql"),
     include_str!("migrations/0011_tenants.sql"),
+    include_str!("migrations/0012_job_queued_index.sql"),
+    include_str!("migrations/0013_span_runners.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -628,9 +630,10 @@ impl Tx for PgTx {
         let numbers: Vec<i64> = attempts.iter().map(|(_, a)| i64::from(*a)).collect();
         let rows = self
             .rows(
-                "SELECT s.task_id, s.attempt, s.runner_id FROM spans s \
+                "SELECT s.task_id, s.attempt, r.name FROM spans s \
                  JOIN UNNEST($1::text[], $2::bigint[]) AS a(task_id, attempt) \
-                 ON s.task_id = a.task_id AND s.attempt = a.attempt",
+                 ON s.task_id = a.task_id AND s.attempt = a.attempt \
+                 JOIN runner_names r ON r.id = s.runner_ref",
                 &[&tasks, &numbers],
             )
             .await?;
@@ -1232,11 +1235,17 @@ impl Tx for PgTx {
             )
             .await?;
         }
+        // And the runner, once, in `runner_names` (in the same statement: the name is new,
+        // and returned by the insert, or found).
         self.exec(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
+            "WITH added AS (INSERT INTO runner_names (name) VALUES ($5) \
+             ON CONFLICT (name) DO NOTHING RETURNING id), \
+             runner AS (SELECT id FROM added UNION ALL \
+             SELECT id FROM runner_names WHERE name = $5) \
+             INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
              component_id) \
-             SELECT s.job, s.id, s.attempt, $5, s.name, $6, 'running', \
-             (SELECT id FROM digests WHERE digest = s.component) \
+             SELECT s.job, s.id, s.attempt, (SELECT id FROM runner LIMIT 1), \
+             s.name, $6, 'running', (SELECT id FROM digests WHERE digest = s.component) \
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
              AS s(id, job, attempt, name, component)",
             &[
@@ -1596,9 +1605,16 @@ impl Tx for PgTx {
             }
             if t.state == TaskState::Running {
                 self.exec(
-                    "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
-                     SELECT job_id, id, attempt, lease_runner, COALESCE(display, name), started_at, \
-                     'running' FROM tasks WHERE id = $1",
+                    "INSERT INTO runner_names (name) SELECT lease_runner FROM tasks \
+                     WHERE id = $1 AND lease_runner IS NOT NULL ON CONFLICT (name) DO NOTHING",
+                    &[&t.id],
+                )
+                .await?;
+                self.exec(
+                    "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
+                     SELECT job_id, id, attempt, \
+                     (SELECT id FROM runner_names WHERE name = lease_runner), \
+                     COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = $1",
                     &[&t.id],
                 )
                 .await?;

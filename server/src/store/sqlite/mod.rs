@@ -41,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_outputs_cache.sql"),
     include_str!("migrations/0009_span_digests.sql"),
     include_str!("migrations/0010_tenants.sql"),
+    include_str!("migrations/0011_job_queued_index.sql"),
+    include_str!("migrations/0012_span_runners.sql"),
 ];
 
 /// The SQLite job store.
@@ -272,6 +274,15 @@ type TenantRow = (TenantId, (String, i64, i64, String));
 
 fn tenant_row(r: &Row<'_>) -> rusqlite::Result<TenantRow> {
     Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+}
+
+/// The number `runner_names` gives a runner id, adding it the first time.
+fn intern_runner(conn: &Connection, runner: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO runner_names (name) VALUES (?1)")?
+        .execute([runner])?;
+    Ok(conn
+        .prepare_cached("SELECT id FROM runner_names WHERE name = ?1")?
+        .query_row([runner], |r| r.get(0))?)
 }
 
 fn held_rows(rows: Vec<(HeldRow, String)>) -> Result<Vec<HeldRow>, StoreError> {
@@ -567,9 +578,10 @@ impl Tx for SqliteTx {
         &mut self,
         attempts: &[(String, u32)],
     ) -> Result<HashMap<(String, u32), String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT runner_id FROM spans WHERE task_id = ?1 AND attempt = ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.name FROM spans s JOIN runner_names r ON r.id = s.runner_ref \
+                 WHERE s.task_id = ?1 AND s.attempt = ?2",
+        )?;
         let mut runners = HashMap::with_capacity(attempts.len());
         for (task, attempt) in attempts {
             if let Some(runner) = stmt
@@ -1151,9 +1163,15 @@ impl Tx for SqliteTx {
         for d in &digests {
             intern.execute([d])?;
         }
+        // And the runner, once, in `runner_names`.
+        let runner = if rows.is_empty() {
+            0
+        } else {
+            intern_runner(&self.conn, claim.runner_id)?
+        };
         // Everything the span needs came with the pick: no second lookup of the task.
         let mut span = self.conn.prepare_cached(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome, \
+            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
              component_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', \
              (SELECT id FROM digests WHERE digest = ?7))",
         )?;
@@ -1170,7 +1188,7 @@ impl Tx for SqliteTx {
                 r.job_id,
                 r.task_id,
                 r.attempt,
-                claim.runner_id,
+                runner,
                 r.display.as_deref().unwrap_or(&r.identifier.name),
                 i(claim.now),
                 claim.ran(r),
@@ -1462,9 +1480,9 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
         let mut span = self.conn.prepare_cached(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_id, name, start, outcome) \
-             SELECT job_id, id, attempt, lease_runner, COALESCE(display, name), started_at, \
-             'running' FROM tasks WHERE id = ?1",
+            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
+             SELECT job_id, id, attempt, (SELECT id FROM runner_names WHERE name = lease_runner), \
+             COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = ?1",
         )?;
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {
@@ -1503,6 +1521,9 @@ impl Tx for SqliteTx {
                 dep.execute(params![d, t.id])?;
             }
             if t.state == TaskState::Running {
+                if let Some(runner) = &t.runner {
+                    intern_runner(&self.conn, runner)?;
+                }
                 span.execute([&t.id])?;
             }
         }

@@ -753,6 +753,12 @@ async fn a_server_without_keys_refuses_web_pages_and_the_network() {
     assert!(err.contains("tessera keys create --role operator"), "{err}");
 }
 
+/// Why a job's root task failed.
+async fn root_error(c: &Client, job: &str) -> String {
+    let tasks = c.tasks(job, &Default::default()).await.unwrap().tasks;
+    tasks[0].error.clone().unwrap_or_default()
+}
+
 /// Every quota through real processes: the API refuses past it with a message naming the
 /// quota, and guests that overshoot fail their own attempts — nothing already stored is lost.
 #[tokio::test]
@@ -807,12 +813,7 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
     run(&hostile, "4");
     let failed = submit.job(&wide.id).await.unwrap();
     assert_eq!(failed.state, JobState::Failed, "{failed:?}");
-    let root = &submit
-        .tasks(&wide.id, &Default::default())
-        .await
-        .unwrap()
-        .tasks[0];
-    let why = root.error.clone().unwrap();
+    let why = root_error(&submit, &wide.id).await;
     assert!(why.contains("quota of 3 queued tasks"), "{why}");
 
     // Running attempts: at most two at once, whatever the runner's concurrency.
@@ -867,24 +868,14 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
         .await
         .unwrap();
     run(&hostile, "1");
-    let task = &submit
-        .tasks(&big.id, &Default::default())
-        .await
-        .unwrap()
-        .tasks[0];
-    let why = task.error.clone().unwrap();
+    let why = root_error(&submit, &big.id).await;
     assert!(why.contains("memory limit of 16 MiB"), "{why}");
     let slow = submit
         .submit(&job("SleepTask", json!({"index": 0, "seconds": 3.0})))
         .await
         .unwrap();
     run(&sleeps, "1");
-    let task = &submit
-        .tasks(&slow.id, &Default::default())
-        .await
-        .unwrap()
-        .tasks[0];
-    let why = task.error.clone().unwrap();
+    let why = root_error(&submit, &slow.id).await;
     assert!(why.contains("deadline of 1 s"), "{why}");
 
     // Log bytes per job: a flood keeps at most the quota, and says where it stopped.

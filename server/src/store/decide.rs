@@ -1299,14 +1299,24 @@ mod tests {
     }
 
     fn decide(batch: &[TaskReport], rows: &[HeldRow]) -> ReportPlan {
+        decide_with(batch, rows, &HashMap::new(), &config())
+    }
+
+    /// [`decide`] with jobs' task totals and settings of its own.
+    fn decide_with(
+        batch: &[TaskReport],
+        rows: &[HeldRow],
+        totals: &HashMap<String, u64>,
+        config: &StoreConfig,
+    ) -> ReportPlan {
         let mut n = 0;
         reports(
             batch,
             "r1",
             rows,
+            totals,
             &HashMap::new(),
-            &HashMap::new(),
-            &config(),
+            config,
             NOW,
             || {
                 n += 1;
@@ -2067,20 +2077,7 @@ mod tests {
         assert_eq!(jobs_growing(&batch, &rows), vec!["job"]);
         // The job has 3 tasks: the first two reports take it to 9, the third would make 12.
         let totals = HashMap::from([("job".to_string(), 3)]);
-        let mut n = 0;
-        let p = reports(
-            &batch,
-            "r1",
-            &rows,
-            &totals,
-            &HashMap::new(),
-            &config,
-            NOW,
-            || {
-                n += 1;
-                format!("new{n}")
-            },
-        );
+        let p = decide_with(&batch, &rows, &totals, &config);
         assert!(p.results.iter().all(|r| r.accepted));
         assert_eq!(p.tasks.len(), 6);
         // Six new queued tasks; of the three running, two computed and one failed.
@@ -2185,20 +2182,7 @@ mod tests {
         ];
         let rows: Vec<HeldRow> = ["a", "b", "c", "d", "e", "f", "g"].map(row).into();
         let totals = HashMap::from([("job".to_string(), 1)]);
-        let mut n = 0;
-        let p = reports(
-            &batch,
-            "r1",
-            &rows,
-            &totals,
-            &HashMap::new(),
-            &config,
-            NOW,
-            || {
-                n += 1;
-                format!("new{n}")
-            },
-        );
+        let p = decide_with(&batch, &rows, &totals, &config);
         let cache: Vec<(&str, Option<&[u8]>)> = p
             .cache
             .iter()

@@ -62,6 +62,8 @@ pub struct Core<D: Driver> {
     turn: Arc<std::sync::atomic::AtomicUsize>,
     /// The tenants (weights, quotas) as last read, and when.
     tenant_table: Arc<std::sync::Mutex<Option<(Instant, TenantTable)>>>,
+    /// Each tenant's queued tasks as this server last counted them, and when.
+    queued_seen: Arc<std::sync::Mutex<HashMap<TenantId, (Instant, u64)>>>,
 }
 
 /// Every tenant by number.
@@ -79,6 +81,7 @@ impl<D: Driver> Clone for Core<D> {
             recorded: self.recorded.clone(),
             turn: self.turn.clone(),
             tenant_table: self.tenant_table.clone(),
+            queued_seen: self.queued_seen.clone(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl<D: Driver> Core<D> {
             recorded: Default::default(),
             turn: Default::default(),
             tenant_table: Default::default(),
+            queued_seen: Default::default(),
         }
     }
 
@@ -154,6 +158,38 @@ impl<D: Driver> Core<D> {
         let table: TenantTable = Arc::new(tx.tenants(Reach::All).await?.into_iter().collect());
         *self.tenant_table.lock().unwrap() = Some((Instant::now(), table.clone()));
         Ok(table)
+    }
+
+    /// How many more tasks `tenant` may queue under `quota`, read exactly when queuing
+    /// `adding` more could come near it; `None` when it is far below: the count this server
+    /// read less than a second ago, with `adding` and a margin of a tenth of the quota (at
+    /// least 1,000 tasks), stays under it. So a submit or a fan-out does not sum a tenant's
+    /// active jobs every time; near the quota the check is exact.
+    async fn queued_room(
+        &self,
+        tx: &mut D::Tx,
+        tenant: TenantId,
+        quota: u64,
+        adding: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let margin = (quota / 10).max(1_000);
+        let seen = self.queued_seen.lock().unwrap().get(&tenant).copied();
+        if let Some((at, queued)) = seen
+            && at.elapsed() < TENANT_TTL / 2
+            && queued.saturating_add(adding).saturating_add(margin) < quota
+        {
+            return Ok(None);
+        }
+        let queued = tx
+            .tenant_usage(Reach::Tenant(tenant))
+            .await?
+            .first()
+            .map_or(0, |l| l.queued);
+        self.queued_seen
+            .lock()
+            .unwrap()
+            .insert(tenant, (Instant::now(), queued));
+        Ok(Some(quota.saturating_sub(queued)))
     }
 
     /// A tenant's quotas (the defaults for one not (yet) read).
@@ -194,12 +230,11 @@ impl<D: Driver> Core<D> {
         transact!(self, Mode::Write, |tx| {
             let table = self.tenants_in(&mut tx).await?;
             let quota = Self::quotas_of(&table, tenant).queued_tasks;
-            let load = tx.tenant_usage(Reach::Tenant(tenant)).await?;
-            let queued = load.first().map_or(0, |l| l.queued);
-            if queued >= quota {
+            if let Some(0) = self.queued_room(&mut tx, tenant, quota, 1).await? {
                 let name = Self::name_of(&table, tenant);
                 return Err(StoreError::Quota(format!(
-                    "tenant {name} has {queued} tasks queued, its quota (queued_tasks: {quota}); \
+                    "tenant {name} has as many tasks queued as its quota (queued_tasks: {quota}) \
+                     allows; \
                      submit again when some have run, or ask the operator to raise it \
                      (tessera tenants set-quota {name} --queued-tasks N)"
                 )));
@@ -280,9 +315,10 @@ impl<D: Driver> Core<D> {
                 tenants.dedup();
                 for tenant in tenants {
                     let quota = Self::quotas_of(&table, tenant).queued_tasks;
-                    let load = tx.tenant_usage(Reach::Tenant(tenant)).await?;
-                    let queued = load.first().map_or(0, |l| l.queued);
-                    room.insert(tenant, (quota.saturating_sub(queued), quota));
+                    let adding = decide::subtasks_of(reports, &rows, tenant);
+                    if let Some(left) = self.queued_room(&mut tx, tenant, quota, adding).await? {
+                        room.insert(tenant, (left, quota));
+                    }
                 }
             }
             let mut plan = decide::reports(

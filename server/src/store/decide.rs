@@ -256,6 +256,26 @@ pub(crate) fn jobs_growing<'a>(reports: &[TaskReport], rows: &'a [HeldRow]) -> V
     jobs
 }
 
+/// How many subtasks the batch's computed reports on tasks of `tenant` submit.
+pub(crate) fn subtasks_of(
+    reports: &[TaskReport],
+    rows: &[HeldRow],
+    tenant: super::TenantId,
+) -> u64 {
+    let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
+    reports
+        .iter()
+        .filter(|r| {
+            rows.get(r.task_id.as_str())
+                .is_some_and(|row| row.tenant == tenant)
+        })
+        .map(|r| match &r.report {
+            Report::Computed { subtasks, .. } => subtasks.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Decides a batch of reports from `runner` over the rows of the tasks they name (locked by
 /// the caller) and the task totals of the jobs that grow ([`jobs_growing`]). Each report is
 /// accepted or refused on its own; `new_id` names new subtasks.

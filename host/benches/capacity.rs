@@ -64,6 +64,7 @@ fn main() {
     let rss_during = status_kib("VmRSS:");
     let anon_during = status_kib("RssAnon:");
     let maps_during = map_count();
+    let parts = anonymous_by_mapping();
     let failed = rt.block_on(async {
         let mut failed = 0;
         for h in handles {
@@ -94,6 +95,14 @@ fn main() {
             .trim()
     );
     println!("peak rss (VmHWM): {} KiB", status_kib("VmHWM:"));
+    println!("anonymous memory with all asleep, per sleeping task, by mapping (size, count):");
+    for (kib, size, count, name) in parts.iter().take(12) {
+        println!(
+            "  {:>6.1} KiB  {count:>6} x {:>9} KiB  {name}",
+            *kib as f64 / sleepers as f64,
+            size / 1024
+        );
+    }
 
     // Throughput: `noops` no-op attempts, 64 in flight at a time per worker.
     let started = Instant::now();
@@ -130,4 +139,38 @@ fn main() {
         "no-op attempts: {done} in {secs:.2} s = {:.0} attempts/s on 2 worker threads",
         done as f64 / secs
     );
+}
+
+/// This process's anonymous memory (`/proc/self/smaps`) grouped by mapping size and name,
+/// largest first: (KiB, mapping size in bytes, how many mappings, name). The pools show up as
+/// their sizes: one mapping per instance's fiber stack, linear-memory pieces around the data
+/// image, one big reservation for the table pool, malloc's arenas.
+fn anonymous_by_mapping() -> Vec<(u64, u64, u64, String)> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut groups: Vec<(u64, u64, u64, String)> = Vec::new();
+    let mut current: Option<(u64, String)> = None;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            let (a, b) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16));
+            if let (Ok(a), Ok(b)) = (a, b) {
+                let name = line.split_whitespace().nth(5).unwrap_or("[anon]");
+                let name = name.rsplit('/').next().unwrap_or(name).to_string();
+                current = Some((b - a, name));
+            }
+        } else if let Some(v) = line.strip_prefix("Anonymous:") {
+            let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+            if let Some((size, name)) = current.take().filter(|_| kib > 0) {
+                match groups.iter_mut().find(|g| g.1 == size && g.3 == name) {
+                    Some(g) => {
+                        g.0 += kib;
+                        g.2 += 1;
+                    }
+                    None => groups.push((kib, size, 1, name)),
+                }
+            }
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.0));
+    groups
 }

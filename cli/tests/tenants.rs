@@ -784,6 +784,15 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
         assert!(status.success(), "{out}\n{err}");
     };
     let job = |task: &str, input: Value| support::job_of(task, task, input);
+    // Submits a one-task job of `task` and runs `component` until nothing is left.
+    let submit_and_run = |task: &'static str, input: Value, component, concurrency| {
+        let (submit, run) = (&submit, &run);
+        async move {
+            let id = submit.submit(&job(task, input)).await.unwrap();
+            run(component, concurrency);
+            id
+        }
+    };
 
     // Queued tasks, through the API: the fourth submit is refused with the quota named.
     set(TenantUpdate {
@@ -806,11 +815,7 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
         support::assert_completed(&submit.job(id).await.unwrap());
     }
     // … and through a guest: a fan-out past it fails its attempt, saying which quota.
-    let wide = submit
-        .submit(&job("WideFanOut", json!({"count": 5, "kib": 1})))
-        .await
-        .unwrap();
-    run(&hostile, "4");
+    let wide = submit_and_run("WideFanOut", json!({"count": 5, "kib": 1}), &hostile, "4").await;
     let failed = submit.job(&wide.id).await.unwrap();
     assert_eq!(failed.state, JobState::Failed, "{failed:?}");
     let why = root_error(&submit, &wide.id).await;
@@ -863,18 +868,16 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
         ..Default::default()
     })
     .await;
-    let big = submit
-        .submit(&job("Allocate", json!({"mib": 32})))
-        .await
-        .unwrap();
-    run(&hostile, "1");
+    let big = submit_and_run("Allocate", json!({"mib": 32}), &hostile, "1").await;
     let why = root_error(&submit, &big.id).await;
     assert!(why.contains("memory limit of 16 MiB"), "{why}");
-    let slow = submit
-        .submit(&job("SleepTask", json!({"index": 0, "seconds": 3.0})))
-        .await
-        .unwrap();
-    run(&sleeps, "1");
+    let slow = submit_and_run(
+        "SleepTask",
+        json!({"index": 0, "seconds": 3.0}),
+        &sleeps,
+        "1",
+    )
+    .await;
     let why = root_error(&submit, &slow.id).await;
     assert!(why.contains("deadline of 1 s"), "{why}");
 
@@ -886,11 +889,7 @@ async fn quotas_hold_through_the_api_and_against_guests_that_overshoot() {
         ..Default::default()
     })
     .await;
-    let flood = submit
-        .submit(&job("LogFlood", json!({"lines": 200})))
-        .await
-        .unwrap();
-    run(&hostile, "1");
+    let flood = submit_and_run("LogFlood", json!({"lines": 200}), &hostile, "1").await;
     support::assert_completed(&submit.job(&flood.id).await.unwrap());
     let logs = submit
         .logs(&flood.id, &Default::default())

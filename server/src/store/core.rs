@@ -778,11 +778,12 @@ impl<D: Driver> Store for Core<D> {
             transact!(me, Mode::Read, |tx| {
                 let tenants: Vec<TenantId> = match reach {
                     Reach::Tenant(t) => vec![t],
+                    // Only tenants with anything queued or running can have work here.
                     Reach::All => tx
-                        .tenants(Reach::All)
+                        .tenant_usage(Reach::All)
                         .await?
                         .into_iter()
-                        .map(|(id, _)| id)
+                        .map(|l| l.tenant)
                         .collect(),
                 };
                 let mut sum = Outlook::default();

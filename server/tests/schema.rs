@@ -203,6 +203,110 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
+/// The columns holding job and task ids, which SQLite migration 0013 turned into bytes.
+const ID_COLUMNS: &[(&str, &[&str])] = &[
+    ("jobs", &["id", "root_id"]),
+    ("tasks", &["id", "job_id", "parent_id"]),
+    ("task_deps", &["depends_on", "task_id"]),
+    ("progress", &["job_id"]),
+    ("logs", &["job_id", "task_id"]),
+    ("spans", &["job_id", "task_id"]),
+    ("outputs", &["task_id"]),
+    ("cache_entries", &["job_id"]),
+];
+
+/// Undoes SQLite migration 0013: every id back to its hyphenated text.
+fn undo_binary_ids() -> String {
+    let text = |c: &str| {
+        let part = |from: u32, len: u32| format!("substr(hex({c}), {from}, {len})");
+        format!(
+            "lower({} || '-' || {} || '-' || {} || '-' || {} || '-' || {})",
+            part(1, 8),
+            part(9, 4),
+            part(13, 4),
+            part(17, 4),
+            part(21, 12)
+        )
+    };
+    ID_COLUMNS
+        .iter()
+        .flat_map(|(table, columns)| {
+            columns.iter().map(move |c| {
+                format!(
+                    "UPDATE {table} SET {c} = {} WHERE typeof({c}) = 'blob';",
+                    text(c)
+                )
+            })
+        })
+        .collect()
+}
+
+/// How many stored ids, in every id column, are of SQLite type `kind` ('text', 'blob').
+fn ids_of_type(conn: &rusqlite::Connection, kind: &str) -> i64 {
+    ID_COLUMNS
+        .iter()
+        .flat_map(|(table, columns)| columns.iter().map(move |c| (table, c)))
+        .map(|(table, c)| {
+            conn.query_row(
+                &format!("SELECT COUNT(*) FROM {table} WHERE typeof({c}) = ?1"),
+                [kind],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+        })
+        .sum()
+}
+
+/// A database from before binary ids (schema version 12 on SQLite) keeps every job, task,
+/// span and edge when its text ids become bytes, and finds them by the same ids.
+#[tokio::test]
+async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
+    use tessera_api::{SpanQuery, TaskQuery};
+    use tessera_server::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let id = job_in_several_states(&store).await;
+    let all = TaskQuery {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let before = (
+        store.job(&id).await.unwrap(),
+        store.tasks(&id, &all).await.unwrap().tasks,
+        store.spans(&id, &SpanQuery::default()).await.unwrap().spans,
+    );
+    assert_eq!(before.1.len(), 4, "{:?}", before.1);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let blobs = ids_of_type(&conn, "blob");
+    assert!(blobs > 10, "ids are stored as bytes: {blobs}");
+    conn.execute_batch(&undo_binary_ids()).unwrap();
+    assert_eq!(ids_of_type(&conn, "blob"), 0);
+    assert_eq!(
+        ids_of_type(&conn, "text"),
+        blobs,
+        "every id rewound to text"
+    );
+    conn.pragma_update(None, "user_version", 12).unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let after = (
+        store.job(&id).await.unwrap(),
+        store.tasks(&id, &all).await.unwrap().tasks,
+        store.spans(&id, &SpanQuery::default()).await.unwrap().spans,
+    );
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+    assert_eq!(store.audit(&id).await.unwrap(), Vec::<String>::new());
+    let root = &after.1[0];
+    assert_eq!(store.task(&root.id).await.unwrap().id, root.id);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(ids_of_type(&conn, "text"), 0, "no text id is left");
+    assert_eq!(ids_of_type(&conn, "blob"), blobs);
+}
+
 /// Undoes SQLite migrations 0011 (queued-task index) and 0012 (runner names), so that a test
 /// can rewind a database to before them.
 const UNDO_INDEX_AND_RUNNERS: &str = "DROP INDEX tasks_job_queued; \
@@ -247,6 +351,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
     for column in TALLY_COLUMNS.split(", ") {
@@ -362,6 +467,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
     conn.execute_batch(

@@ -16,7 +16,7 @@ use tessera_api::{
 
 use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, ClaimedRow, Driver, Mode, NewJob, NewTask, Tx, Which};
-use super::encode::{lease_ms, nanos, new_id, path_index};
+use super::encode::{id_bytes, lease_ms, nanos, new_id, path_index};
 use super::pins::{MAX_PINNED_TYPES, Pins};
 use super::{
     KeyRecord, Owned, Reach, Store, StoreConfig, StoreError, TaskOutput, TenantId, check_name,
@@ -592,6 +592,14 @@ impl<D: Driver> Store for Core<D> {
 
     async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let limit = page_size(filter.limit, 50, 500)?;
+        if let Some(cursor) = filter.cursor.as_deref().filter(|c| !c.is_empty()) {
+            // A job listing's cursor is the last job id of the page before.
+            if id_bytes(cursor).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "cursor {cursor:?} is not valid: pass the next_cursor of the previous page"
+                )));
+            }
+        }
         let filter = filter.clone();
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {

@@ -9,6 +9,16 @@ pub(super) fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The UUID bytes of `id`, if it is spelled as [`new_id`] spells ids (hyphenated, lowercase):
+/// how SQLite stores it. Any other text names no job or task.
+pub(super) fn id_bytes(id: &str) -> Option<[u8; 16]> {
+    let canonical = id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase());
+    canonical
+        .then(|| uuid::Uuid::try_parse(id).ok())
+        .flatten()
+        .map(|u| u.into_bytes())
+}
+
 /// A fresh lease token: random, from 1 to 2^53 − 1 (exact in every JSON reader), so that no
 /// one can present the token of an attempt they did not claim.
 pub(super) fn new_lease() -> u64 {
@@ -311,6 +321,25 @@ pub(super) fn tenant(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_id_spelled_as_the_store_spells_it_has_bytes() {
+        let id = new_id();
+        let bytes = id_bytes(&id).expect("a new id");
+        assert_eq!(uuid::Uuid::from_bytes(bytes).to_string(), id);
+        for other in [
+            id.to_uppercase(),
+            id.replace('-', ""),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            format!("{id} "),
+            "not-an-id".into(),
+            String::new(),
+            "0".repeat(36),
+        ] {
+            assert_eq!(id_bytes(&other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn unknown_stored_text_is_an_error_not_a_guess() {

@@ -13,6 +13,8 @@ pub enum Param {
     Text(String),
     /// An integer value.
     Int(i64),
+    /// A job or task id (text on PostgreSQL, its UUID's bytes on SQLite).
+    Id(String),
 }
 
 fn int(v: u64) -> Param {
@@ -76,7 +78,7 @@ pub fn job_ids(reach: Reach, filter: &JobFilter, limit: u32, contains: &str) -> 
         q.and(" AND submitted_at < ?", [int(until)]);
     }
     if let Some(cursor) = filter.cursor.as_ref().filter(|c| !c.is_empty()) {
-        q.and(" AND id < ?", [Param::Text(cursor.clone())]);
+        q.and(" AND id < ?", [Param::Id(cursor.clone())]);
     }
     q.and(" ORDER BY id DESC LIMIT ?", [int(limit.into())]);
     q
@@ -85,9 +87,9 @@ pub fn job_ids(reach: Reach, filter: &JobFilter, limit: u32, contains: &str) -> 
 /// A job's tasks in tree order ([`TASK_COLUMNS`]), after the cursor's path.
 pub fn tasks(job: &str, query: &TaskQuery, limit: u32) -> Query {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ?");
-    let mut q = Query::new(sql, vec![Param::Text(job.into())]);
+    let mut q = Query::new(sql, vec![Param::Id(job.into())]);
     if let Some(parent) = &query.parent {
-        q.and(" AND parent_id = ?", [Param::Text(parent.clone())]);
+        q.and(" AND parent_id = ?", [Param::Id(parent.clone())]);
     }
     if let Some(state) = query.state {
         q.and(" AND state = ?", [Param::Text(state.as_str().into())]);
@@ -104,9 +106,9 @@ pub fn tasks(job: &str, query: &TaskQuery, limit: u32) -> Query {
 pub fn logs(job: &str, query: &LogQuery, limit: u32) -> Result<Query, StoreError> {
     let sql = "SELECT id, time, level, message, task_id, job_id, runner_id, attempt, fields \
                FROM logs WHERE job_id = ?";
-    let mut q = Query::new(sql.into(), vec![Param::Text(job.into())]);
+    let mut q = Query::new(sql.into(), vec![Param::Id(job.into())]);
     if let Some(task) = &query.task {
-        q.and(" AND task_id = ?", [Param::Text(task.clone())]);
+        q.and(" AND task_id = ?", [Param::Id(task.clone())]);
     }
     if let Some(level) = query.level {
         q.and(" AND level >= ?", [Param::Int(level_rank(level))]);
@@ -128,9 +130,9 @@ pub fn spans(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreErr
                  attempt, start, "end", outcome, error,
                  (SELECT digest FROM digests WHERE digests.id = spans.component_id)
                  FROM spans WHERE job_id = ?"#;
-    let mut q = Query::new(sql.into(), vec![Param::Text(job.into())]);
+    let mut q = Query::new(sql.into(), vec![Param::Id(job.into())]);
     if let Some(task) = &query.task {
-        q.and(" AND task_id = ?", [Param::Text(task.clone())]);
+        q.and(" AND task_id = ?", [Param::Id(task.clone())]);
     }
     if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
         let (start, id) = split_cursor(cursor)?;

@@ -1,5 +1,7 @@
 //! Jobs: submission, state, listing, task pages, cancel, retry, progress and size limits.
 
+use tessera_server::store::StoreError;
+
 use super::*;
 
 pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
@@ -177,6 +179,62 @@ pub async fn job_listing_filters_and_paginates(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(bad.to_string().contains("at most 500"), "{bad}");
+}
+
+/// Ids are found as the store spelled them and no other way (SQLite keeps their bytes, not
+/// their text), and a job listing's cursor must be one of them.
+pub async fn an_id_is_found_only_as_it_was_spelled(store: Arc<dyn Store>) {
+    let s = &*store;
+    let j = s.submit(&job("spelled", "Root", 0), T0).await.unwrap();
+    let root = claim(s, 1, T0).await;
+    assert!(report(s, &root[0], computed(vec![sub("Leaf", vec![])]), T0 + 1).await);
+    let task = &root[0].task_id;
+    assert_eq!(s.job(&j.id).await.unwrap().id, j.id);
+    assert_eq!(s.task(task).await.unwrap().id, *task);
+    for other in [
+        j.id.to_uppercase(),
+        j.id.replace('-', ""),
+        format!("{{{}}}", j.id),
+    ] {
+        let e = s.job(&other).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::NotFound { what: "job", .. }),
+            "{other}: {e}"
+        );
+        let e = s.tasks(&other, &TaskQuery::default()).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::NotFound { what: "job", .. }),
+            "{other}: {e}"
+        );
+    }
+    let e = s.task(&task.to_uppercase()).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotFound { what: "task", .. }),
+        "{e}"
+    );
+    let page = s
+        .tasks(
+            &j.id,
+            &TaskQuery {
+                parent: Some(task.to_uppercase()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.tasks.is_empty(), "{:?}", page.tasks);
+    // The cursor is the last id of a page: anything else is refused with what to pass.
+    for cursor in ["zzz", "0", &j.id.to_uppercase()] {
+        let e = s
+            .jobs(&JobFilter {
+                cursor: Some(cursor.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{cursor}: {e}");
+        assert!(e.to_string().contains("next_cursor"), "{e}");
+    }
 }
 
 pub async fn tasks_paginate_depth_first_and_by_parent(store: Arc<dyn Store>) {

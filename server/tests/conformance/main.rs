@@ -248,6 +248,7 @@ macro_rules! suite {
                 retry_job_requeues_failed_tasks,
                 cancel_stops_handing_out_and_running_attempts_learn_it,
                 job_listing_filters_and_paginates,
+                an_id_is_found_only_as_it_was_spelled,
                 tasks_paginate_depth_first_and_by_parent,
                 job_state_derivation,
                 invalid_submissions_are_refused,

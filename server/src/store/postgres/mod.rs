@@ -388,7 +388,7 @@ fn bind(q: &Query) -> Vec<&(dyn ToSql + Sync)> {
     q.params
         .iter()
         .map(|p| match p {
-            Param::Text(t) => t as &(dyn ToSql + Sync),
+            Param::Text(t) | Param::Id(t) => t as &(dyn ToSql + Sync),
             Param::Int(n) => n as &(dyn ToSql + Sync),
         })
         .collect()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use rusqlite::types::{ToSqlOutput, Value};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
     Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate,
@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_tenants.sql"),
     include_str!("migrations/0011_job_queued_index.sql"),
     include_str!("migrations/0012_span_runners.sql"),
+    include_str!("migrations/0013_binary_ids.sql"),
 ];
 
 /// The SQLite job store.
@@ -56,6 +57,52 @@ impl From<rusqlite::Error> for StoreError {
             _ => StoreError::Database(Box::new(e)),
         }
     }
+}
+
+/// A job or task id as SQLite keeps it: the 16 bytes of its UUID, a third of its text, in
+/// every row and index that names it (migration 0013). Text that is not an id as the store
+/// writes them (a UUID, hyphenated, lowercase) is bound as text, which no stored id equals: an
+/// id a client made up is not found, as before, and no other spelling finds a row.
+struct Id<'a>(&'a str);
+
+impl ToSql for Id<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(id_sql(self.0))
+    }
+}
+
+fn id_sql(id: &str) -> ToSqlOutput<'_> {
+    match id_bytes(id) {
+        Some(bytes) => ToSqlOutput::Owned(Value::Blob(bytes.to_vec())),
+        None => ToSqlOutput::Borrowed(ValueRef::Text(id.as_bytes())),
+    }
+}
+
+/// An id column read back: [`Id`]'s bytes as the id's text (text as it is).
+struct IdText(String);
+
+impl FromSql for IdText {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        match value {
+            ValueRef::Blob(b) => uuid::Uuid::from_slice(b)
+                .map(|u| IdText(u.hyphenated().to_string()))
+                .map_err(|e| FromSqlError::Other(Box::new(e))),
+            ValueRef::Text(t) => String::from_utf8(t.to_vec())
+                .map(IdText)
+                .map_err(|e| FromSqlError::Other(Box::new(e))),
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
+/// The id in column `i` of `r`.
+fn id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<String> {
+    r.get::<_, IdText>(i).map(|id| id.0)
+}
+
+/// The id, if any, in column `i` of `r`.
+fn opt_id_at(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    r.get::<_, Option<IdText>>(i).map(|id| id.map(|id| id.0))
 }
 
 impl Core<SqliteDriver> {
@@ -173,9 +220,9 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
     let display: Option<String> = r.get(8)?;
     let depends_on: String = r.get(10)?;
     let task = Task {
-        id: r.get(0)?,
-        job_id: r.get(1)?,
-        parent_id: r.get(2)?,
+        id: id_at(r, 0)?,
+        job_id: id_at(r, 1)?,
+        parent_id: opt_id_at(r, 2)?,
         depth: r.get(3)?,
         identifier: TaskIdentifier {
             name: name.clone(),
@@ -215,8 +262,8 @@ fn with_state(
 fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
     Ok((
         HeldRow {
-            id: r.get(0)?,
-            job_id: r.get(1)?,
+            id: id_at(r, 0)?,
+            job_id: id_at(r, 1)?,
             tenant: r.get(15)?,
             cluster: r.get(2)?,
             path: r.get(3)?,
@@ -315,14 +362,10 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
              task_time_ns, last_end, (SELECT name FROM tenants WHERE id = jobs.tenant_id) \
              FROM jobs WHERE id = ?1",
         )?
-        .query_row([id], |r| {
+        .query_row([Id(id)], |r| {
             let count = |i: usize| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
             Ok((
-                (
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ),
+                (id_at(r, 0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
                 (r.get::<_, bool>(3)?, r.get::<_, bool>(4)?),
                 (
                     r.get::<_, u64>(5)?,
@@ -349,7 +392,7 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
     let (submitted_at, started_at, completed_at) = times;
     let progress = tx
         .prepare_cached("SELECT label, done, total FROM progress WHERE job_id = ?1 ORDER BY label")?
-        .query_map([&id], |r| {
+        .query_map([Id(&id)], |r| {
             Ok(ProgressUpdate {
                 label: r.get(0)?,
                 done: r.get::<_, i64>(1)?.max(0) as u64,
@@ -386,7 +429,8 @@ fn load_job(tx: &Connection, id: &str) -> Result<Option<Job>, StoreError> {
 impl ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
-            Param::Text(t) => ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(t.as_bytes())),
+            Param::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::Id(id) => id_sql(id),
             Param::Int(n) => ToSqlOutput::Owned(Value::Integer(*n)),
         })
     }
@@ -424,7 +468,7 @@ impl Tx for SqliteTx {
         let q = query::job_ids(reach, filter, limit, "instr(name, ?) > 0");
         let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let ids = stmt
-            .query_map(params_from_iter(&q.params), |r| r.get::<_, String>(0))?
+            .query_map(params_from_iter(&q.params), |r| id_at(r, 0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ids)
     }
@@ -437,7 +481,7 @@ impl Tx for SqliteTx {
         Ok(self
             .conn
             .prepare_cached(sql)?
-            .query_row([id], |r| r.get(0))
+            .query_row([Id(id)], |r| r.get(0))
             .optional()?)
     }
 
@@ -459,7 +503,7 @@ impl Tx for SqliteTx {
         let row = self
             .conn
             .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
-            .query_row([id], task_from_row)
+            .query_row([Id(id)], task_from_row)
             .optional()?;
         Ok(row.map(with_state).transpose()?.map(|(t, _)| t))
     }
@@ -482,8 +526,8 @@ impl Tx for SqliteTx {
                         time_unix_nano: 0,
                         level: tessera_api::Level::Info,
                         message: r.get(3)?,
-                        task_id: r.get(4)?,
-                        job_id: r.get(5)?,
+                        task_id: id_at(r, 4)?,
+                        job_id: id_at(r, 5)?,
                         runner_id: r.get(6)?,
                         attempt: r.get(7)?,
                         fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
@@ -515,8 +559,8 @@ impl Tx for SqliteTx {
                     r.get::<_, String>(8)?,
                     Span {
                         name: r.get(1)?,
-                        task_id: r.get(2)?,
-                        job_id: r.get(3)?,
+                        task_id: id_at(r, 2)?,
+                        job_id: id_at(r, 3)?,
                         runner_id: r.get(4)?,
                         attempt: r.get(5)?,
                         start_time_unix_nano: r.get::<_, i64>(6)?.max(0) as u64,
@@ -585,7 +629,7 @@ impl Tx for SqliteTx {
         let mut runners = HashMap::with_capacity(attempts.len());
         for (task, attempt) in attempts {
             if let Some(runner) = stmt
-                .query_row(params![task, attempt], |r| r.get::<_, String>(0))
+                .query_row(params![Id(task), attempt], |r| r.get::<_, String>(0))
                 .optional()?
             {
                 runners.insert((task.clone(), *attempt), runner);
@@ -600,7 +644,7 @@ impl Tx for SqliteTx {
             .prepare_cached("SELECT job_id FROM tasks WHERE id = ?1")?;
         let mut jobs = HashMap::with_capacity(ids.len());
         for id in ids {
-            if let Some(job) = stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? {
+            if let Some(job) = stmt.query_row([Id(id)], |r| id_at(r, 0)).optional()? {
                 jobs.insert(id.to_string(), job);
             }
         }
@@ -615,7 +659,7 @@ impl Tx for SqliteTx {
                  WHERE job_id = ?1 AND state = 'queued' AND pending_deps = 0 AND not_before <= ?2 \
                  GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 LIMIT 100",
             )?
-            .query_map(params![job, i(now)], |r| {
+            .query_map(params![Id(job), i(now)], |r| {
                 Ok(ReadyKind {
                     cluster: r.get(0)?,
                     task: TaskIdentifier {
@@ -711,7 +755,7 @@ impl Tx for SqliteTx {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
-            .exists([id])?)
+            .exists([Id(id)])?)
     }
 
     async fn lock_job_totals(
@@ -726,7 +770,9 @@ impl Tx for SqliteTx {
         let mut totals = HashMap::with_capacity(ids.len());
         for id in ids {
             if let Some((n, pins)) = stmt
-                .query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_row([Id(id)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .optional()?
             {
                 let total = n.max(0) as u64;
@@ -858,7 +904,7 @@ impl Tx for SqliteTx {
         for t in tallies {
             let [q, r, c, f, x] = t.states;
             stmt.execute(params![
-                t.job_id,
+                Id(&t.job_id),
                 q,
                 r,
                 c,
@@ -876,7 +922,7 @@ impl Tx for SqliteTx {
         if !self
             .conn
             .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
-            .exists([id])?
+            .exists([Id(id)])?
         {
             return Ok(None);
         }
@@ -887,7 +933,9 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")?
-            .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .query_map([Id(id)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?
             .collect::<Result<Vec<_>, _>>()?;
         for (state, n) in rows {
             tally.states[state_index(state_of(&state)?)] = n;
@@ -897,7 +945,7 @@ impl Tx for SqliteTx {
             .prepare_cached(
                 "SELECT SUM(end - start), MAX(end) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
             )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .query_row([Id(id)], |r| Ok((r.get(0)?, r.get(1)?)))?;
         tally.task_time_ns = time.unwrap_or(0).max(0) as u64;
         tally.last_end = last.unwrap_or(0).max(0) as u64;
         Ok(Some(tally))
@@ -910,10 +958,10 @@ impl Tx for SqliteTx {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                job.id,
+                Id(&job.id),
                 job.name,
                 job.cluster,
-                job.root_id,
+                Id(&job.root_id),
                 job.submitted_at,
                 job.pins,
                 job.tenant
@@ -932,7 +980,7 @@ impl Tx for SqliteTx {
                 "UPDATE jobs SET canceled = COALESCE(?2, canceled), failed = COALESCE(?3, failed) \
                  WHERE id = ?1",
             )?
-            .execute(params![id, canceled, failed])?;
+            .execute(params![Id(id), canceled, failed])?;
         Ok(())
     }
 
@@ -941,7 +989,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("UPDATE jobs SET failed = 1 WHERE id = ?1")?;
         for id in ids {
-            stmt.execute([id])?;
+            stmt.execute([Id(id)])?;
         }
         Ok(())
     }
@@ -951,7 +999,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("UPDATE jobs SET completed_at = ?2 WHERE id = ?1")?;
         for id in ids {
-            stmt.execute(params![id, now])?;
+            stmt.execute(params![Id(id), now])?;
         }
         Ok(())
     }
@@ -968,7 +1016,7 @@ impl Tx for SqliteTx {
             "DELETE FROM tasks WHERE job_id = ?1",
             "DELETE FROM jobs WHERE id = ?1",
         ] {
-            self.conn.prepare_cached(sql)?.execute([id])?;
+            self.conn.prepare_cached(sql)?.execute([Id(id)])?;
         }
         Ok(())
     }
@@ -980,7 +1028,7 @@ impl Tx for SqliteTx {
                 "UPDATE tasks SET state = 'canceled', finished_at = ?2, error = ?3 \
                  WHERE job_id = ?1 AND state = 'queued'",
             )?
-            .execute(params![job, now, why])?;
+            .execute(params![Id(job), now, why])?;
         Ok(n as u64)
     }
 
@@ -991,7 +1039,7 @@ impl Tx for SqliteTx {
                 "UPDATE tasks SET state = 'queued', retries_used = 0, not_before = 0, lost = 0, \
                  finished_at = NULL, error = NULL WHERE job_id = ?1 AND state = ?2",
             )?
-            .execute([job, from.as_str()])?;
+            .execute(params![Id(job), from.as_str()])?;
         Ok(n as u64)
     }
 
@@ -1007,9 +1055,9 @@ impl Tx for SqliteTx {
             .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
         for t in tasks {
             insert.execute(params![
-                t.id,
-                t.job_id,
-                t.parent_id,
+                Id(&t.id),
+                Id(&t.job_id),
+                t.parent_id.as_deref().map(Id),
                 t.depth,
                 t.path,
                 t.identifier.name,
@@ -1028,7 +1076,7 @@ impl Tx for SqliteTx {
                 t.tenant,
             ])?;
             for d in &t.depends_on {
-                dep.execute(params![d, t.id])?;
+                dep.execute(params![Id(d), Id(&t.id)])?;
             }
         }
         Ok(())
@@ -1040,7 +1088,7 @@ impl Tx for SqliteTx {
             .prepare_cached(&format!("{HELD_SELECT} WHERE t.id = ?1"))?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(row) = stmt.query_row([id], held_from_row).optional()? {
+            if let Some(row) = stmt.query_row([Id(id)], held_from_row).optional()? {
                 rows.push(row);
             }
         }
@@ -1073,7 +1121,7 @@ impl Tx for SqliteTx {
                 ErrorText::Set(e) => (true, Some(e.as_str())),
             };
             stmt.execute(params![
-                s.id,
+                Id(&s.id),
                 s.state.as_str(),
                 set_error,
                 error,
@@ -1093,7 +1141,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("UPDATE tasks SET lease_expires_at = ?2 WHERE id = ?1")?;
         for id in ids {
-            stmt.execute(params![id, i(expires)])?;
+            stmt.execute(params![Id(id), i(expires)])?;
         }
         Ok(())
     }
@@ -1130,8 +1178,8 @@ impl Tx for SqliteTx {
                 ],
                 |r| {
                     Ok(ClaimedRow {
-                        task_id: r.get(0)?,
-                        job_id: r.get(1)?,
+                        task_id: id_at(r, 0)?,
+                        job_id: id_at(r, 1)?,
                         identifier: TaskIdentifier {
                             name: r.get(2)?,
                             version: Version {
@@ -1177,7 +1225,7 @@ impl Tx for SqliteTx {
         )?;
         for r in &rows {
             lease.execute(params![
-                r.task_id,
+                Id(&r.task_id),
                 r.attempt,
                 i(r.lease),
                 claim.runner_id,
@@ -1185,8 +1233,8 @@ impl Tx for SqliteTx {
                 i(claim.now)
             ])?;
             span.execute(params![
-                r.job_id,
-                r.task_id,
+                Id(&r.job_id),
+                Id(&r.task_id),
                 r.attempt,
                 runner,
                 r.display.as_deref().unwrap_or(&r.identifier.name),
@@ -1203,11 +1251,11 @@ impl Tx for SqliteTx {
         )?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
-            rows.push(stmt.query_row([id], |r| {
+            rows.push(stmt.query_row([Id(id)], |r| {
                 Ok(CompletedRow {
-                    id: r.get(0)?,
-                    parent_id: r.get(1)?,
-                    job_id: r.get(2)?,
+                    id: id_at(r, 0)?,
+                    parent_id: opt_id_at(r, 1)?,
+                    job_id: id_at(r, 2)?,
                 })
             })?);
         }
@@ -1220,7 +1268,7 @@ impl Tx for SqliteTx {
              WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ?1)",
         )?;
         for id in ids {
-            stmt.execute([id])?;
+            stmt.execute([Id(id)])?;
         }
         Ok(())
     }
@@ -1235,12 +1283,8 @@ impl Tx for SqliteTx {
         )?;
         let mut rows = Vec::with_capacity(counts.len());
         for (id, n) in counts {
-            let (id, state, open) = stmt.query_row(params![id, i(*n)], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
+            let (id, state, open) = stmt.query_row(params![Id(id), i(*n)], |r| {
+                Ok((id_at(r, 0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
             })?;
             rows.push(ParentRow {
                 id,
@@ -1265,14 +1309,14 @@ impl Tx for SqliteTx {
             let row = stmt
                 .query_row(
                     params![
-                        s.task_id,
+                        Id(&s.task_id),
                         s.attempt,
                         i(now),
                         outcome_str(s.outcome),
                         s.error,
                         s.name
                     ],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+                    |r| Ok((id_at(r, 0)?, r.get::<_, i64>(1)?)),
                 )
                 .optional()?;
             if let Some((job_id, nanos)) = row {
@@ -1296,7 +1340,7 @@ impl Tx for SqliteTx {
                     THEN 9223372036854775807 ELSE total + excluded.total END",
         )?;
         for p in progress {
-            stmt.execute(params![p.job_id, p.label, i(p.done), i(p.total)])?;
+            stmt.execute(params![Id(&p.job_id), p.label, i(p.done), i(p.total)])?;
         }
         Ok(())
     }
@@ -1306,7 +1350,7 @@ impl Tx for SqliteTx {
             "INSERT OR REPLACE INTO outputs (task_id, value, source) VALUES (?1, ?2, ?3)",
         )?;
         for o in outputs {
-            stmt.execute(params![o.task_id, o.value, o.source])?;
+            stmt.execute(params![Id(&o.task_id), o.value, o.source])?;
         }
         Ok(())
     }
@@ -1317,7 +1361,7 @@ impl Tx for SqliteTx {
         )?;
         let mut seqs = HashMap::with_capacity(jobs.len());
         for job in jobs {
-            let seq: i64 = stmt.query_row([job], |r| r.get(0))?;
+            let seq: i64 = stmt.query_row([Id(job)], |r| r.get(0))?;
             seqs.insert(job.to_string(), seq.max(0) as u64);
         }
         Ok(seqs)
@@ -1329,7 +1373,7 @@ impl Tx for SqliteTx {
              ON CONFLICT (job_id, key, seq) DO UPDATE SET value = excluded.value",
         )?;
         for w in writes {
-            put.execute(params![w.job_id, w.key, i(w.seq), w.value])?;
+            put.execute(params![Id(&w.job_id), w.key, i(w.seq), w.value])?;
         }
         Ok(())
     }
@@ -1340,7 +1384,7 @@ impl Tx for SqliteTx {
              (SELECT max(seq) FROM cache_entries l WHERE l.job_id = c.job_id AND l.key = c.key))",
         )?;
         for job in jobs {
-            stmt.execute([job])?;
+            stmt.execute([Id(job)])?;
         }
         Ok(())
     }
@@ -1349,7 +1393,7 @@ impl Tx for SqliteTx {
         Ok(self
             .conn
             .prepare_cached("SELECT value, source FROM outputs WHERE task_id = ?1")?
-            .query_row([task], |r| {
+            .query_row([Id(task)], |r| {
                 Ok(PutOutput {
                     task_id: task.to_string(),
                     value: r.get_ref(0)?.as_bytes_or_null()?.map(<[u8]>::to_vec),
@@ -1360,24 +1404,37 @@ impl Tx for SqliteTx {
     }
 
     async fn dependencies(&mut self, task: &str) -> Result<Vec<DependencyRow>, StoreError> {
-        let rows = self
+        // `depends_on` lists the ids as JSON text; each is looked up as the bytes it is stored as.
+        let Some(listed) = self
             .conn
-            .prepare_cached(
-                "SELECT t.id, t.path, t.state, length(o.value) \
-                 FROM tasks d, json_each(d.depends_on) j \
-                 JOIN tasks t ON t.id = j.value \
-                 LEFT JOIN outputs o ON o.task_id = t.id \
-                 WHERE d.id = ?1 ORDER BY j.key",
-            )?
-            .query_map([task], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            .prepare_cached("SELECT depends_on FROM tasks WHERE id = ?1")?
+            .query_row([Id(task)], |r| r.get::<_, String>(0))
+            .optional()?
+        else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<String> = serde_json::from_str(&listed).map_err(|e| {
+            StoreError::Internal(format!("task {task} has unreadable dependencies: {e}"))
+        })?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.path, t.state, length(o.value) FROM tasks t \
+             LEFT JOIN outputs o ON o.task_id = t.id WHERE t.id = ?1",
+        )?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = stmt
+                .query_row([Id(&id)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((path, state, len)) = row {
+                rows.push((id, path, state, len));
+            }
+        }
         rows.into_iter()
             .map(|(task_id, path, state, len)| {
                 Ok(DependencyRow {
@@ -1402,7 +1459,7 @@ impl Tx for SqliteTx {
                 "SELECT value FROM cache_entries WHERE job_id = ?1 AND key = ?2 AND seq <= ?3 \
                  ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![job, key, i(as_of)], |r| {
+            .query_row(params![Id(job), key, i(as_of)], |r| {
                 Ok(r.get_ref(0)?.as_bytes_or_null()?.map(<[u8]>::to_vec))
             })
             .optional()?;
@@ -1432,7 +1489,7 @@ impl Tx for SqliteTx {
             )?
             .query_map(
                 params![
-                    job,
+                    Id(job),
                     range.start,
                     range.inclusive,
                     range.end,
@@ -1452,8 +1509,8 @@ impl Tx for SqliteTx {
         )?;
         for line in lines {
             stmt.execute(params![
-                line.job_id,
-                line.task_id,
+                Id(&line.job_id),
+                Id(&line.task_id),
                 line.runner_id,
                 line.attempt,
                 i(line.time_unix_nano),
@@ -1487,8 +1544,8 @@ impl Tx for SqliteTx {
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {
             insert.execute(params![
-                t.id,
-                t.parent_id,
+                Id(&t.id),
+                t.parent_id.as_deref().map(Id),
                 t.depth,
                 t.path,
                 t.identifier.name,
@@ -1515,16 +1572,16 @@ impl Tx for SqliteTx {
                 t.started_at.map(i),
                 t.finished_at.map(i),
                 t.lost,
-                root,
+                Id(root),
             ])?;
             for d in &t.depends_on {
-                dep.execute(params![d, t.id])?;
+                dep.execute(params![Id(d), Id(&t.id)])?;
             }
             if t.state == TaskState::Running {
                 if let Some(runner) = &t.runner {
                     intern_runner(&self.conn, runner)?;
                 }
-                span.execute([&t.id])?;
+                span.execute([Id(&t.id)])?;
             }
         }
         Ok(())
@@ -1647,7 +1704,9 @@ impl Tx for SqliteTx {
         let mut found = HashMap::with_capacity(jobs.len());
         for job in jobs {
             if let Some((tenant, bytes)) = stmt
-                .query_row([job], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .query_row([Id(job)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
                 .optional()?
             {
                 found.insert(job.to_string(), (tenant, bytes.max(0) as u64));
@@ -1661,7 +1720,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("UPDATE jobs SET log_bytes = log_bytes + ?2 WHERE id = ?1")?;
         for (job, bytes) in added {
-            stmt.execute(params![job, i(*bytes)])?;
+            stmt.execute(params![Id(job), i(*bytes)])?;
         }
         Ok(())
     }

@@ -560,3 +560,27 @@ async fn handles_from_earlier_calls_name_dependencies() {
         "{f}"
     );
 }
+
+/// An attempt finds memory as its component defines it, never as an earlier attempt in the same
+/// pooled slot left it: the pool resets written pages in place (PAGEMAP_SCAN) or by `madvise`.
+#[tokio::test]
+async fn an_attempt_never_sees_what_an_earlier_one_wrote() {
+    let host = support::host_for(2);
+    let component = host.load(guest("hostile-guest")).await.unwrap();
+    let limits = Limits::default();
+    for round in 0..20 {
+        let write = round % 2 == 0;
+        let outcome = host
+            .run(
+                &component,
+                spec("Residue", json!({ "write": write })),
+                &limits,
+                Collect::default().sink(),
+            )
+            .await;
+        assert!(
+            outcome.computed().is_some(),
+            "round {round} (write: {write}): {outcome:?}"
+        );
+    }
+}

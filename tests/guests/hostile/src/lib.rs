@@ -258,6 +258,51 @@ impl Task for Allocate {
     }
 }
 
+/// What one attempt wrote must be gone for the next in the same pooled slot: `write` leaves a
+/// marker over a value from the data segment, over a zero-initialized buffer and over the heap;
+/// otherwise the task fails if it finds either static changed.
+#[derive(Serialize, Deserialize)]
+pub struct Residue {
+    /// Leave the markers (true) or look for them (false).
+    pub write: bool,
+}
+
+const AS_COMPILED: [u8; 16] = *b"as-compiled-data";
+static mut IMAGE: [u8; 16] = AS_COMPILED;
+static mut ZEROED: [u8; 3 * 4096] = [0; 3 * 4096];
+
+impl Task for Residue {
+    fn execute(&self, ctx: &mut Context) -> Result<(), TaskError> {
+        // SAFETY: an attempt runs on one thread and nothing else names these statics.
+        let (image, zeroed) = unsafe {
+            (
+                &mut *std::ptr::addr_of_mut!(IMAGE),
+                &mut *std::ptr::addr_of_mut!(ZEROED),
+            )
+        };
+        if self.write {
+            image.copy_from_slice(b"left-by-previous");
+            zeroed.fill(0xA5);
+            let heap = std::hint::black_box(vec![0xA5u8; 256 << 10]);
+            info!(ctx, heap = heap.len(), "left markers");
+            return Ok(());
+        }
+        if *image != AS_COMPILED {
+            return Err(TaskError::new(format!(
+                "the data segment holds {:?}",
+                String::from_utf8_lossy(image)
+            )));
+        }
+        if let Some(at) = zeroed.iter().position(|&b| b != 0) {
+            return Err(TaskError::new(format!(
+                "a zero-initialized buffer holds {:#x} at {at}",
+                zeroed[at]
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A newer minor version of a task, to check version resolution.
 #[derive(Serialize, Deserialize)]
 pub struct Versioned {}
@@ -638,4 +683,5 @@ export_tasks!(
     Echo,
     Misuse,
     WideFanOut,
+    Residue,
 );

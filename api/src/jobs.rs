@@ -236,7 +236,11 @@ pub struct JobFilter {
     /// Only jobs submitted before this time (ns since the Unix epoch).
     #[serde(default, deserialize_with = "crate::num::opt_whole")]
     pub until: Option<u64>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: the last job id it listed.
+    #[cfg_attr(
+        feature = "openapi",
+        param(pattern = r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$")
+    )]
     pub cursor: Option<String>,
     /// Page size (default 50, at most 500).
     #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 500))]

@@ -203,6 +203,11 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
+/// Undoes SQLite migration 0014: a running task names its lease's runner by its id again.
+const UNDO_LEASE_RUNNER_REF: &str = "ALTER TABLE tasks ADD COLUMN lease_runner TEXT; \
+    UPDATE tasks SET lease_runner = (SELECT name FROM runner_names WHERE id = lease_runner_ref); \
+    ALTER TABLE tasks DROP COLUMN lease_runner_ref;";
+
 /// The columns holding job and task ids, which SQLite migration 0013 turned into bytes.
 const ID_COLUMNS: &[(&str, &[&str])] = &[
     ("jobs", &["id", "root_id"]),
@@ -281,6 +286,7 @@ async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     let blobs = ids_of_type(&conn, "blob");
     assert!(blobs > 10, "ids are stored as bytes: {blobs}");
+    conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     assert_eq!(ids_of_type(&conn, "blob"), 0);
     assert_eq!(
@@ -351,6 +357,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
@@ -467,6 +474,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
     conn.execute_batch(UNDO_TENANTS).unwrap();
@@ -480,6 +488,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(conn);
     let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
     assert_eq!(span_component(&store, &job).await, Some(digest.clone()));
+    assert_eq!(lease_runner(&store, &job).await.as_deref(), Some("r"));
     in_the_default_tenant(&store, &job).await;
 
     let Some(url) = tessera_testkit::postgres::fresh_database().await else {
@@ -499,6 +508,10 @@ async fn upgrading_keeps_the_component_each_span_named() {
             "ALTER TABLE spans ADD COLUMN component TEXT; \
              UPDATE spans SET component = d.digest FROM digests d WHERE d.id = spans.component_id; \
              ALTER TABLE spans DROP COLUMN component_id; DROP TABLE digests; \
+             ALTER TABLE tasks ADD COLUMN lease_runner TEXT; \
+             UPDATE tasks SET lease_runner = r.name FROM runner_names r \
+             WHERE r.id = tasks.lease_runner_ref; \
+             ALTER TABLE tasks DROP COLUMN lease_runner_ref; \
              UPDATE tessera_schema SET version = 9",
         )
         .await
@@ -507,7 +520,14 @@ async fn upgrading_keeps_the_component_each_span_named() {
         .await
         .unwrap();
     assert_eq!(span_component(&store, &job).await, Some(digest));
+    assert_eq!(lease_runner(&store, &job).await.as_deref(), Some("r"));
     in_the_default_tenant(&store, &job).await;
+}
+
+/// The runner holding the lease of `job`'s root task.
+async fn lease_runner(store: &dyn tessera_server::Store, job: &str) -> Option<String> {
+    let page = store.tasks(job, &Default::default()).await.unwrap();
+    page.tasks[0].runner_id.clone()
 }
 
 /// What a database held before tenants is the default tenant's after the upgrade.

@@ -95,7 +95,8 @@ pub(super) fn nanos(d: std::time::Duration) -> u64 {
 
 /// The task columns [`super::sqlite`] reads, in its row order.
 pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
-    state, depends_on, attempt, retries_used, max_retries, cluster, lease_runner, error, \
+    state, depends_on, attempt, retries_used, max_retries, cluster, \
+    (SELECT name FROM runner_names WHERE runner_names.id = tasks.lease_runner_ref), error, \
     children, completed, created_at, started_at, finished_at, path, component";
 
 /// Reads a `TIME:ID` page cursor.

@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_tenants.sql"),
     include_str!("migrations/0012_job_queued_index.sql"),
     include_str!("migrations/0013_span_runners.sql"),
+    include_str!("migrations/0014_lease_runner_ref.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -317,7 +318,8 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    t.lease_runner, t.tenant_id FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id \
+    FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
     Ok(HeldRow {
@@ -686,8 +688,9 @@ impl Tx for PgTx {
     async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError> {
         Ok(self
             .rows(
-                "SELECT lease_runner, COUNT(*) FROM tasks WHERE state = 'running' \
-                 AND lease_runner IS NOT NULL GROUP BY lease_runner",
+                "SELECT r.name, COUNT(*) FROM tasks t \
+                 JOIN runner_names r ON r.id = t.lease_runner_ref \
+                 WHERE t.state = 'running' GROUP BY r.name",
                 &[],
             )
             .await?
@@ -1126,7 +1129,7 @@ impl Tx for PgTx {
              open_children = COALESCE(d.children, tasks.open_children), \
              retries_used = tasks.retries_used + d.spend, \
              not_before = COALESCE(d.not_before, tasks.not_before), finished_at = d.finished, \
-             lost = d.lost, lease_runner = NULL, lease_expires_at = NULL \
+             lost = d.lost, lease_runner_ref = NULL, lease_expires_at = NULL \
              FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[], \
              $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
              AS d(id, state, set_error, error, display, children, spend, not_before, finished, lost) \
@@ -1164,17 +1167,21 @@ impl Tx for PgTx {
         let (names, majors, minors) = identifier_arrays(claim.identifiers);
         // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
         let sql = format!(
-            "WITH picked AS (SELECT t.id, j.cache_seq FROM tasks t JOIN jobs j ON j.id = t.job_id \
+            "WITH added AS (INSERT INTO runner_names (name) VALUES ($4) \
+             ON CONFLICT (name) DO NOTHING RETURNING id), \
+             runner AS (SELECT id FROM added UNION ALL \
+             SELECT id FROM runner_names WHERE name = $4 LIMIT 1), \
+             picked AS (SELECT t.id, j.cache_seq FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.state = 'queued' AND t.tenant_id = $10 AND t.cluster = $1 AND t.pending_deps = 0 \
              AND t.not_before <= $2 AND NOT j.canceled AND NOT j.failed AND {} \
              ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
              UPDATE tasks SET state = 'running', attempt = attempt + 1, \
              lease = ((('x' || substr(md5($9 || tasks.id), 1, 14))::bit(56)::bigint >> 3) + 1), \
-             lease_runner = $4, \
+             lease_runner_ref = (SELECT id FROM runner), \
              lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
              tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component, \
-             picked.cache_seq",
+             picked.cache_seq, tasks.lease_runner_ref",
             serves_match(claim.deployed, 6)
         );
         let mut picked = self
@@ -1235,16 +1242,19 @@ impl Tx for PgTx {
             )
             .await?;
         }
-        // And the runner, once, in `runner_names` (in the same statement: the name is new,
-        // and returned by the insert, or found).
+        // The runner was named once, in `runner_names`, by the pick (its number is new, and
+        // returned by the insert, or found).
+        // None only if another transaction added this runner's name and committed after this
+        // statement began (a new runner's first claims, at once): retried as contention.
+        let Some(runner) = picked[0].get::<_, Option<i64>>(13) else {
+            return Err(StoreError::Contention(
+                "a new runner's name was being recorded by another claim".into(),
+            ));
+        };
         self.exec(
-            "WITH added AS (INSERT INTO runner_names (name) VALUES ($5) \
-             ON CONFLICT (name) DO NOTHING RETURNING id), \
-             runner AS (SELECT id FROM added UNION ALL \
-             SELECT id FROM runner_names WHERE name = $5) \
-             INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
+            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
              component_id) \
-             SELECT s.job, s.id, s.attempt, (SELECT id FROM runner LIMIT 1), \
+             SELECT s.job, s.id, s.attempt, $5, \
              s.name, $6, 'running', (SELECT id FROM digests WHERE digest = s.component) \
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
              AS s(id, job, attempt, name, component)",
@@ -1253,7 +1263,7 @@ impl Tx for PgTx {
                 &jobs,
                 &attempts,
                 &names,
-                &claim.runner_id,
+                &runner,
                 &i(claim.now),
                 &components,
             ],
@@ -1552,6 +1562,13 @@ impl Tx for PgTx {
     async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError> {
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {
+            if let Some(runner) = &t.runner {
+                self.exec(
+                    "INSERT INTO runner_names (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                    &[runner],
+                )
+                .await?;
+            }
             let ints: Vec<i64> = vec![
                 i64::from(t.depth),
                 i64::from(t.identifier.version.major),
@@ -1569,10 +1586,11 @@ impl Tx for PgTx {
             ];
             self.exec(
                 "INSERT INTO tasks (id, job_id, parent_id, path, name, input, display, cluster, \
-                 state, depends_on, completed, lease_runner, lease_expires_at, error, started_at, \
+                 state, depends_on, completed, lease_runner_ref, lease_expires_at, error, started_at, \
                  finished_at, depth, major, minor, pending_deps, children, open_children, \
                  retries_used, max_retries, attempt, lease, not_before, created_at, lost) \
-                 SELECT $1, j.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 SELECT $1, j.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                 (SELECT id FROM runner_names WHERE name = $11), $12, $13, $14, $15, \
                  n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[11], n[12], n[13] \
                  FROM jobs j, (SELECT $16::bigint[] AS n) AS ints WHERE j.root_id = $17",
                 &[
@@ -1605,15 +1623,8 @@ impl Tx for PgTx {
             }
             if t.state == TaskState::Running {
                 self.exec(
-                    "INSERT INTO runner_names (name) SELECT lease_runner FROM tasks \
-                     WHERE id = $1 AND lease_runner IS NOT NULL ON CONFLICT (name) DO NOTHING",
-                    &[&t.id],
-                )
-                .await?;
-                self.exec(
                     "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
-                     SELECT job_id, id, attempt, \
-                     (SELECT id FROM runner_names WHERE name = lease_runner), \
+                     SELECT job_id, id, attempt, lease_runner_ref, \
                      COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = $1",
                     &[&t.id],
                 )

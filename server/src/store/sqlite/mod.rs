@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_job_queued_index.sql"),
     include_str!("migrations/0012_span_runners.sql"),
     include_str!("migrations/0013_binary_ids.sql"),
+    include_str!("migrations/0014_lease_runner_ref.sql"),
 ];
 
 /// The SQLite job store.
@@ -285,7 +286,8 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    t.lease_runner, t.tenant_id FROM tasks t JOIN jobs j ON j.id = t.job_id";
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id \
+    FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 /// A key row as read, before its role text is checked.
 struct KeyRow(
@@ -880,8 +882,9 @@ impl Tx for SqliteTx {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT lease_runner, COUNT(*) FROM tasks WHERE state = 'running' \
-                 AND lease_runner IS NOT NULL GROUP BY lease_runner",
+                "SELECT r.name, COUNT(*) FROM tasks t \
+                 JOIN runner_names r ON r.id = t.lease_runner_ref \
+                 WHERE t.state = 'running' GROUP BY r.name",
             )?
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
@@ -1112,7 +1115,7 @@ impl Tx for SqliteTx {
              display = COALESCE(?5, display), children = COALESCE(?6, children), \
              open_children = COALESCE(?6, open_children), retries_used = retries_used + ?7, \
              not_before = COALESCE(?8, not_before), finished_at = ?9, lost = ?10, \
-             lease_runner = NULL, lease_expires_at = NULL WHERE id = ?1",
+             lease_runner_ref = NULL, lease_expires_at = NULL WHERE id = ?1",
         )?;
         for s in states {
             let (set_error, error) = match &s.error {
@@ -1198,7 +1201,7 @@ impl Tx for SqliteTx {
             )?
             .collect::<Result<Vec<_>, _>>()?;
         let mut lease = self.conn.prepare_cached(
-            "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner = ?4, \
+            "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner_ref = ?4, \
              lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
         )?;
         // Each component that runs them is named once, in `digests`.
@@ -1228,7 +1231,7 @@ impl Tx for SqliteTx {
                 Id(&r.task_id),
                 r.attempt,
                 i(r.lease),
-                claim.runner_id,
+                runner,
                 i(claim.expires),
                 i(claim.now)
             ])?;
@@ -1527,7 +1530,7 @@ impl Tx for SqliteTx {
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO tasks (id, job_id, parent_id, depth, path, name, major, minor, input, \
              display, cluster, state, depends_on, pending_deps, children, open_children, \
-             completed, retries_used, max_retries, attempt, lease, lease_runner, \
+             completed, retries_used, max_retries, attempt, lease, lease_runner_ref, \
              lease_expires_at, not_before, error, created_at, started_at, finished_at, lost) \
              SELECT ?1, root.job_id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
              ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28 \
@@ -1538,11 +1541,15 @@ impl Tx for SqliteTx {
             .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
         let mut span = self.conn.prepare_cached(
             "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
-             SELECT job_id, id, attempt, (SELECT id FROM runner_names WHERE name = lease_runner), \
+             SELECT job_id, id, attempt, lease_runner_ref, \
              COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = ?1",
         )?;
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {
+            let runner = match &t.runner {
+                Some(runner) => Some(intern_runner(&self.conn, runner)?),
+                None => None,
+            };
             insert.execute(params![
                 Id(&t.id),
                 t.parent_id.as_deref().map(Id),
@@ -1564,7 +1571,7 @@ impl Tx for SqliteTx {
                 t.max_retries,
                 t.attempt,
                 i(t.lease),
-                t.runner,
+                runner,
                 t.lease_expires_at.map(i),
                 i(t.not_before),
                 t.error,
@@ -1578,9 +1585,6 @@ impl Tx for SqliteTx {
                 dep.execute(params![Id(d), Id(&t.id)])?;
             }
             if t.state == TaskState::Running {
-                if let Some(runner) = &t.runner {
-                    intern_runner(&self.conn, runner)?;
-                }
                 span.execute([Id(&t.id)])?;
             }
         }

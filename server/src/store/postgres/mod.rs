@@ -1167,7 +1167,8 @@ impl Tx for PgTx {
         let (names, majors, minors) = identifier_arrays(claim.identifiers);
         // Pick and lease in one statement; rows other claimers hold are skipped, not waited on.
         let sql = format!(
-            "WITH added AS (INSERT INTO runner_names (name) VALUES ($4) \
+            "WITH added AS (INSERT INTO runner_names (name) SELECT $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM runner_names WHERE name = $4) \
              ON CONFLICT (name) DO NOTHING RETURNING id), \
              runner AS (SELECT id FROM added UNION ALL \
              SELECT id FROM runner_names WHERE name = $4 LIMIT 1), \

@@ -1416,9 +1416,8 @@ impl Tx for SqliteTx {
         else {
             return Ok(Vec::new());
         };
-        let ids: Vec<String> = serde_json::from_str(&listed).map_err(|e| {
-            StoreError::Internal(format!("task {task} has unreadable dependencies: {e}"))
-        })?;
+        let ids: Vec<String> = serde_json::from_str(&listed)
+            .map_err(|e| StoreError::Corrupt(format!("dependencies {listed:?} ({e})")))?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT t.path, t.state, length(o.value) FROM tasks t \
              LEFT JOIN outputs o ON o.task_id = t.id WHERE t.id = ?1",

@@ -356,10 +356,12 @@ impl<D: Driver> Core<D> {
                 }
                 tx.write_cache(&writes).await?;
             }
-            let mut frontier = plan.completed.clone();
-            while !frontier.is_empty() {
-                let completed = tx.set_completed(&frontier).await?;
-                tx.release_dependents(&frontier).await?;
+            // The leaves computed without subtasks completed with their transition; their
+            // parents, once their last child has, complete here, level by level.
+            let mut completed = plan.completed.clone();
+            while !completed.is_empty() {
+                let ids: Vec<String> = completed.iter().map(|c| c.id.clone()).collect();
+                tx.release_dependents(&ids).await?;
                 let (jobs, parents) = decide::upwards(&completed);
                 tx.complete_jobs(&jobs, now).await?;
                 // No attempt of a completed job reads old cache versions any more.
@@ -369,7 +371,12 @@ impl<D: Driver> Core<D> {
                 } else {
                     tx.close_children(&parents).await?
                 };
-                frontier = decide::ready_parents(&parents);
+                let frontier = decide::ready_parents(&parents);
+                completed = if frontier.is_empty() {
+                    Vec::new()
+                } else {
+                    tx.set_completed(&frontier).await?
+                };
             }
             let scope = plan.scope();
             tx.notify(&scope).await?;

@@ -102,8 +102,9 @@ pub(crate) struct ReportPlan {
     pub not_run: BTreeMap<String, String>,
     /// Log lines to add: one at ERROR for every failed attempt, with its reason.
     pub logs: Vec<LogLine>,
-    /// Tasks computed without subtasks: completion walks up from them.
-    pub completed: Vec<String>,
+    /// Tasks computed without subtasks, completed by their own transition
+    /// ([`SetState::complete`]): completion walks up from them.
+    pub completed: Vec<CompletedRow>,
     /// What the plan changes in its jobs' kept counts (before its spans are ended).
     pub tallies: Tallies,
     /// The wake-up keys ([`crate::wake::key`]: tenant and cluster) whose waiting claims should
@@ -411,6 +412,7 @@ pub(crate) fn reports(
                     children: Some(subtasks.len() as u64),
                     finished_at: Some(now),
                     error: ErrorText::Clear,
+                    complete: subtasks.is_empty(),
                     ..transition(row, TaskState::Computed)
                 });
                 plan.spans
@@ -422,7 +424,11 @@ pub(crate) fn reports(
                     sum.1 = sum.1.saturating_add(p.total);
                 }
                 if subtasks.is_empty() {
-                    plan.completed.push(row.id.clone());
+                    plan.completed.push(CompletedRow {
+                        id: row.id.clone(),
+                        parent_id: row.parent_id.clone(),
+                        job_id: row.job_id.clone(),
+                    });
                 }
             }
             Report::Failed {
@@ -487,6 +493,7 @@ fn transition(row: &HeldRow, state: TaskState) -> SetState {
         not_before: None,
         finished_at: None,
         lost: 0,
+        complete: false,
     }
 }
 
@@ -1264,6 +1271,7 @@ mod tests {
             tenant: 1,
             id: id.into(),
             job_id: "job".into(),
+            parent_id: Some("root".into()),
             cluster: "default".into(),
             path: "00000000.".into(),
             depth: 1,
@@ -1355,7 +1363,13 @@ mod tests {
         assert_eq!(p.states[0].finished_at, Some(NOW));
         assert_eq!(p.spans[0].outcome, SpanOutcome::Computed);
         assert_eq!(p.spans[0].attempt, 3);
-        assert_eq!(p.completed, vec!["t".to_string()]);
+        assert!(p.states[0].complete, "one write computes and completes it");
+        let completed = CompletedRow {
+            id: "t".into(),
+            parent_id: Some("root".into()),
+            job_id: "job".into(),
+        };
+        assert_eq!(p.completed, vec![completed]);
         assert!(p.tasks.is_empty() && p.failed_jobs.is_empty());
     }
 
@@ -1370,7 +1384,7 @@ mod tests {
             &[parent],
         );
         assert!(
-            p.completed.is_empty(),
+            p.completed.is_empty() && !p.states[0].complete,
             "a parent completes only with its children"
         );
         assert_eq!(p.states[0].children, Some(2));

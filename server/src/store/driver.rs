@@ -347,6 +347,8 @@ pub struct NewTask {
 pub struct HeldRow {
     pub id: String,
     pub job_id: String,
+    /// Its parent; `None` for a job's root.
+    pub parent_id: Option<String>,
     /// Its job's tenant.
     pub tenant: TenantId,
     pub cluster: String,
@@ -397,6 +399,9 @@ pub struct SetState {
     pub finished_at: Option<u64>,
     /// Leases in a row that expired without a report, after this transition.
     pub lost: u32,
+    /// Whether the task completes with this transition (computed without subtasks), so that
+    /// one write does both.
+    pub complete: bool,
 }
 
 /// A computed task's output to keep: its value, or the subtask whose output it takes.

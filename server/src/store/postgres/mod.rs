@@ -318,13 +318,14 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id \
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
     Ok(HeldRow {
         id: r.get(0),
         job_id: r.get(1),
+        parent_id: r.get(16),
         tenant: r.get(15),
         cluster: r.get(2),
         path: r.get(3),
@@ -1121,6 +1122,7 @@ impl Tx for PgTx {
         let not_before: Vec<Option<i64>> = states.iter().map(|s| s.not_before.map(i)).collect();
         let finished: Vec<Option<i64>> = states.iter().map(|s| s.finished_at.map(i)).collect();
         let lost: Vec<i64> = states.iter().map(|s| i64::from(s.lost)).collect();
+        let complete: Vec<bool> = states.iter().map(|s| s.complete).collect();
         self.exec(
             "UPDATE tasks SET state = d.state, \
              error = CASE WHEN d.set_error THEN d.error ELSE tasks.error END, \
@@ -1129,10 +1131,12 @@ impl Tx for PgTx {
              open_children = COALESCE(d.children, tasks.open_children), \
              retries_used = tasks.retries_used + d.spend, \
              not_before = COALESCE(d.not_before, tasks.not_before), finished_at = d.finished, \
-             lost = d.lost, lease_runner_ref = NULL, lease_expires_at = NULL \
+             lost = d.lost, completed = tasks.completed OR d.complete, \
+             lease_runner_ref = NULL, lease_expires_at = NULL \
              FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[], \
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
-             AS d(id, state, set_error, error, display, children, spend, not_before, finished, lost) \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[]) \
+             AS d(id, state, set_error, error, display, children, spend, not_before, finished, lost, \
+             complete) \
              WHERE tasks.id = d.id",
             &[
                 &ids,
@@ -1145,6 +1149,7 @@ impl Tx for PgTx {
                 &not_before,
                 &finished,
                 &lost,
+                &complete,
             ],
         )
         .await?;

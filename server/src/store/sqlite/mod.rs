@@ -265,6 +265,7 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
         HeldRow {
             id: id_at(r, 0)?,
             job_id: id_at(r, 1)?,
+            parent_id: opt_id_at(r, 16)?,
             tenant: r.get(15)?,
             cluster: r.get(2)?,
             path: r.get(3)?,
@@ -286,7 +287,7 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id \
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 /// A key row as read, before its role text is checked.
@@ -1115,6 +1116,7 @@ impl Tx for SqliteTx {
              display = COALESCE(?5, display), children = COALESCE(?6, children), \
              open_children = COALESCE(?6, open_children), retries_used = retries_used + ?7, \
              not_before = COALESCE(?8, not_before), finished_at = ?9, lost = ?10, \
+             completed = CASE WHEN ?11 THEN 1 ELSE completed END, \
              lease_runner_ref = NULL, lease_expires_at = NULL WHERE id = ?1",
         )?;
         for s in states {
@@ -1134,6 +1136,7 @@ impl Tx for SqliteTx {
                 s.not_before.map(i),
                 s.finished_at.map(i),
                 s.lost,
+                s.complete,
             ])?;
         }
         Ok(())

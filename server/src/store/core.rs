@@ -356,9 +356,10 @@ impl<D: Driver> Core<D> {
                 }
                 tx.write_cache(&writes).await?;
             }
+            let scope = plan.scope();
             // The leaves computed without subtasks completed with their transition; their
             // parents, once their last child has, complete here, level by level.
-            let mut completed = plan.completed.clone();
+            let mut completed = std::mem::take(&mut plan.completed);
             while !completed.is_empty() {
                 let ids: Vec<String> = completed.iter().map(|c| c.id.clone()).collect();
                 tx.release_dependents(&ids).await?;
@@ -378,7 +379,6 @@ impl<D: Driver> Core<D> {
                     tx.set_completed(&frontier).await?
                 };
             }
-            let scope = plan.scope();
             tx.notify(&scope).await?;
             Ok((plan.results, scope))
         })

@@ -262,8 +262,8 @@ fn ids_of_type(conn: &rusqlite::Connection, kind: &str) -> i64 {
         .sum()
 }
 
-/// A database from before binary ids (schema version 12 on SQLite) keeps every job, task,
-/// span and edge when its text ids become bytes, and finds them by the same ids.
+/// A database from before binary ids (schema version 12 on SQLite) keeps every job, task and
+/// span when its text ids become bytes, and finds them by the same ids.
 #[tokio::test]
 async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
     use tessera_api::{SpanQuery, TaskQuery};

@@ -3,7 +3,7 @@
 # `postgres` user, and prints the URL to export as TESSERA_TEST_POSTGRES.
 #
 #   eval "$(scripts/postgres-for-tests.sh)"     # sets TESSERA_TEST_POSTGRES and TESSERA_TEST_PGDATA
-#   scripts/postgres-for-tests.sh stop "$TESSERA_TEST_PGDATA"
+#   scripts/postgres-for-tests.sh stop "$TESSERA_TEST_PGDATA"   # stops it and removes its files
 #
 # Needs Debian's postgresql package (apt-get install postgresql).
 set -euo pipefail
@@ -11,6 +11,8 @@ bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ "${1:-}" = stop ]; then
     as_pg "$bin/pg_ctl" -D "$2/data" -m fast stop >/dev/null
+    # Only a directory this script made: never remove anything else it is handed.
+    case $2 in /tmp/tessera-pg.*) rm -rf "$2" ;; esac
     exit 0
 fi
 dir=$(mktemp -d /tmp/tessera-pg.XXXXXX)

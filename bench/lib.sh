@@ -9,7 +9,9 @@ bench_setup() {
     wasm=$PWD/target/wasm32-wasip2/release/$2.wasm
     dir=$(mktemp -d)
     pids=()
-    trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+    # KEEP_DIR=/some/dir keeps a copy of the SQLite database (to look inside: `dbstat`).
+    trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null
+          [ -n "${KEEP_DIR:-}" ] && cp "$dir"/*.db* "$KEEP_DIR"/ 2>/dev/null; rm -rf "$dir"' EXIT
 }
 
 # Starts a server on database $1, its output in $dir/$2.out and .err; sets $url and

@@ -203,6 +203,21 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
+/// Undoes migration 0015 (either dialect): each task's latest attempt back into `spans` under
+/// its key, and the task's `started_at` back to its first attempt's start.
+const UNDO_SPANS_ON_TASKS: &str = "INSERT INTO spans (id, job_id, task_id, attempt, runner_ref, \
+    name, start, \"end\", outcome, error, component_id) \
+    SELECT span_key, job_id, id, attempt, COALESCE(span_runner_ref, 0), COALESCE(display, name), \
+    started_at, span_end, CASE span_outcome WHEN 0 THEN 'running' WHEN 1 THEN 'computed' \
+    WHEN 2 THEN 'failed' WHEN 3 THEN 'abandoned' WHEN 4 THEN 'expired' ELSE 'canceled' END, \
+    span_error, span_component_id FROM tasks WHERE span_key IS NOT NULL; \
+    UPDATE tasks SET started_at = COALESCE((SELECT MIN(start) FROM spans \
+    WHERE spans.task_id = tasks.id), started_at); \
+    DROP INDEX tasks_job_span; ALTER TABLE tasks DROP COLUMN span_key; \
+    ALTER TABLE tasks DROP COLUMN span_end; ALTER TABLE tasks DROP COLUMN span_outcome; \
+    ALTER TABLE tasks DROP COLUMN span_error; ALTER TABLE tasks DROP COLUMN span_runner_ref; \
+    ALTER TABLE tasks DROP COLUMN span_component_id;";
+
 /// Undoes SQLite migration 0014: a running task names its lease's runner by its id again.
 const UNDO_LEASE_RUNNER_REF: &str = "ALTER TABLE tasks ADD COLUMN lease_runner TEXT; \
     UPDATE tasks SET lease_runner = (SELECT name FROM runner_names WHERE id = lease_runner_ref); \
@@ -284,6 +299,9 @@ async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
     assert_eq!(before.1.len(), 4, "{:?}", before.1);
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    let stored = ids_of_type(&conn, "blob");
+    // Back to each attempt in `spans`, as at version 12 (two more ids for each moved span).
+    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
     let blobs = ids_of_type(&conn, "blob");
     assert!(blobs > 10, "ids are stored as bytes: {blobs}");
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
@@ -310,7 +328,7 @@ async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(ids_of_type(&conn, "text"), 0, "no text id is left");
-    assert_eq!(ids_of_type(&conn, "blob"), blobs);
+    assert_eq!(ids_of_type(&conn, "blob"), stored);
 }
 
 /// Undoes SQLite migrations 0011 (queued-task index) and 0012 (runner names), so that a test
@@ -357,6 +375,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
@@ -404,8 +423,8 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         .collect();
     client
         .batch_execute(&format!(
-            "ALTER TABLE jobs {}, ADD COLUMN task_total BIGINT NOT NULL DEFAULT 4; \
-             UPDATE tessera_schema SET version = 4",
+            "{UNDO_SPANS_ON_TASKS} ALTER TABLE jobs {}, \
+             ADD COLUMN task_total BIGINT NOT NULL DEFAULT 4; UPDATE tessera_schema SET version = 4",
             drops.join(", ")
         ))
         .await
@@ -474,6 +493,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
@@ -503,6 +523,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
         .await
         .unwrap();
     tokio::spawn(connection);
+    client.batch_execute(UNDO_SPANS_ON_TASKS).await.unwrap();
     client
         .batch_execute(
             "ALTER TABLE spans ADD COLUMN component TEXT; \
@@ -545,4 +566,198 @@ async fn in_the_default_tenant(store: &dyn tessera_server::Store, job: &str) {
     let tenants = store.tenants(Reach::All).await.unwrap();
     assert_eq!(tenants.len(), 1);
     assert_eq!(tenants[0].1.name, "default");
+}
+
+/// A job whose leaf `A` failed once and is running its second attempt, beside a leaf still in
+/// its first, all claimed by runner `r` with a component file for each type. Returns the job
+/// and `A`'s running attempt.
+async fn job_with_a_retried_task(
+    store: &dyn tessera_server::Store,
+) -> (String, tessera_api::ClaimedTask) {
+    use tessera_api::{ClaimRequest, Report, RootTask, SubmitJob, SubtaskSpec, TaskIdentifier};
+    let leaf = TaskIdentifier::parse("Leaf", "v0.0").unwrap();
+    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
+    let t0 = 1_800_000_000_000_000_000u64;
+    let sec = 1_000_000_000;
+    let job = store
+        .submit(
+            &SubmitJob {
+                name: "retried".into(),
+                root: RootTask {
+                    identifier: root.clone(),
+                    input: serde_json::json!({}),
+                    max_retries: 0,
+                    display: None,
+                },
+                cluster: None,
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+    let claim = |max| ClaimRequest {
+        runner_id: "r".into(),
+        cluster: "default".into(),
+        identifiers: vec![root.clone(), leaf.clone()],
+        max,
+        wait_ms: 0,
+        return_when_idle: false,
+        digests: vec![
+            format!("sha256:{}", "a1".repeat(32)),
+            format!("sha256:{}", "b2".repeat(32)),
+        ],
+        deployed: false,
+        host: None,
+        concurrency: None,
+    };
+    let report = |task: &tessera_api::ClaimedTask, report| tessera_api::TaskReport {
+        task_id: task.task_id.clone(),
+        lease: task.lease,
+        report,
+    };
+    let got = store.claim(&claim(1), t0 + sec).await.unwrap();
+    let leaves = (0..2)
+        .map(|_| SubtaskSpec {
+            identifier: leaf.clone(),
+            input: serde_json::json!({}),
+            display: None,
+            depends_on: vec![],
+            max_retries: 1,
+            cluster: None,
+        })
+        .collect();
+    let computed = Report::Computed {
+        subtasks: leaves,
+        display: None,
+        progress: vec![],
+        output: None,
+        output_from: None,
+        cache: vec![],
+    };
+    let batch = [report(&got[0], computed)];
+    store.report("r", &batch, t0 + 2 * sec).await.unwrap();
+    let got = store.claim(&claim(2), t0 + 3 * sec).await.unwrap();
+    let failed = Report::Failed {
+        permanent: false,
+        reason: "boom".into(),
+        display: Some("A, first try".into()),
+    };
+    let batch = [report(&got[0], failed)];
+    store.report("r", &batch, t0 + 4 * sec).await.unwrap();
+    // Past the retry's backoff.
+    let again = store.claim(&claim(1), t0 + 60 * sec).await.unwrap();
+    assert_eq!(again[0].task_id, got[0].task_id);
+    assert_eq!(again[0].attempt, 2);
+    (job.id, again.into_iter().next().unwrap())
+}
+
+/// What a reader sees of `job`: the job, its tasks, and its spans read a page of one at a time.
+async fn seen(store: &dyn tessera_server::Store, job: &str) -> String {
+    let tasks = tessera_api::TaskQuery {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let mut query = tessera_api::SpanQuery {
+        limit: Some(1),
+        ..Default::default()
+    };
+    let mut spans = Vec::new();
+    loop {
+        let page = store.spans(job, &query).await.unwrap();
+        spans.extend(page.spans);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(spans.len(), 4, "the root's, A's two and B's: {spans:?}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.runner_id == "r" && s.component.is_some())
+    );
+    let job = store.job(job).await.unwrap();
+    format!(
+        "{job:?}\n{:?}\n{spans:?}",
+        store.tasks(&job.id, &tasks).await.unwrap()
+    )
+}
+
+/// Reports `task` computed a second after its claim; whether it was accepted.
+async fn finish(store: &dyn tessera_server::Store, task: &tessera_api::ClaimedTask) -> bool {
+    let report = tessera_api::Report::Computed {
+        subtasks: vec![],
+        display: None,
+        progress: vec![],
+        output: None,
+        output_from: None,
+        cache: vec![],
+    };
+    let batch = [tessera_api::TaskReport {
+        task_id: task.task_id.clone(),
+        lease: task.lease,
+        report,
+    }];
+    let at = 1_800_000_000_000_000_000 + 61_000_000_000;
+    store.report("r", &batch, at).await.unwrap()[0].accepted
+}
+
+/// A database from before each task's latest attempt moved onto its row (schema version 14)
+/// keeps every span, with its runner, component and page order, and each task's first start;
+/// an attempt running across the upgrade reports as usual.
+#[tokio::test]
+async fn upgrading_moves_each_tasks_latest_attempt_onto_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let (job, running) = job_with_a_retried_task(&store).await;
+    let before = seen(&store, &job).await;
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4, "every attempt back in spans");
+    conn.pragma_update(None, "user_version", 14).unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(seen(&store, &job).await, before);
+    use tessera_server::Store;
+    assert_eq!(store.audit(&job).await.unwrap(), Vec::<String>::new());
+    assert!(finish(&store, &running).await);
+    assert_eq!(store.audit(&job).await.unwrap(), Vec::<String>::new());
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "only A's first attempt is not its task's latest");
+
+    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    let (job, running) = job_with_a_retried_task(&store).await;
+    let before = seen(&store, &job).await;
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "{UNDO_SPANS_ON_TASKS} UPDATE tessera_schema SET version = 14"
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&url, StoreConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(seen(&store, &job).await, before);
+    assert_eq!(store.audit(&job).await.unwrap(), Vec::<String>::new());
+    assert!(finish(&store, &running).await);
+    assert_eq!(store.audit(&job).await.unwrap(), Vec::<String>::new());
 }

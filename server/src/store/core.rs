@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tessera_api::{
     CacheEntry, CachePage, CacheQuery, ClaimRequest, ClaimedTask, Component, ComponentList,
     Dependency, DependencyList, Deployed, Job, JobFilter, JobPage, LeaseRef, LeaseStatus, LogLine,
-    LogPage, LogQuery, Outlook, OutlookRequest, ReportResult, RunnerInfo, RunnerList, SpanPage,
-    SpanQuery, SubmitJob, Task, TaskPage, TaskQuery, TaskReport, TaskState, UnservedList,
+    LogPage, LogQuery, Outlook, OutlookRequest, ReportResult, RunnerInfo, RunnerList, Span,
+    SpanPage, SpanQuery, SubmitJob, Task, TaskPage, TaskQuery, TaskReport, TaskState, UnservedList,
 };
 
 use super::decide::{self, Tallies};
@@ -117,6 +117,24 @@ macro_rules! transact {
 fn backoff(tries: u32) -> Duration {
     let ms = 5u64 << tries.min(6);
     Duration::from_millis(ms / 2 + rand::random::<u64>() % ms.max(1))
+}
+
+/// Two lists of keyed spans, each in (start, key) order, as one in that order.
+fn merge_spans(a: Vec<(i64, Span)>, b: Vec<(i64, Span)>) -> Vec<(i64, Span)> {
+    let order = |(key, s): &(i64, Span)| (s.start_time_unix_nano, *key);
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if order(y) < order(x) => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(row) => out.push(row),
+            None => return out,
+        }
+    }
 }
 
 impl<D: Driver> Core<D> {
@@ -337,8 +355,6 @@ impl<D: Driver> Core<D> {
             decide::pin_components(&mut plan.tasks, &growth)?;
             tx.insert_tasks(&plan.tasks).await?;
             tx.set_states(&plan.states).await?;
-            let ended = tx.close_spans(&plan.spans, now).await?;
-            plan.tallies.ended(&ended, now);
             Self::fail_jobs(&mut tx, &mut plan, now).await?;
             tx.add_job_tallies(&plan.tallies.rows()).await?;
             tx.insert_logs(&plan.logs).await?;
@@ -822,8 +838,6 @@ impl<D: Driver> Store for Core<D> {
                 }
                 let mut plan = decide::expired(&rows, &me.config, now);
                 tx.set_states(&plan.states).await?;
-                let ended = tx.close_spans(&plan.spans, now).await?;
-                plan.tallies.ended(&ended, now);
                 Self::fail_jobs(&mut tx, &mut plan, now).await?;
                 tx.add_job_tallies(&plan.tallies.rows()).await?;
                 tx.insert_logs(&plan.logs).await?;
@@ -902,7 +916,15 @@ impl<D: Driver> Store for Core<D> {
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {
                 Self::load_job(&mut tx, &job).await?;
-                let mut rows = tx.spans(&job, &query, limit + 1).await?;
+                // Each task's latest attempt is on its row, earlier ones in `spans`: two
+                // ordered reads, merged. Keys come from one counter, so (start, key) orders both.
+                let on_tasks = tx
+                    .spans(&super::query::spans_on_tasks(&job, &query, limit + 1)?)
+                    .await?;
+                let archived = tx
+                    .spans(&super::query::spans_archived(&job, &query, limit + 1)?)
+                    .await?;
+                let mut rows = merge_spans(on_tasks, archived);
                 let more = rows.len() > limit as usize;
                 rows.truncate(limit as usize);
                 let next_cursor = if more {
@@ -1496,5 +1518,48 @@ impl<D: Driver> Store for Core<D> {
 
     fn forward_wakeups(&self, wake: crate::Wake) {
         self.driver.forward_wakeups(wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(start: u64) -> Span {
+        Span {
+            name: String::new(),
+            task_id: String::new(),
+            job_id: String::new(),
+            runner_id: String::new(),
+            attempt: 1,
+            start_time_unix_nano: start,
+            end_time_unix_nano: None,
+            outcome: tessera_api::SpanOutcome::Running,
+            error: None,
+            component: None,
+        }
+    }
+
+    #[test]
+    fn spans_merge_in_start_then_key_order() {
+        let keyed = |rows: &[(u64, i64)]| -> Vec<(i64, Span)> {
+            rows.iter()
+                .map(|&(start, key)| (key, span(start)))
+                .collect()
+        };
+        let merged = merge_spans(
+            keyed(&[(1, 4), (2, 2), (2, 9), (5, 1)]),
+            keyed(&[(0, 7), (2, 3), (6, 5)]),
+        );
+        let order: Vec<(u64, i64)> = merged
+            .iter()
+            .map(|(k, s)| (s.start_time_unix_nano, *k))
+            .collect();
+        assert_eq!(
+            order,
+            [(0, 7), (1, 4), (2, 2), (2, 3), (2, 9), (5, 1), (6, 5)]
+        );
+        assert_eq!(merge_spans(Vec::new(), keyed(&[(3, 1)])).len(), 1);
+        assert!(merge_spans(Vec::new(), Vec::new()).is_empty());
     }
 }

@@ -10,8 +10,8 @@ use tessera_api::{
 };
 
 use super::driver::{
-    AddProgress, CacheSet, CloseSpan, CompletedRow, EndedSpan, ErrorText, HeldRow, JobGrowth,
-    JobTally, NewTask, ParentRow, PutOutput, ReadyKind, SetState, state_index,
+    AddProgress, CacheSet, CompletedRow, ErrorText, HeldRow, JobGrowth, JobTally, NewTask,
+    ParentRow, PutOutput, ReadyKind, SetState, SpanEnd, state_index,
 };
 use super::encode::{nanos, path_segment};
 use super::pins::Pins;
@@ -91,8 +91,6 @@ pub(crate) struct ReportPlan {
     pub tasks: Vec<NewTask>,
     /// Transitions of the reported tasks.
     pub states: Vec<SetState>,
-    /// Spans to end.
-    pub spans: Vec<CloseSpan>,
     /// Progress to add, one entry per job and label.
     pub progress: Vec<AddProgress>,
     /// Jobs that fail with this batch.
@@ -172,13 +170,11 @@ impl Tallies {
         tally.states[i] = tally.states[i].saturating_add(n);
     }
 
-    /// Attempts that ended at `now`.
-    pub(crate) fn ended(&mut self, spans: &[EndedSpan], now: u64) {
-        for s in spans {
-            let tally = self.job(&s.job_id);
-            tally.task_time_ns = tally.task_time_ns.saturating_add(s.nanos);
-            tally.last_end = tally.last_end.max(now);
-        }
+    /// An attempt of `job` that ran `nanos` and ended at `at`.
+    pub(crate) fn ended(&mut self, job: &str, nanos: u64, at: u64) {
+        let tally = self.job(job);
+        tally.task_time_ns = tally.task_time_ns.saturating_add(nanos);
+        tally.last_end = tally.last_end.max(at);
     }
 
     /// The first claim of `job`'s tasks, if it is the first.
@@ -236,6 +232,9 @@ fn tally(plan: &mut ReportPlan, rows: &HashMap<&str, &HeldRow>) {
     for s in &plan.states {
         if let Some(row) = rows.get(s.id.as_str()) {
             tallies.shift(&row.job_id, row.state, s.state, 1);
+            if let (Some(end), Some(start)) = (&s.span, row.span_start) {
+                tallies.ended(&row.job_id, end.at.saturating_sub(start), end.at);
+            }
         }
     }
     for t in &plan.tasks {
@@ -413,10 +412,9 @@ pub(crate) fn reports(
                     finished_at: Some(now),
                     error: ErrorText::Clear,
                     complete: subtasks.is_empty(),
+                    span: span(row, SpanOutcome::Computed, None, now),
                     ..transition(row, TaskState::Computed)
                 });
-                plan.spans
-                    .push(span(row, SpanOutcome::Computed, None, display.clone()));
                 for p in updates.iter().take(limits::MAX_PROGRESS_LABELS) {
                     let label = limits::cut(&p.label, limits::MAX_LABEL_BYTES);
                     let sum = progress.entry((row.job_id.clone(), label)).or_default();
@@ -443,19 +441,19 @@ pub(crate) fn reports(
             Report::Canceled if row.job_canceled => {
                 plan.states.push(SetState {
                     finished_at: Some(now),
+                    span: span(row, SpanOutcome::Canceled, None, now),
                     ..transition(row, TaskState::Canceled)
                 });
-                plan.spans
-                    .push(span(row, SpanOutcome::Canceled, None, None));
             }
             Report::Abandoned | Report::Canceled => {
                 if !row.job_canceled {
                     plan.claimable_in
                         .insert(crate::wake::key(row.tenant, &row.cluster));
                 }
-                plan.states.push(requeue(row, now));
-                plan.spans
-                    .push(span(row, SpanOutcome::Abandoned, None, None));
+                plan.states.push(SetState {
+                    span: span(row, SpanOutcome::Abandoned, None, now),
+                    ..requeue(row, now)
+                });
             }
         }
     }
@@ -494,6 +492,7 @@ fn transition(row: &HeldRow, state: TaskState) -> SetState {
         finished_at: None,
         lost: 0,
         complete: false,
+        span: None,
     }
 }
 
@@ -514,19 +513,14 @@ fn requeue(row: &HeldRow, now: u64) -> SetState {
     }
 }
 
-fn span(
-    row: &HeldRow,
-    outcome: SpanOutcome,
-    error: Option<String>,
-    name: Option<String>,
-) -> CloseSpan {
-    CloseSpan {
-        task_id: row.id.clone(),
-        attempt: row.attempt,
+/// How the attempt's span ends at `now`, if the row has one open (its name is the task's
+/// display name, which the same transition sets).
+fn span(row: &HeldRow, outcome: SpanOutcome, error: Option<String>, now: u64) -> Option<SpanEnd> {
+    row.span_start.map(|_| SpanEnd {
+        at: now,
         outcome,
         error,
-        name,
-    }
+    })
 }
 
 /// A failed attempt: retried with backoff while retries remain (and the failure is not
@@ -542,15 +536,10 @@ fn fail(
 ) {
     let reason = limits::cut(&reason, limits::MAX_REASON_BYTES);
     let display = display.map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES));
-    plan.spans.push(span(
-        row,
-        SpanOutcome::Failed,
-        Some(reason.clone()),
-        display.clone(),
-    ));
     let base = SetState {
         display,
         error: ErrorText::Set(reason.clone()),
+        span: span(row, SpanOutcome::Failed, Some(reason.clone()), now),
         ..transition(row, TaskState::Failed)
     };
     let (state, then) = if job_over(row) {
@@ -783,10 +772,9 @@ pub(crate) fn expired(rows: &[HeldRow], config: &StoreConfig, now: u64) -> Repor
         }
         plan.states.push(SetState {
             lost,
+            span: span(row, SpanOutcome::Expired, Some(why.into()), now),
             ..requeue(row, now)
         });
-        plan.spans
-            .push(span(row, SpanOutcome::Expired, Some(why.into()), None));
     }
     let rows: HashMap<&str, &HeldRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
     tally(&mut plan, &rows);
@@ -1285,6 +1273,7 @@ mod tests {
             job_failed: false,
             runner: Some("r1".into()),
             lost: 0,
+            span_start: Some(NOW - 5),
         }
     }
 
@@ -1354,6 +1343,16 @@ mod tests {
     }
 
     #[test]
+    fn a_row_without_an_open_span_ends_none_and_adds_no_time() {
+        let mut r = row("t");
+        r.span_start = None;
+        let p = decide(&[report("t", computed(vec![]))], &[r]);
+        assert_eq!(p.states[0].state, TaskState::Computed);
+        assert_eq!(p.states[0].span, None);
+        assert_eq!(p.tallies.rows()[0].task_time_ns, 0);
+    }
+
+    #[test]
     fn a_computed_leaf_completes_and_closes_its_span() {
         let p = decide(&[report("t", computed(vec![]))], &[row("t")]);
         assert!(p.results[0].accepted && p.changed());
@@ -1361,8 +1360,17 @@ mod tests {
         assert_eq!(p.states[0].error, ErrorText::Clear);
         assert_eq!(p.states[0].children, Some(0));
         assert_eq!(p.states[0].finished_at, Some(NOW));
-        assert_eq!(p.spans[0].outcome, SpanOutcome::Computed);
-        assert_eq!(p.spans[0].attempt, 3);
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().outcome,
+            SpanOutcome::Computed
+        );
+        assert_eq!(p.states[0].span.as_ref().unwrap().at, NOW);
+        let tally = &p.tallies.rows()[0];
+        assert_eq!(
+            (tally.task_time_ns, tally.last_end),
+            (5, NOW),
+            "its span ran 5 ns"
+        );
         assert!(p.states[0].complete, "one write computes and completes it");
         let completed = CompletedRow {
             id: "t".into(),
@@ -1457,9 +1465,14 @@ mod tests {
         assert!((3_000_000_000..=5_000_000_000).contains(&wait), "{wait}");
         assert_eq!(s.finished_at, None);
         assert!(p.failed_jobs.is_empty());
-        assert_eq!(p.spans[0].outcome, SpanOutcome::Failed);
-        assert_eq!(p.spans[0].error.as_deref(), Some("boom"));
-        assert_eq!(p.spans[0].name.as_deref(), Some("Shown"));
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().outcome,
+            SpanOutcome::Failed
+        );
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().error.as_deref(),
+            Some("boom")
+        );
     }
 
     #[test]
@@ -1490,7 +1503,10 @@ mod tests {
             (s.state, s.spend_retry, &s.error),
             (TaskState::Queued, false, &ErrorText::Keep)
         );
-        assert_eq!(p.spans[0].outcome, SpanOutcome::Abandoned);
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().outcome,
+            SpanOutcome::Abandoned
+        );
         let mut r = row("t");
         r.job_canceled = true;
         let p = decide(&[report("t", Report::Abandoned)], &[r]);
@@ -1503,11 +1519,17 @@ mod tests {
         r.job_canceled = true;
         let p = decide(&[report("t", Report::Canceled)], &[r]);
         assert_eq!(p.states[0].state, TaskState::Canceled);
-        assert_eq!(p.spans[0].outcome, SpanOutcome::Canceled);
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().outcome,
+            SpanOutcome::Canceled
+        );
         // Nobody canceled the job: the task goes back to the queue instead of hanging.
         let p = decide(&[report("t", Report::Canceled)], &[row("t")]);
         assert_eq!(p.states[0].state, TaskState::Queued);
-        assert_eq!(p.spans[0].outcome, SpanOutcome::Abandoned);
+        assert_eq!(
+            p.states[0].span.as_ref().unwrap().outcome,
+            SpanOutcome::Abandoned
+        );
     }
 
     #[test]
@@ -1526,7 +1548,7 @@ mod tests {
         ];
         let p = decide(&batch, &[stale.clone(), expired.clone(), done.clone()]);
         assert!(p.results.iter().all(|r| !r.accepted));
-        assert!(!p.changed() && p.states.is_empty() && p.spans.is_empty());
+        assert!(!p.changed() && p.states.is_empty());
         let refused = check_lease(&stale, "r1", 3, NOW).unwrap_err();
         assert_eq!(
             refused,
@@ -1665,7 +1687,11 @@ mod tests {
                 .iter()
                 .all(|s| !s.spend_retry && s.error == ErrorText::Keep && s.lost == 1)
         );
-        assert!(plan.spans.iter().all(|s| s.outcome == SpanOutcome::Expired));
+        assert!(
+            plan.states
+                .iter()
+                .all(|s| s.span.as_ref().unwrap().outcome == SpanOutcome::Expired)
+        );
         assert!(plan.failed_jobs.is_empty());
     }
 
@@ -1693,7 +1719,10 @@ mod tests {
         assert_eq!(plan.states[2].state, TaskState::Queued);
         assert!(plan.states[2].spend_retry);
         assert_eq!(plan.states[2].lost, 0);
-        assert_eq!(plan.spans[1].outcome, SpanOutcome::Failed);
+        assert_eq!(
+            plan.states[1].span.as_ref().unwrap().outcome,
+            SpanOutcome::Failed
+        );
         // Never when the limit is off.
         let off = StoreConfig {
             max_lost: 0,
@@ -2018,17 +2047,8 @@ mod tests {
         t.shift("j", TaskState::Queued, TaskState::Running, 2);
         t.started("j", NOW + 5);
         t.started("j", NOW);
-        let spans = [
-            EndedSpan {
-                job_id: "j".into(),
-                nanos: 7,
-            },
-            EndedSpan {
-                job_id: "j".into(),
-                nanos: u64::MAX,
-            },
-        ];
-        t.ended(&spans, NOW + 9);
+        t.ended("j", 7, NOW + 9);
+        t.ended("j", u64::MAX, NOW + 8);
         let rows = t.rows();
         assert_eq!(rows[0].states, [-2, 2, 0, 0, 0]);
         assert_eq!(
@@ -2292,7 +2312,17 @@ mod tests {
         };
         assert!(why.len() <= limits::MAX_REASON_BYTES && why.ends_with("bytes cut]"));
         assert!(plan.states[0].display.as_ref().unwrap().len() <= limits::MAX_DISPLAY_BYTES);
-        assert!(plan.spans[0].error.as_ref().unwrap().len() <= limits::MAX_REASON_BYTES);
+        assert!(
+            plan.states[0]
+                .span
+                .as_ref()
+                .unwrap()
+                .error
+                .as_ref()
+                .unwrap()
+                .len()
+                <= limits::MAX_REASON_BYTES
+        );
     }
 
     #[test]

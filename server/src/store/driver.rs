@@ -9,7 +9,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use tessera_api::{
     Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, RunnerInfo, Span,
-    SpanOutcome, SpanQuery, Task, TaskIdentifier, TaskQuery, TaskState,
+    SpanOutcome, Task, TaskIdentifier, TaskQuery, TaskState,
 };
 
 use super::{KeyRecord, Owned, Reach, StoreError, TenantId};
@@ -75,13 +75,9 @@ pub trait Tx: Send + Sized {
         query: &LogQuery,
         limit: u32,
     ) -> Result<Vec<(i64, LogLine)>, StoreError>;
-    /// A job's spans in start order with their row ids, at most `limit`.
-    async fn spans(
-        &mut self,
-        job: &str,
-        query: &SpanQuery,
-        limit: u32,
-    ) -> Result<Vec<(i64, Span)>, StoreError>;
+    /// Runs a span query ([`super::query::spans_on_tasks`] or
+    /// [`super::query::spans_archived`]): spans with their keys, in (start, key) order.
+    async fn spans(&mut self, query: &super::query::Query) -> Result<Vec<(i64, Span)>, StoreError>;
     /// Queued tasks of `tenant` a runner could serve and running tasks of its cluster.
     async fn outlook(
         &mut self,
@@ -240,7 +236,8 @@ pub trait Tx: Send + Sized {
     async fn set_states(&mut self, states: &[SetState]) -> Result<(), StoreError>;
     /// Moves leases' expiry to `expires`.
     async fn extend_leases(&mut self, ids: &[&str], expires: u64) -> Result<(), StoreError>;
-    /// Picks eligible queued tasks, leases them and opens their spans.
+    /// Picks eligible queued tasks, leases them and opens their spans on their rows (a row's
+    /// span of an earlier attempt moves to `spans` first).
     async fn claim_eligible(
         &mut self,
         claim: &ClaimParams<'_>,
@@ -255,13 +252,7 @@ pub trait Tx: Send + Sized {
         counts: &[(String, u64)],
     ) -> Result<Vec<ParentRow>, StoreError>;
 
-    // ---- spans, progress, logs
-    /// Ends attempts' open spans at `now`; returns each ended span's job and length.
-    async fn close_spans(
-        &mut self,
-        spans: &[CloseSpan],
-        now: u64,
-    ) -> Result<Vec<EndedSpan>, StoreError>;
+    // ---- progress, logs
     /// Adds to jobs' progress counters (saturating).
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError>;
     /// Keeps computed tasks' outputs.
@@ -368,6 +359,8 @@ pub struct HeldRow {
     pub runner: Option<String>,
     /// Leases in a row that expired without a report.
     pub lost: u32,
+    /// The start of the attempt's span on the row, while it is open.
+    pub span_start: Option<u64>,
 }
 
 /// What a transition does to a task's error text.
@@ -402,6 +395,16 @@ pub struct SetState {
     /// Whether the task completes with this transition (computed without subtasks), so that
     /// one write does both.
     pub complete: bool,
+    /// The attempt's open span ends with this transition (the same write).
+    pub span: Option<SpanEnd>,
+}
+
+/// How an attempt's span ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanEnd {
+    pub at: u64,
+    pub outcome: SpanOutcome,
+    pub error: Option<String>,
 }
 
 /// A computed task's output to keep: its value, or the subtask whose output it takes.
@@ -431,17 +434,6 @@ pub struct DependencyRow {
     pub state: TaskState,
     /// Its output's length, if it has one.
     pub output_bytes: Option<u64>,
-}
-
-/// An attempt's span to end.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloseSpan {
-    pub task_id: String,
-    pub attempt: u32,
-    pub outcome: SpanOutcome,
-    pub error: Option<String>,
-    /// The display name the attempt set, if any.
-    pub name: Option<String>,
 }
 
 /// An addition to one progress counter of a job.
@@ -590,12 +582,4 @@ pub fn state_index(state: TaskState) -> usize {
         .iter()
         .position(|s| *s == state)
         .expect("every state is in ALL")
-}
-
-/// A span that [`Tx::close_spans`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndedSpan {
-    pub job_id: String,
-    /// Its length in nanoseconds.
-    pub nanos: u64,
 }

@@ -58,17 +58,23 @@ pub(super) fn state_of(text: &str) -> Result<TaskState, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("task state {text:?}")))
 }
 
-/// A span outcome as stored.
-pub(super) fn outcome_str(o: SpanOutcome) -> &'static str {
+/// A span outcome as a task row keeps its latest attempt's (`span_outcome`; `spans` keeps text).
+pub(super) fn outcome_code(o: SpanOutcome) -> i64 {
     match o {
-        SpanOutcome::Running => "running",
-        SpanOutcome::Computed => "computed",
-        SpanOutcome::Failed => "failed",
-        SpanOutcome::Abandoned => "abandoned",
-        SpanOutcome::Expired => "expired",
-        SpanOutcome::Canceled => "canceled",
+        SpanOutcome::Running => 0,
+        SpanOutcome::Computed => 1,
+        SpanOutcome::Failed => 2,
+        SpanOutcome::Abandoned => 3,
+        SpanOutcome::Expired => 4,
+        SpanOutcome::Canceled => 5,
     }
 }
+
+/// SQL turning a task row's `span_outcome` into the text [`outcome_of`] reads (an unknown code
+/// into text it refuses).
+pub(super) const ROW_OUTCOME_SQL: &str = "CASE span_outcome WHEN 0 THEN 'running' \
+    WHEN 1 THEN 'computed' WHEN 2 THEN 'failed' WHEN 3 THEN 'abandoned' WHEN 4 THEN 'expired' \
+    WHEN 5 THEN 'canceled' ELSE 'code ' || span_outcome END";
 
 /// A span outcome from its stored text.
 pub(super) fn outcome_of(text: &str) -> Result<SpanOutcome, StoreError> {
@@ -93,11 +99,15 @@ pub(super) fn nanos(d: std::time::Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
-/// The task columns [`super::sqlite`] reads, in its row order.
+/// The task columns [`super::sqlite`] reads, in its row order. A row's `started_at` is its
+/// latest attempt's start; a task's is its first attempt's, the earliest in `spans` if it ran
+/// more than once.
 pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major, minor, input, display, \
     state, depends_on, attempt, retries_used, max_retries, cluster, \
     (SELECT name FROM runner_names WHERE runner_names.id = tasks.lease_runner_ref), error, \
-    children, completed, created_at, started_at, finished_at, path, component";
+    children, completed, created_at, \
+    CASE WHEN attempt > 1 THEN COALESCE((SELECT MIN(s.start) FROM spans s \
+    WHERE s.task_id = tasks.id), started_at) ELSE started_at END, finished_at, path, component";
 
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
@@ -351,11 +361,34 @@ mod tests {
         ));
         assert!(matches!(rank_level(9), Err(StoreError::Corrupt(_))));
         assert_eq!(state_of("computed").unwrap(), TaskState::Computed);
-        assert_eq!(
-            outcome_of(outcome_str(SpanOutcome::Expired)).unwrap(),
-            SpanOutcome::Expired
-        );
         assert_eq!(rank_level(level_rank(Level::Warn)).unwrap(), Level::Warn);
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    /// What [`ROW_OUTCOME_SQL`] makes of a stored code, evaluated by SQLite.
+    fn row_outcome(code: i64) -> Result<SpanOutcome, StoreError> {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let text: String = conn
+            .query_row(
+                &format!("SELECT {ROW_OUTCOME_SQL} FROM (SELECT ?1 AS span_outcome)"),
+                [code],
+                |r| r.get(0),
+            )
+            .unwrap();
+        outcome_of(&text)
+    }
+
+    #[test]
+    fn a_task_rows_outcome_code_reads_back_as_its_outcome() {
+        use SpanOutcome::*;
+        for o in [Running, Computed, Failed, Abandoned, Expired, Canceled] {
+            assert_eq!(row_outcome(outcome_code(o)).unwrap(), o);
+        }
+        assert!(matches!(row_outcome(9), Err(StoreError::Corrupt(_))));
     }
 }
 

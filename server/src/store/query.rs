@@ -3,7 +3,7 @@
 
 use tessera_api::{JobFilter, LogQuery, SpanQuery, TaskQuery};
 
-use super::encode::{JOB_STATE_SQL, TASK_COLUMNS, level_rank, split_cursor};
+use super::encode::{JOB_STATE_SQL, ROW_OUTCOME_SQL, TASK_COLUMNS, level_rank, split_cursor};
 use super::{Reach, StoreError};
 
 /// A parameter of a [`Query`].
@@ -122,9 +122,31 @@ pub fn logs(job: &str, query: &LogQuery, limit: u32) -> Result<Query, StoreError
     Ok(q)
 }
 
-/// A job's spans in start order: id, name, task_id, job_id, runner_id, attempt, start, end,
-/// outcome, error.
-pub fn spans(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreError> {
+/// A job's spans that task rows keep (each task's latest attempt), in (start, key) order:
+/// key, name, task_id, job_id, runner_id, attempt, start, end, outcome, error, component.
+pub fn spans_on_tasks(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreError> {
+    let sql = format!(
+        r#"SELECT span_key, COALESCE(display, name), id, job_id,
+           (SELECT name FROM runner_names WHERE runner_names.id = tasks.span_runner_ref),
+           attempt, started_at, span_end, {ROW_OUTCOME_SQL}, span_error,
+           (SELECT digest FROM digests WHERE digests.id = tasks.span_component_id)
+           FROM tasks WHERE job_id = ? AND span_key IS NOT NULL"#
+    );
+    let mut q = Query::new(sql, vec![Param::Id(job.into())]);
+    if let Some(task) = &query.task {
+        q.and(" AND id = ?", [Param::Id(task.clone())]);
+    }
+    page_after(&mut q, query, "started_at", "span_key")?;
+    q.and(
+        " ORDER BY started_at, span_key LIMIT ?",
+        [int(limit.into())],
+    );
+    Ok(q)
+}
+
+/// A job's spans of attempts that were not their task's latest, in `spans`, in (start, key)
+/// order, with the columns of [`spans_on_tasks`].
+pub fn spans_archived(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreError> {
     let sql = r#"SELECT id, name, task_id, job_id,
                  (SELECT name FROM runner_names WHERE runner_names.id = spans.runner_ref),
                  attempt, start, "end", outcome, error,
@@ -134,13 +156,20 @@ pub fn spans(job: &str, query: &SpanQuery, limit: u32) -> Result<Query, StoreErr
     if let Some(task) = &query.task {
         q.and(" AND task_id = ?", [Param::Id(task.clone())]);
     }
-    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
-        let (start, id) = split_cursor(cursor)?;
-        let clause = " AND (start > ? OR (start = ? AND id > ?))";
-        q.and(clause, [int(start), int(start), Param::Int(id)]);
-    }
+    page_after(&mut q, query, "start", "id")?;
     q.and(" ORDER BY start, id LIMIT ?", [int(limit.into())]);
     Ok(q)
+}
+
+/// Only spans after the query's `START:KEY` cursor. The `start >= ?` term lets the index seek
+/// to the cursor instead of walking the job's earlier spans.
+fn page_after(q: &mut Query, query: &SpanQuery, start: &str, key: &str) -> Result<(), StoreError> {
+    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
+        let (at, after) = split_cursor(cursor)?;
+        let clause = format!(" AND {start} >= ? AND ({start} > ? OR {key} > ?)");
+        q.and(&clause, [int(at), int(at), Param::Int(after)]);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

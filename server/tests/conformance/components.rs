@@ -288,6 +288,14 @@ pub async fn a_file_runner_names_the_file_that_ran(store: Arc<dyn Store>) {
     assert_eq!(got[0].component, None, "nothing was pinned");
     let spans = s.spans(&j.id, &Default::default()).await.unwrap().spans;
     assert_eq!(spans[0].component, Some(digest('c')));
+    // Later claims name the files again, once their digests are known and when one is new;
+    // each type by the file paired with the identifier that runs it.
+    for (n, root, file) in [(2, "Root", 'c'), (3, "Leaf", 'b'), (4, "Leaf", 'b')] {
+        let j = s.submit(&job("j", root, 0), T0 + n).await.unwrap();
+        assert_eq!(s.claim(&files, T0 + n).await.unwrap().len(), 1);
+        let spans = s.spans(&j.id, &Default::default()).await.unwrap().spans;
+        assert_eq!(spans[0].component, Some(digest(file)), "{root} at {n}");
+    }
 }
 
 pub async fn digests_that_do_not_pair_with_the_identifiers_label_nothing(store: Arc<dyn Store>) {

@@ -312,6 +312,7 @@ macro_rules! suite {
                 a_report_ends_the_attempts_span_and_adds_to_the_task_time,
                 an_expired_attempt_ends_its_span_as_expired,
                 spans_page_in_start_order,
+                every_attempt_keeps_its_span_and_pages_once,
             }
             tenants {
                 each_tenant_sees_only_its_own_jobs_and_claims,

@@ -147,3 +147,96 @@ pub async fn spans_page_in_start_order(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(seen, expected);
 }
+
+/// A task that ran more than once keeps every attempt's span: its latest on its row, earlier
+/// ones moved aside by the claim of the next. Pages of any size see each span once, in start
+/// order with ties in key order, whichever of the two places a span is in.
+pub async fn every_attempt_keeps_its_span_and_pages_once(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut plan = JobPlan::new("attempts", T0);
+    let root = plan.root("Root", TaskState::Computed);
+    let a = plan.child(root, "Leaf", TaskState::Running);
+    let b = plan.child(root, "Leaf", TaskState::Running);
+    let c = plan.child(root, "Leaf", TaskState::Queued);
+    plan.task(a).lease_expires_at = Some(T0 + SEC);
+    let planted = plan.plant(s).await;
+    let (ia, ib, ic) = (planted.id(a), planted.id(b), planted.id(c));
+    // a's first attempt expires; its second (and c's first) start together, and a computes.
+    assert_eq!(s.reap(T0 + 2 * SEC).await.unwrap(), 1);
+    let got = claim(s, 2, T0 + 3 * SEC).await;
+    let ids: Vec<&str> = got.iter().map(|t| t.task_id.as_str()).collect();
+    assert_eq!(ids, [ia, ic], "{got:?}");
+    assert_eq!(got[0].attempt, 2);
+    assert!(report(s, &got[0], computed(vec![]), T0 + 5 * SEC).await);
+
+    // a1 and b started together at T0 (a planted first), a2 and c together at T0 + 3 s.
+    let expected = [
+        (ia, 1, SpanOutcome::Expired, T0, Some(T0 + 2 * SEC)),
+        (ib, 1, SpanOutcome::Running, T0, None),
+        (
+            ia,
+            2,
+            SpanOutcome::Computed,
+            T0 + 3 * SEC,
+            Some(T0 + 5 * SEC),
+        ),
+        (ic, 1, SpanOutcome::Running, T0 + 3 * SEC, None),
+    ];
+    let seen = |spans: &[tessera_api::Span]| -> Vec<_> {
+        spans
+            .iter()
+            .map(|sp| {
+                (
+                    sp.task_id.clone(),
+                    sp.attempt,
+                    sp.outcome,
+                    sp.start_time_unix_nano,
+                    sp.end_time_unix_nano,
+                )
+            })
+            .collect()
+    };
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|&(t, n, o, start, end)| (t.to_string(), n, o, start, end))
+        .collect();
+    for limit in [1, 2, 3, 1000] {
+        let mut query = SpanQuery {
+            limit: Some(limit),
+            ..SpanQuery::default()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = s.spans(&planted.job_id, &query).await.unwrap();
+            assert!(page.spans.len() <= limit as usize);
+            all.extend(seen(&page.spans));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!(all, expected, "pages of {limit}");
+    }
+    let of_a = s
+        .spans(
+            &planted.job_id,
+            &SpanQuery {
+                task: Some(ia.into()),
+                ..SpanQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&of_a.spans),
+        [expected[0].clone(), expected[2].clone()]
+    );
+    // The task started when its first attempt did; the job's time is both of a's attempts.
+    let task = s.task(ia).await.unwrap();
+    assert_eq!((task.attempts, task.started_at), (2, Some(T0)));
+    assert_eq!(s.job(&planted.job_id).await.unwrap().task_time_ns, 4 * SEC);
+    assert_eq!(
+        s.audit(&planted.job_id).await.unwrap(),
+        Vec::<String>::new()
+    );
+}

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tessera_api::{
     Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate,
-    RunnerInfo, Span, SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    RunnerInfo, Span, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -21,9 +21,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::core::Core;
 use super::driver::{
-    AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
-    EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
-    PutOutput, ReadyKind, SetState, TenantLoad, Tx, Which, state_index,
+    AddProgress, CacheSet, ClaimParams, ClaimedRow, CompletedRow, DependencyRow, Driver, ErrorText,
+    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, PutOutput, ReadyKind,
+    SetState, TenantLoad, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_job_queued_index.sql"),
     include_str!("migrations/0013_span_runners.sql"),
     include_str!("migrations/0014_lease_runner_ref.sql"),
+    include_str!("migrations/0015_spans_on_tasks.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -318,7 +319,8 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id \
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id, \
+    CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
@@ -340,6 +342,7 @@ fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
         job_failed: r.get(13),
         runner: r.get(14),
         lost: r.get::<_, i64>(12).clamp(0, i64::from(u32::MAX)) as u32,
+        span_start: r.get::<_, Option<i64>>(17).map(u),
     })
 }
 
@@ -368,6 +371,23 @@ fn serves_match(deployed: bool, first: usize) -> String {
         )
     } else {
         identifier_match(first)
+    }
+}
+
+/// The claim's SQL for the `digests` id of the component a picked task runs with, as
+/// [`ClaimParams::ran`] says: a fleet runner's, its pinned component; else the digest paired with
+/// the first of the runner's identifiers (`$6`–`$8`, digests `$11`) that can run it. NULL when
+/// the digest is not in `digests` yet.
+fn ran_component(deployed: bool) -> &'static str {
+    if deployed {
+        // `$11` is named so that its type is known; a fleet runner's claim has no digests.
+        "(SELECT id FROM digests WHERE digest = tasks.component AND $11::text[] IS NOT NULL)"
+    } else {
+        "(SELECT d.id FROM UNNEST($6::text[], $7::bigint[], $8::bigint[]) \
+         WITH ORDINALITY AS o(name, major, minor, k) \
+         LEFT JOIN digests d ON d.digest = ($11::text[])[o.k] \
+         WHERE o.name = tasks.name AND o.major = tasks.major AND o.minor >= tasks.minor \
+         ORDER BY o.k LIMIT 1)"
     }
 }
 
@@ -553,14 +573,8 @@ impl Tx for PgTx {
             .collect()
     }
 
-    async fn spans(
-        &mut self,
-        job: &str,
-        query: &SpanQuery,
-        limit: u32,
-    ) -> Result<Vec<(i64, Span)>, StoreError> {
-        let q = query::spans(job, query, limit)?;
-        self.rows(&q.numbered(), &bind(&q))
+    async fn spans(&mut self, q: &query::Query) -> Result<Vec<(i64, Span)>, StoreError> {
+        self.rows(&q.numbered(), &bind(q))
             .await?
             .iter()
             .map(|r| {
@@ -633,7 +647,11 @@ impl Tx for PgTx {
         let numbers: Vec<i64> = attempts.iter().map(|(_, a)| i64::from(*a)).collect();
         let rows = self
             .rows(
-                "SELECT s.task_id, s.attempt, r.name FROM spans s \
+                "SELECT t.id, t.attempt, r.name FROM tasks t \
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS a(task_id, attempt) \
+                 ON t.id = a.task_id AND t.attempt = a.attempt AND t.span_key IS NOT NULL \
+                 JOIN runner_names r ON r.id = t.span_runner_ref \
+                 UNION ALL SELECT s.task_id, s.attempt, r.name FROM spans s \
                  JOIN UNNEST($1::text[], $2::bigint[]) AS a(task_id, attempt) \
                  ON s.task_id = a.task_id AND s.attempt = a.attempt \
                  JOIN runner_names r ON r.id = s.runner_ref",
@@ -922,8 +940,11 @@ impl Tx for PgTx {
         }
         let spans = self
             .one(
-                r#"SELECT COALESCE(SUM("end" - start), 0)::BIGINT, COALESCE(MAX("end"), 0)
-                   FROM spans WHERE job_id = $1 AND "end" IS NOT NULL"#,
+                r#"SELECT COALESCE(SUM(n), 0)::BIGINT, COALESCE(MAX(e), 0)::BIGINT FROM
+                   (SELECT span_end - started_at AS n, span_end AS e FROM tasks
+                    WHERE job_id = $1 AND span_key IS NOT NULL AND span_end IS NOT NULL
+                    UNION ALL SELECT "end" - start, "end" FROM spans
+                    WHERE job_id = $1 AND "end" IS NOT NULL) AS ended"#,
                 &[&id],
             )
             .await?;
@@ -1123,6 +1144,18 @@ impl Tx for PgTx {
         let finished: Vec<Option<i64>> = states.iter().map(|s| s.finished_at.map(i)).collect();
         let lost: Vec<i64> = states.iter().map(|s| i64::from(s.lost)).collect();
         let complete: Vec<bool> = states.iter().map(|s| s.complete).collect();
+        let span_end: Vec<Option<i64>> = states
+            .iter()
+            .map(|s| s.span.as_ref().map(|e| i(e.at)))
+            .collect();
+        let span_outcome: Vec<Option<i64>> = states
+            .iter()
+            .map(|s| s.span.as_ref().map(|e| outcome_code(e.outcome)))
+            .collect();
+        let span_error: Vec<Option<&str>> = states
+            .iter()
+            .map(|s| s.span.as_ref().and_then(|e| e.error.as_deref()))
+            .collect();
         self.exec(
             "UPDATE tasks SET state = d.state, \
              error = CASE WHEN d.set_error THEN d.error ELSE tasks.error END, \
@@ -1132,11 +1165,15 @@ impl Tx for PgTx {
              retries_used = tasks.retries_used + d.spend, \
              not_before = COALESCE(d.not_before, tasks.not_before), finished_at = d.finished, \
              lost = d.lost, completed = tasks.completed OR d.complete, \
-             lease_runner_ref = NULL, lease_expires_at = NULL \
+             lease_runner_ref = NULL, lease_expires_at = NULL, \
+             span_end = COALESCE(d.span_end, tasks.span_end), \
+             span_outcome = COALESCE(d.span_outcome, tasks.span_outcome), \
+             span_error = CASE WHEN d.span_end IS NULL THEN tasks.span_error ELSE d.span_error END \
              FROM UNNEST($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::bigint[], \
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[]) \
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bool[], $12::bigint[], \
+             $13::bigint[], $14::text[]) \
              AS d(id, state, set_error, error, display, children, spend, not_before, finished, lost, \
-             complete) \
+             complete, span_end, span_outcome, span_error) \
              WHERE tasks.id = d.id",
             &[
                 &ids,
@@ -1150,6 +1187,9 @@ impl Tx for PgTx {
                 &finished,
                 &lost,
                 &complete,
+                &span_end,
+                &span_outcome,
+                &span_error,
             ],
         )
         .await?;
@@ -1180,15 +1220,26 @@ impl Tx for PgTx {
              picked AS (SELECT t.id, j.cache_seq FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.state = 'queued' AND t.tenant_id = $10 AND t.cluster = $1 AND t.pending_deps = 0 \
              AND t.not_before <= $2 AND NOT j.canceled AND NOT j.failed AND {} \
-             ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED) \
+             ORDER BY t.job_id, t.path LIMIT $3 FOR UPDATE OF t SKIP LOCKED), \
+             archived AS (INSERT INTO spans (id, job_id, task_id, attempt, runner_ref, name, \
+             start, \"end\", outcome, error, component_id) \
+             SELECT t.span_key, t.job_id, t.id, t.attempt, COALESCE(t.span_runner_ref, 0), \
+             COALESCE(t.display, t.name), t.started_at, t.span_end, {}, t.span_error, \
+             t.span_component_id FROM tasks t JOIN picked ON picked.id = t.id \
+             WHERE t.span_key IS NOT NULL) \
              UPDATE tasks SET state = 'running', attempt = attempt + 1, \
              lease = ((('x' || substr(md5($9 || tasks.id), 1, 14))::bit(56)::bigint >> 3) + 1), \
              lease_runner_ref = (SELECT id FROM runner), \
-             lease_expires_at = $5, started_at = COALESCE(started_at, $2) FROM picked WHERE tasks.id = picked.id \
+             lease_expires_at = $5, started_at = $2, span_key = nextval('spans_id_seq'), \
+             span_end = NULL, span_outcome = 0, span_error = NULL, \
+             span_runner_ref = (SELECT id FROM runner), span_component_id = {} \
+             FROM picked WHERE tasks.id = picked.id \
              RETURNING tasks.id, tasks.job_id, tasks.name, tasks.major, tasks.minor, tasks.input, tasks.attempt, \
-             tasks.lease, COALESCE(tasks.display, tasks.name), tasks.path, tasks.display, tasks.component, \
-             picked.cache_seq, tasks.lease_runner_ref",
-            serves_match(claim.deployed, 6)
+             tasks.lease, tasks.path, tasks.display, tasks.component, \
+             picked.cache_seq, tasks.lease_runner_ref, tasks.span_component_id",
+            serves_match(claim.deployed, 6),
+            ROW_OUTCOME_SQL.replace("span_outcome", "t.span_outcome"),
+            ran_component(claim.deployed),
         );
         let mut picked = self
             .rows(
@@ -1204,6 +1255,7 @@ impl Tx for PgTx {
                     &minors,
                     &lease_secret(),
                     &claim.tenant,
+                    &claim.digests,
                 ],
             )
             .await?;
@@ -1211,8 +1263,8 @@ impl Tx for PgTx {
             return Ok(Vec::new());
         }
         picked.sort_by(|a, b| {
-            (a.get::<_, &str>(1), a.get::<_, &str>(9))
-                .cmp(&(b.get::<_, &str>(1), b.get::<_, &str>(9)))
+            (a.get::<_, &str>(1), a.get::<_, &str>(8))
+                .cmp(&(b.get::<_, &str>(1), b.get::<_, &str>(8)))
         });
         let rows: Vec<ClaimedRow> = picked
             .iter()
@@ -1226,55 +1278,46 @@ impl Tx for PgTx {
                         minor: r.get::<_, i64>(4) as u32,
                     },
                 },
-                display: r.get(10),
+                display: r.get(9),
                 input: r.get(5),
                 attempt: r.get::<_, i64>(6) as u32,
                 lease: u(r.get(7)),
-                component: r.get(11),
-                cache_seq: u(r.get(12)),
+                component: r.get(10),
+                cache_seq: u(r.get(11)),
             })
             .collect();
-        let ids: Vec<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
-        let jobs: Vec<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
-        let attempts: Vec<i64> = rows.iter().map(|r| i64::from(r.attempt)).collect();
-        let names: Vec<&str> = picked.iter().map(|r| r.get(8)).collect();
-        let components: Vec<Option<String>> = rows.iter().map(|r| claim.ran(r)).collect();
-        // Each component that runs them is named once, in `digests`.
-        if components.iter().any(Option::is_some) {
-            self.exec(
-                "INSERT INTO digests (digest) SELECT DISTINCT d FROM UNNEST($1::text[]) AS d \
-                 WHERE d IS NOT NULL ON CONFLICT (digest) DO NOTHING",
-                &[&components],
-            )
-            .await?;
-        }
         // The runner was named once, in `runner_names`, by the pick (its number is new, and
         // returned by the insert, or found).
         // None only if another transaction added this runner's name and committed after this
         // statement began (a new runner's first claims, at once): retried as contention.
-        let Some(runner) = picked[0].get::<_, Option<i64>>(13) else {
+        if picked[0].get::<_, Option<i64>>(12).is_none() {
             return Err(StoreError::Contention(
                 "a new runner's name was being recorded by another claim".into(),
             ));
-        };
-        self.exec(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
-             component_id) \
-             SELECT s.job, s.id, s.attempt, $5, \
-             s.name, $6, 'running', (SELECT id FROM digests WHERE digest = s.component) \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $7::text[]) \
-             AS s(id, job, attempt, name, component)",
-            &[
-                &ids,
-                &jobs,
-                &attempts,
-                &names,
-                &runner,
-                &i(claim.now),
-                &components,
-            ],
-        )
-        .await?;
+        }
+        // The pick named each span's component if its digest was known; one seen for the first
+        // time is recorded in `digests` now, and the spans naming it written again.
+        let (ids, unnamed): (Vec<&str>, Vec<String>) = rows
+            .iter()
+            .zip(&picked)
+            .filter(|(_, p)| p.get::<_, Option<i64>>(13).is_none())
+            .filter_map(|(r, _)| Some((r.task_id.as_str(), claim.ran(r)?)))
+            .unzip();
+        if !unnamed.is_empty() {
+            self.exec(
+                "INSERT INTO digests (digest) SELECT DISTINCT d FROM UNNEST($1::text[]) AS d \
+                 ON CONFLICT (digest) DO NOTHING",
+                &[&unnamed],
+            )
+            .await?;
+            self.exec(
+                "UPDATE tasks SET span_component_id = d.id \
+                 FROM UNNEST($1::text[], $2::text[]) AS s(id, component) \
+                 JOIN digests d ON d.digest = s.component WHERE tasks.id = s.id",
+                &[&ids, &unnamed],
+            )
+            .await?;
+        }
         Ok(rows)
     }
 
@@ -1326,38 +1369,6 @@ impl Tx for PgTx {
             })
         })
         .collect()
-    }
-
-    async fn close_spans(
-        &mut self,
-        spans: &[CloseSpan],
-        now: u64,
-    ) -> Result<Vec<EndedSpan>, StoreError> {
-        if spans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = spans.iter().map(|s| s.task_id.as_str()).collect();
-        let attempts: Vec<i64> = spans.iter().map(|s| i64::from(s.attempt)).collect();
-        let outcomes: Vec<&str> = spans.iter().map(|s| outcome_str(s.outcome)).collect();
-        let errors: Vec<Option<&str>> = spans.iter().map(|s| s.error.as_deref()).collect();
-        let names: Vec<Option<&str>> = spans.iter().map(|s| s.name.as_deref()).collect();
-        Ok(self
-            .rows(
-                r#"UPDATE spans SET "end" = $6, outcome = d.outcome, error = d.error,
-                   name = COALESCE(d.name, spans.name)
-                   FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
-                   AS d(id, attempt, outcome, error, name)
-                   WHERE spans.task_id = d.id AND spans.attempt = d.attempt AND spans."end" IS NULL
-                   RETURNING spans.job_id, spans."end" - spans.start"#,
-                &[&ids, &attempts, &outcomes, &errors, &names, &i(now)],
-            )
-            .await?
-            .iter()
-            .map(|r| EndedSpan {
-                job_id: r.get(0),
-                nanos: u(r.get(1)),
-            })
-            .collect())
     }
 
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {
@@ -1629,9 +1640,8 @@ impl Tx for PgTx {
             }
             if t.state == TaskState::Running {
                 self.exec(
-                    "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
-                     SELECT job_id, id, attempt, lease_runner_ref, \
-                     COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = $1",
+                    "UPDATE tasks SET span_key = nextval('spans_id_seq'), span_outcome = 0, \
+                     span_runner_ref = lease_runner_ref WHERE id = $1",
                     &[&t.id],
                 )
                 .await?;

@@ -15,15 +15,15 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, 
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
 use tessera_api::{
     Component, Job, JobFilter, LogLine, LogQuery, Outlook, OutlookRequest, ProgressUpdate,
-    RunnerInfo, Span, SpanQuery, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
+    RunnerInfo, Span, Task, TaskCounts, TaskIdentifier, TaskQuery, TaskState, Version,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::core::Core;
 use super::driver::{
-    AddProgress, CacheSet, ClaimParams, ClaimedRow, CloseSpan, CompletedRow, DependencyRow, Driver,
-    EndedSpan, ErrorText, HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow,
-    PutOutput, ReadyKind, SetState, TenantLoad, Tx, Which, state_index,
+    AddProgress, CacheSet, ClaimParams, ClaimedRow, CompletedRow, DependencyRow, Driver, ErrorText,
+    HeldRow, JobGrowth, JobTally, Mode, NewJob, NewTask, Op, ParentRow, PutOutput, ReadyKind,
+    SetState, TenantLoad, Tx, Which, state_index,
 };
 use super::encode::*;
 use super::query::{self, Param};
@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_span_runners.sql"),
     include_str!("migrations/0013_binary_ids.sql"),
     include_str!("migrations/0014_lease_runner_ref.sql"),
+    include_str!("migrations/0015_spans_on_tasks.sql"),
 ];
 
 /// The SQLite job store.
@@ -144,6 +145,45 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i + 1)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// `n` fresh span keys from the counter every span's key comes from (`spans`' AUTOINCREMENT
+/// sequence, whether the span is on a task row or in `spans`); returns the first.
+fn span_keys(conn: &Connection, n: usize) -> Result<i64, StoreError> {
+    let n = i64::try_from(n).map_err(|_| StoreError::Internal("too many span keys".into()))?;
+    let last: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE sqlite_sequence SET seq = seq + ?1 WHERE name = 'spans' RETURNING seq",
+        )?
+        .query_row([n], |r| r.get(0))
+        .optional()?;
+    let last = match last {
+        Some(last) => last,
+        // The counter is made by migration 0015; a database that lost it gets it back past
+        // every key in use.
+        None => conn
+            .prepare_cached(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'spans', COALESCE(MAX(k), 0) + ?1 \
+                 FROM (SELECT MAX(id) AS k FROM spans UNION ALL SELECT MAX(span_key) FROM tasks) \
+                 RETURNING seq",
+            )?
+            .query_row([n], |r| r.get(0))?,
+    };
+    Ok(last - n + 1)
+}
+
+/// Moves the span a task row keeps (its latest attempt's) into `spans`, as the claim that
+/// starts its next attempt is about to reuse the row's columns.
+fn archive_span(conn: &Connection, task: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO spans (id, job_id, task_id, attempt, runner_ref, name, start, \"end\", \
+         outcome, error, component_id) \
+         SELECT span_key, job_id, id, attempt, COALESCE(span_runner_ref, 0), \
+         COALESCE(display, name), started_at, span_end, {ROW_OUTCOME_SQL}, span_error, \
+         span_component_id FROM tasks WHERE id = ?1 AND span_key IS NOT NULL"
+    ))?
+    .execute([Id(task)])?;
     Ok(())
 }
 
@@ -280,6 +320,7 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
             job_failed: r.get(13)?,
             runner: r.get(14)?,
             lost: r.get(12)?,
+            span_start: r.get(17)?,
         },
         r.get(5)?,
     ))
@@ -287,7 +328,8 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
 
 const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
     t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id \
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id, \
+    CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 /// A key row as read, before its role text is checked.
@@ -547,13 +589,7 @@ impl Tx for SqliteTx {
             .collect()
     }
 
-    async fn spans(
-        &mut self,
-        job: &str,
-        query: &SpanQuery,
-        limit: u32,
-    ) -> Result<Vec<(i64, Span)>, StoreError> {
-        let q = query::spans(job, query, limit)?;
+    async fn spans(&mut self, q: &query::Query) -> Result<Vec<(i64, Span)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&q.sql)?;
         let rows = stmt
             .query_map(params_from_iter(&q.params), |r| {
@@ -625,9 +661,12 @@ impl Tx for SqliteTx {
         &mut self,
         attempts: &[(String, u32)],
     ) -> Result<HashMap<(String, u32), String>, StoreError> {
+        // The task's latest attempt is on its row, an earlier one in `spans`.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT r.name FROM spans s JOIN runner_names r ON r.id = s.runner_ref \
-                 WHERE s.task_id = ?1 AND s.attempt = ?2",
+            "SELECT r.name FROM tasks t JOIN runner_names r ON r.id = t.span_runner_ref \
+             WHERE t.id = ?1 AND t.attempt = ?2 AND t.span_key IS NOT NULL \
+             UNION ALL SELECT r.name FROM spans s JOIN runner_names r ON r.id = s.runner_ref \
+             WHERE s.task_id = ?1 AND s.attempt = ?2",
         )?;
         let mut runners = HashMap::with_capacity(attempts.len());
         for (task, attempt) in attempts {
@@ -947,7 +986,10 @@ impl Tx for SqliteTx {
         let (time, last): (Option<i64>, Option<i64>) = self
             .conn
             .prepare_cached(
-                "SELECT SUM(end - start), MAX(end) FROM spans WHERE job_id = ?1 AND end IS NOT NULL",
+                "SELECT SUM(n), MAX(e) FROM (SELECT span_end - started_at AS n, span_end AS e \
+                 FROM tasks WHERE job_id = ?1 AND span_key IS NOT NULL AND span_end IS NOT NULL \
+                 UNION ALL SELECT \"end\" - start, \"end\" FROM spans \
+                 WHERE job_id = ?1 AND \"end\" IS NOT NULL)",
             )?
             .query_row([Id(id)], |r| Ok((r.get(0)?, r.get(1)?)))?;
         tally.task_time_ns = time.unwrap_or(0).max(0) as u64;
@@ -1117,7 +1159,9 @@ impl Tx for SqliteTx {
              open_children = COALESCE(?6, open_children), retries_used = retries_used + ?7, \
              not_before = COALESCE(?8, not_before), finished_at = ?9, lost = ?10, \
              completed = CASE WHEN ?11 THEN 1 ELSE completed END, \
-             lease_runner_ref = NULL, lease_expires_at = NULL WHERE id = ?1",
+             lease_runner_ref = NULL, lease_expires_at = NULL, span_end = COALESCE(?12, span_end), \
+             span_outcome = COALESCE(?13, span_outcome), \
+             span_error = CASE WHEN ?12 IS NULL THEN span_error ELSE ?14 END WHERE id = ?1",
         )?;
         for s in states {
             let (set_error, error) = match &s.error {
@@ -1137,6 +1181,9 @@ impl Tx for SqliteTx {
                 s.finished_at.map(i),
                 s.lost,
                 s.complete,
+                s.span.as_ref().map(|e| i(e.at)),
+                s.span.as_ref().map(|e| outcome_code(e.outcome)),
+                s.span.as_ref().and_then(|e| e.error.as_deref()),
             ])?;
         }
         Ok(())
@@ -1203,9 +1250,12 @@ impl Tx for SqliteTx {
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;
+        // The attempt's span is opened on the row, with everything it needs from the pick.
         let mut lease = self.conn.prepare_cached(
             "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner_ref = ?4, \
-             lease_expires_at = ?5, started_at = COALESCE(started_at, ?6) WHERE id = ?1",
+             lease_expires_at = ?5, started_at = ?6, span_key = ?7, span_end = NULL, \
+             span_outcome = 0, span_error = NULL, span_runner_ref = ?4, \
+             span_component_id = (SELECT id FROM digests WHERE digest = ?8) WHERE id = ?1",
         )?;
         // Each component that runs them is named once, in `digests`.
         let mut digests: Vec<String> = rows.iter().filter_map(|r| claim.ran(r)).collect();
@@ -1223,28 +1273,19 @@ impl Tx for SqliteTx {
         } else {
             intern_runner(&self.conn, claim.runner_id)?
         };
-        // Everything the span needs came with the pick: no second lookup of the task.
-        let mut span = self.conn.prepare_cached(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome, \
-             component_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', \
-             (SELECT id FROM digests WHERE digest = ?7))",
-        )?;
-        for r in &rows {
+        let first_key = span_keys(&self.conn, rows.len())?;
+        for (r, key) in rows.iter().zip(first_key..) {
+            if r.attempt > 1 {
+                archive_span(&self.conn, &r.task_id)?;
+            }
             lease.execute(params![
                 Id(&r.task_id),
                 r.attempt,
                 i(r.lease),
                 runner,
                 i(claim.expires),
-                i(claim.now)
-            ])?;
-            span.execute(params![
-                Id(&r.job_id),
-                Id(&r.task_id),
-                r.attempt,
-                runner,
-                r.display.as_deref().unwrap_or(&r.identifier.name),
                 i(claim.now),
+                key,
                 claim.ran(r),
             ])?;
         }
@@ -1299,40 +1340,6 @@ impl Tx for SqliteTx {
             });
         }
         Ok(rows)
-    }
-
-    async fn close_spans(
-        &mut self,
-        spans: &[CloseSpan],
-        now: u64,
-    ) -> Result<Vec<EndedSpan>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE spans SET end = ?3, outcome = ?4, error = ?5, name = COALESCE(?6, name) \
-             WHERE task_id = ?1 AND attempt = ?2 AND end IS NULL RETURNING job_id, end - start",
-        )?;
-        let mut ended = Vec::with_capacity(spans.len());
-        for s in spans {
-            let row = stmt
-                .query_row(
-                    params![
-                        Id(&s.task_id),
-                        s.attempt,
-                        i(now),
-                        outcome_str(s.outcome),
-                        s.error,
-                        s.name
-                    ],
-                    |r| Ok((id_at(r, 0)?, r.get::<_, i64>(1)?)),
-                )
-                .optional()?;
-            if let Some((job_id, nanos)) = row {
-                ended.push(EndedSpan {
-                    job_id,
-                    nanos: nanos.max(0) as u64,
-                });
-            }
-        }
-        Ok(ended)
     }
 
     async fn add_progress(&mut self, progress: &[AddProgress]) -> Result<(), StoreError> {
@@ -1542,9 +1549,8 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
         let mut span = self.conn.prepare_cached(
-            "INSERT INTO spans (job_id, task_id, attempt, runner_ref, name, start, outcome) \
-             SELECT job_id, id, attempt, lease_runner_ref, \
-             COALESCE(display, name), started_at, 'running' FROM tasks WHERE id = ?1",
+            "UPDATE tasks SET span_key = ?2, span_outcome = 0, span_runner_ref = lease_runner_ref \
+             WHERE id = ?1",
         )?;
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {
@@ -1587,7 +1593,7 @@ impl Tx for SqliteTx {
                 dep.execute(params![Id(d), Id(&t.id)])?;
             }
             if t.state == TaskState::Running {
-                span.execute([Id(&t.id)])?;
+                span.execute(params![Id(&t.id), span_keys(&self.conn, 1)?])?;
             }
         }
         Ok(())

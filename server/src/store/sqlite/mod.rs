@@ -1250,6 +1250,10 @@ impl Tx for SqliteTx {
                 },
             )?
             .collect::<Result<Vec<_>, _>>()?;
+        // An empty claim (a long poll finding nothing) writes nothing.
+        if rows.is_empty() {
+            return Ok(rows);
+        }
         // The attempt's span is opened on the row, with everything it needs from the pick.
         let mut lease = self.conn.prepare_cached(
             "UPDATE tasks SET state = 'running', attempt = ?2, lease = ?3, lease_runner_ref = ?4, \
@@ -1268,11 +1272,7 @@ impl Tx for SqliteTx {
             intern.execute([d])?;
         }
         // And the runner, once, in `runner_names`.
-        let runner = if rows.is_empty() {
-            0
-        } else {
-            intern_runner(&self.conn, claim.runner_id)?
-        };
+        let runner = intern_runner(&self.conn, claim.runner_id)?;
         let first_key = span_keys(&self.conn, rows.len())?;
         for (r, key) in rows.iter().zip(first_key..) {
             if r.attempt > 1 {

@@ -18,4 +18,8 @@ pub struct Health {
     /// that predate outputs): runners refuse larger ones in the sandbox.
     #[serde(default)]
     pub max_value_bytes: u64,
+    /// The largest component `tessera deploy` may upload, in bytes (0 from servers that
+    /// predate saying it): the CLI refuses a larger one before sending it.
+    #[serde(default)]
+    pub max_component_bytes: u64,
 }

@@ -445,7 +445,8 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
         assert!(!status.success(), "{name}");
         assert!(err.contains(message), "{name}: {err}");
     }
-    // A real component made larger than the server takes: the server's limit, named.
+    // A real component made larger than the server takes: the server's limit, named, before
+    // any of it is sent (the server says its limit in /v1/health).
     let big = with_custom_section(
         &guest("parallel-sleep"),
         dir.path(),
@@ -459,6 +460,10 @@ async fn bad_uploads_are_refused_with_a_reason_and_store_nothing() {
             "larger than this server's limit of 1 MiB (tessera server --max-component-mib)"
         ),
         "{err}"
+    );
+    assert!(
+        err.contains("big.wasm ("),
+        "refused by the CLI, naming the file: {err}"
     );
     let (status, _, err) = deploy_cli(&guest("parallel-sleep"), None);
     assert!(!status.success());

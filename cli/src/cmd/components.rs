@@ -125,7 +125,20 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         task_types: types.join(","),
         by: Some(deployer()),
     };
-    let deployed = args.server.client().deploy(&query, bytes).await?;
+    // A component over the server's limit is refused here, not cut off mid-upload (the server
+    // answers 413 at once, and a client still sending may see only a broken connection).
+    let client = args.server.client();
+    let max = client.health().await?.max_component_bytes;
+    if max > 0 && bytes.len() as u64 > max {
+        anyhow::bail!(
+            "{} ({} bytes) is larger than this server's limit of {} MiB (tessera server \
+             --max-component-mib)",
+            args.component.display(),
+            bytes.len(),
+            max >> 20
+        );
+    }
+    let deployed = client.deploy(&query, bytes).await?;
     if args.json {
         format::json(&deployed)?;
         return Ok(ExitCode::SUCCESS);

@@ -226,6 +226,7 @@ async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
         version: env!("CARGO_PKG_VERSION").into(),
         max_body_bytes: state.max_body as u64,
         max_value_bytes: state.max_value as u64,
+        max_component_bytes: state.max_component as u64,
     })
 }
 

@@ -2,6 +2,8 @@
 //! attempts per second across both cores.
 //!
 //! `cargo bench -p tessera-host --bench capacity [-- SLEEPERS NOOPS]`; results in `bench/README.md`.
+//! With `CAPACITY_EXIT_ASLEEP=1` it exits while the sleepers sleep, so that a heap profiler
+//! reports what they hold as leaked.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -64,6 +66,9 @@ fn main() {
     let rss_during = status_kib("VmRSS:");
     let anon_during = status_kib("RssAnon:");
     let maps_during = map_count();
+    if std::env::var_os("CAPACITY_EXIT_ASLEEP").is_some() {
+        std::process::exit(0);
+    }
     let parts = anonymous_by_mapping();
     let failed = rt.block_on(async {
         let mut failed = 0;

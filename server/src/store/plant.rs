@@ -21,7 +21,8 @@ pub struct PlantedJob {
     pub tasks: Vec<PlantedTask>,
 }
 
-/// A task row with every column chosen. A running task gets an open span for its attempt.
+/// A task row with every column chosen. A running task that started gets an open span for its
+/// attempt.
 #[derive(Debug, Clone)]
 pub struct PlantedTask {
     pub id: String,

@@ -1641,7 +1641,7 @@ impl Tx for PgTx {
             if t.state == TaskState::Running {
                 self.exec(
                     "UPDATE tasks SET span_key = nextval('spans_id_seq'), span_outcome = 0, \
-                     span_runner_ref = lease_runner_ref WHERE id = $1",
+                     span_runner_ref = lease_runner_ref WHERE id = $1 AND started_at IS NOT NULL",
                     &[&t.id],
                 )
                 .await?;

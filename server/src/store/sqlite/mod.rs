@@ -1550,7 +1550,7 @@ impl Tx for SqliteTx {
             .prepare_cached("INSERT INTO task_deps (depends_on, task_id) VALUES (?1, ?2)")?;
         let mut span = self.conn.prepare_cached(
             "UPDATE tasks SET span_key = ?2, span_outcome = 0, span_runner_ref = lease_runner_ref \
-             WHERE id = ?1",
+             WHERE id = ?1 AND started_at IS NOT NULL",
         )?;
         let root = tasks.first().map(|t| t.id.as_str()).unwrap_or_default();
         for t in tasks {

@@ -127,79 +127,112 @@ async fn sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() 
     );
 }
 
-/// A job with tasks in several states: a computed root, a computed leaf, a failed leaf and a
-/// canceled one (not run: its job failed), with three ended attempts. Returns the job's id.
-async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
-    use tessera_api::{
-        ClaimRequest, Report, RootTask, SubmitJob, SubtaskSpec, TaskIdentifier, TaskReport,
+/// When the jobs these tests make start.
+const T0: u64 = 1_800_000_000_000_000_000;
+const SEC: u64 = 1_000_000_000;
+
+/// Submits a job named `name` whose root is a `Root`.
+async fn submit_root(store: &dyn tessera_server::Store, name: &str, at: u64) -> tessera_api::Job {
+    let job = tessera_api::SubmitJob {
+        name: name.into(),
+        root: tessera_api::RootTask {
+            identifier: identifier("Root"),
+            input: serde_json::json!({}),
+            max_retries: 0,
+            display: None,
+        },
+        cluster: None,
     };
-    let leaf = TaskIdentifier::parse("Leaf", "v0.0").unwrap();
-    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
-    let t0 = 1_800_000_000_000_000_000u64;
-    let job = store
-        .submit(
-            &SubmitJob {
-                name: "old".into(),
-                root: RootTask {
-                    identifier: root.clone(),
-                    input: serde_json::json!({}),
-                    max_retries: 0,
-                    display: None,
-                },
-                cluster: None,
-            },
-            t0,
-        )
-        .await
-        .unwrap();
-    let claim = |max| ClaimRequest {
+    store.submit(&job, at).await.unwrap()
+}
+
+fn identifier(name: &str) -> tessera_api::TaskIdentifier {
+    tessera_api::TaskIdentifier::parse(name, "v0.0").unwrap()
+}
+
+/// A claim of runner `r` for up to `max` tasks of the `types` (at v0.0), the component file
+/// serving each named by `digests`.
+fn claim_by_r(types: &[&str], max: u32, digests: &[String]) -> tessera_api::ClaimRequest {
+    tessera_api::ClaimRequest {
         runner_id: "r".into(),
         cluster: "default".into(),
-        identifiers: vec![root.clone(), leaf.clone()],
+        identifiers: types.iter().map(|t| identifier(t)).collect(),
         max,
         wait_ms: 0,
         return_when_idle: false,
-        digests: vec![],
+        digests: digests.to_vec(),
         deployed: false,
         host: None,
         concurrency: None,
-    };
-    let report = |task: &tessera_api::ClaimedTask, report| TaskReport {
-        task_id: task.task_id.clone(),
-        lease: task.lease,
-        report,
-    };
-    let got = store.claim(&claim(1), t0 + 1).await.unwrap();
-    let leaves = (0..3)
-        .map(|_| SubtaskSpec {
-            identifier: leaf.clone(),
+    }
+}
+
+/// `n` `Leaf` subtasks, each with `max_retries`.
+fn leaves(n: usize, max_retries: u32) -> Vec<tessera_api::SubtaskSpec> {
+    (0..n)
+        .map(|_| tessera_api::SubtaskSpec {
+            identifier: identifier("Leaf"),
             input: serde_json::json!({}),
             display: None,
             depends_on: vec![],
-            max_retries: 0,
+            max_retries,
             cluster: None,
         })
-        .collect();
-    let computed = |subtasks| Report::Computed {
+        .collect()
+}
+
+fn computed(subtasks: Vec<tessera_api::SubtaskSpec>) -> tessera_api::Report {
+    tessera_api::Report::Computed {
         subtasks,
         display: None,
         progress: vec![],
         output: None,
         output_from: None,
         cache: vec![],
-    };
-    store
-        .report("r", &[report(&got[0], computed(leaves))], t0 + 10)
-        .await
-        .unwrap();
-    let got = store.claim(&claim(2), t0 + 11).await.unwrap();
-    let failed = Report::Failed {
+    }
+}
+
+fn failed(display: Option<&str>) -> tessera_api::Report {
+    tessera_api::Report::Failed {
         permanent: false,
         reason: "boom".into(),
-        display: None,
-    };
-    let batch = [report(&got[0], computed(vec![])), report(&got[1], failed)];
-    store.report("r", &batch, t0 + 20).await.unwrap();
+        display: display.map(Into::into),
+    }
+}
+
+/// Reports each `(attempt, report)` at `at` as runner `r`.
+async fn report(
+    store: &dyn tessera_server::Store,
+    batch: Vec<(&tessera_api::ClaimedTask, tessera_api::Report)>,
+    at: u64,
+) -> Vec<tessera_api::ReportResult> {
+    let batch: Vec<tessera_api::TaskReport> = batch
+        .into_iter()
+        .map(|(task, report)| tessera_api::TaskReport {
+            task_id: task.task_id.clone(),
+            lease: task.lease,
+            report,
+        })
+        .collect();
+    store.report("r", &batch, at).await.unwrap()
+}
+
+/// A job with tasks in several states: a computed root, a computed leaf, a failed leaf and a
+/// canceled one (not run: its job failed), with three ended attempts. Returns the job's id.
+async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
+    let job = submit_root(store, "old", T0).await;
+    let types = ["Root", "Leaf"];
+    let got = store
+        .claim(&claim_by_r(&types, 1, &[]), T0 + 1)
+        .await
+        .unwrap();
+    report(store, vec![(&got[0], computed(leaves(3, 0)))], T0 + 10).await;
+    let got = store
+        .claim(&claim_by_r(&types, 2, &[]), T0 + 11)
+        .await
+        .unwrap();
+    let batch = vec![(&got[0], computed(vec![])), (&got[1], failed(None))];
+    report(store, batch, T0 + 20).await;
     job.id
 }
 
@@ -438,37 +471,9 @@ async fn upgrading_fills_in_the_kept_job_counts() {
 
 /// Submits a job and claims its root as a runner whose file has `digest`; returns the job.
 async fn claim_one(store: &dyn tessera_server::Store, digest: &str) -> String {
-    use tessera_api::{ClaimRequest, RootTask, SubmitJob, TaskIdentifier};
-    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
-    let job = store
-        .submit(
-            &SubmitJob {
-                name: "named".into(),
-                root: RootTask {
-                    identifier: root.clone(),
-                    input: serde_json::json!({}),
-                    max_retries: 0,
-                    display: None,
-                },
-                cluster: None,
-            },
-            1,
-        )
-        .await
-        .unwrap();
-    let req = ClaimRequest {
-        runner_id: "r".into(),
-        cluster: "default".into(),
-        identifiers: vec![root],
-        max: 1,
-        wait_ms: 0,
-        return_when_idle: false,
-        digests: vec![digest.to_string()],
-        deployed: false,
-        host: None,
-        concurrency: None,
-    };
-    assert_eq!(store.claim(&req, 2).await.unwrap().len(), 1);
+    let job = submit_root(store, "named", 1).await;
+    let claim = claim_by_r(&["Root"], 1, &[digest.to_string()]);
+    assert_eq!(store.claim(&claim, 2).await.unwrap().len(), 1);
     job.id
 }
 
@@ -574,78 +579,23 @@ async fn in_the_default_tenant(store: &dyn tessera_server::Store, job: &str) {
 async fn job_with_a_retried_task(
     store: &dyn tessera_server::Store,
 ) -> (String, tessera_api::ClaimedTask) {
-    use tessera_api::{ClaimRequest, Report, RootTask, SubmitJob, SubtaskSpec, TaskIdentifier};
-    let leaf = TaskIdentifier::parse("Leaf", "v0.0").unwrap();
-    let root = TaskIdentifier::parse("Root", "v0.0").unwrap();
-    let t0 = 1_800_000_000_000_000_000u64;
-    let sec = 1_000_000_000;
-    let job = store
-        .submit(
-            &SubmitJob {
-                name: "retried".into(),
-                root: RootTask {
-                    identifier: root.clone(),
-                    input: serde_json::json!({}),
-                    max_retries: 0,
-                    display: None,
-                },
-                cluster: None,
-            },
-            t0,
-        )
-        .await
-        .unwrap();
-    let claim = |max| ClaimRequest {
-        runner_id: "r".into(),
-        cluster: "default".into(),
-        identifiers: vec![root.clone(), leaf.clone()],
-        max,
-        wait_ms: 0,
-        return_when_idle: false,
-        digests: vec![
-            format!("sha256:{}", "a1".repeat(32)),
-            format!("sha256:{}", "b2".repeat(32)),
-        ],
-        deployed: false,
-        host: None,
-        concurrency: None,
-    };
-    let report = |task: &tessera_api::ClaimedTask, report| tessera_api::TaskReport {
-        task_id: task.task_id.clone(),
-        lease: task.lease,
-        report,
-    };
-    let got = store.claim(&claim(1), t0 + sec).await.unwrap();
-    let leaves = (0..2)
-        .map(|_| SubtaskSpec {
-            identifier: leaf.clone(),
-            input: serde_json::json!({}),
-            display: None,
-            depends_on: vec![],
-            max_retries: 1,
-            cluster: None,
-        })
-        .collect();
-    let computed = Report::Computed {
-        subtasks: leaves,
-        display: None,
-        progress: vec![],
-        output: None,
-        output_from: None,
-        cache: vec![],
-    };
-    let batch = [report(&got[0], computed)];
-    store.report("r", &batch, t0 + 2 * sec).await.unwrap();
-    let got = store.claim(&claim(2), t0 + 3 * sec).await.unwrap();
-    let failed = Report::Failed {
-        permanent: false,
-        reason: "boom".into(),
-        display: Some("A, first try".into()),
-    };
-    let batch = [report(&got[0], failed)];
-    store.report("r", &batch, t0 + 4 * sec).await.unwrap();
+    let job = submit_root(store, "retried", T0).await;
+    let files = [
+        format!("sha256:{}", "a1".repeat(32)),
+        format!("sha256:{}", "b2".repeat(32)),
+    ];
+    let claim = |max| claim_by_r(&["Root", "Leaf"], max, &files);
+    let got = store.claim(&claim(1), T0 + SEC).await.unwrap();
+    report(store, vec![(&got[0], computed(leaves(2, 1)))], T0 + 2 * SEC).await;
+    let got = store.claim(&claim(2), T0 + 3 * SEC).await.unwrap();
+    report(
+        store,
+        vec![(&got[0], failed(Some("A, first try")))],
+        T0 + 4 * SEC,
+    )
+    .await;
     // Past the retry's backoff.
-    let again = store.claim(&claim(1), t0 + 60 * sec).await.unwrap();
+    let again = store.claim(&claim(1), T0 + 60 * SEC).await.unwrap();
     assert_eq!(again[0].task_id, got[0].task_id);
     assert_eq!(again[0].attempt, 2);
     (job.id, again.into_iter().next().unwrap())
@@ -685,21 +635,7 @@ async fn seen(store: &dyn tessera_server::Store, job: &str) -> String {
 
 /// Reports `task` computed a second after its claim; whether it was accepted.
 async fn finish(store: &dyn tessera_server::Store, task: &tessera_api::ClaimedTask) -> bool {
-    let report = tessera_api::Report::Computed {
-        subtasks: vec![],
-        display: None,
-        progress: vec![],
-        output: None,
-        output_from: None,
-        cache: vec![],
-    };
-    let batch = [tessera_api::TaskReport {
-        task_id: task.task_id.clone(),
-        lease: task.lease,
-        report,
-    }];
-    let at = 1_800_000_000_000_000_000 + 61_000_000_000;
-    store.report("r", &batch, at).await.unwrap()[0].accepted
+    report(store, vec![(task, computed(vec![]))], T0 + 61 * SEC).await[0].accepted
 }
 
 /// A database from before each task's latest attempt moved onto its row (schema version 14)

@@ -109,6 +109,14 @@ pub(super) const TASK_COLUMNS: &str = "id, job_id, parent_id, depth, name, major
     CASE WHEN attempt > 1 THEN COALESCE((SELECT MIN(s.start) FROM spans s \
     WHERE s.task_id = tasks.id), started_at) ELSE started_at END, finished_at, path, component";
 
+/// The columns of a locked task row both drivers read into a `HeldRow`, in their decoders'
+/// order; the last is the start of the attempt's span on the row while it is open.
+pub(super) const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
+    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
+    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id, \
+    CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
+    FROM tasks t JOIN jobs j ON j.id = t.job_id";
+
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
     // Digits only; a number past the stored range is past every row (saturate, not refuse).

@@ -317,12 +317,6 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
     )
 }
 
-const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id, \
-    CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
-    FROM tasks t JOIN jobs j ON j.id = t.job_id";
-
 fn held_from_row(r: &Row) -> Result<HeldRow, StoreError> {
     Ok(HeldRow {
         id: r.get(0),

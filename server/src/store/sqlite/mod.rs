@@ -335,12 +335,6 @@ fn held_from_row(r: &Row<'_>) -> rusqlite::Result<(HeldRow, String)> {
     ))
 }
 
-const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, t.depth, t.state, t.lease, \
-    t.lease_expires_at, t.attempt, t.retries_used, t.max_retries, j.canceled, t.lost, j.failed, \
-    (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), t.tenant_id, t.parent_id, \
-    CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
-    FROM tasks t JOIN jobs j ON j.id = t.job_id";
-
 /// A key row as read, before its role text is checked.
 struct KeyRow(
     (String, Option<i64>, Option<String>, String),

@@ -22,6 +22,12 @@ try {
   await page.waitForSelector("form#sign-in");
   await page.screenshot({ path: shots + "/sign-in.png" });
 
+  // Signed out, a link with a key still signs nobody in: the form asks, and nothing is kept.
+  await page.goto(url + "/?token=" + encodeURIComponent(process.env.OPERATOR_KEY));
+  await page.waitForSelector("form#sign-in");
+  check(!page.url().includes("token"), "the key left the address: " + page.url());
+  check(await page.evaluate(() => localStorage.getItem("tessera-token")) === null, "a link's key is not kept");
+
   // A wrong key: refused, still on the sign-in page, nothing stored.
   await page.fill("#key", "tsk_0123456789abcdef_" + "0".repeat(64));
   await page.click("form#sign-in button");
@@ -39,6 +45,20 @@ try {
   check(who === "tenant a · read", "the header names tenant and role: " + who);
   check(await page.isHidden("#nav-tenants"), "no Tenants page for a tenant's key");
   await page.screenshot({ path: shots + "/signed-in.png" });
+
+  // A link carrying another key (the operator's) does not sign anyone in or switch keys: the
+  // key leaves the address at once (and the history entry), and the page says why.
+  await page.goto(url + "/?token=" + encodeURIComponent(process.env.OPERATOR_KEY) + "&state=running");
+  await page.waitForSelector("body[data-ready]");
+  const address = page.url();
+  check(!address.includes("token") && !address.includes(process.env.OPERATOR_KEY), "the key left the address: " + address);
+  check(address.includes("state=running"), "the rest of the address stays: " + address);
+  const historyHasKey = await page.evaluate((k) => location.href.includes(k) || JSON.stringify(history.state || {}).includes(k), process.env.OPERATOR_KEY);
+  check(!historyHasKey, "the history entry does not hold the key");
+  check(await page.evaluate(() => localStorage.getItem("tessera-token")) === process.env.TENANT_KEY, "the signed-in key was not replaced");
+  check(await page.textContent("#identity") === "tenant a · read", "still tenant a");
+  check(/ignored/.test(await page.textContent("#notice")), "the page says the link's key was ignored");
+  check(!(await page.textContent("#who")).includes("null"), "the header shows no stray null");
 
   // Another tenant's job page is as missing as a job that never was.
   await page.goto(url + "/jobs/" + process.env.THEIRS);

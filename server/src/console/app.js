@@ -6,10 +6,21 @@ const TOKEN_KEY = "tessera-token";
 // The page shown now: leaving it aborts its signal, which ends its loops and its requests.
 const state = { view: null };
 
+// The key this browser signed in with. Only the sign-in form sets it: a key in a link
+// (`?token=`) is never used, so that a link cannot sign anyone into another tenant.
 function token() {
-  const fromUrl = new URLSearchParams(location.search).get("token");
-  if (fromUrl) localStorage.setItem(TOKEN_KEY, fromUrl);
   return localStorage.getItem(TOKEN_KEY);
+}
+
+// Removes a key from the address at once (it must not stay in the URL or its history entry),
+// and says so. Returns whether there was one.
+function dropKeyFromAddress() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("token")) return false;
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(history.state, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  return true;
 }
 
 // Thrown when the server asks for a key this page does not have (or has a revoked one).
@@ -31,8 +42,8 @@ async function identity(signal) {
   const text = me.keys_required
     ? (me.tenant ? "tenant " + me.tenant : "every tenant") + " · " + me.role
     : "no keys: anyone on this machine is operator";
-  who.replaceChildren(el("span", { id: "identity", text }),
-    token() ? el("a", { href: "#", id: "sign-out", onclick: (e) => { e.preventDefault(); signOut(); }, text: "sign out" }) : null);
+  const signOutLink = token() ? el("a", { href: "#", id: "sign-out", onclick: (e) => { e.preventDefault(); signOut(); }, text: "sign out" }) : null;
+  who.replaceChildren(...[el("span", { id: "identity", text }), signOutLink].filter(Boolean));
   document.getElementById("nav-tenants").hidden = me.role !== "operator";
   return me;
 }
@@ -787,4 +798,9 @@ async function route() {
 }
 
 window.addEventListener("popstate", route);
+if (dropKeyFromAddress()) {
+  const notice = document.getElementById("notice");
+  notice.textContent = "A key in the link was ignored and removed from the address. Keys are never taken from links: sign in with the form (sign out first to switch keys).";
+  notice.hidden = false;
+}
 route();

@@ -128,7 +128,8 @@ pub mod __private {
         id.name == identifier.name && id.version == identifier.version
     }
 
-    /// Decodes the input and runs `T`; its output is what it set with `set_output`.
+    /// Decodes the input and runs `T`; its output is what it set with `set_output`. An input
+    /// that does not match the type is a permanent `bad-input` error: no retry can fix it.
     pub fn run<T: Task>(input: &str) -> Result<Option<Vec<u8>>, wit::TaskError> {
         let id = T::identifier();
         let task: T = serde_json::from_str(input).map_err(|e| {
@@ -137,6 +138,7 @@ pub mod __private {
                 id.name, id.version
             ))
             .with_code("bad-input")
+            .permanent()
         })?;
         let mut ctx = Context::new();
         let result = task.execute(&mut ctx);

@@ -124,7 +124,16 @@ async fn bad_input_fails_with_the_type_error() {
             .contains("input for SleepTask@v0.0 does not match its type"),
         "{failure}"
     );
-    assert!(failure.message.contains("[bad-input]"), "{failure}");
+    // Permanent, as in the Python SDK: no retry can fix an input of the wrong shape.
+    assert!(
+        failure.message.contains("[permanent:bad-input]"),
+        "{failure}"
+    );
+    assert!(
+        matches!(&failure.kind, tessera_host::FailureKind::Guest { code: Some(code) }
+            if tessera_api::limits::is_permanent_code(code)),
+        "{failure:?}"
+    );
 }
 
 #[tokio::test]

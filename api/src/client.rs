@@ -110,6 +110,8 @@ pub struct Client {
     bases: Arc<[String]>,
     current: Arc<AtomicUsize>,
     token: Option<String>,
+    /// The lease this client's requests are made under ([`crate::LEASE_HEADER`]).
+    lease: Option<String>,
     http: reqwest::Client,
 }
 
@@ -140,7 +142,17 @@ impl Client {
             bases,
             current: Arc::new(AtomicUsize::new(0)),
             token,
+            lease: None,
             http,
+        }
+    }
+
+    /// The same client, naming the lease on `task` in every request: a runner reads an
+    /// attempt's job data, and fetches its component, under the attempt's lease.
+    pub fn with_lease(&self, task: &str, lease: u64) -> Self {
+        Client {
+            lease: Some(format!("{task}:{lease}")),
+            ..self.clone()
         }
     }
 
@@ -168,10 +180,13 @@ impl Client {
         loop {
             let index = (first + attempt) % self.bases.len();
             let base = &self.bases[index];
-            let request = match &self.token {
+            let mut request = match &self.token {
                 Some(t) => build(base).bearer_auth(t),
                 None => build(base),
             };
+            if let Some(lease) = &self.lease {
+                request = request.header(crate::LEASE_HEADER, lease);
+            }
             match request.send().await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);

@@ -22,4 +22,8 @@ pub struct Health {
     /// predate saying it): the CLI refuses a larger one before sending it.
     #[serde(default)]
     pub max_component_bytes: u64,
+    /// The wasmtime embedded in this server's `tessera` binary (the sandbox runners started
+    /// from it run on), e.g. `48.0.10`; `None` from a server built without a sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasmtime: Option<String>,
 }

@@ -37,7 +37,7 @@ pub use level::Level;
 pub use runner::{
     ClaimRequest, ClaimResponse, ClaimedTask, ExtendRequest, ExtendResponse, LeaseRef, LeaseStatus,
     Outlook, OutlookRequest, Report, ReportRequest, ReportResponse, ReportResult, RunnerInfo,
-    RunnerList, TaskReport, Unserved, UnservedList,
+    RunnerList, TaskReport, Unserved, UnservedList, is_version_text,
 };
 pub use subtask::{ProgressUpdate, SubtaskSpec};
 pub use telemetry::{LogBatch, LogLine, LogPage, LogQuery, Span, SpanOutcome, SpanPage, SpanQuery};
@@ -48,3 +48,8 @@ pub use tenants::{
 
 /// The default server address of clients (`TESSERA_SERVER` overrides it).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
+
+/// The header in which a runner names the lease its data reads are for (`TASK_ID:LEASE`): a
+/// fleet runner's key reads a job's data and components only while it holds a live lease in
+/// that job.
+pub const LEASE_HEADER: &str = "tessera-lease";

@@ -65,6 +65,23 @@ pub struct ClaimRequest {
     )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
     pub concurrency: Option<u32>,
+    /// The wasmtime version its sandbox embeds (e.g. `48.0.10`), for `tessera runners list`:
+    /// an operator checks the fleet against wasmtime's security advisories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 50, pattern = r"^[0-9A-Za-z.+-]+$")
+    )]
+    pub wasmtime: Option<String>,
+}
+
+/// Whether a runner's stated wasmtime version has a version's shape (1 to 50 characters of
+/// digits, letters, `.`, `+` and `-`).
+pub fn is_version_text(text: &str) -> bool {
+    (1..=50).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
 }
 
 /// A task handed to a runner under a lease.
@@ -284,6 +301,9 @@ pub struct RunnerInfo {
     /// Attempts it runs at once, as it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// The wasmtime version its sandbox embeds, as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasmtime: Option<String>,
     /// Tasks it holds under lease now.
     #[serde(default)]
     pub running: u64,
@@ -361,6 +381,16 @@ impl Outlook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_version_shaped_text_passes_for_a_runners_wasmtime() {
+        for good in ["48.0.10", "49.0.0-rc.1", "48.0.10+local"] {
+            assert!(is_version_text(good), "{good}");
+        }
+        for bad in ["", "48.0.10\n", "48 0 10", "\u{1b}[31m", &"9".repeat(51)] {
+            assert!(!is_version_text(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn reports_round_trip_through_json() {

@@ -8,9 +8,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `tessera --version`: this build, and the wasmtime its sandbox embeds (SECURITY.md says
+/// how to check it against the advisories).
+fn version_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (wasmtime {})",
+            env!("CARGO_PKG_VERSION"),
+            tessera_host::WASMTIME_VERSION
+        )
+    })
+}
+
 /// Tessera: workflows of sandboxed WebAssembly tasks.
 #[derive(Debug, Parser)]
-#[command(name = "tessera", version, about, long_about = None)]
+#[command(name = "tessera", version = version_text(), about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -41,6 +41,7 @@ fn claim(max: u32, wait_ms: u64) -> ClaimRequest {
         deployed: false,
         host: None,
         concurrency: None,
+        wasmtime: None,
     }
 }
 

@@ -66,6 +66,7 @@ async fn deep_job(c: &Client) -> String {
                 deployed: false,
                 host: None,
                 concurrency: None,
+                wasmtime: None,
             })
             .await
             .unwrap()

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::{ServerProc, databases, guest, output, tessera};
 use tessera_api::{
     Blob, CacheWrite, ClaimedTask, Client, DeployQuery, ExtendRequest, LeaseRef, LogBatch, LogLine,
-    NewKey, NewTenant, Report, ReportRequest, Role, TaskReport,
+    NewTenant, Report, ReportRequest, Role, TaskReport,
 };
 use tessera_testkit::protocol::{claim, done, leaf, root_job};
 
@@ -28,16 +28,7 @@ struct Keys {
 }
 
 async fn key(op: &Client, role: Role, tenant: Option<&str>) -> String {
-    let created = op
-        .create_key(&NewKey {
-            role,
-            tenant: tenant.map(str::to_string),
-            name: None,
-        })
-        .await
-        .unwrap();
-    assert!(created.secret.starts_with("tsk_"), "{}", created.secret);
-    created.secret
+    support::new_key(op, role, tenant).await.1
 }
 
 async fn tenant_keys(op: &Client, tenant: &str) -> Keys {
@@ -270,17 +261,27 @@ async fn documented_routes(http: &reqwest::Client, base: &str) -> BTreeSet<(Stri
     routes
 }
 
+/// A server on `db` with an operator token and tenants a and b, B's resources set up.
+async fn two_tenants(
+    db: &str,
+    dir: &std::path::Path,
+    wasm: &[u8],
+) -> (ServerProc, Client, Keys, Keys, Theirs) {
+    let log = dir.join(format!("server-{}.log", db.len()));
+    let server = ServerProc::start_db(db, &log, &["--token", OPERATOR]);
+    let op = client(&server, OPERATOR);
+    let a = tenant_keys(&op, "a").await;
+    let b = tenant_keys(&op, "b").await;
+    let theirs = their_resources(&server, &b, wasm).await;
+    (server, op, a, b, theirs)
+}
+
 #[tokio::test]
 async fn each_role_of_one_tenant_sees_nothing_of_another_on_every_route() {
     let wasm = std::fs::read(guest("parallel-sleep")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for db in databases(dir.path()).await {
-        let log = dir.path().join(format!("server-{}.log", db.len()));
-        let server = ServerProc::start_db(&db, &log, &["--token", OPERATOR]);
-        let op = client(&server, OPERATOR);
-        let a = tenant_keys(&op, "a").await;
-        let b = tenant_keys(&op, "b").await;
-        let theirs = their_resources(&server, &b, &wasm).await;
+        let (server, op, a, b, theirs) = two_tenants(&db, dir.path(), &wasm).await;
         let http = reqwest::Client::new();
         let cases = cases(&theirs);
 
@@ -542,6 +543,17 @@ async fn a_lease_answers_only_to_the_runner_and_key_that_claimed_it() {
 
 /// A runner of a tenant runs only that tenant's tasks; a fleet runner runs every tenant's
 /// deployed components. Real runners, real components, one cluster name for all.
+/// Runs `tessera runner --deployed` with `key` until nothing is left that it could serve.
+fn run_fleet(server: &ServerProc, key: &str) {
+    let mut fleet_runner = tessera();
+    fleet_runner
+        .args(["runner", "--deployed"])
+        .env("TESSERA_SERVER", &server.url)
+        .env("TESSERA_TOKEN", key);
+    let (status, _, err) = output(fleet_runner, Duration::from_secs(120));
+    assert!(status.success(), "{err}");
+}
+
 #[tokio::test]
 async fn tenant_runners_serve_their_tenant_and_fleet_runners_every_tenant() {
     let wasm_path = guest("parallel-sleep");
@@ -597,17 +609,45 @@ async fn tenant_runners_serve_their_tenant_and_fleet_runners_every_tenant() {
         .await
         .unwrap()
         .id;
-    let mut fleet_runner = tessera();
-    fleet_runner
-        .args(["runner", "--deployed"])
-        .env("TESSERA_SERVER", &server.url)
-        .env("TESSERA_TOKEN", &fleet);
-    let (status, _, err) = output(fleet_runner, Duration::from_secs(120));
-    assert!(status.success(), "{err}");
+    run_fleet(&server, &fleet);
     support::assert_completed(&client(&server, &b.read).job(&jb2).await.unwrap());
     // The fleet runner left B's unpinned job (submitted before the deploy) alone.
     let job_b = client(&server, &b.read).job(&jb).await.unwrap();
     assert_eq!(job_b.task_counts.computed, 0, "{job_b:?}");
+
+    // A job whose tasks read each other's outputs and the job cache runs on the fleet key:
+    // each read goes under the lease of the attempt that makes it.
+    let (status, _, err) = {
+        let mut cmd = tessera();
+        cmd.args(["deploy"])
+            .arg(guest("word-count"))
+            .env("TESSERA_SERVER", &server.url)
+            .env("TESSERA_TOKEN", &b.admin);
+        output(cmd, Duration::from_secs(120))
+    };
+    assert!(status.success(), "{err}");
+    let words = support::job_of(
+        "words",
+        "WordCount",
+        json!({"text": "tile scene tile band", "chunks": 2, "top": 2}),
+    );
+    let jw = client(&server, &b.submit).submit(&words).await.unwrap().id;
+    run_fleet(&server, &fleet);
+    let reader = client(&server, &b.read);
+    support::assert_completed(&reader.job(&jw).await.unwrap());
+    let summary = reader
+        .output(&jw, None, 1 << 20)
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&summary).unwrap();
+    assert_eq!(summary["words"], 4, "{summary}");
+    assert_eq!(
+        summary["top"][0],
+        json!({"word": "tile", "count": 2}),
+        "{summary}"
+    );
 
     // B's runner serves B's first job; its spans name B's runner key, never A's.
     let mut runner = support::runner(&server, &[&wasm_path]);
@@ -650,6 +690,143 @@ async fn tenant_runners_serve_their_tenant_and_fleet_runners_every_tenant() {
     );
 }
 
+/// A fleet runner's key claims every tenant's tasks but reads a job's data, and fetches a
+/// component, only under a live lease it holds in that job (or on a task pinned to that
+/// component); it sees no tenant's quotas, and learns nothing of tasks other keys hold.
+#[tokio::test]
+async fn a_fleet_key_reads_only_what_it_holds_a_lease_in() {
+    let wasm = std::fs::read(guest("parallel-sleep")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for db in databases(dir.path()).await {
+        let (server, op, a, b, theirs) = two_tenants(&db, dir.path(), &wasm).await;
+        let fleet = key(&op, Role::Runner, None).await;
+        let http = reqwest::Client::new();
+        let get = |path: String, lease: Option<(&str, u64)>| {
+            let mut r = http
+                .get(format!("{}{path}", server.url))
+                .bearer_auth(&fleet);
+            if let Some((task, lease)) = lease {
+                r = r.header(tessera_api::LEASE_HEADER, format!("{task}:{lease}"));
+            }
+            async move {
+                let r = r.send().await.unwrap();
+                let status = r.status();
+                (status, r.text().await.unwrap())
+            }
+        };
+        let (job, root, digest) = (&theirs.job, &theirs.root, &theirs.digest);
+        let data_routes = |job: &str, task: &str| {
+            vec![
+                format!("/v1/jobs/{job}/output"),
+                format!("/v1/jobs/{job}/cache"),
+                format!("/v1/jobs/{job}/cache/value?key=b-secret-key"),
+                format!("/v1/tasks/{task}/dependencies"),
+            ]
+        };
+        // Holding nothing, it reads nothing: every answer a 404 like an id that never was.
+        for path in data_routes(job, root)
+            .into_iter()
+            .chain([format!("/v1/components/{digest}")])
+        {
+            let (status, body) = get(path.clone(), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{db}: {path}: {body}");
+            assert!(body.contains("does not exist"), "{db}: {path}: {body}");
+            assert!(!body.contains("b-secret"), "{db}: {path}: {body}");
+        }
+        // Nor with a lease it does not hold (B's own runner's).
+        let borrowed = Some((theirs.held.task_id.as_str(), theirs.held.lease));
+        let (status, _) = get(format!("/v1/jobs/{job}/cache"), borrowed).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{db}");
+        // It sees no tenant's quotas and usage.
+        let (status, body) = get("/v1/tenants".into(), None).await;
+        assert_eq!(status, StatusCode::OK, "{db}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["tenants"],
+            json!([]),
+            "{db}"
+        );
+
+        // It claims B's queued job (pinned to B's component) and now reads what its task needs.
+        let claimed = client(&server, &fleet)
+            .claim(&tessera_api::ClaimRequest {
+                deployed: true,
+                identifiers: vec![],
+                ..claim("f1", 1)
+            })
+            .await
+            .unwrap()
+            .tasks;
+        let mine = claimed
+            .first()
+            .expect("the fleet runner claims B's queued job");
+        assert_ne!(&mine.job_id, job, "{db}");
+        assert_eq!(mine.component.as_deref(), Some(digest.as_str()), "{db}");
+        let lease = Some((mine.task_id.as_str(), mine.lease));
+        let (status, bytes) = get(format!("/v1/components/{digest}"), lease).await;
+        assert_eq!(status, StatusCode::OK, "{db}: {bytes}");
+        for path in data_routes(&mine.job_id, &mine.task_id) {
+            // Read, not refused: a value, an empty page, "not computed yet" or "no such key".
+            let (status, body) = get(path.clone(), lease).await;
+            assert!(
+                status.is_success()
+                    || status == StatusCode::CONFLICT
+                    || body.contains("no_such_key"),
+                "{db}: {path}: {status} {body}"
+            );
+        }
+        // The lease opens its own job only, and only while it is held.
+        for path in data_routes(job, root) {
+            let (status, body) = get(path.clone(), lease).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{db}: {path}: {body}");
+        }
+        let wrong = Some((mine.task_id.as_str(), mine.lease.wrapping_add(1)));
+        let (status, _) = get(format!("/v1/jobs/{}/cache", mine.job_id), wrong).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{db}");
+
+        // Each tenant sees only its own attempts on the shared runner.
+        let fleet_running = |list: tessera_api::RunnerList| {
+            list.runners
+                .iter()
+                .find(|r| r.id.ends_with("/f1"))
+                .map(|r| r.running)
+        };
+        let seen_by_a = client(&server, &a.read).runners().await.unwrap();
+        let seen_by_b = client(&server, &b.read).runners().await.unwrap();
+        assert_eq!(fleet_running(seen_by_a), Some(0), "{db}");
+        assert_eq!(fleet_running(seen_by_b), Some(1), "{db}");
+
+        // A report on the task B's runner holds reads like one on a task that never was.
+        let answer = client(&server, &fleet)
+            .report(&ReportRequest {
+                runner_id: "f1".into(),
+                reports: vec![done(&theirs.held, vec![])],
+                claim: None,
+            })
+            .await;
+        let why = match answer {
+            Ok(r) => r.results[0].error.clone().unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        assert!(why.contains("does not exist"), "{db}: {why}");
+        assert!(!why.contains("running"), "{db}: {why}");
+
+        // Reported, its lease ends, and with it what the lease opened.
+        let answer = client(&server, &fleet)
+            .report(&ReportRequest {
+                runner_id: "f1".into(),
+                reports: vec![done(mine, vec![])],
+                claim: None,
+            })
+            .await
+            .unwrap();
+        assert!(answer.results[0].accepted, "{db}: {answer:?}");
+        let (status, _) = get(format!("/v1/jobs/{}/cache", mine.job_id), lease).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{db}");
+        let (status, _) = get(format!("/v1/components/{digest}"), lease).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{db}");
+    }
+}
+
 /// A server without keys acts for anyone on loopback — but not for a web page: another
 /// `Host` (DNS rebinding) or `Origin` (a cross-site request) is refused. Creating the first
 /// key closes it; it will not listen beyond loopback without keys.
@@ -681,6 +858,33 @@ async fn a_server_without_keys_refuses_web_pages_and_the_network() {
     let cross = get(None, Some("http://attacker.example")).await.unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
     assert!(cross.text().await.unwrap().contains("other sites"));
+    // Every route, not only the API: the console, its assets, health and readiness.
+    for path in [
+        "/",
+        "/jobs/x",
+        "/assets/app.js",
+        "/v1/health",
+        "/v1/ready",
+        "/v1/openapi.json",
+    ] {
+        let url = format!("{}{path}", server.url);
+        let own = http.get(&url).send().await.unwrap();
+        assert_eq!(own.status(), StatusCode::OK, "{path}");
+        let rebound = http
+            .get(&url)
+            .header("host", format!("attacker.example:{port}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rebound.status(), StatusCode::FORBIDDEN, "{path}");
+        let cross = http
+            .get(&url)
+            .header("origin", "http://attacker.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cross.status(), StatusCode::FORBIDDEN, "{path}");
+    }
     // A form post from another site changes nothing either.
     let post = http
         .post(format!("{}/v1/jobs", server.url))

@@ -52,3 +52,6 @@ pub use limits::{Limits, human_bytes, human_duration};
 pub use log::{DiscardLogs, FieldValue, LogRecord, LogSink, now_unix_nano};
 pub use sandbox::Host;
 pub use tessera_api::{Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};
+
+/// The version of wasmtime this host embeds (the sandbox's runtime), as resolved at build time.
+pub const WASMTIME_VERSION: &str = wasmtime_environ::VERSION;

@@ -46,7 +46,7 @@ impl Shared {
         };
         let component = match (&self.fleet, &task.component) {
             (Some(fleet), Some(digest)) => fleet
-                .get(&self.host, digest)
+                .get(&self.host, digest, (&task.task_id, task.lease))
                 .await
                 .map_err(|why| failure(FailureKind::Host, why))?,
             (Some(_), None) => {
@@ -160,7 +160,7 @@ pub fn spawn(shared: &Arc<Shared>, task: ClaimedTask) {
                     &limits,
                     shared.sink.clone(),
                     Arc::new(crate::data::ServerData::new(
-                        shared.client.clone(),
+                        shared.client.with_lease(&task.task_id, task.lease),
                         shared.limits.value_bytes as u64,
                         task.cache_seq,
                     )),

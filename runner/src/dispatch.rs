@@ -420,6 +420,7 @@ mod tests {
                 deployed: false,
                 host: None,
                 concurrency: None,
+                wasmtime: None,
             },
             concurrency,
             forever,

@@ -111,10 +111,19 @@ impl Fleet {
         }
     }
 
-    /// The component with this digest, fetched and loaded if it is not loaded yet.
-    pub async fn get(&self, host: &Host, digest: &str) -> Result<Arc<TaskComponent>, String> {
+    /// The component with this digest, fetched (under `lease`, the lease of a task it runs:
+    /// task id and token) and loaded if it is not loaded yet.
+    pub async fn get(
+        &self,
+        host: &Host,
+        digest: &str,
+        lease: (&str, u64),
+    ) -> Result<Arc<TaskComponent>, String> {
         let cell = self.lock().touch(digest);
-        match cell.get_or_try_init(|| self.fetch(host, digest)).await {
+        match cell
+            .get_or_try_init(|| self.fetch(host, digest, lease))
+            .await
+        {
             Ok(component) => {
                 let unloaded = self.lock().loaded(digest, component.size(), self.budget);
                 for d in unloaded {
@@ -136,10 +145,16 @@ impl Fleet {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn fetch(&self, host: &Host, digest: &str) -> Result<Arc<TaskComponent>, String> {
+    async fn fetch(
+        &self,
+        host: &Host,
+        digest: &str,
+        (task, lease): (&str, u64),
+    ) -> Result<Arc<TaskComponent>, String> {
         let short = short_digest(digest);
         let bytes = self
             .client
+            .with_lease(task, lease)
             .component_bytes(digest, MAX_COMPONENT_BYTES)
             .await
             .map_err(|e| format!("could not fetch component {short}: {e}"))?;

@@ -233,6 +233,7 @@ pub async fn run(
             deployed: config.deployed,
             host: config.host_name.clone(),
             concurrency: Some(config.concurrency),
+            wasmtime: Some(tessera_host::WASMTIME_VERSION.to_string()),
         },
         concurrency: config.concurrency as usize,
         forever: config.forever,

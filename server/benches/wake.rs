@@ -129,6 +129,7 @@ async fn idle(url: &str, key: &str, cluster: &str) -> Vec<tokio::task::JoinHandl
                             deployed: false,
                             host: None,
                             concurrency: None,
+                            wasmtime: None,
                         })
                         .await;
                 }

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     pub max_inflight_body: usize,
     /// Connection limit and timeouts.
     pub connections: http::serve::Limits,
+    /// The wasmtime version of the binary the server runs in, for `/v1/health` (the server
+    /// itself never compiles wasmtime; the `tessera` binary does).
+    pub wasmtime: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             max_component: 64 << 20,
             max_inflight_body: 16 << 20,
             connections: http::serve::Limits::default(),
+            wasmtime: None,
         }
     }
 }
@@ -196,7 +200,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             Arc::new(PostgresStore::connect(url, config.store.clone()).await?)
         }
     };
-    let keys_required = config.token.is_some() || store.active_keys().await? > 0;
+    let keys_required = config.token.is_some() || store.keys_created().await? > 0;
     if !config.listen.ip().is_loopback() && !keys_required {
         return Err(ServerError::Open {
             addr: config.listen,
@@ -228,6 +232,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         max_component: config.max_component,
         max_value: config.store.max_value_bytes,
         body_budget: http::budget::BodyBudget::new(config.max_inflight_body),
+        wasmtime: config.wasmtime.clone(),
     };
     let app = http::router(state);
     let serve = tokio::spawn(http::serve::serve(

@@ -164,6 +164,7 @@ fn claim_by_r(types: &[&str], max: u32, digests: &[String]) -> tessera_api::Clai
         deployed: false,
         host: None,
         concurrency: None,
+        wasmtime: None,
     }
 }
 
@@ -236,9 +237,11 @@ async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     job.id
 }
 
-/// Undoes migration 0015 (either dialect): each task's latest attempt back into `spans` under
-/// its key, and the task's `started_at` back to its first attempt's start.
-const UNDO_SPANS_ON_TASKS: &str = "INSERT INTO spans (id, job_id, task_id, attempt, runner_ref, \
+/// Undoes migrations 0016 and 0015 (either dialect): runners without their wasmtime version;
+/// each task's latest attempt back into `spans` under its key, and the task's `started_at`
+/// back to its first attempt's start.
+const UNDO_TO_VERSION_14: &str = "ALTER TABLE runners DROP COLUMN wasmtime; \
+    INSERT INTO spans (id, job_id, task_id, attempt, runner_ref, \
     name, start, \"end\", outcome, error, component_id) \
     SELECT span_key, job_id, id, attempt, COALESCE(span_runner_ref, 0), COALESCE(display, name), \
     started_at, span_end, CASE span_outcome WHEN 0 THEN 'running' WHEN 1 THEN 'computed' \
@@ -334,7 +337,7 @@ async fn upgrading_turns_text_ids_into_bytes_and_finds_everything() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     let stored = ids_of_type(&conn, "blob");
     // Back to each attempt in `spans`, as at version 12 (two more ids for each moved span).
-    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
+    conn.execute_batch(UNDO_TO_VERSION_14).unwrap();
     let blobs = ids_of_type(&conn, "blob");
     assert!(blobs > 10, "ids are stored as bytes: {blobs}");
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
@@ -408,7 +411,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     let id = job_in_several_states(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
+    conn.execute_batch(UNDO_TO_VERSION_14).unwrap();
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
@@ -456,7 +459,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
         .collect();
     client
         .batch_execute(&format!(
-            "{UNDO_SPANS_ON_TASKS} ALTER TABLE jobs {}, \
+            "{UNDO_TO_VERSION_14} ALTER TABLE jobs {}, \
              ADD COLUMN task_total BIGINT NOT NULL DEFAULT 4; UPDATE tessera_schema SET version = 4",
             drops.join(", ")
         ))
@@ -498,7 +501,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     drop(store);
     // Back to version 8: the digest in the span row, no digests table.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
+    conn.execute_batch(UNDO_TO_VERSION_14).unwrap();
     conn.execute_batch(UNDO_LEASE_RUNNER_REF).unwrap();
     conn.execute_batch(&undo_binary_ids()).unwrap();
     conn.execute_batch(UNDO_INDEX_AND_RUNNERS).unwrap();
@@ -528,7 +531,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    client.batch_execute(UNDO_SPANS_ON_TASKS).await.unwrap();
+    client.batch_execute(UNDO_TO_VERSION_14).await.unwrap();
     client
         .batch_execute(
             "ALTER TABLE spans ADD COLUMN component TEXT; \
@@ -650,7 +653,7 @@ async fn upgrading_moves_each_tasks_latest_attempt_onto_its_row() {
     let before = seen(&store, &job).await;
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(UNDO_SPANS_ON_TASKS).unwrap();
+    conn.execute_batch(UNDO_TO_VERSION_14).unwrap();
     let n: i64 = conn
         .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
         .unwrap();
@@ -685,7 +688,7 @@ async fn upgrading_moves_each_tasks_latest_attempt_onto_its_row() {
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
-            "{UNDO_SPANS_ON_TASKS} UPDATE tessera_schema SET version = 14"
+            "{UNDO_TO_VERSION_14} UPDATE tessera_schema SET version = 14"
         ))
         .await
         .unwrap();

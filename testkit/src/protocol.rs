@@ -24,6 +24,7 @@ pub fn claim(runner: &str, max: u32) -> ClaimRequest {
         deployed: false,
         host: None,
         concurrency: None,
+        wasmtime: None,
     }
 }
 

@@ -54,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         r.host.clone().unwrap_or_else(|| "?".into()),
                         r.cluster.clone(),
                         format!("{}/{slots}", r.running),
+                        r.wasmtime.clone().unwrap_or_else(|| "?".into()),
                         format::time_of_day(r.last_seen),
                         serves,
                     ]
@@ -65,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "HOST",
                     "CLUSTER",
                     "RUNNING",
+                    "WASMTIME",
                     "LAST SEEN",
                     "SERVES",
                 ],

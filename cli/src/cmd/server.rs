@@ -94,11 +94,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             idle: args.idle_seconds,
             ..tessera_server::ConnectionLimits::default()
         },
+        wasmtime: Some(tessera_host::WASMTIME_VERSION.to_string()),
     };
     let server = tessera_server::start(config)
         .await
         .context("could not start the server")?;
     println!("Tessera server listening on {}", server.url());
+    println!(
+        "Version: tessera {} (wasmtime {})",
+        env!("CARGO_PKG_VERSION"),
+        tessera_host::WASMTIME_VERSION
+    );
     match &database {
         Database::Sqlite(path) => println!("Database: sqlite://{}", path.display()),
         Database::Postgres(url) => println!("Database: {}", tessera_server::redact_url(url)),

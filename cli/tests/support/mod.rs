@@ -254,6 +254,25 @@ pub fn output(mut cmd: Command, limit: Duration) -> (std::process::ExitStatus, S
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
+/// Makes a key of `role` (of `tenant`, if named) through the operator's client `op`: its id and
+/// its secret.
+pub async fn new_key(
+    op: &Client,
+    role: tessera_api::Role,
+    tenant: Option<&str>,
+) -> (String, String) {
+    let created = op
+        .create_key(&tessera_api::NewKey {
+            role,
+            tenant: tenant.map(str::to_string),
+            name: None,
+        })
+        .await
+        .unwrap();
+    assert!(created.secret.starts_with("tsk_"), "{}", created.secret);
+    (created.key.id, created.secret)
+}
+
 /// A job named `name` whose root task is `task` (v0.0) with `input`: no retries, the default
 /// cluster.
 #[allow(dead_code)]

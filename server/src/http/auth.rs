@@ -27,6 +27,12 @@ use crate::store::{DEFAULT_TENANT, KeyRecord, Reach, Store, StoreError, TenantId
 /// once through this one).
 const KEY_TTL: Duration = Duration::from_secs(2);
 
+/// How often a waiting request (a long-polling claim, a job watch) looks at its key again, and
+/// how old what it reads may be: a key revoked through another server ends the wait within
+/// the sum of the two (at once through this one).
+const WAIT_RECHECK: Duration = Duration::from_millis(500);
+const WAIT_KEY_AGE: Duration = Duration::from_secs(1);
+
 /// The prefix of every key.
 pub const KEY_PREFIX: &str = "tsk_";
 
@@ -90,6 +96,12 @@ impl Caller {
     /// Whether a row of `tenant` is within reach.
     pub fn reaches(&self, tenant: TenantId) -> bool {
         self.reach().allows(tenant)
+    }
+
+    /// Whether it is a fleet runner: a runner key of no tenant. It claims every tenant's
+    /// tasks, but reads job data and components only under a lease it holds.
+    pub fn is_fleet(&self) -> bool {
+        self.role == Role::Runner && self.tenant.is_none() && self.key.is_some()
     }
 }
 
@@ -191,6 +203,8 @@ pub struct Keys {
     required: Mutex<Option<(Instant, bool)>>,
     /// Each key's request allowance: tokens left, and when they were counted.
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Moves whenever this server revokes a key: waiting requests look at their keys again.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Keys {
@@ -201,11 +215,13 @@ impl Keys {
             read: Mutex::new(HashMap::new()),
             required: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
+            revocations: tokio::sync::watch::channel(0).0,
         }
     }
 
     /// Whether requests must present a token or a key: the server has a token, or the store
-    /// holds a key that is not revoked.
+    /// has ever held a key. Revoking every key, even across restarts, never opens the server
+    /// again; the way back in is `tessera server --token T`.
     pub async fn required(&self, store: &dyn Store) -> Result<bool, StoreError> {
         if self.token.is_some() {
             return Ok(true);
@@ -213,16 +229,14 @@ impl Keys {
         if let Some((at, required)) = *self.required.lock().unwrap()
             && (required || at.elapsed() < KEY_TTL)
         {
-            // Once keys exist they are required until the server restarts: revoking the last
-            // key does not open the server again.
             return Ok(required);
         }
-        let required = store.active_keys().await? > 0;
+        let required = store.keys_created().await? > 0;
         *self.required.lock().unwrap() = Some((Instant::now(), required));
         Ok(required)
     }
 
-    /// Forgets what was read of a key (it was just created or revoked here).
+    /// Forgets what was read of a key (it was just created here).
     pub fn forget(&self, id: &str) {
         self.read.lock().unwrap().remove(id);
         let mut required = self.required.lock().unwrap();
@@ -231,9 +245,48 @@ impl Keys {
         }
     }
 
+    /// Forgets a key this server just revoked, and wakes the requests waiting with it so that
+    /// they end at once.
+    pub fn revoked(&self, id: &str) {
+        self.forget(id);
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves only when the key `caller` presented stops being valid (revoked here, or, read
+    /// again every [`WAIT_RECHECK`], revoked through another server); never for a caller
+    /// without a key. A waiting request selects on it and answers 401 when it resolves.
+    pub async fn until_revoked(&self, store: &dyn Store, caller: &Caller) -> ApiError {
+        let Some(id) = caller.key.as_deref() else {
+            return std::future::pending().await;
+        };
+        let mut revocations = self.revocations.subscribe();
+        loop {
+            tokio::select! {
+                _ = revocations.changed() => {}
+                _ = tokio::time::sleep(WAIT_RECHECK) => {}
+            }
+            match self.record_aged(store, id, WAIT_KEY_AGE).await {
+                Ok(Some(record)) if record.revoked_at.is_none() => {}
+                Ok(_) => return ApiError::revoked(),
+                // An unreachable database says nothing about the key: keep waiting.
+                Err(e) => tracing::debug!("could not look at a waiting request's key: {e}"),
+            }
+        }
+    }
+
     async fn record(&self, store: &dyn Store, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.record_aged(store, id, KEY_TTL).await
+    }
+
+    /// A key as read from the store at most `max_age` ago.
+    async fn record_aged(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        max_age: Duration,
+    ) -> Result<Option<KeyRecord>, StoreError> {
         if let Some((at, record)) = self.read.lock().unwrap().get(id)
-            && at.elapsed() < KEY_TTL
+            && at.elapsed() < max_age
         {
             return Ok(record.clone());
         }
@@ -367,6 +420,28 @@ fn foreign(request: &Request, port: u16) -> Option<String> {
     None
 }
 
+/// On a server without keys, refuses every request — API, console, assets, health — that a
+/// web page could send from elsewhere (a foreign `Host` or `Origin`: [`foreign`]).
+pub async fn loopback_only(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.keys.required(&*state.store).await {
+        Ok(false) => {
+            if let Some(why) = foreign(&request, state.port) {
+                return ApiError::new(StatusCode::FORBIDDEN, "foreign_request", why)
+                    .into_response();
+            }
+        }
+        Ok(true) => {}
+        // Whether keys exist is unknown: the routes that need a key will say so; the public
+        // ones (health, readiness, console assets) carry nothing a foreign page could use.
+        Err(e) => tracing::debug!("could not tell whether this server has keys: {e}"),
+    }
+    next.run(request).await
+}
+
 /// Finds who a request acts for and puts it in the request's extensions as a [`Caller`].
 pub async fn authenticate(
     State(state): State<AppState>,
@@ -390,17 +465,14 @@ pub async fn authenticate(
                 return unauthorized(
                     "this server requires a bearer token (a key): set TESSERA_TOKEN to one \
                      (Authorization: Bearer …); an operator creates keys with `tessera keys \
-                     create`",
+                     create`. A database that has had keys always asks for one, even when \
+                     every key is revoked: to get back in, restart the server with --token T \
+                     (T then acts as the operator) and create a key with it",
                     r#"Bearer realm="tessera""#,
                 );
             }
-            Ok(false) => {
-                if let Some(why) = foreign(&request, state.port) {
-                    return ApiError::new(StatusCode::FORBIDDEN, "foreign_request", why)
-                        .into_response();
-                }
-                Caller::operator()
-            }
+            // `loopback_only`, around every route, has refused foreign requests already.
+            Ok(false) => Caller::operator(),
             Err(e) => return ApiError::from(e).into_response(),
         },
     };
@@ -446,6 +518,80 @@ pub async fn require(need: Need, request: Request, next: Next) -> Response {
         .into_response();
     }
     next.run(request).await
+}
+
+/// What a data read names: a job's data, a task's dependencies, a component's bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Data<'a> {
+    /// A job's outputs or cache.
+    Job(&'a str),
+    /// A task's dependencies.
+    Task(&'a str),
+    /// A component, by digest.
+    Component(&'a str),
+}
+
+/// What the OpenAPI document says of the lease header on the routes a runner reads through.
+pub const LEASE_PARAM: &str = "The lease an attempt reads under, TASK_ID:LEASE. A fleet \
+    runner's key (a runner key of no tenant) must name a live lease it holds in the job (for a \
+    component, on a task pinned to it); other keys need none.";
+
+/// The lease a request names in [`tessera_api::LEASE_HEADER`] (`TASK_ID:LEASE`), if any.
+fn presented_lease(headers: &axum::http::HeaderMap) -> Option<(&str, u64)> {
+    let value = headers.get(tessera_api::LEASE_HEADER)?.to_str().ok()?;
+    let (task, lease) = value.rsplit_once(':')?;
+    Some((task, lease.parse().ok()?))
+}
+
+/// Answers 404 unless the caller may read `what`: anyone who reaches its tenant — except a
+/// fleet runner, which reads only under a live lease its key holds (named in
+/// [`tessera_api::LEASE_HEADER`]) on a task of that job, or, for a component, on a task
+/// pinned to it. The refusal reads exactly like an id that does not exist.
+pub async fn check_reader(
+    state: &AppState,
+    caller: &Caller,
+    headers: &axum::http::HeaderMap,
+    what: Data<'_>,
+) -> Result<(), ApiError> {
+    if !caller.is_fleet() {
+        return match what {
+            Data::Job(id) => check_owner(state, caller, crate::store::Owned::Job(id)).await,
+            Data::Task(id) => check_owner(state, caller, crate::store::Owned::Task(id)).await,
+            Data::Component(_) => Ok(()),
+        };
+    }
+    let missing = || -> ApiError {
+        let (what, id) = match what {
+            Data::Job(id) => ("job", id),
+            Data::Task(id) => ("task", id),
+            Data::Component(id) => ("component", id),
+        };
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+        .into()
+    };
+    let key = caller.key.as_deref().unwrap_or_default();
+    let Some((task, lease)) = presented_lease(headers) else {
+        return Err(missing());
+    };
+    let Some(held) = state.store.lease_of(task).await? else {
+        return Err(missing());
+    };
+    if !held.held_by(key, lease, crate::now_unix_nano()) {
+        return Err(missing());
+    }
+    let allowed = match what {
+        Data::Job(job) => held.job_id == job,
+        Data::Task(other) => state
+            .store
+            .lease_of(other)
+            .await?
+            .is_some_and(|t| t.job_id == held.job_id),
+        Data::Component(digest) => held.component.as_deref() == Some(digest),
+    };
+    if allowed { Ok(()) } else { Err(missing()) }
 }
 
 /// Answers 404 unless the caller reaches what owns `of` — the same answer as for an id that

@@ -207,13 +207,15 @@ pub async fn info(
 /// A component's bytes, by digest (what fleet runners fetch).
 #[utoipa::path(get, path = "/v1/components/{id}", tag = "components",
     params(("id" = String, Path, pattern = r"^sha256:[0-9a-f]{64}$",
-        description = "The component's digest (sha256:…)")),
+        description = "The component's digest (sha256:…)"),
+        ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
         (status = 200, content_type = "application/wasm", body = WasmBytes),
         (status = 404, body = ErrorBody)))]
 pub async fn bytes(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ApiPath(digest): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     if !is_digest(&digest) {
@@ -222,6 +224,14 @@ pub async fn bytes(
              GET /v1/components/{name}/info finds it by name",
         ));
     }
+    // A fleet runner fetches only the component of a task it holds.
+    super::auth::check_reader(
+        &state,
+        &caller,
+        &headers,
+        super::auth::Data::Component(&digest),
+    )
+    .await?;
     let bytes = state
         .store
         .component_bytes_in(caller.reach(), &digest)

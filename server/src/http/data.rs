@@ -8,9 +8,8 @@ use axum::{Extension, Json};
 use tessera_api::{CacheKey, CachePage, CacheQuery, DependencyList, ErrorBody, OutputQuery};
 
 use super::AppState;
-use super::auth::{Caller, check_owner};
+use super::auth::{Caller, Data, check_reader};
 use super::error::{ApiError, ApiPath, ApiQuery};
-use crate::store::Owned;
 
 /// Bytes as stored, in the OpenAPI document.
 #[derive(utoipa::ToSchema)]
@@ -36,7 +35,8 @@ fn octets(bytes: Vec<u8>, task: Option<&str>) -> Response {
 /// A task's output as it returned it (the job's root task's unless `task` names another).
 /// 204 when the task computed without an output.
 #[utoipa::path(get, path = "/v1/jobs/{id}/output", tag = "data",
-    params(("id" = String, Path, description = "The job"), OutputQuery),
+    params(("id" = String, Path, description = "The job"), OutputQuery,
+        ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
         (status = 200, content_type = "application/octet-stream", body = StoredBytes,
             headers(("x-tessera-task" = String, description = "The task whose output it is"))),
@@ -46,10 +46,11 @@ fn octets(bytes: Vec<u8>, task: Option<&str>) -> Response {
 pub async fn output(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<OutputQuery>,
 ) -> Result<Response, ApiError> {
-    check_owner(&state, &caller, Owned::Job(&job)).await?;
+    check_reader(&state, &caller, &headers, Data::Job(&job)).await?;
     let found = state.store.output(&job, query.task.as_deref()).await?;
     Ok(match found.value {
         Some(bytes) => octets(bytes, Some(&found.task_id)),
@@ -66,35 +67,40 @@ pub async fn output(
 /// The subtasks a task depends on, with their positions among their parent's subtasks (the
 /// handles its parent got) and their outputs' sizes.
 #[utoipa::path(get, path = "/v1/tasks/{id}/dependencies", tag = "data",
-    params(("id" = String, Path, description = "The task")),
+    params(("id" = String, Path, description = "The task"),
+        ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses((status = 200, body = DependencyList), (status = 404, body = ErrorBody)))]
 pub async fn dependencies(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ApiPath(task): ApiPath<String>,
 ) -> Result<Json<DependencyList>, ApiError> {
-    check_owner(&state, &caller, Owned::Task(&task)).await?;
+    check_reader(&state, &caller, &headers, Data::Task(&task)).await?;
     Ok(Json(state.store.dependencies(&task).await?))
 }
 
 /// A page of a job's cache keys, in byte order, with their values' sizes.
 #[utoipa::path(get, path = "/v1/jobs/{id}/cache", tag = "data",
-    params(("id" = String, Path, description = "The job"), CacheQuery),
+    params(("id" = String, Path, description = "The job"), CacheQuery,
+        ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses((status = 200, body = CachePage), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn cache(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<CacheQuery>,
 ) -> Result<Json<CachePage>, ApiError> {
-    check_owner(&state, &caller, Owned::Job(&job)).await?;
+    check_reader(&state, &caller, &headers, Data::Job(&job)).await?;
     Ok(Json(state.store.cache(&job, &query).await?))
 }
 
 /// One value of a job's cache, as the task stored it.
 #[utoipa::path(get, path = "/v1/jobs/{id}/cache/value", tag = "data",
-    params(("id" = String, Path, description = "The job"), CacheKey),
+    params(("id" = String, Path, description = "The job"), CacheKey,
+        ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
         (status = 200, content_type = "application/octet-stream", body = StoredBytes),
         (status = 400, body = ErrorBody),
@@ -102,10 +108,11 @@ pub async fn cache(
 pub async fn cache_value(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
     ApiPath(job): ApiPath<String>,
     ApiQuery(query): ApiQuery<CacheKey>,
 ) -> Result<Response, ApiError> {
-    check_owner(&state, &caller, Owned::Job(&job)).await?;
+    check_reader(&state, &caller, &headers, Data::Job(&job)).await?;
     tessera_api::limits::check_cache_key(&query.key).map_err(ApiError::bad_request)?;
     Ok(octets(
         state.store.cache_get(&job, &query.key, query.as_of).await?,

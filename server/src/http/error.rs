@@ -32,6 +32,16 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    /// 401: the key presented is not (or no longer) valid.
+    pub fn revoked() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this key was revoked while the request waited (or is mistyped, or of another \
+             server): set TESSERA_TOKEN to a key your operator created (tessera keys create)",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -43,7 +53,17 @@ impl IntoResponse for ApiError {
             code: self.code.to_string(),
             message: self.message,
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a refused bearer token is answered with its challenge.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(
+                    r#"Bearer realm="tessera", error="invalid_token""#,
+                ),
+            );
+        }
+        response
     }
 }
 
@@ -62,6 +82,7 @@ impl From<StoreError> for ApiError {
             StoreError::Quota(m) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", m)
             }
+            StoreError::Revoked => ApiError::revoked(),
             StoreError::Contention(_) | StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -194,6 +194,7 @@ pub async fn get(
             _ = woken.changed() => tokio::time::sleep(SETTLE).await,
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
+            revoked = state.keys.until_revoked(&*state.store, &caller) => return Err(revoked),
         }
     }
 }

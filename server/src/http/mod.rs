@@ -50,6 +50,8 @@ pub struct AppState {
     pub max_value: usize,
     /// Request-body bytes held at once.
     pub body_budget: budget::BodyBudget,
+    /// The wasmtime embedded in the binary, for `/v1/health`.
+    pub wasmtime: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -227,6 +229,7 @@ async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
         max_body_bytes: state.max_body as u64,
         max_value_bytes: state.max_value as u64,
         max_component_bytes: state.max_component as u64,
+        wasmtime: state.wasmtime.clone(),
     })
 }
 
@@ -385,6 +388,10 @@ pub fn router(state: AppState) -> Router {
     crate::console::router()
         .merge(public)
         .merge(api)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::loopback_only,
+        ))
         .layer(middleware::from_fn(limit_uri))
         .layer(
             tower_http::set_header::SetResponseHeaderLayer::if_not_present(

@@ -44,6 +44,14 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
             "host must be at most 200 characters, none of them control characters",
         ));
     }
+    if c.wasmtime
+        .as_deref()
+        .is_some_and(|v| !tessera_api::is_version_text(v))
+    {
+        return Err(ApiError::bad_request(
+            "wasmtime must be a version: 1 to 50 digits, letters, '.', '+' or '-'",
+        ));
+    }
     if c.concurrency.is_some_and(|n| n == 0 || n > 100_000) {
         return Err(ApiError::bad_request(
             "concurrency must be between 1 and 100000",
@@ -85,9 +93,11 @@ async fn claim_waiting(
             crate::store::Reach::Tenant(t) => crate::wake::key(t, &request.cluster),
             crate::store::Reach::All => crate::wake::fleet_key(&request.cluster),
         });
+        // The store checks the key again in the transaction that leases: a key revoked while
+        // the claim waited is handed nothing.
         let tasks = state
             .store
-            .claim_in(reach, request, now_unix_nano())
+            .claim_in(reach, caller.key.as_deref(), request, now_unix_nano())
             .await?;
         if !tasks.is_empty() {
             state.wake.touched();
@@ -118,6 +128,7 @@ async fn claim_waiting(
             _ = woken.changed() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = shutdown.changed() => {}
+            revoked = state.keys.until_revoked(&*state.store, caller) => return Err(revoked),
         }
     }
 }

@@ -35,6 +35,13 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<TenantList>, ApiError> {
+    // A fleet runner reaches every tenant's tasks, not their quotas and usage: it sees what
+    // any non-operator of no tenant sees, nothing.
+    if caller.is_fleet() {
+        return Ok(Json(TenantList {
+            tenants: Vec::new(),
+        }));
+    }
     let tenants = state.store.tenants(caller.reach()).await?;
     Ok(Json(TenantList {
         tenants: tenants.into_iter().map(|(_, t)| t).collect(),
@@ -180,7 +187,8 @@ pub async fn revoke_key(
         .store
         .revoke_key(caller.reach(), &id, now_unix_nano())
         .await?;
-    state.keys.forget(&id);
+    // Requests waiting with the key (long-polling claims, job watches) end now.
+    state.keys.revoked(&id);
     tracing::info!(key = %id, "revoked a key");
     Ok(Json(revoked.listed()))
 }

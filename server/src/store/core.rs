@@ -312,7 +312,16 @@ impl<D: Driver> Core<D> {
         ids.dedup();
         transact!(self, Mode::Write, |tx| {
             let mut rows = tx.lock_tasks(&ids).await?;
-            rows.retain(|r| reach.allows(r.tenant));
+            // A fleet runner (a key reaching every tenant) reaches only the tasks its key holds:
+            // a report on any other reads like one on a task that does not exist, so that it
+            // learns nothing of other tenants' work.
+            rows.retain(|r| {
+                reach.allows(r.tenant)
+                    && (reach != Reach::All
+                        || decide::runner_key(runner).is_none()
+                        || r.runner.as_deref().and_then(decide::runner_key)
+                            == decide::runner_key(runner))
+            });
             let growing = decide::jobs_growing(reports, &rows);
             let growth = if growing.is_empty() {
                 Default::default()
@@ -411,6 +420,7 @@ impl<D: Driver> Core<D> {
             request.deployed,
             &request.host,
             request.concurrency,
+            &request.wasmtime,
         )
             .hash(&mut hasher);
         let fingerprint = hasher.finish();
@@ -437,6 +447,7 @@ impl<D: Driver> Core<D> {
                 .as_deref()
                 .map(|h| tessera_api::limits::cut(h, 200)),
             concurrency: request.concurrency,
+            wasmtime: request.wasmtime.clone(),
             running: 0,
         })
     }
@@ -444,6 +455,7 @@ impl<D: Driver> Core<D> {
     async fn do_claim(
         &self,
         reach: Reach,
+        key: Option<&str>,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
@@ -461,6 +473,13 @@ impl<D: Driver> Core<D> {
             expires: now.saturating_add(nanos(self.config.lease)),
         };
         let (rows, table) = transact!(self, Mode::Write, |tx| {
+            // Held until the transaction ends: a revocation waits for this claim, or this
+            // claim sees it.
+            if let Some(key) = key
+                && !tx.lock_key(key).await?
+            {
+                return Err(StoreError::Revoked);
+            }
             if let Some(runner) = &record {
                 let forget = now.saturating_sub(FORGET_RUNNER_AFTER);
                 tx.record_runner(runner, reach.tenant(), forget).await?;
@@ -613,6 +632,12 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
+    async fn lease_of(&self, task: &str) -> Result<Option<super::LeaseOf>, StoreError> {
+        let task = task.to_string();
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.lease_of(&task).await) })
+            .await
+    }
+
     async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let limit = page_size(filter.limit, 50, 500)?;
         if let Some(cursor) = filter.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -735,6 +760,7 @@ impl<D: Driver> Store for Core<D> {
     async fn claim_in(
         &self,
         reach: Reach,
+        key: Option<&str>,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
@@ -742,7 +768,8 @@ impl<D: Driver> Store for Core<D> {
             return Ok(Vec::new());
         }
         let request = request.clone();
-        self.run(move |me| async move { me.do_claim(reach, &request, now).await })
+        let key = key.map(str::to_string);
+        self.run(move |me| async move { me.do_claim(reach, key.as_deref(), &request, now).await })
             .await
     }
 
@@ -993,7 +1020,7 @@ impl<D: Driver> Store for Core<D> {
             let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
             let mut runners = transact!(me, Mode::Read, |tx| {
                 let runners = tx.runners(reach, since).await?;
-                let running = tx.running_by_runner().await?;
+                let running = tx.running_by_runner(reach).await?;
                 Ok((runners, running))
             })
             .map(|(mut runners, running)| {
@@ -1511,8 +1538,8 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn active_keys(&self) -> Result<u64, StoreError> {
-        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.active_keys().await) })
+    async fn keys_created(&self) -> Result<u64, StoreError> {
+        self.run(move |me| async move { transact!(me, Mode::Read, |tx| tx.keys_created().await) })
             .await
     }
 

@@ -56,6 +56,15 @@ pub enum LeaseRefusal {
     },
 }
 
+/// The key a runner id is bound to (`KEY/CHOSEN`, the key's 16 hex digits first: see
+/// `http::auth::Caller::runner_id`); `None` for a runner that presented no key.
+pub(crate) fn runner_key(runner: &str) -> Option<&str> {
+    runner
+        .split_once('/')
+        .map(|(key, _)| key)
+        .filter(|key| key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Whether `lease`, presented by `runner`, still holds `row` at `now` (fencing): the task runs
 /// under that token, claimed by that runner, and the lease has not run out.
 pub(crate) fn check_lease(
@@ -1862,6 +1871,7 @@ mod tests {
             deployed: false,
             host: None,
             concurrency: None,
+            wasmtime: None,
             running: 0,
         };
         let fleet = RunnerInfo {

@@ -97,8 +97,10 @@ pub trait Tx: Send + Sized {
     /// Ready queued tasks of a job by kind: cluster, task type, pinned or not, how many (at
     /// most 100 kinds).
     async fn ready_kinds(&mut self, job: &str, now: u64) -> Result<Vec<ReadyKind>, StoreError>;
-    /// How many running tasks each runner holds.
-    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError>;
+    /// How many running tasks of tenants within reach each runner holds (a tenant sees only
+    /// its own attempts on a shared fleet runner).
+    async fn running_by_runner(&mut self, reach: Reach)
+    -> Result<HashMap<String, u64>, StoreError>;
     /// Runners within reach (a tenant's, and those serving every tenant) whose last claim was
     /// at or after `since`, most recent first (at most 1,000).
     async fn runners(&mut self, reach: Reach, since: u64) -> Result<Vec<RunnerInfo>, StoreError>;
@@ -185,10 +187,16 @@ pub trait Tx: Send + Sized {
     async fn keys(&mut self, reach: Reach) -> Result<Vec<KeyRecord>, StoreError>;
     /// One key by id.
     async fn key(&mut self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// A task's job, state and lease.
+    async fn lease_of(&mut self, task: &str) -> Result<Option<super::LeaseOf>, StoreError>;
+    /// Whether a key exists and is not revoked, holding it so that no revocation commits
+    /// before this transaction ends.
+    async fn lock_key(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Marks a key revoked at `now` (a key revoked already keeps its time).
     async fn revoke_key(&mut self, id: &str, now: u64) -> Result<(), StoreError>;
-    /// How many keys are not revoked.
-    async fn active_keys(&mut self) -> Result<u64, StoreError>;
+    /// How many keys were ever created, revoked ones included: a database that has had a key
+    /// always asks for one.
+    async fn keys_created(&mut self) -> Result<u64, StoreError>;
 
     // ---- jobs
     /// Locks a job's row against concurrent changes; false if it does not exist.

@@ -117,6 +117,11 @@ pub(super) const HELD_SELECT: &str = "SELECT t.id, t.job_id, t.cluster, t.path, 
     CASE WHEN t.span_key IS NOT NULL AND t.span_end IS NULL THEN t.started_at END \
     FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
+/// The columns of [`super::LeaseOf`] for one task (both dialects; each appends its `WHERE`).
+pub(super) const LEASE_SELECT: &str = "SELECT t.job_id, t.state = 'running', t.lease, \
+    t.lease_expires_at, (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), \
+    t.component FROM tasks t";
+
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
     // Digits only; a number past the stored range is past every row (saturate, not refuse).
@@ -226,6 +231,7 @@ pub(super) fn runner_info(
         deployed: false,
         host: None,
         concurrency: None,
+        wasmtime: None,
         running: 0,
     })
 }
@@ -264,6 +270,16 @@ pub(super) fn reach_sql(reach: super::Reach, column: &str) -> String {
         super::Reach::Tenant(t) => format!("{column} = {t}"),
         super::Reach::All => "TRUE".into(),
     }
+}
+
+/// How many running tasks of tenants within `reach` each runner holds, by the runner's name
+/// (both dialects).
+pub(super) fn running_by_runner_sql(reach: super::Reach) -> String {
+    format!(
+        "SELECT r.name, COUNT(*) FROM tasks t JOIN runner_names r ON r.id = t.lease_runner_ref \
+         WHERE t.state = 'running' AND {} GROUP BY r.name",
+        reach_sql(reach, "t.tenant_id")
+    )
 }
 
 /// The SQL condition and order of [`super::driver::Which`] over the components table, with

@@ -51,6 +51,10 @@ pub enum StoreError {
     /// A tenant's quota does not allow it; the message names the quota and its value.
     #[error("{0}")]
     Quota(String),
+    /// The key the request was made with was revoked (or is unknown) when the transaction
+    /// looked: nothing was handed out.
+    #[error("this key was revoked; it opens nothing from now on")]
+    Revoked,
     /// The database was busy or two transactions conflicted, and retrying did not help.
     #[error("the job store is busy ({0})")]
     Contention(#[source] DbError),
@@ -199,6 +203,34 @@ impl KeyRecord {
     }
 }
 
+/// Who holds a task and under which lease, as [`Store::lease_of`] finds it: what the server
+/// checks before a fleet runner reads the task's job data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOf {
+    /// The task's job.
+    pub job_id: String,
+    /// Whether it is running.
+    pub running: bool,
+    /// Its current lease token.
+    pub lease: u64,
+    /// When that lease runs out (ns).
+    pub expires_at: Option<u64>,
+    /// The runner holding it.
+    pub runner: Option<String>,
+    /// The deployed component pinned to run it.
+    pub component: Option<String>,
+}
+
+impl LeaseOf {
+    /// Whether `lease` holds the task at `now` for a runner of the key `key`.
+    pub fn held_by(&self, key: &str, lease: u64, now: u64) -> bool {
+        self.running
+            && self.lease == lease
+            && self.expires_at.is_some_and(|e| e >= now)
+            && self.runner.as_deref().and_then(decide::runner_key) == Some(key)
+    }
+}
+
 /// A task's output as [`Store::output`] finds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutput {
@@ -234,6 +266,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// The tenant that owns a job or task; `None` if it does not exist.
     async fn owner(&self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError>;
+    /// A task's job, state and lease; `None` if it does not exist.
+    async fn lease_of(&self, task: &str) -> Result<Option<LeaseOf>, StoreError>;
     /// A job's tasks depth-first, one page.
     async fn tasks(&self, job: &str, query: &TaskQuery) -> Result<TaskPage, StoreError>;
     /// One task.
@@ -246,10 +280,14 @@ pub trait Store: Send + Sync + 'static {
     /// Requeues a job's failed and canceled tasks with fresh retries.
     async fn retry(&self, job: &str, now: u64) -> Result<Job, StoreError>;
     /// Hands out up to `max` eligible tasks within reach under fresh leases (never waits);
-    /// with every tenant in reach, tenants take turns.
+    /// with every tenant in reach, tenants take turns. With `key` (the id of the key the claim
+    /// is made with), the transaction that leases checks the key first and hands out nothing
+    /// ([`StoreError::Revoked`]) if it was revoked: a revocation that has committed is never
+    /// followed by a hand-out to its key.
     async fn claim_in(
         &self,
         reach: Reach,
+        key: Option<&str>,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError>;
@@ -259,7 +297,7 @@ pub trait Store: Send + Sync + 'static {
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError> {
-        self.claim_in(Reach::Tenant(DEFAULT_TENANT), request, now)
+        self.claim_in(Reach::Tenant(DEFAULT_TENANT), None, request, now)
             .await
     }
     /// Records attempt reports; each is accepted or refused on its own (fencing). Says in
@@ -432,8 +470,9 @@ pub trait Store: Send + Sync + 'static {
     async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
     /// Revokes a key within reach at `now`; returns it.
     async fn revoke_key(&self, reach: Reach, id: &str, now: u64) -> Result<KeyRecord, StoreError>;
-    /// How many keys are not revoked.
-    async fn active_keys(&self) -> Result<u64, StoreError>;
+    /// How many keys were ever created, revoked ones included: a database that has had a key
+    /// always asks for one.
+    async fn keys_created(&self) -> Result<u64, StoreError>;
     /// A task's output (the job's root task's by default): the task, and its output if it
     /// has one. A task of another job is not found; one that has not computed is a conflict.
     async fn output(&self, job: &str, task: Option<&str>) -> Result<TaskOutput, StoreError>;

@@ -19,6 +19,7 @@ mod claims;
 mod components;
 mod data;
 mod jobs;
+mod keys;
 mod leases;
 mod logs;
 mod reports;
@@ -68,6 +69,7 @@ fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
         deployed: false,
         host: None,
         concurrency: None,
+        wasmtime: None,
     }
 }
 
@@ -313,6 +315,10 @@ macro_rules! suite {
                 an_expired_attempt_ends_its_span_as_expired,
                 spans_page_in_start_order,
                 every_attempt_keeps_its_span_and_pages_once,
+            }
+            keys {
+                a_revoked_key_is_handed_nothing_and_created_keys_keep_counting,
+                a_fleet_key_reaches_only_the_leases_it_holds,
             }
             tenants {
                 each_tenant_sees_only_its_own_jobs_and_claims,

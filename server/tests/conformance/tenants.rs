@@ -5,7 +5,7 @@ use tessera_api::{NewTenant, TenantUpdate};
 use tessera_server::store::{Owned, Reach, TenantId};
 
 /// Creates tenant `name` with `update` applied; its number.
-async fn tenant(s: &dyn Store, name: &str, update: TenantUpdate) -> TenantId {
+pub(crate) async fn tenant(s: &dyn Store, name: &str, update: TenantUpdate) -> TenantId {
     s.create_tenant(
         &NewTenant {
             name: name.into(),
@@ -20,7 +20,7 @@ async fn tenant(s: &dyn Store, name: &str, update: TenantUpdate) -> TenantId {
 }
 
 async fn claim_in(s: &dyn Store, reach: Reach, runner: &str, max: u32) -> Vec<ClaimedTask> {
-    s.claim_in(reach, &claim_req(runner, &all(), max), T0 + 5)
+    s.claim_in(reach, None, &claim_req(runner, &all(), max), T0 + 5)
         .await
         .unwrap()
 }

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_span_runners.sql"),
     include_str!("migrations/0014_lease_runner_ref.sql"),
     include_str!("migrations/0015_spans_on_tasks.sql"),
+    include_str!("migrations/0016_runner_wasmtime.sql"),
 ];
 
 /// The PostgreSQL job store.
@@ -698,14 +699,12 @@ impl Tx for PgTx {
             .collect())
     }
 
-    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError> {
+    async fn running_by_runner(
+        &mut self,
+        reach: Reach,
+    ) -> Result<HashMap<String, u64>, StoreError> {
         Ok(self
-            .rows(
-                "SELECT r.name, COUNT(*) FROM tasks t \
-                 JOIN runner_names r ON r.id = t.lease_runner_ref \
-                 WHERE t.state = 'running' GROUP BY r.name",
-                &[],
-            )
+            .rows(&running_by_runner_sql(reach), &[])
             .await?
             .iter()
             .map(|r| (r.get(0), u(r.get(1))))
@@ -800,8 +799,8 @@ impl Tx for PgTx {
 
     async fn runners(&mut self, reach: Reach, since: u64) -> Result<Vec<RunnerInfo>, StoreError> {
         let sql = format!(
-            "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, concurrency \
-             FROM runners WHERE last_seen >= $1 AND ({} OR tenant_id IS NULL) \
+            "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, concurrency, \
+             wasmtime FROM runners WHERE last_seen >= $1 AND ({} OR tenant_id IS NULL) \
              ORDER BY last_seen DESC, id LIMIT 1000",
             reach_sql(reach, "tenant_id")
         );
@@ -815,6 +814,7 @@ impl Tx for PgTx {
                     concurrency: r
                         .get::<_, Option<i64>>(7)
                         .map(|n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+                    wasmtime: r.get(8),
                     ..runner_info(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))?
                 })
             })
@@ -829,12 +829,12 @@ impl Tx for PgTx {
     ) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, host, \
-             concurrency, tenant_id) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8) \
+             concurrency, tenant_id, wasmtime) VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET \
              cluster = excluded.cluster, identifiers = excluded.identifiers, \
              last_seen = excluded.last_seen, deployed = excluded.deployed, \
              host = excluded.host, concurrency = excluded.concurrency, \
-             tenant_id = excluded.tenant_id",
+             tenant_id = excluded.tenant_id, wasmtime = excluded.wasmtime",
             &[
                 &runner.id,
                 &runner.cluster,
@@ -844,6 +844,7 @@ impl Tx for PgTx {
                 &runner.host,
                 &runner.concurrency.map(i64::from),
                 &tenant,
+                &runner.wasmtime,
             ],
         )
         .await?;
@@ -1830,12 +1831,36 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn active_keys(&mut self) -> Result<u64, StoreError> {
-        Ok(u(self
-            .one(
-                "SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL",
-                &[],
+    async fn lease_of(&mut self, task: &str) -> Result<Option<super::LeaseOf>, StoreError> {
+        Ok(self
+            .opt(&format!("{LEASE_SELECT} WHERE t.id = $1"), &[&task])
+            .await?
+            .map(|r| super::LeaseOf {
+                job_id: r.get(0),
+                running: r.get(1),
+                lease: u(r.get(2)),
+                expires_at: r.get::<_, Option<i64>>(3).map(u),
+                runner: r.get(4),
+                component: r.get(5),
+            }))
+    }
+
+    async fn lock_key(&mut self, id: &str) -> Result<bool, StoreError> {
+        // FOR SHARE conflicts with the revocation's UPDATE: it waits for this claim to end, and
+        // a claim that waited for it reads the row as revoked (READ COMMITTED re-reads a row
+        // it locked after waiting).
+        Ok(self
+            .opt(
+                "SELECT revoked_at IS NULL FROM api_keys WHERE id = $1 FOR SHARE",
+                &[&id],
             )
+            .await?
+            .is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    async fn keys_created(&mut self) -> Result<u64, StoreError> {
+        Ok(u(self
+            .one("SELECT COUNT(*) FROM api_keys", &[])
             .await?
             .get(0)))
     }

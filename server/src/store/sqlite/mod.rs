@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_binary_ids.sql"),
     include_str!("migrations/0014_lease_runner_ref.sql"),
     include_str!("migrations/0015_spans_on_tasks.sql"),
+    include_str!("migrations/0016_runner_wasmtime.sql"),
 ];
 
 /// The SQLite job store.
@@ -727,7 +728,7 @@ impl Tx for SqliteTx {
             .conn
             .prepare_cached(&format!(
                 "SELECT id, cluster, identifiers, first_seen, last_seen, deployed, host, \
-                 concurrency FROM runners \
+                 concurrency, wasmtime FROM runners \
                  WHERE last_seen >= ?1 AND ({} OR tenant_id IS NULL) \
                  ORDER BY last_seen DESC, id LIMIT 1000",
                 reach_sql(reach, "tenant_id")
@@ -745,17 +746,22 @@ impl Tx for SqliteTx {
                         r.get::<_, bool>(5)?,
                         r.get::<_, Option<String>>(6)?,
                         r.get::<_, Option<u32>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
                     ),
                 ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
             .map(
-                |((id, cluster, identifiers, first, last), (deployed, host, concurrency))| {
+                |(
+                    (id, cluster, identifiers, first, last),
+                    (deployed, host, concurrency, wasmtime),
+                )| {
                     Ok(RunnerInfo {
                         deployed,
                         host,
                         concurrency,
+                        wasmtime,
                         ..runner_info(id, cluster, &identifiers, first, last)?
                     })
                 },
@@ -772,12 +778,13 @@ impl Tx for SqliteTx {
         self.conn
             .prepare_cached(
                 "INSERT INTO runners (id, cluster, identifiers, first_seen, last_seen, deployed, \
-                 host, concurrency, tenant_id) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8) \
+                 host, concurrency, tenant_id, wasmtime) \
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9) \
                  ON CONFLICT (id) DO UPDATE SET \
                  cluster = excluded.cluster, identifiers = excluded.identifiers, \
                  last_seen = excluded.last_seen, deployed = excluded.deployed, \
                  host = excluded.host, concurrency = excluded.concurrency, \
-                 tenant_id = excluded.tenant_id",
+                 tenant_id = excluded.tenant_id, wasmtime = excluded.wasmtime",
             )?
             .execute(params![
                 runner.id,
@@ -787,7 +794,8 @@ impl Tx for SqliteTx {
                 runner.deployed,
                 runner.host,
                 runner.concurrency,
-                tenant
+                tenant,
+                runner.wasmtime
             ])?;
         self.conn
             .prepare_cached("DELETE FROM runners WHERE last_seen < ?1")?
@@ -921,14 +929,13 @@ impl Tx for SqliteTx {
             .optional()?)
     }
 
-    async fn running_by_runner(&mut self) -> Result<HashMap<String, u64>, StoreError> {
+    async fn running_by_runner(
+        &mut self,
+        reach: Reach,
+    ) -> Result<HashMap<String, u64>, StoreError> {
         let rows = self
             .conn
-            .prepare_cached(
-                "SELECT r.name, COUNT(*) FROM tasks t \
-                 JOIN runner_names r ON r.id = t.lease_runner_ref \
-                 WHERE t.state = 'running' GROUP BY r.name",
-            )?
+            .prepare_cached(&running_by_runner_sql(reach))?
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows
@@ -1790,10 +1797,35 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn active_keys(&mut self) -> Result<u64, StoreError> {
+    async fn lease_of(&mut self, task: &str) -> Result<Option<super::LeaseOf>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL")?
+            .prepare_cached(&format!("{LEASE_SELECT} WHERE t.id = ?1"))?
+            .query_row([Id(task)], |r| {
+                Ok(super::LeaseOf {
+                    job_id: id_at(r, 0)?,
+                    running: r.get(1)?,
+                    lease: r.get(2)?,
+                    expires_at: r.get(3)?,
+                    runner: r.get(4)?,
+                    component: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    async fn lock_key(&mut self, id: &str) -> Result<bool, StoreError> {
+        // The write transaction holds SQLite's only write lock: no revocation commits meanwhile.
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM api_keys WHERE id = ?1 AND revoked_at IS NULL")?
+            .exists([id])?)
+    }
+
+    async fn keys_created(&mut self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM api_keys")?
             .query_row([], |r| r.get::<_, i64>(0))?
             .max(0) as u64)
     }

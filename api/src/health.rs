@@ -22,6 +22,10 @@ pub struct Health {
     /// predate saying it): the CLI refuses a larger one before sending it.
     #[serde(default)]
     pub max_component_bytes: u64,
+    /// The largest task input the server keeps, in bytes as stored (0 from servers that
+    /// predate saying it): runners refuse larger subtask inputs in the sandbox.
+    #[serde(default)]
+    pub max_input_bytes: u64,
     /// The wasmtime embedded in this server's `tessera` binary (the sandbox runners started
     /// from it run on), e.g. `48.0.10`; `None` from a server built without a sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,134 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 pub const MAX_CACHE_WRITES: usize = 1000;
 /// Most keys one cache listing returns.
 pub const MAX_CACHE_LIST: u32 = 1000;
+/// Longest request target (path and query) the server answers, in bytes. It fits a cache
+/// listing at its limits: a prefix and a key to start after of [`MAX_CACHE_KEY_CHARS`] each,
+/// every character a 4-byte one, percent-encoded to 12 bytes.
+pub const MAX_REQUEST_TARGET_BYTES: usize = 16 * 1024;
+const _: () = assert!(2 * MAX_CACHE_KEY_CHARS * 12 + 1024 <= MAX_REQUEST_TARGET_BYTES);
+
+/// How many bytes an input takes as it is stored and carried: its JSON as serde_json writes
+/// it (compact; a number as it round-trips, so `1e15` counts as `1000000000000000.0`). Every
+/// part measures inputs this way, never by the text a client or a guest happened to send.
+pub fn stored_len(value: &Value) -> usize {
+    encoded_len(value)
+}
+
+/// The length of a wire value's compact JSON, without keeping the encoding.
+pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("wire types serialize");
+    count.0
+}
+
+/// [`stored_len`] of a JSON text, measured as it streams by, without building its value: a
+/// huge input costs no memory to refuse. (A key an object repeats counts each time; the
+/// stored value keeps the last, so this never measures less than what is stored.)
+pub fn stored_len_of(text: &str) -> Result<usize, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut count = Count(0);
+    serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut count))?;
+    de.end()?;
+    Ok(count.0)
+}
+
+/// A writer that only counts.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks an input's size as stored ([`stored_len`]) against `max` bytes; its size if it fits.
+pub fn check_input_size(value: &Value, max: usize) -> Result<usize, String> {
+    check_stored_len(stored_len(value), max)
+}
+
+/// Checks a size as stored against `max` bytes, in the words every part uses.
+pub fn check_stored_len(len: usize, max: usize) -> Result<usize, String> {
+    if len > max {
+        return Err(format!(
+            "its input of {} (as stored: compact JSON) exceeds the limit of {} per task; pass \
+             large data by reference (a URL or object key) instead",
+            human_bytes(len),
+            human_bytes(max)
+        ));
+    }
+    Ok(len)
+}
+
+/// Checks one subtask of an attempt as the server records it: `position` is its place among
+/// all the attempt's subtasks, and each dependency must name an earlier one, once; its cluster
+/// a valid name; its input within [`MAX_INPUT_DEPTH`] and `max_input` bytes as stored. Returns
+/// the input's stored size. The host checks a submission with this before the guest's call
+/// returns, so that the server never refuses what the host accepted.
+pub fn check_subtask(
+    position: usize,
+    spec: &crate::SubtaskSpec,
+    max_input: usize,
+) -> Result<usize, String> {
+    let i = position;
+    if let Some(&d) = spec.depends_on.iter().find(|&&d| d as usize >= i) {
+        return Err(format!(
+            "subtask {i} depends on {d}, which is not an earlier subtask of the same attempt"
+        ));
+    }
+    let mut deps = spec.depends_on.clone();
+    deps.sort_unstable();
+    if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("subtask {i} lists dependency {} twice", w[0]));
+    }
+    if let Some(c) = &spec.cluster {
+        check_name("cluster", c).map_err(|e| format!("subtask {i}: {e}"))?;
+    }
+    crate::TaskIdentifier::new(spec.identifier.name.clone(), spec.identifier.version)
+        .map_err(|e| format!("subtask {i}: {e}"))?;
+    let named = |e: String| format!("subtask {i} ({}): {e}", spec.identifier);
+    check_input_depth(&spec.input).map_err(named)?;
+    check_input_size(&spec.input, max_input).map_err(named)
+}
+
+/// Checks a cache listing's prefix and the key it starts after as keys are checked (a prefix
+/// may be empty): the host refuses what the server would, with the same words.
+pub fn check_cache_listing(prefix: &str, after: Option<&str>) -> Result<(), String> {
+    for (what, text) in [("prefix", prefix), ("after", after.unwrap_or(""))] {
+        if !text.is_empty() {
+            check_cache_key(text).map_err(|why| format!("{what}: {why}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Renders a byte count for people: `1 byte`, `512 bytes`, `1.5 KiB`, `3 MiB`.
+pub fn human_bytes(bytes: usize) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes == 1 {
+        return "1 byte".into();
+    }
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if value.fract() == 0.0 {
+        format!("{value:.0} {unit}")
+    } else {
+        format!("{value:.1} {unit}")
+    }
+}
 
 /// Checks a job-cache key: 1 to [`MAX_CACHE_KEY_CHARS`] characters, none of them a control character.
 pub fn check_cache_key(key: &str) -> Result<(), String> {
@@ -173,6 +301,70 @@ mod tests {
             control.contains("control") && !control.contains('\u{1b}'),
             "{control}"
         );
+    }
+
+    #[test]
+    fn inputs_are_measured_as_stored_not_as_sent() {
+        let sent = "[1e15,1e15, 1e15]";
+        let value: Value = serde_json::from_str(sent).unwrap();
+        let stored = serde_json::to_string(&value).unwrap();
+        assert_eq!(
+            stored,
+            "[1000000000000000.0,1000000000000000.0,1000000000000000.0]"
+        );
+        assert_eq!(stored_len(&value), stored.len());
+        assert_eq!(stored_len_of(sent).unwrap(), stored.len());
+        assert!(stored_len_of("[1, 2").is_err() && stored_len_of("1 2").is_err());
+        assert!(stored_len(&value) > sent.len());
+        assert_eq!(check_input_size(&value, stored.len()), Ok(stored.len()));
+        let refused = check_input_size(&value, sent.len()).unwrap_err();
+        assert!(refused.contains("58 bytes (as stored"), "{refused}");
+        // Padding a client sent does not count against it.
+        let padded: Value = serde_json::from_str("  {  \"a\" :  1 }  ").unwrap();
+        assert_eq!(stored_len(&padded), r#"{"a":1}"#.len());
+    }
+
+    #[test]
+    fn a_subtask_is_checked_as_the_server_records_it() {
+        let spec = |deps: Vec<u32>, input: Value| crate::SubtaskSpec {
+            identifier: crate::TaskIdentifier::parse("Leaf", "v1.0").unwrap(),
+            input,
+            display: None,
+            depends_on: deps,
+            max_retries: 0,
+            cluster: None,
+        };
+        assert_eq!(check_subtask(2, &spec(vec![0, 1], json!([1])), 10), Ok(3));
+        let later = check_subtask(1, &spec(vec![1], json!(1)), 10).unwrap_err();
+        assert!(later.contains("not an earlier subtask"), "{later}");
+        let twice = check_subtask(3, &spec(vec![0, 0], json!(1)), 10).unwrap_err();
+        assert_eq!(twice, "subtask 3 lists dependency 0 twice");
+        let big = check_subtask(0, &spec(vec![], json!("x".repeat(20))), 10).unwrap_err();
+        assert!(
+            big.starts_with("subtask 0 (Leaf@v1.0): its input of 22 bytes"),
+            "{big}"
+        );
+    }
+
+    #[test]
+    fn cache_listings_check_prefix_and_start_as_keys() {
+        assert!(check_cache_listing("", None).is_ok());
+        assert!(check_cache_listing(&"😀".repeat(512), Some(&"語".repeat(512))).is_ok());
+        let control = check_cache_listing("a\u{1}", None).unwrap_err();
+        assert!(
+            control.starts_with("prefix: ") && control.contains("control"),
+            "{control}"
+        );
+        let long = check_cache_listing("a", Some(&"k".repeat(513))).unwrap_err();
+        assert!(long.starts_with("after: "), "{long}");
+    }
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(1), "1 byte");
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3 MiB");
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Events for Printer {
             Notice::TooLarge { task_id, bytes } => tracing::warn!(
                 task = %task_id,
                 "the attempt's result ({}) is larger than the server accepts; reporting it failed",
-                tessera_host::human_bytes(*bytes)
+                tessera_api::limits::human_bytes(*bytes)
             ),
             Notice::Converted { task_id, why } => tracing::warn!(
                 task = %task_id,

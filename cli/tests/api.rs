@@ -334,7 +334,7 @@ async fn http_edges_answer_json_and_the_console_sends_security_headers() {
         ),
         (
             "a long URL",
-            authed(http.get(url(&format!("/v1/jobs?name={}", "n".repeat(9000))))),
+            authed(http.get(url(&format!("/v1/jobs?name={}", "n".repeat(17_000))))),
             414,
             "uri_too_long",
         ),
@@ -425,6 +425,19 @@ async fn a_job_can_be_watched_for_changes() {
     assert_eq!(long.status().as_u16(), 400);
 }
 
+/// Posts a job body that must be refused as too large (413); its error body.
+async fn refused_submit(server: &ServerProc, body: String) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", server.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    response.json().await.unwrap()
+}
+
 /// A 31 MiB JSON array as a job input once took the server to 1.87 GB. It is refused now, with a
 /// message, and costs the server little more than its bytes.
 #[tokio::test]
@@ -440,15 +453,7 @@ async fn a_huge_input_is_refused_without_blowing_up_memory() {
     let body = format!(
         r#"{{"name":"huge","root":{{"identifier":{{"name":"Root","version":"v0.0"}},"input":{array}}}}}"#
     );
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", server.url))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 413);
-    let error: Value = response.json().await.unwrap();
+    let error = refused_submit(&server, body).await;
     assert_eq!(error["code"], "input_too_large", "{error}");
     assert!(
         error["message"]
@@ -465,6 +470,20 @@ async fn a_huge_input_is_refused_without_blowing_up_memory() {
         .unwrap();
     eprintln!("server peak RSS: {} MiB", peak_kib / 1024);
     assert!(peak_kib < 512 * 1024, "server peak RSS {peak_kib} KiB");
+    // An input is measured as stored, not as sent: 0.95 MiB of `1e15`s is 3.6 MiB stored
+    // (`1000000000000000.0` each), refused as a subtask input would be.
+    let floats = vec!["1e15"; (1 << 20) / 100 * 95 / 5].join(",");
+    let body = format!(
+        r#"{{"name":"floats","root":{{"identifier":{{"name":"Root","version":"v0.0"}},"input":[{floats}]}}}}"#
+    );
+    assert!(body.len() < 1 << 20);
+    let error = refused_submit(&server, body).await;
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message
+            .contains("its input of 3.6 MiB (as stored: compact JSON) exceeds the limit of 1 MiB"),
+        "{error}"
+    );
     // Inputs within the limit still go through.
     server.client().submit(&submit_body("small")).await.unwrap();
 }

@@ -213,6 +213,57 @@ fn submit_probe(server: &ServerProc, how: &str, size: u32, retries: u32) -> Stri
         .to_string()
 }
 
+/// Every key and prefix the limits allow lists through a runner (the runner sends them in the
+/// request target, which fits them at 4 bytes a character), and a prefix the server would
+/// refuse is refused by the host first as `invalid-key`.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_listings_at_the_key_limits_work_through_a_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(&dir.path().join("t.db"), &[]);
+    let client = server.client();
+    let job = submit_probe(&server, "wide-keys", 0, 0);
+    let (status, _, err) = output(
+        runner(&server, &[&guest("hostile-guest")]),
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{err}");
+    let done = finished(&client, &job, Duration::from_secs(60)).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    let seen = client
+        .output(&job, None, 1 << 20)
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    let seen: Value = serde_json::from_slice(&seen).unwrap();
+    for (what, want) in [
+        ("emoji", "ok 1"),
+        ("cjk", "ok 1"),
+        ("whole_key", "ok 1"),
+        ("control", "invalid-key"),
+        ("too_long", "invalid-key"),
+    ] {
+        assert_eq!(seen[what], want, "{what}: {seen}");
+    }
+    // The committed keys list at the limits through the API too.
+    let page = client
+        .cache(
+            &job,
+            &CacheQuery {
+                prefix: Some("😀".repeat(512)),
+                after: Some("語".repeat(512)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let listed: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(listed, ["😀".repeat(512)], "{page:?}");
+    // In byte order: 語 is E8 AA 9E, 😀 F0 9F 98 80.
+    let all = cache_keys(&client, &job).await;
+    assert_eq!(all, ["語".repeat(512), "😀".repeat(512)]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_attempts_cache_writes_never_show() {
     let dir = tempfile::tempdir().unwrap();

@@ -50,6 +50,11 @@ async fn bad_results_fail_their_own_attempt_once_and_spoil_no_batch() {
             "exceeds the limit of 1 MiB per task",
         ),
         (
+            // Just under 1 MiB as the guest sent it, 3.6 MiB as it would be stored.
+            submit(&c, "float-inputs", "Misuse", misuse("float-inputs", 1)).await,
+            "its input of 3.6 MiB (as stored: compact JSON) exceeds the limit of 1 MiB per task",
+        ),
+        (
             submit(
                 &c,
                 "too-wide",

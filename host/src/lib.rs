@@ -48,7 +48,7 @@ pub use cache::{CacheOutcome, DEFAULT_CACHE_BYTES, default_cache_dir, digest as 
 pub use component::{LoadError, TaskComponent};
 pub use data::{DependencyRef, JobData, MemoryJobData, NoJobData};
 pub use engine::{Allocation, AllocationInUse, EngineError, HostConfig, check_map_count};
-pub use limits::{Limits, human_bytes, human_duration};
+pub use limits::{Limits, human_duration};
 pub use log::{DiscardLogs, FieldValue, LogRecord, LogSink, now_unix_nano};
 pub use sandbox::Host;
 pub use tessera_api::{Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};

@@ -41,30 +41,7 @@ impl Default for Limits {
     }
 }
 
-/// Renders a byte count for people: `64 MiB`, `1.5 KiB`, `12 bytes`.
-pub fn human_bytes(bytes: usize) -> String {
-    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
-    if bytes == 1 {
-        return "1 byte".into();
-    }
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    if value.fract() == 0.0 {
-        format!("{value:.0} {unit}")
-    } else {
-        format!("{value:.1} {unit}")
-    }
-}
+pub(crate) use tessera_api::limits::human_bytes;
 
 /// Renders a duration for people: `30 s`, `1.5 s`, `250 ms`.
 pub fn human_duration(d: Duration) -> String {
@@ -133,11 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn humans_read_sizes_and_durations() {
-        assert_eq!(human_bytes(12), "12 bytes");
-        assert_eq!(human_bytes(1), "1 byte");
-        assert_eq!(human_bytes(64 << 20), "64 MiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
+    fn humans_read_durations() {
         assert_eq!(human_duration(Duration::from_secs(30)), "30 s");
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
         assert_eq!(human_duration(Duration::from_millis(250)), "250 ms");

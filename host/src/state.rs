@@ -150,7 +150,7 @@ impl From<WitLevel> for Level {
 pub(crate) struct SubmitBudget {
     /// Most subtasks in all.
     pub(crate) subtasks: usize,
-    /// Largest input of one subtask, as JSON text.
+    /// Largest input of one subtask, in bytes as stored (`limits::stored_len`).
     pub(crate) input_bytes: usize,
     /// Report bytes left for subtasks.
     pub(crate) report_bytes: usize,
@@ -162,8 +162,9 @@ const SUBTASK_OVERHEAD: usize = 160;
 /// Marks a `depends-on` entry as a subtask handle from an earlier call (see the WIT).
 const HANDLE_BIT: u32 = 0x8000_0000;
 
-/// Checks one submission and turns it into wire subtasks, or says why it is refused. The
-/// checks are the server's, so that a result the host accepts is never refused there.
+/// Checks one submission and turns it into wire subtasks, or says why it is refused. Each
+/// subtask is checked by the server's own rule (`limits::check_subtask`), its input measured
+/// as the server will store it, so that a result the host accepts is never refused there.
 fn check_submission(
     subtasks: Vec<Subtask>,
     already: usize,
@@ -199,14 +200,6 @@ fn check_submission(
                 None => return Err(SubmitError::BadDependency(d)),
             }
         }
-        let depends_on = deps.clone();
-        deps.sort_unstable();
-        if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
-            return Err(SubmitError::Invalid(format!(
-                "subtask {i} lists dependency {} twice",
-                w[0]
-            )));
-        }
         let version: Version = s.identifier.version.parse().map_err(|e| {
             SubmitError::Invalid(format!(
                 "subtask {i} ({}): {e}",
@@ -215,42 +208,30 @@ fn check_submission(
         })?;
         let identifier = TaskIdentifier::new(s.identifier.name, version)
             .map_err(|e| SubmitError::Invalid(format!("subtask {i}: {e}")))?;
-        if let Some(c) = &s.cluster {
-            limits::check_name("cluster", c)
-                .map_err(|e| SubmitError::Invalid(format!("subtask {i} ({identifier}): {e}")))?;
-        }
-        if s.input.len() > budget.input_bytes {
-            return Err(SubmitError::Invalid(format!(
-                "subtask {i} ({identifier}): its input of {} exceeds the limit of {} per task; \
-                 pass large data by reference (a URL or object key) instead",
-                human_bytes(s.input.len()),
-                human_bytes(budget.input_bytes)
-            )));
-        }
         let input: serde_json::Value = serde_json::from_str(&s.input).map_err(|e| {
             SubmitError::Invalid(format!(
                 "subtask {i} ({identifier}): input is not valid JSON: {e}"
             ))
         })?;
-        limits::check_input_depth(&input)
-            .map_err(|e| SubmitError::Invalid(format!("subtask {i} ({identifier}): {e}")))?;
-        let display = s
-            .display
-            .map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES));
-        bytes = bytes
-            .saturating_add(s.input.len())
-            .saturating_add(identifier.name.len())
-            .saturating_add(display.as_ref().map_or(0, String::len))
-            .saturating_add(depends_on.len().saturating_mul(11))
-            .saturating_add(SUBTASK_OVERHEAD);
-        out.push(SubtaskSpec {
+        let spec = SubtaskSpec {
             identifier,
             input,
-            display,
-            depends_on,
+            display: s
+                .display
+                .map(|d| limits::cut(&d, limits::MAX_DISPLAY_BYTES)),
+            depends_on: deps,
             max_retries: s.max_retries,
             cluster: s.cluster,
-        });
+        };
+        let stored = limits::check_subtask(earlier, &spec, budget.input_bytes)
+            .map_err(SubmitError::Invalid)?;
+        bytes = bytes
+            .saturating_add(stored)
+            .saturating_add(spec.identifier.name.len())
+            .saturating_add(spec.display.as_ref().map_or(0, String::len))
+            .saturating_add(spec.depends_on.len().saturating_mul(11))
+            .saturating_add(SUBTASK_OVERHEAD);
+        out.push(spec);
     }
     if bytes > budget.report_bytes {
         return Err(SubmitError::Invalid(format!(
@@ -402,12 +383,10 @@ impl task::cache::Host for TaskState {
         prefix: String,
         start_after: Option<String>,
     ) -> wasmtime::Result<Result<Vec<String>, DataError>> {
-        let chars = prefix.chars().count();
-        if chars > limits::MAX_CACHE_KEY_CHARS {
-            return Ok(Err(DataError::InvalidKey(format!(
-                "the prefix is {chars} characters long; keys have at most {}",
-                limits::MAX_CACHE_KEY_CHARS
-            ))));
+        // The server's rule, so that what it would refuse the guest hears as `invalid-key`,
+        // not as a retryable `unavailable`.
+        if let Err(why) = limits::check_cache_listing(&prefix, start_after.as_deref()) {
+            return Ok(Err(DataError::InvalidKey(why)));
         }
         let page = limits::MAX_CACHE_LIST;
         let data = self.data.clone();

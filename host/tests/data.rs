@@ -242,6 +242,21 @@ async fn keys_values_and_writes_are_bounded() {
     );
 }
 
+/// Keys and prefixes at their limits list, whatever characters they are made of; a prefix the
+/// server would refuse (a control character, too long) is refused by the host first as
+/// `invalid-key`, never passed on to come back as a retryable `unavailable`.
+#[tokio::test]
+async fn listings_take_every_key_and_prefix_the_limits_allow() {
+    let (host, component) = setup().await;
+    let outcome = probe_alone(&host, &component, "wide-keys", 0, &Limits::default()).await;
+    let seen = seen(&outcome);
+    assert_eq!(seen["emoji"], "ok 1", "{seen}");
+    assert_eq!(seen["cjk"], "ok 1", "{seen}");
+    assert_eq!(seen["whole_key"], "ok 1", "{seen}");
+    assert_eq!(seen["control"], "invalid-key", "{seen}");
+    assert_eq!(seen["too_long"], "invalid-key", "{seen}");
+}
+
 #[tokio::test]
 async fn outputs_are_bounded_by_the_value_limit() {
     let (host, component) = setup().await;

@@ -521,6 +521,31 @@ async fn a_panic_after_a_handled_refusal_is_reported_as_the_panic() {
     );
 }
 
+/// A subtask input is measured as the server stores it, not as the guest sent it: just under
+/// 1 MiB of `1e15`s is about 3.6 MiB stored, refused as `invalid` by submit-subtasks itself.
+#[tokio::test]
+async fn a_subtask_input_is_measured_as_it_is_stored() {
+    let (host, component) = setup().await;
+    let f = fails_then_host_still_works(
+        &host,
+        &component,
+        "Misuse",
+        json!({"how": "float-inputs", "size": 1}),
+        &Limits::default(),
+    )
+    .await;
+    assert!(
+        f.message
+            .contains("submit-subtasks refused: SubmitError::Invalid("),
+        "{f}"
+    );
+    assert!(
+        f.message
+            .contains("(Echo@v0.0): its input of 3.6 MiB (as stored: compact JSON) exceeds the limit of 1 MiB per task"),
+        "{f}"
+    );
+}
+
 /// A handle from an earlier call names its subtask in `depends_on`; the report carries
 /// positions among all the attempt's subtasks. A handle not yet issued is refused.
 #[tokio::test]

@@ -180,6 +180,11 @@ pub async fn run(
             .limits
             .value_bytes
             .min(usize::try_from(health.max_value_bytes).unwrap_or(usize::MAX)),
+        // What the server keeps of a subtask's input (0: a server that does not say).
+        input_bytes: match usize::try_from(health.max_input_bytes) {
+            Ok(0) | Err(_) => config.limits.input_bytes,
+            Ok(n) => config.limits.input_bytes.min(n),
+        },
         ..config.limits.clone()
     };
     let runner_id = config

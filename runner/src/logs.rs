@@ -7,7 +7,7 @@ use tessera_host::{LogRecord, LogSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::outbox::encoded_len;
+use tessera_api::limits::encoded_len;
 
 /// Most lines in one batch.
 const BATCH: usize = 2000;

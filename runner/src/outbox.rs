@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use tessera_api::limits::human_bytes;
 use tessera_api::limits::{MAX_DISPLAY_BYTES, cut};
 use tessera_api::{ClientError, Report, ReportResponse, TaskReport};
-use tessera_host::human_bytes;
 
 /// Room kept in a request for everything around its reports (the envelope, a claim).
 const ENVELOPE_BYTES: usize = 16 << 10;
@@ -24,22 +24,7 @@ pub const BATCH_BYTES: usize = 2 << 20;
 /// up (their leases expire and the tasks run again).
 const MAX_TRIES: u32 = 30;
 
-/// The encoded size of a value, without keeping the encoding.
-pub fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 = self.0.saturating_add(buf.len());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("wire types serialize");
-    count.0
-}
+use tessera_api::limits::encoded_len;
 
 struct Entry {
     report: TaskReport,

@@ -88,8 +88,6 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Largest request body, in bytes.
     pub max_body: usize,
-    /// Largest root task input, in bytes (runners refuse larger inputs by default too).
-    pub max_input: usize,
     /// Largest deployed component, in bytes.
     pub max_component: usize,
     /// Request-body bytes held at once; requests past it wait (see `http::budget`).
@@ -109,7 +107,6 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             token: None,
             max_body: 32 << 20,
-            max_input: 1 << 20,
             max_component: 64 << 20,
             max_inflight_body: 16 << 20,
             connections: http::serve::Limits::default(),
@@ -228,7 +225,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         )),
         port: addr.port(),
         max_body: config.max_body,
-        max_input: config.max_input,
+        max_input: config.store.max_input_bytes,
         max_component: config.max_component,
         max_value: config.store.max_value_bytes,
         body_budget: http::budget::BodyBudget::new(config.max_inflight_body),

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tessera_api::component::{DIGEST_PREFIX, short_digest};
+use tessera_api::limits::human_bytes;
 use tessera_api::{Component, ComponentQuery, DeployQuery};
-use tessera_host::{Host, HostConfig, Limits, human_bytes};
+use tessera_host::{Host, HostConfig, Limits};
 
 use super::ServerRef;
 use crate::format;

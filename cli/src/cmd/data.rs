@@ -85,7 +85,7 @@ fn print_bytes(bytes: &[u8], what: &str) -> anyhow::Result<()> {
         Ok(text) if terminal => println!("{}", format::safe_max(text, usize::MAX)),
         Err(_) if terminal => println!(
             "{what} is {} of binary data; redirect it to a file (… > out.bin) or use --json",
-            tessera_host::human_bytes(bytes.len())
+            tessera_api::limits::human_bytes(bytes.len())
         ),
         _ => {
             let mut out = std::io::stdout().lock();
@@ -163,7 +163,7 @@ pub async fn run(args: CacheArgs) -> anyhow::Result<ExitCode> {
                 .map(|e| {
                     vec![
                         format::safe_max(&e.key, 200),
-                        tessera_host::human_bytes(e.bytes as usize),
+                        tessera_api::limits::human_bytes(e.bytes as usize),
                     ]
                 })
                 .collect();

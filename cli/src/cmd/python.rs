@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
-use tessera_host::{Host, HostConfig, Limits, human_bytes};
+use tessera_api::limits::human_bytes;
+use tessera_host::{Host, HostConfig, Limits};
 
 /// The componentize-py release the SDK is built and tested with.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";

@@ -33,7 +33,8 @@ pub struct Args {
     /// Largest component `tessera deploy` may upload, in MiB (stored in the database).
     #[arg(long, default_value_t = 64)]
     max_component_mib: usize,
-    /// Largest root task input, in KiB (runners' --max-input-kib defaults to the same).
+    /// Largest task input, in KiB of compact JSON as stored: a root task's past it is refused
+    /// at submit, an attempt submitting a larger subtask input fails (runners adopt it).
     #[arg(long, default_value_t = 1024)]
     max_input_kib: usize,
     /// Largest task output or job-cache value kept, in KiB; an attempt that hands back a
@@ -79,11 +80,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_lost: args.max_lost,
             max_job_tasks: args.max_job_tasks.max(1),
             max_value_bytes: args.max_value_kib.clamp(1, 64 << 10) << 10,
+            max_input_bytes: args.max_input_kib.clamp(1, 4 << 20) << 10,
             ..StoreConfig::default()
         },
         token: args.token.filter(|t| !t.is_empty()),
         max_body: args.max_body_mib.clamp(1, 4096) << 20,
-        max_input: args.max_input_kib.clamp(1, 4 << 20) << 10,
         max_inflight_body: args.max_inflight_mib.clamp(1, 4096) << 20,
         max_component: args.max_component_mib.clamp(1, 1024) << 20,
         connections: tessera_server::ConnectionLimits {

@@ -44,20 +44,21 @@ pub async fn submit(
 ) -> Result<Json<Job>, ApiError> {
     let input = match body.root.input {
         None => serde_json::Value::Null,
-        Some(raw) if raw.get().len() > state.max_input => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "input_too_large",
-                format!(
-                    "the root task's input is {} bytes; this server accepts at most {} \
-                     (--max-input-kib); pass large data by reference (a URL or object key)",
-                    raw.get().len(),
-                    state.max_input
-                ),
-            ));
+        Some(raw) => {
+            // Measured as stored, as the host measures a subtask's (never by the text sent),
+            // while it streams by: an input far past the limit costs no memory to refuse.
+            let bad =
+                |e: serde_json::Error| ApiError::bad_request(format!("the root task's input: {e}"));
+            let len = tessera_api::limits::stored_len_of(raw.get()).map_err(bad)?;
+            if let Err(why) = tessera_api::limits::check_stored_len(len, state.max_input) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "input_too_large",
+                    format!("the root task: {why} (this server's --max-input-kib)"),
+                ));
+            }
+            serde_json::from_str(raw.get()).map_err(bad)?
         }
-        Some(raw) => serde_json::from_str(raw.get())
-            .map_err(|e| ApiError::bad_request(format!("the root task's input: {e}")))?,
     };
     let job = SubmitJob {
         name: body.name,

@@ -42,7 +42,7 @@ pub struct AppState {
     pub port: u16,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
-    /// The largest root task input accepted, in bytes.
+    /// The largest task input accepted, in bytes as stored.
     pub max_input: usize,
     /// The largest deployed component accepted, in bytes.
     pub max_component: usize,
@@ -182,7 +182,7 @@ impl utoipa::Modify for Conventions {
                          or, on a server without keys, the request came from another site",
                     );
                     add("400", "The request is not valid; the message says why");
-                    add("414", "The request target is longer than 8 KiB");
+                    add("414", "The request target is longer than 16 KiB");
                     add("500", "The server failed; nothing was changed");
                 }
                 add("503", "The database is busy or unreachable; try again");
@@ -229,6 +229,7 @@ async fn health(State(state): State<AppState>) -> Json<tessera_api::Health> {
         max_body_bytes: state.max_body as u64,
         max_value_bytes: state.max_value as u64,
         max_component_bytes: state.max_component as u64,
+        max_input_bytes: state.max_input as u64,
         wasmtime: state.wasmtime.clone(),
     })
 }
@@ -252,8 +253,9 @@ async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>,
     }
 }
 
-/// Longest request target (path and query) answered; longer ones get a JSON 414.
-const MAX_URI: usize = 8 * 1024;
+/// Longest request target (path and query) answered; longer ones get a JSON 414. It fits a
+/// cache listing at the key limits (see the constant).
+const MAX_URI: usize = tessera_api::limits::MAX_REQUEST_TARGET_BYTES;
 
 async fn limit_uri(request: Request, next: Next) -> Response {
     let len = request

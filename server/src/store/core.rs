@@ -1282,13 +1282,11 @@ impl<D: Driver> Store for Core<D> {
             tessera_api::limits::MAX_CACHE_LIST,
             tessera_api::limits::MAX_CACHE_LIST,
         )?;
-        for (what, text) in [("prefix", &query.prefix), ("after", &query.after)] {
-            let text = text.as_deref().unwrap_or("");
-            if !text.is_empty() {
-                tessera_api::limits::check_cache_key(text)
-                    .map_err(|why| StoreError::Invalid(format!("{what}: {why}")))?;
-            }
-        }
+        tessera_api::limits::check_cache_listing(
+            query.prefix.as_deref().unwrap_or(""),
+            query.after.as_deref(),
+        )
+        .map_err(StoreError::Invalid)?;
         let (job, query) = (job.to_string(), query.clone());
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| {

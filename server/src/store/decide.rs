@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tessera_api::{
     Blob, CacheWrite, Job, JobState, LeaseRef, LeaseStatus, Level, LogLine, Report, ReportResult,
-    RunnerInfo, SpanOutcome, SubtaskSpec, TaskIdentifier, TaskReport, TaskState, Unserved,
+    RunnerInfo, SpanOutcome, SubtaskSpec, TaskReport, TaskState, Unserved,
 };
 
 use super::driver::{
@@ -15,7 +15,7 @@ use super::driver::{
 };
 use super::encode::{nanos, path_segment};
 use super::pins::Pins;
-use super::{StoreConfig, StoreError, check_name};
+use super::{StoreConfig, StoreError};
 use crate::wake::Scope;
 use tessera_api::limits;
 
@@ -333,7 +333,7 @@ pub(crate) fn reports(
                 output_from,
                 cache: writes,
             } => {
-                if let Some(why) = check_subtasks(subtasks) {
+                if let Some(why) = check_subtasks(subtasks, config.max_input_bytes) {
                     let reason = format!("the attempt submitted invalid subtasks: {why}");
                     fail(&mut plan, row, reason, display.clone(), config, now, false);
                     continue;
@@ -658,32 +658,13 @@ pub(crate) fn check_data(
     None
 }
 
-/// Why a set of subtasks is malformed, if it is.
-pub(crate) fn check_subtasks(subtasks: &[SubtaskSpec]) -> Option<String> {
-    for (i, s) in subtasks.iter().enumerate() {
-        if let Some(&d) = s.depends_on.iter().find(|&&d| d as usize >= i) {
-            return Some(format!(
-                "subtask {i} depends on {d}, which is not an earlier subtask of the same attempt"
-            ));
-        }
-        let mut deps = s.depends_on.clone();
-        deps.sort_unstable();
-        if let Some(w) = deps.windows(2).find(|w| w[0] == w[1]) {
-            return Some(format!("subtask {i} lists dependency {} twice", w[0]));
-        }
-        if let Some(c) = &s.cluster
-            && let Err(e) = check_name("cluster", c)
-        {
-            return Some(format!("subtask {i}: {e}"));
-        }
-        if let Err(e) = TaskIdentifier::new(s.identifier.name.clone(), s.identifier.version) {
-            return Some(format!("subtask {i}: {e}"));
-        }
-        if let Err(e) = limits::check_input_depth(&s.input) {
-            return Some(format!("subtask {i} ({}): {e}", s.identifier));
-        }
-    }
-    None
+/// Why a set of subtasks is malformed, if it is: the rule the host applies too
+/// ([`limits::check_subtask`]), inputs measured as stored against the server's input limit.
+pub(crate) fn check_subtasks(subtasks: &[SubtaskSpec], max_input: usize) -> Option<String> {
+    subtasks
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| limits::check_subtask(i, s, max_input).err())
 }
 
 /// The rows of a computed task's subtasks (checked by [`check_subtasks`]).
@@ -1249,6 +1230,7 @@ mod tests {
     use tessera_api::{ProgressUpdate, TaskCounts};
 
     use super::*;
+    use tessera_api::TaskIdentifier;
 
     const NOW: u64 = 1_000_000_000_000;
 

@@ -98,6 +98,9 @@ pub struct StoreConfig {
     /// Largest task output or job-cache value, in bytes; an attempt that hands back a larger
     /// one fails.
     pub max_value_bytes: usize,
+    /// Largest task input, in bytes as stored (`tessera_api::limits::stored_len`): a root
+    /// task's past it is refused at submit, and an attempt whose subtask's is past it fails.
+    pub max_input_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -109,6 +112,7 @@ impl Default for StoreConfig {
             max_lost: 5,
             max_job_tasks: 5_000_000,
             max_value_bytes: tessera_api::limits::DEFAULT_MAX_VALUE_BYTES,
+            max_input_bytes: 1 << 20,
         }
     }
 }

@@ -37,6 +37,7 @@ fn config() -> StoreConfig {
         max_lost: 3,
         max_job_tasks: 1_000,
         max_value_bytes: 64 << 10,
+        max_input_bytes: 64 << 10,
     }
 }
 

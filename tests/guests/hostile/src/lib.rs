@@ -335,8 +335,9 @@ impl Task for Echo {
 #[derive(Serialize, Deserialize)]
 pub struct Misuse {
     /// `huge-error`, `duplicate-deps`, `deep-input`, `big-inputs`, `progress-overflow`,
-    /// `control-text`, `exit` (with status `size`), `reserve-then-panic` or `escaped-logs`
-    /// (`size` lines of 1,000 control bytes).
+    /// `control-text`, `exit` (with status `size`), `reserve-then-panic`, `escaped-logs`
+    /// (`size` lines of 1,000 control bytes) or `float-inputs` (a subtask input sent as just
+    /// under `size` MiB of `1e15`s, each 18 bytes as stored).
     pub how: String,
     /// A size in MiB (`huge-error`, `big-inputs`) or a depth (`deep-input`).
     #[serde(default)]
@@ -396,6 +397,31 @@ impl Task for Misuse {
                 for i in 0..self.size {
                     info!(ctx, n = i, "{line}");
                 }
+                Ok(())
+            }
+            "float-inputs" => {
+                // Raw text through the WIT import, as a guest in any language may send it:
+                // `1e15,` is 5 bytes sent, and `1000000000000000.0,` 19 as the server stores it.
+                let count = mib / 100 * 95 / 5;
+                let mut numbers = String::with_capacity(count * 5 + 2);
+                for i in 0..count {
+                    numbers.push_str(if i == 0 { "1e15" } else { ",1e15" });
+                }
+                use tessera_guest::bindings::tessera::task::{host, types};
+                let subtask = types::Subtask {
+                    identifier: types::TaskIdentifier {
+                        name: "Echo".into(),
+                        version: "v0.0".into(),
+                    },
+                    input: format!("{{\"value\":[{numbers}]}}"),
+                    display: None,
+                    depends_on: vec![],
+                    depends_on_all: false,
+                    max_retries: 0,
+                    cluster: None,
+                };
+                host::submit_subtasks(&[subtask])
+                    .map_err(|e| TaskError::new(format!("submit-subtasks refused: {e:?}")))?;
                 Ok(())
             }
             "reserve-then-panic" => {
@@ -495,8 +521,8 @@ impl Task for PyLeaf {
 /// output (a JSON object), so that a test can check every answer of the host.
 #[derive(Serialize, Deserialize)]
 pub struct DataProbe {
-    /// `cache`, `read`, `limits`, `big-output`, `fail-after-write`, `output-from` or
-    /// `write-then-sleep` (`size` seconds, on the first attempt only).
+    /// `cache`, `read`, `limits`, `wide-keys`, `big-output`, `fail-after-write`, `output-from`
+    /// or `write-then-sleep` (`size` seconds, on the first attempt only).
     pub how: String,
     /// KiB of output (`big-output`) or seconds (`write-then-sleep`).
     #[serde(default)]
@@ -582,6 +608,18 @@ impl Task for DataProbe {
                 };
                 note("writes", serde_json::json!(writes));
                 note("after_last", serde_json::json!(last));
+            }
+            "wide-keys" => {
+                // Keys and prefixes at their limits in characters, of characters that take 4
+                // and 3 bytes (12 and 9 once percent-encoded in a URL).
+                cache.put(&"😀".repeat(512), &1)?;
+                cache.put(&"語".repeat(512), &2)?;
+                let listed = |prefix: &str| code(cache.list(prefix).map(|keys| keys.len()));
+                note("emoji", serde_json::json!(listed(&"😀".repeat(200))));
+                note("cjk", serde_json::json!(listed(&"語".repeat(400))));
+                note("whole_key", serde_json::json!(listed(&"😀".repeat(512))));
+                note("control", serde_json::json!(listed("a\u{1}")));
+                note("too_long", serde_json::json!(listed(&"k".repeat(513))));
             }
             "big-output" => {
                 ctx.set_output_bytes(vec![b'x'; (self.size as usize) << 10]);

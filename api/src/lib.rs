@@ -49,6 +49,15 @@ pub use tenants::{
 /// The default server address of clients (`TESSERA_SERVER` overrides it).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8420";
 
+/// Nanoseconds since the Unix epoch, now (the unit of every time on the wire); 0 on a clock
+/// set before 1970.
+pub fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The header in which a runner names the lease its data reads are for (`TASK_ID:LEASE`): a
 /// fleet runner's key reads a job's data and components only while it holds a live lease in
 /// that job.

@@ -2,7 +2,6 @@
 
 mod cmd;
 mod format;
-mod runner;
 
 use std::process::ExitCode;
 
@@ -34,7 +33,7 @@ enum Command {
     /// Run the server: job store, runner protocol, HTTP API and console.
     Server(cmd::server::Args),
     /// Run task components: claim queued tasks and run them sandboxed.
-    Runner(runner::Args),
+    Runner(cmd::runner::Args),
     /// Submit a job whose root task is TASK.
     Submit(cmd::submit::Args),
     /// List, show, cancel or retry jobs.
@@ -135,7 +134,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => cmd::server::run(args).await,
-            Command::Runner(args) => runner::run(args).await,
+            Command::Runner(args) => cmd::runner::run(args).await,
             Command::Submit(args) => cmd::submit::run(args).await,
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Logs(args) => cmd::logs::run(args).await,

@@ -404,9 +404,10 @@ fn check_output(state: &mut TaskState, len: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Turns a wasmtime error into a failure a person can act on. The cause is found by type
-/// (downcasting wasmtime's and WASI's errors), never by searching error text, so that an
-/// upgrade of wasmtime cannot silently change a reason.
+/// Turns a wasmtime error into a failure a person can act on. Wasmtime's causes are found by
+/// type (downcasting wasmtime's and WASI's errors), never by searching wasmtime's error text,
+/// so that an upgrade of wasmtime cannot silently change a reason. The one text searched is
+/// the guest's own stderr, for the message a Rust panic writes there (`panic_message`).
 fn classify(
     error: wasmtime::Error,
     state: &TaskState,

@@ -2,7 +2,6 @@
 //! budget that truncates a flood.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tessera_api::Level;
 
@@ -116,13 +115,7 @@ impl<F: Fn(LogRecord) + Send + Sync> LogSink for F {
     }
 }
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_unix_nano() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use tessera_api::now_unix_nano;
 
 /// Longest message kept from one log line; the rest is cut with a marker.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;

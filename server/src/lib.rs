@@ -25,13 +25,7 @@ pub use store::{
 };
 pub use wake::Wake;
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_unix_nano() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use tessera_api::now_unix_nano;
 
 /// Where the server keeps its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +209,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let wake = Wake::default();
-    store.forward_wakeups(wake.clone());
+    store.on_commit(Arc::new(wake.clone()));
     let state = http::AppState {
         store: store.clone(),
         wake: wake.clone(),
@@ -238,7 +232,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         config.connections.clone(),
         shutdown_rx.clone(),
     ));
-    let reaper = tokio::spawn(reap_forever(store, wake, config.store.lease));
+    let reaper = tokio::spawn(reap_forever(store, config.store.lease));
     tracing::info!(%addr, "tessera server listening");
     Ok(RunningServer {
         addr,
@@ -249,8 +243,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     })
 }
 
-/// Requeues expired leases every quarter lease (at most every second).
-async fn reap_forever(store: Arc<dyn Store>, wake: Wake, lease: Duration) {
+/// Requeues expired leases every quarter lease (at most every second); the store wakes the
+/// claims of their clusters.
+async fn reap_forever(store: Arc<dyn Store>, lease: Duration) {
     let every = (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -258,10 +253,7 @@ async fn reap_forever(store: Arc<dyn Store>, wake: Wake, lease: Duration) {
         tick.tick().await;
         match store.reap(now_unix_nano()).await {
             Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(tasks = n, "requeued tasks whose lease expired");
-                wake.notify();
-            }
+            Ok(n) => tracing::info!(tasks = n, "requeued tasks whose lease expired"),
             Err(e) => tracing::warn!("lease reaper failed: {e}"),
         }
     }

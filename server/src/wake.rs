@@ -1,81 +1,14 @@
 //! Wakes long-polling claims when claimable work may have appeared — only the claims of the
 //! clusters it may have appeared in — and watchers of a job (the console) when anything may
-//! have changed.
+//! have changed. The store tells it of every commit ([`CommitListener`]); requests only
+//! subscribe.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-/// Where claimable work may have appeared.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Scope {
-    /// Nowhere: nothing became claimable.
-    #[default]
-    Nothing,
-    /// In these clusters.
-    Clusters(Vec<String>),
-    /// Anywhere (the change is not known task by task).
-    Everyone,
-}
-
-/// Separates a tenant from a cluster in a wake-up key: a control character, which no cluster
-/// name holds.
-const TENANT_SEPARATOR: char = '\u{1f}';
-
-/// The wake-up key of a tenant's cluster: the cluster's name for the default tenant (as before
-/// tenants), else the tenant's number and the name. Claims of tenant A's runners on cluster
-/// `default` wait on another key than tenant B's, so B's work never wakes A's runners.
-pub fn key(tenant: crate::store::TenantId, cluster: &str) -> String {
-    if tenant == crate::store::DEFAULT_TENANT {
-        cluster.to_string()
-    } else {
-        format!("{tenant}{TENANT_SEPARATOR}{cluster}")
-    }
-}
-
-/// The key a claim reaching every tenant (a fleet runner) waits on for `cluster`: every
-/// tenant's work there wakes it.
-pub fn fleet_key(cluster: &str) -> String {
-    format!("*{TENANT_SEPARATOR}{cluster}")
-}
-
-/// The cluster a wake-up key names.
-fn cluster_of(key: &str) -> &str {
-    key.split_once(TENANT_SEPARATOR).map_or(key, |(_, c)| c)
-}
-
-/// Most bytes of a notification payload naming clusters (PostgreSQL allows 8000).
-const MAX_PAYLOAD: usize = 7000;
-
-impl Scope {
-    /// The scope as a notification payload for other servers: cluster names one per line
-    /// (names hold no control characters), `*` for everyone (also when the names would not
-    /// fit), `None` when there is nothing to tell.
-    pub fn to_payload(&self) -> Option<String> {
-        match self {
-            Scope::Nothing => None,
-            Scope::Everyone => Some("*".into()),
-            Scope::Clusters(names) => {
-                let text = names.join("\n");
-                if names.is_empty() || text.len() > MAX_PAYLOAD || text == "*" {
-                    Some("*".into())
-                } else {
-                    Some(text)
-                }
-            }
-        }
-    }
-
-    /// The scope a payload names; anything but cluster names (an empty payload, `*`, from an
-    /// older server) wakes everyone.
-    pub fn from_payload(payload: &str) -> Scope {
-        if payload.is_empty() || payload == "*" {
-            return Scope::Everyone;
-        }
-        Scope::Clusters(payload.split('\n').map(str::to_string).collect())
-    }
-}
+use crate::store::scope::{CommitListener, Scope, cluster_of, fleet_key};
 
 /// Broadcast "look again" signals: counters that waiters watch. A claim waits on its
 /// cluster's counter and the everyone counter, so that work submitted to cluster A never runs
@@ -109,6 +42,12 @@ fn bump(tx: &watch::Sender<u64>) {
     tx.send_modify(|n| *n = n.wrapping_add(1));
 }
 
+impl CommitListener for Wake {
+    fn committed(&self, scope: &Scope) {
+        self.notify_scope(scope);
+    }
+}
+
 /// What a waiting claim watches: its cluster and everyone.
 pub struct Woken {
     everyone: watch::Receiver<u64>,
@@ -132,10 +71,10 @@ impl Wake {
         self.touched();
     }
 
-    /// Wakes the claims that `scope` names.
+    /// Wakes the claims that `scope` names, and every watcher.
     pub fn notify_scope(&self, scope: &Scope) {
         match scope {
-            Scope::Nothing => {}
+            Scope::Nothing => self.touched(),
             Scope::Everyone => self.notify(),
             Scope::Clusters(names) => {
                 let clusters = self.inner.clusters.lock().unwrap();
@@ -189,21 +128,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn scopes_travel_as_payloads() {
-        let two = Scope::Clusters(vec!["gpu".into(), "default".into()]);
-        assert_eq!(Scope::from_payload(&two.to_payload().unwrap()), two);
-        assert_eq!(Scope::Nothing.to_payload(), None);
-        assert_eq!(
-            Scope::from_payload(&Scope::Everyone.to_payload().unwrap()),
-            Scope::Everyone
-        );
-        // An older server's empty payload, and names too many to fit, wake everyone.
-        assert_eq!(Scope::from_payload(""), Scope::Everyone);
-        let many = Scope::Clusters((0..2000).map(|i| format!("cluster-{i}")).collect());
-        assert_eq!(many.to_payload().as_deref(), Some("*"));
-    }
+    use crate::store::scope::key;
 
     async fn woke(w: &mut Woken) -> bool {
         tokio::time::timeout(Duration::from_millis(50), w.changed())
@@ -219,8 +144,13 @@ mod tests {
         wake.notify_scope(&Scope::Clusters(vec!["a".into()]));
         assert!(woke(&mut a).await);
         assert!(!woke(&mut b).await, "cluster b slept through a's work");
+        let watcher = wake.watch();
         wake.notify_scope(&Scope::Nothing);
-        assert!(!woke(&mut a).await);
+        assert!(
+            !woke(&mut a).await,
+            "a change with nothing claimable wakes no claim"
+        );
+        assert!(watcher.has_changed().unwrap(), "but every watcher");
         wake.notify_scope(&Scope::Everyone);
         assert!(woke(&mut a).await && woke(&mut b).await);
     }
@@ -241,9 +171,6 @@ mod tests {
             "tenant 3's runners slept through tenant 2's work"
         );
         assert!(!woke(&mut plain).await && !woke(&mut other_fleet).await);
-        // Keys travel between servers unchanged.
-        let scope = Scope::Clusters(vec![key(2, "default"), "gpu".into()]);
-        assert_eq!(Scope::from_payload(&scope.to_payload().unwrap()), scope);
     }
 
     #[tokio::test]

@@ -93,7 +93,7 @@ fn duration(job: &Job) -> String {
         (Some(s), Some(f)) => format::duration_ns(f.saturating_sub(s)),
         (Some(s), None) => format!(
             "{} so far",
-            format::duration_ns(tessera_server::now_unix_nano().saturating_sub(s))
+            format::duration_ns(tessera_api::now_unix_nano().saturating_sub(s))
         ),
         _ => "-".into(),
     }

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod new;
 pub mod parallel;
 pub mod python;
+pub mod runner;
 pub mod runners;
 pub mod server;
 pub mod spans;

@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let now = tessera_server::now_unix_nano();
+    let now = tessera_api::now_unix_nano();
     let start = spans
         .iter()
         .map(|s| s.start_time_unix_nano)

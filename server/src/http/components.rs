@@ -18,11 +18,6 @@ use super::error::{ApiError, ApiPath, ApiQuery};
 use crate::now_unix_nano;
 use crate::store::check_name;
 
-/// A component's bytes, in the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct WasmBytes(#[allow(dead_code)] Vec<u8>);
-
 /// Most task types one component may export.
 const MAX_TASK_TYPES: usize = 1000;
 
@@ -93,7 +88,7 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
 
 /// Deploys a component: the body is its bytes.
 #[utoipa::path(post, path = "/v1/components", tag = "components", params(DeployQuery),
-    request_body(content = WasmBytes, content_type = "application/wasm",
+    request_body(content = super::RawBytes, content_type = "application/wasm",
         description = "The component's bytes"),
     responses(
         (status = 201, body = Deployed, description = "Deployed"),
@@ -210,7 +205,7 @@ pub async fn info(
         description = "The component's digest (sha256:…)"),
         ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
-        (status = 200, content_type = "application/wasm", body = WasmBytes),
+        (status = 200, content_type = "application/wasm", body = super::RawBytes),
         (status = 404, body = ErrorBody)))]
 pub async fn bytes(
     State(state): State<AppState>,

@@ -11,11 +11,6 @@ use super::AppState;
 use super::auth::{Caller, Data, check_reader};
 use super::error::{ApiError, ApiPath, ApiQuery};
 
-/// Bytes as stored, in the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct StoredBytes(#[allow(dead_code)] Vec<u8>);
-
 /// Bytes for a client: their type unknown to the server, never sniffed by a browser.
 fn octets(bytes: Vec<u8>, task: Option<&str>) -> Response {
     let mut response = (
@@ -38,7 +33,7 @@ fn octets(bytes: Vec<u8>, task: Option<&str>) -> Response {
     params(("id" = String, Path, description = "The job"), OutputQuery,
         ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
-        (status = 200, content_type = "application/octet-stream", body = StoredBytes,
+        (status = 200, content_type = "application/octet-stream", body = super::RawBytes,
             headers(("x-tessera-task" = String, description = "The task whose output it is"))),
         (status = 204, description = "The task computed without an output"),
         (status = 404, body = ErrorBody),
@@ -102,7 +97,7 @@ pub async fn cache(
     params(("id" = String, Path, description = "The job"), CacheKey,
         ("tessera-lease" = Option<String>, Header, description = super::auth::LEASE_PARAM)),
     responses(
-        (status = 200, content_type = "application/octet-stream", body = StoredBytes),
+        (status = 200, content_type = "application/octet-stream", body = super::RawBytes),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such job, or no value under the key")))]
 pub async fn cache_value(

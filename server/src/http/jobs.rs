@@ -70,16 +70,11 @@ pub async fn submit(
         },
         cluster: body.cluster,
     };
+    // The store wakes the claims of the job's cluster once it is committed.
     let job = state
         .store
         .submit_as(caller.home(), &job, now_unix_nano())
         .await?;
-    state
-        .wake
-        .notify_scope(&crate::wake::Scope::Clusters(vec![crate::wake::key(
-            caller.home(),
-            &job.cluster,
-        )]));
     Ok(Json(job))
 }
 
@@ -235,8 +230,6 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.cancel(&id, now_unix_nano()).await?;
-    // Nothing became claimable; watchers of the job should look.
-    state.wake.touched();
     Ok(Json(job))
 }
 
@@ -254,7 +247,6 @@ pub async fn delete(
 ) -> Result<Json<Job>, ApiError> {
     check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.delete_job(&id).await?;
-    state.wake.touched();
     Ok(Json(job))
 }
 
@@ -268,7 +260,6 @@ pub async fn retry(
 ) -> Result<Json<Job>, ApiError> {
     check_owner(&state, &caller, Owned::Job(&id)).await?;
     let job = state.store.retry(&id, now_unix_nano()).await?;
-    state.wake.notify();
     Ok(Json(job))
 }
 

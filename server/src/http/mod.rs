@@ -54,6 +54,12 @@ pub struct AppState {
     pub wasmtime: Option<String>,
 }
 
+/// Bytes the server stores or serves as they are (a component, an output, a cache value), for
+/// the OpenAPI document; each route names its content type.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawBytes(#[allow(dead_code)] Vec<u8>);
+
 #[derive(OpenApi)]
 #[openapi(
     info(

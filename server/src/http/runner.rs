@@ -90,8 +90,8 @@ async fn claim_waiting(
     let mut shutdown = state.shutdown.clone();
     loop {
         let mut woken = state.wake.subscribe(&match reach {
-            crate::store::Reach::Tenant(t) => crate::wake::key(t, &request.cluster),
-            crate::store::Reach::All => crate::wake::fleet_key(&request.cluster),
+            crate::store::Reach::Tenant(t) => crate::store::scope::key(t, &request.cluster),
+            crate::store::Reach::All => crate::store::scope::fleet_key(&request.cluster),
         });
         // The store checks the key again in the transaction that leases: a key revoked while
         // the claim waited is handed nothing.
@@ -99,9 +99,6 @@ async fn claim_waiting(
             .store
             .claim_in(reach, caller.key.as_deref(), request, now_unix_nano())
             .await?;
-        if !tasks.is_empty() {
-            state.wake.touched();
-        }
         let now = Instant::now();
         if !tasks.is_empty() || now >= deadline || *shutdown.borrow() {
             return Ok(tasks);
@@ -168,9 +165,10 @@ pub async fn report(
         reports,
         claim,
     } = request;
-    let (results, scope) = state
+    // The store wakes what the reports made claimable, once they are committed.
+    let results = state
         .store
-        .report_waking(
+        .report_in(
             caller.claims(true),
             &caller.runner_id(&runner_id),
             &reports,
@@ -183,7 +181,6 @@ pub async fn report(
     if let Some(axum::Extension(permit)) = budget {
         permit.release();
     }
-    state.wake.notify_scope(&scope);
     if !results.is_empty() && results.iter().all(|r| !r.accepted) && claim.is_none() {
         let why = results[0].error.clone().unwrap_or_default();
         return Err(ApiError::new(

@@ -18,11 +18,11 @@ use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, ClaimedRow, Driver, Mode, NewJob, NewTask, Tx, Which};
 use super::encode::{id_bytes, lease_ms, nanos, new_id, path_index};
 use super::pins::{MAX_PINNED_TYPES, Pins};
+use super::{CommitListener, Scope};
 use super::{
     KeyRecord, Owned, Reach, Store, StoreConfig, StoreError, TaskOutput, TenantId, check_name,
     page_size,
 };
-use crate::wake::Scope;
 
 /// A claim's digests if they name one well-formed digest per identifier, else none: they only
 /// label spans, so a runner that garbles them loses the labels, not its claim.
@@ -64,6 +64,8 @@ pub struct Core<D: Driver> {
     tenant_table: Arc<std::sync::Mutex<Option<(Instant, TenantTable)>>>,
     /// Each tenant's queued tasks as this server last counted them, and when.
     queued_seen: Arc<std::sync::Mutex<HashMap<TenantId, (Instant, u64)>>>,
+    /// Told of each commit that announced something ([`Store::on_commit`]).
+    listener: Arc<std::sync::OnceLock<Arc<dyn CommitListener>>>,
 }
 
 /// Every tenant by number.
@@ -82,12 +84,15 @@ impl<D: Driver> Clone for Core<D> {
             turn: self.turn.clone(),
             tenant_table: self.tenant_table.clone(),
             queued_seen: self.queued_seen.clone(),
+            listener: self.listener.clone(),
         }
     }
 }
 
 /// Runs `$body` (an expression using the open transaction `$tx`, ending in a `Result`) in one
 /// transaction, committing on success and rolling back on error; tries again on contention.
+/// Once it has committed, the listener hears what it announced ([`Tx::notify`]): the one place
+/// this server's long polls learn of a change.
 macro_rules! transact {
     ($core:expr, $mode:expr, |$tx:ident| $body:expr) => {{
         let mut tries = 0u32;
@@ -96,7 +101,14 @@ macro_rules! transact {
             let mut $tx = $core.driver.begin($mode).await?;
             let result: Result<_, StoreError> = async { $body }.await;
             let result = match result {
-                Ok(value) => $tx.commit().await.map(|()| value),
+                Ok(value) => {
+                    let announced = $tx.notified();
+                    let committed = $tx.commit().await.map(|()| value);
+                    if committed.is_ok() {
+                        $core.committed(&announced);
+                    }
+                    committed
+                }
                 Err(e) => {
                     $tx.rollback().await;
                     Err(e)
@@ -147,6 +159,16 @@ impl<D: Driver> Core<D> {
             turn: Default::default(),
             tenant_table: Default::default(),
             queued_seen: Default::default(),
+            listener: Default::default(),
+        }
+    }
+
+    /// Tells the listener what a committed transaction announced, once each.
+    fn committed(&self, scopes: &[Scope]) {
+        if let Some(listener) = self.listener.get() {
+            for scope in scopes {
+                listener.committed(scope);
+            }
         }
     }
 
@@ -294,7 +316,7 @@ impl<D: Driver> Core<D> {
             let mut tallies = Tallies::default();
             tallies.add(&id, TaskState::Queued, 1);
             tx.add_job_tallies(&tallies.rows()).await?;
-            tx.notify(&Scope::Clusters(vec![crate::wake::key(tenant, &cluster)]))
+            tx.notify(&Scope::Clusters(vec![super::scope::key(tenant, &cluster)]))
                 .await?;
             Self::load_job(&mut tx, &id).await
         })
@@ -306,7 +328,7 @@ impl<D: Driver> Core<D> {
         runner: &str,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
+    ) -> Result<Vec<ReportResult>, StoreError> {
         let mut ids: Vec<&str> = reports.iter().map(|r| r.task_id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -359,7 +381,7 @@ impl<D: Driver> Core<D> {
                 new_id,
             );
             if !plan.changed() {
-                return Ok((plan.results, crate::wake::Scope::Nothing));
+                return Ok(plan.results);
             }
             decide::pin_components(&mut plan.tasks, &growth)?;
             tx.insert_tasks(&plan.tasks).await?;
@@ -405,7 +427,7 @@ impl<D: Driver> Core<D> {
                 };
             }
             tx.notify(&scope).await?;
-            Ok((plan.results, scope))
+            Ok(plan.results)
         })
     }
 
@@ -555,6 +577,9 @@ impl<D: Driver> Core<D> {
                 tallies.started(&r.job_id, now);
             }
             tx.add_job_tallies(&tallies.rows()).await?;
+            if !rows.is_empty() {
+                tx.notify(&Scope::Nothing).await?;
+            }
             Ok((rows, table))
         })?;
         let lease_ms = lease_ms(&self.config);
@@ -716,6 +741,7 @@ impl<D: Driver> Store for Core<D> {
                 let mut tallies = Tallies::default();
                 tallies.shift(&job, TaskState::Queued, TaskState::Canceled, n);
                 tx.add_job_tallies(&tallies.rows()).await?;
+                tx.notify(&Scope::Nothing).await?;
                 Self::load_job(&mut tx, &job).await
             })
         })
@@ -730,6 +756,7 @@ impl<D: Driver> Store for Core<D> {
                 let current = Self::load_job(&mut tx, &job).await?;
                 decide::delete(&current)?;
                 tx.delete_job(&job).await?;
+                tx.notify(&Scope::Nothing).await?;
                 Ok(current)
             })
         })
@@ -773,15 +800,15 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    async fn report_waking(
+    async fn report_in(
         &self,
         reach: Reach,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError> {
+    ) -> Result<Vec<ReportResult>, StoreError> {
         if reports.is_empty() {
-            return Ok((Vec::new(), crate::wake::Scope::Nothing));
+            return Ok(Vec::new());
         }
         let (runner, reports) = (runner_id.to_string(), reports.to_vec());
         self.run(move |me| async move { me.do_report(reach, &runner, &reports, now).await })
@@ -870,7 +897,7 @@ impl<D: Driver> Store for Core<D> {
                 tx.insert_logs(&plan.logs).await?;
                 let mut clusters: Vec<String> = rows
                     .iter()
-                    .map(|r| crate::wake::key(r.tenant, &r.cluster))
+                    .map(|r| super::scope::key(r.tenant, &r.cluster))
                     .collect();
                 clusters.sort_unstable();
                 clusters.dedup();
@@ -1541,8 +1568,10 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    fn forward_wakeups(&self, wake: crate::Wake) {
-        self.driver.forward_wakeups(wake);
+    fn on_commit(&self, listener: Arc<dyn CommitListener>) {
+        if self.listener.set(listener.clone()).is_ok() {
+            self.driver.forward(listener);
+        }
     }
 }
 

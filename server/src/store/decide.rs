@@ -9,6 +9,7 @@ use tessera_api::{
     RunnerInfo, SpanOutcome, SubtaskSpec, TaskReport, TaskState, Unserved,
 };
 
+use super::Scope;
 use super::driver::{
     AddProgress, CacheSet, CompletedRow, ErrorText, HeldRow, JobGrowth, JobTally, NewTask,
     ParentRow, PutOutput, ReadyKind, SetState, SpanEnd, state_index,
@@ -16,7 +17,6 @@ use super::driver::{
 use super::encode::{nanos, path_segment};
 use super::pins::Pins;
 use super::{StoreConfig, StoreError};
-use crate::wake::Scope;
 use tessera_api::limits;
 
 /// Why a report or an extension does not hold its task.
@@ -114,7 +114,7 @@ pub(crate) struct ReportPlan {
     pub completed: Vec<CompletedRow>,
     /// What the plan changes in its jobs' kept counts (before its spans are ended).
     pub tallies: Tallies,
-    /// The wake-up keys ([`crate::wake::key`]: tenant and cluster) whose waiting claims should
+    /// The wake-up keys ([`super::scope::key`]: tenant and cluster) whose waiting claims should
     /// look again: a task became claimable there (or
     /// will when its retry backoff ends), or a job there ended, so that a runner told to exit
     /// when idle finds out now, not when its long poll runs out.
@@ -412,7 +412,7 @@ pub(crate) fn reports(
                 plan.claimable_in.extend(
                     rows.iter()
                         .filter(|t| t.state == TaskState::Queued && t.depends_on.is_empty())
-                        .map(|t| crate::wake::key(t.tenant, &t.cluster)),
+                        .map(|t| super::scope::key(t.tenant, &t.cluster)),
                 );
                 plan.tasks.extend(rows);
                 plan.states.push(SetState {
@@ -457,7 +457,7 @@ pub(crate) fn reports(
             Report::Abandoned | Report::Canceled => {
                 if !row.job_canceled {
                     plan.claimable_in
-                        .insert(crate::wake::key(row.tenant, &row.cluster));
+                        .insert(super::scope::key(row.tenant, &row.cluster));
                 }
                 plan.states.push(SetState {
                     span: span(row, SpanOutcome::Abandoned, None, now),
@@ -568,7 +568,7 @@ fn fail(
         )
     } else if row.retries_used < row.max_retries && !permanent {
         plan.claimable_in
-            .insert(crate::wake::key(row.tenant, &row.cluster));
+            .insert(super::scope::key(row.tenant, &row.cluster));
         let wait = config.backoff(row.retries_used);
         let state = SetState {
             state: TaskState::Queued,
@@ -586,7 +586,7 @@ fn fail(
     } else {
         plan.failed_jobs.push(row.job_id.clone());
         plan.claimable_in
-            .insert(crate::wake::key(row.tenant, &row.cluster));
+            .insert(super::scope::key(row.tenant, &row.cluster));
         plan.not_run.entry(row.job_id.clone()).or_insert_with(|| {
             limits::cut(
                 &format!("not run: task {} failed for good: {reason}", row.id),
@@ -1764,8 +1764,11 @@ mod tests {
         let mut theirs = row("t");
         theirs.tenant = 2;
         let p = decide(&[report("t", computed(vec![gpu]))], &[theirs]);
-        assert_eq!(p.scope(), Scope::Clusters(vec![crate::wake::key(2, "gpu")]));
-        assert_ne!(crate::wake::key(2, "gpu"), "gpu");
+        assert_eq!(
+            p.scope(),
+            Scope::Clusters(vec![crate::store::scope::key(2, "gpu")])
+        );
+        assert_ne!(crate::store::scope::key(2, "gpu"), "gpu");
         // A requeue, and a failure with a retry left: the task's own cluster.
         let p = decide(&[report("t", Report::Abandoned)], &[row("t")]);
         assert_eq!(p.scope(), Scope::Clusters(vec!["default".into()]));

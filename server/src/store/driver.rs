@@ -35,8 +35,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn begin(&self, mode: Mode) -> Result<Self::Tx, StoreError>;
     /// Runs one store operation; a driver whose calls block runs it off the async threads.
     async fn run<R: Send + 'static>(&self, op: Op<R>) -> R;
-    /// Forwards other servers' changes to `wake`, where the database announces them.
-    fn forward_wakeups(&self, _wake: crate::Wake) {}
+    /// Tells `listener` of other servers' commits, where the database announces them.
+    fn forward(&self, _listener: std::sync::Arc<dyn super::CommitListener>) {}
 }
 
 /// One transaction's primitives. Each takes a set; none decides anything.
@@ -299,8 +299,12 @@ pub trait Tx: Send + Sized {
     /// Inserts tasks with every column as given, and open spans for the running ones.
     #[cfg(feature = "testing")]
     async fn plant_tasks(&mut self, tasks: &[super::plant::PlantedTask]) -> Result<(), StoreError>;
-    /// Tells other servers where work may have become claimable (on commit).
-    async fn notify(&mut self, scope: &crate::wake::Scope) -> Result<(), StoreError>;
+    /// Announces that this transaction changes what waiting requests wait for, and where work
+    /// may become claimable: to other servers on commit (where the database can), and, kept
+    /// until [`Tx::notified`] takes it, to this server's listener once the core has committed.
+    async fn notify(&mut self, scope: &super::Scope) -> Result<(), StoreError>;
+    /// The scopes this transaction announced, taken.
+    fn notified(&mut self) -> Vec<super::Scope>;
 }
 
 /// A job to insert.

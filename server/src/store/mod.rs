@@ -11,6 +11,7 @@ mod pins;
 pub mod plant;
 mod postgres;
 mod query;
+pub mod scope;
 mod sqlite;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ use tessera_api::{
 pub use self::core::Core;
 pub use decide::LeaseRefusal;
 pub use postgres::{PostgresStore, redact as redact_url};
+pub use scope::{CommitListener, Scope};
 pub use sqlite::SqliteStore;
 
 /// A database error, kept whole for the server log.
@@ -304,27 +306,23 @@ pub trait Store: Send + Sync + 'static {
         self.claim_in(Reach::Tenant(DEFAULT_TENANT), None, request, now)
             .await
     }
-    /// Records attempt reports; each is accepted or refused on its own (fencing). Says in
-    /// which clusters work may have become claimable.
-    /// A task out of `reach` is as unknown as one that does not exist.
-    async fn report_waking(
+    /// Records attempt reports; each is accepted or refused on its own (fencing). A task out
+    /// of `reach` is as unknown as one that does not exist.
+    async fn report_in(
         &self,
         reach: Reach,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
-    ) -> Result<(Vec<ReportResult>, crate::wake::Scope), StoreError>;
-    /// [`Store::report_waking`] on every tenant, without the wake-up scope.
+    ) -> Result<Vec<ReportResult>, StoreError>;
+    /// [`Store::report_in`] on every tenant.
     async fn report(
         &self,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<Vec<ReportResult>, StoreError> {
-        Ok(self
-            .report_waking(Reach::All, runner_id, reports, now)
-            .await?
-            .0)
+        self.report_in(Reach::All, runner_id, reports, now).await
     }
     /// Extends leases that are still held; a task out of `reach` is as unknown as one that
     /// does not exist.
@@ -500,9 +498,10 @@ pub trait Store: Send + Sync + 'static {
     #[cfg(feature = "testing")]
     async fn plant(&self, job: &plant::PlantedJob) -> Result<(), StoreError>;
 
-    /// Forwards changes made by other servers sharing this store to `wake` (a store that only
-    /// one server uses has nothing to forward).
-    fn forward_wakeups(&self, _wake: crate::Wake) {}
+    /// Tells `listener` of every commit from now on that changes what waiting requests wait
+    /// for: this store's own, once each after it commits, and other servers' where the
+    /// database announces them. Set once; later calls are ignored.
+    fn on_commit(&self, listener: std::sync::Arc<dyn CommitListener>);
 }
 
 /// Checks a job name or cluster name.

@@ -426,3 +426,53 @@ pub async fn a_planted_job_in_every_state_counts_and_pages(store: Arc<dyn Store>
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].task_id, planted.id(waiting));
 }
+
+/// What a store told its listener.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Vec<tessera_server::store::Scope>>);
+
+impl tessera_server::store::CommitListener for Heard {
+    fn committed(&self, scope: &tessera_server::store::Scope) {
+        self.0.lock().unwrap().push(scope.clone());
+    }
+}
+
+/// Every store tells its listener of each of its commits once, after it commits: a submit
+/// names its cluster, a claim and a cancel a change with nothing claimable; reads say nothing.
+pub async fn each_commit_is_told_once(store: Arc<dyn Store>) {
+    use tessera_server::store::Scope;
+    let heard = Arc::new(Heard::default());
+    store.on_commit(heard.clone());
+    // A PostgreSQL store listens for other servers' commits, and says `Everyone` once it does
+    // (work may have come while it did not): wait for that, so that its own NOTIFYs reach it.
+    let listening = async {
+        while !heard.0.lock().unwrap().contains(&Scope::Everyone) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), listening).await;
+    let mut submit = job("told", "Root", 0);
+    submit.cluster = Some("gpu".into());
+    let j = store.submit(&submit, T0).await.unwrap();
+    store.job(&j.id).await.unwrap();
+    assert!(
+        claim(&*store, 1, T0).await.is_empty(),
+        "another cluster's work"
+    );
+    let mut on_gpu = claim_req("r1", &all(), 1);
+    on_gpu.cluster = "gpu".into();
+    assert_eq!(store.claim(&on_gpu, T0 + 1).await.unwrap().len(), 1);
+    store.cancel(&j.id, T0 + 2).await.unwrap();
+    // A PostgreSQL store also hears its own NOTIFY: it must not tell its listener twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut heard = heard.0.lock().unwrap().clone();
+    heard.retain(|s| *s != Scope::Everyone);
+    assert_eq!(
+        heard,
+        [
+            Scope::Clusters(vec!["gpu".into()]),
+            Scope::Nothing,
+            Scope::Nothing
+        ]
+    );
+}

@@ -119,16 +119,16 @@ pub async fn a_fleet_key_reaches_only_the_leases_it_holds(store: Arc<dyn Store>)
         lease: task.lease,
         report: Report::Abandoned,
     };
-    let (results, _) = s
-        .report_waking(Reach::All, &fleet_runner, &[report(&theirs)], T0 + 4)
+    let results = s
+        .report_in(Reach::All, &fleet_runner, &[report(&theirs)], T0 + 4)
         .await
         .unwrap();
     let why = results[0].error.clone().unwrap();
     assert!(!results[0].accepted);
     assert_eq!(why, format!("task {} does not exist", theirs.task_id));
     // A tenant's own runner still hears why its report was refused.
-    let (results, _) = s
-        .report_waking(Reach::Tenant(b), &fleet_runner, &[report(&theirs)], T0 + 4)
+    let results = s
+        .report_in(Reach::Tenant(b), &fleet_runner, &[report(&theirs)], T0 + 4)
         .await
         .unwrap();
     assert!(

@@ -247,6 +247,7 @@ macro_rules! suite {
     ($backend:ident, $make:path) => {
         stores!($backend, $make;
             jobs {
+                each_commit_is_told_once,
                 a_failed_job_hands_out_no_more_tasks,
                 retry_job_requeues_failed_tasks,
                 cancel_stops_handing_out_and_running_attempts_learn_it,
@@ -398,7 +399,7 @@ async fn postgres_servers_wake_only_the_cluster_that_got_work() {
     let wake = Wake::default();
     let mut gpu = wake.subscribe("gpu");
     let mut cpu = wake.subscribe("cpu");
-    there.forward_wakeups(wake.clone());
+    there.on_commit(Arc::new(wake.clone()));
     // Once it listens, the other server wakes everyone (work may have come while it did not).
     tokio::time::timeout(Duration::from_secs(10), gpu.changed())
         .await

@@ -51,8 +51,8 @@ pub async fn each_tenant_sees_only_its_own_jobs_and_claims(store: Arc<dyn Store>
         Some(a)
     );
     let theirs = claim_in(s, Reach::Tenant(b), "rb", 10).await.remove(0);
-    let (results, _) = s
-        .report_waking(
+    let results = s
+        .report_in(
             Reach::Tenant(a),
             "rb",
             &[TaskReport {

@@ -7,6 +7,7 @@
 //! its set. Migrations run under an advisory lock, so servers may start together.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,8 +28,8 @@ use super::driver::{
 };
 use super::encode::*;
 use super::query::{self, Param, Query};
+use super::{CommitListener, Scope};
 use super::{KeyRecord, Owned, Reach, StoreConfig, StoreError, TenantId};
-use crate::wake::{Scope, Wake};
 
 /// The notification channel that announces claimable work.
 const CHANNEL: &str = "tessera_work";
@@ -102,6 +103,8 @@ impl Core<PostgresDriver> {
 pub struct PostgresDriver {
     pool: Pool,
     url: String,
+    /// This server's notifications say they are its own with this first line.
+    origin: Arc<str>,
 }
 
 impl PostgresDriver {
@@ -125,6 +128,7 @@ impl PostgresDriver {
         let driver = PostgresDriver {
             pool,
             url: url.to_string(),
+            origin: origin_line(rand::random()),
         };
         driver
             .migrate()
@@ -191,6 +195,8 @@ impl Driver for PostgresDriver {
         Ok(PgTx {
             client: Some(client),
             open,
+            origin: self.origin.clone(),
+            notified: Vec::new(),
         })
     }
 
@@ -198,8 +204,12 @@ impl Driver for PostgresDriver {
         op.await
     }
 
-    fn forward_wakeups(&self, wake: Wake) {
-        tokio::spawn(listen_forever(self.url.clone(), wake));
+    fn forward(&self, listener: std::sync::Arc<dyn CommitListener>) {
+        tokio::spawn(listen_forever(
+            self.url.clone(),
+            self.origin.clone(),
+            listener,
+        ));
     }
 }
 
@@ -207,6 +217,10 @@ impl Driver for PostgresDriver {
 pub struct PgTx {
     client: Option<Object>,
     open: bool,
+    /// The first line of this server's notifications ([`origin_line`]).
+    origin: Arc<str>,
+    /// What this transaction announced ([`Tx::notify`]).
+    notified: Vec<Scope>,
 }
 
 impl Drop for PgTx {
@@ -1867,16 +1881,39 @@ impl Tx for PgTx {
 
     async fn notify(&mut self, scope: &Scope) -> Result<(), StoreError> {
         if let Some(payload) = scope.to_payload() {
+            let payload = format!("{}\n{payload}", self.origin);
             self.exec("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                 .await?;
         }
+        self.notified.push(scope.clone());
         Ok(())
+    }
+
+    fn notified(&mut self) -> Vec<Scope> {
+        std::mem::take(&mut self.notified)
     }
 }
 
-/// Turns `NOTIFY tessera_work` from any server into local wake-ups of the clusters its payload
-/// names (see [`Scope::to_payload`]); reconnects on failure.
-async fn listen_forever(url: String, wake: Wake) {
+/// The first line of a notification from the server whose driver has `id`: each server skips
+/// its own (its core has told its listener already) and reads the rest.
+fn origin_line(id: u64) -> Arc<str> {
+    Arc::from(format!("@{id:016x}"))
+}
+
+/// The scope another server's notification names, or `None` for this server's own (`origin`).
+/// A payload without an origin line is from a server that predates them.
+fn foreign_scope(payload: &str, origin: &str) -> Option<Scope> {
+    match payload.split_once('\n') {
+        Some((first, _)) if first == origin => None,
+        Some((first, rest)) if first.starts_with('@') => Some(Scope::from_payload(rest)),
+        _ if payload == origin => None,
+        _ => Some(Scope::from_payload(payload)),
+    }
+}
+
+/// Turns `NOTIFY tessera_work` from other servers into calls of `listener` with the scope its
+/// payload names (see [`Scope::to_payload`]); reconnects on failure.
+async fn listen_forever(url: String, origin: Arc<str>, listener: Arc<dyn CommitListener>) {
     use futures_util::StreamExt;
     loop {
         match tokio_postgres::connect(&url, NoTls).await {
@@ -1886,7 +1923,7 @@ async fn listen_forever(url: String, wake: Wake) {
                 let listening = async {
                     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
                     // Work may have appeared while we were not listening.
-                    wake.notify();
+                    listener.committed(&Scope::Everyone);
                     futures_util::future::pending::<()>().await;
                     Ok::<(), tokio_postgres::Error>(())
                 };
@@ -1901,7 +1938,9 @@ async fn listen_forever(url: String, wake: Wake) {
                         }
                         message = messages.next() => match message {
                             Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                                wake.notify_scope(&Scope::from_payload(n.payload()));
+                                if let Some(scope) = foreign_scope(n.payload(), &origin) {
+                                    listener.committed(&scope);
+                                }
                             }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
@@ -1916,5 +1955,24 @@ async fn listen_forever(url: String, wake: Wake) {
             Err(e) => tracing::warn!("could not connect to PostgreSQL for notifications: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_skips_its_own_notifications_and_reads_the_others() {
+        let (ours, theirs) = (origin_line(1), origin_line(2));
+        let scope = Scope::Clusters(vec!["gpu".into()]);
+        let sent = |origin: &str| format!("{origin}\n{}", scope.to_payload().unwrap());
+        assert_eq!(foreign_scope(&sent(&ours), &ours), None);
+        assert_eq!(foreign_scope(&sent(&theirs), &ours), Some(scope.clone()));
+        let everyone = format!("{theirs}\n*");
+        assert_eq!(foreign_scope(&everyone, &ours), Some(Scope::Everyone));
+        // An older server sends no origin line.
+        assert_eq!(foreign_scope("gpu", &ours), Some(scope));
+        assert_eq!(foreign_scope("", &ours), Some(Scope::Everyone));
     }
 }

@@ -239,7 +239,11 @@ impl Driver for SqliteDriver {
         };
         let conn = conn.lock_owned().await;
         conn.execute_batch(begin)?;
-        Ok(SqliteTx { conn, open: true })
+        Ok(SqliteTx {
+            conn,
+            open: true,
+            notified: Vec::new(),
+        })
     }
 
     async fn run<R: Send + 'static>(&self, op: Op<R>) -> R {
@@ -255,6 +259,8 @@ impl Driver for SqliteDriver {
 pub struct SqliteTx {
     conn: OwnedMutexGuard<Connection>,
     open: bool,
+    /// What this transaction announced ([`Tx::notify`]).
+    notified: Vec<super::Scope>,
 }
 
 impl Drop for SqliteTx {
@@ -1830,8 +1836,13 @@ impl Tx for SqliteTx {
             .max(0) as u64)
     }
 
-    async fn notify(&mut self, _scope: &crate::wake::Scope) -> Result<(), StoreError> {
+    async fn notify(&mut self, scope: &super::Scope) -> Result<(), StoreError> {
         // One server per SQLite file: its own wake-ups are all there is.
+        self.notified.push(scope.clone());
         Ok(())
+    }
+
+    fn notified(&mut self) -> Vec<super::Scope> {
+        std::mem::take(&mut self.notified)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use tessera_server::store::testing::AsDefault;
 use tessera_server::{PostgresStore, SqliteStore, StoreConfig};
 
 /// `table`, `table.column` and `table index(columns)` entries of one schema.
@@ -143,7 +144,7 @@ async fn submit_root(store: &dyn tessera_server::Store, name: &str, at: u64) -> 
         },
         cluster: None,
     };
-    store.submit(&job, at).await.unwrap()
+    AsDefault(store).submit(&job, at).await.unwrap()
 }
 
 fn identifier(name: &str) -> tessera_api::TaskIdentifier {
@@ -215,7 +216,7 @@ async fn report(
             report,
         })
         .collect();
-    store.report("r", &batch, at).await.unwrap()
+    AsDefault(store).report("r", &batch, at).await.unwrap()
 }
 
 /// A job with tasks in several states: a computed root, a computed leaf, a failed leaf and a
@@ -223,12 +224,12 @@ async fn report(
 async fn job_in_several_states(store: &dyn tessera_server::Store) -> String {
     let job = submit_root(store, "old", T0).await;
     let types = ["Root", "Leaf"];
-    let got = store
+    let got = AsDefault(store)
         .claim(&claim_by_r(&types, 1, &[]), T0 + 1)
         .await
         .unwrap();
     report(store, vec![(&got[0], computed(leaves(3, 0)))], T0 + 10).await;
-    let got = store
+    let got = AsDefault(store)
         .claim(&claim_by_r(&types, 2, &[]), T0 + 11)
         .await
         .unwrap();
@@ -476,7 +477,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
 async fn claim_one(store: &dyn tessera_server::Store, digest: &str) -> String {
     let job = submit_root(store, "named", 1).await;
     let claim = claim_by_r(&["Root"], 1, &[digest.to_string()]);
-    assert_eq!(store.claim(&claim, 2).await.unwrap().len(), 1);
+    assert_eq!(AsDefault(store).claim(&claim, 2).await.unwrap().len(), 1);
     job.id
 }
 
@@ -567,7 +568,7 @@ async fn in_the_default_tenant(store: &dyn tessera_server::Store, job: &str) {
         Some(DEFAULT_TENANT)
     );
     let page = store
-        .jobs_in(Reach::Tenant(DEFAULT_TENANT), &Default::default())
+        .jobs(Reach::Tenant(DEFAULT_TENANT), &Default::default())
         .await
         .unwrap();
     assert!(page.jobs.iter().any(|j| j.id == job));
@@ -588,9 +589,12 @@ async fn job_with_a_retried_task(
         format!("sha256:{}", "b2".repeat(32)),
     ];
     let claim = |max| claim_by_r(&["Root", "Leaf"], max, &files);
-    let got = store.claim(&claim(1), T0 + SEC).await.unwrap();
+    let got = AsDefault(store).claim(&claim(1), T0 + SEC).await.unwrap();
     report(store, vec![(&got[0], computed(leaves(2, 1)))], T0 + 2 * SEC).await;
-    let got = store.claim(&claim(2), T0 + 3 * SEC).await.unwrap();
+    let got = AsDefault(store)
+        .claim(&claim(2), T0 + 3 * SEC)
+        .await
+        .unwrap();
     report(
         store,
         vec![(&got[0], failed(Some("A, first try")))],
@@ -598,7 +602,10 @@ async fn job_with_a_retried_task(
     )
     .await;
     // Past the retry's backoff.
-    let again = store.claim(&claim(1), T0 + 60 * SEC).await.unwrap();
+    let again = AsDefault(store)
+        .claim(&claim(1), T0 + 60 * SEC)
+        .await
+        .unwrap();
     assert_eq!(again[0].task_id, got[0].task_id);
     assert_eq!(again[0].attempt, 2);
     (job.id, again.into_iter().next().unwrap())

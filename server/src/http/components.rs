@@ -162,7 +162,7 @@ pub async fn deploy(
     };
     let deployed = state
         .store
-        .deploy_as(caller.home(), &component, bytes.into())
+        .deploy(caller.home(), &component, bytes.into())
         .await?;
     let status = if deployed.created {
         StatusCode::CREATED
@@ -181,7 +181,7 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ComponentQuery>,
 ) -> Result<Json<ComponentList>, ApiError> {
     Ok(Json(
-        state.store.components_in(caller.reach(), query.all).await?,
+        state.store.components(caller.reach(), query.all).await?,
     ))
 }
 
@@ -195,7 +195,7 @@ pub async fn info(
     ApiPath(reference): ApiPath<String>,
 ) -> Result<Json<Component>, ApiError> {
     Ok(Json(
-        state.store.component_in(caller.reach(), &reference).await?,
+        state.store.component(caller.reach(), &reference).await?,
     ))
 }
 
@@ -227,10 +227,7 @@ pub async fn bytes(
         super::auth::Data::Component(&digest),
     )
     .await?;
-    let bytes = state
-        .store
-        .component_bytes_in(caller.reach(), &digest)
-        .await?;
+    let bytes = state.store.component_bytes(caller.reach(), &digest).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/wasm"),
@@ -260,7 +257,7 @@ pub async fn undeploy(
     Ok(Json(
         state
             .store
-            .undeploy_in(caller.reach(), &reference, now_unix_nano())
+            .undeploy(caller.reach(), &reference, now_unix_nano())
             .await?,
     ))
 }

@@ -73,7 +73,7 @@ pub async fn submit(
     // The store wakes the claims of the job's cluster once it is committed.
     let job = state
         .store
-        .submit_as(caller.home(), &job, now_unix_nano())
+        .submit(caller.home(), &job, now_unix_nano())
         .await?;
     Ok(Json(job))
 }
@@ -109,7 +109,7 @@ pub async fn list(
             }
         },
     };
-    Ok(Json(state.store.jobs_in(reach, &filter).await?))
+    Ok(Json(state.store.jobs(reach, &filter).await?))
 }
 
 /// How long a watch may wait, and how long it lets a burst of changes settle.

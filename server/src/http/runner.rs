@@ -97,7 +97,7 @@ async fn claim_waiting(
         // the claim waited is handed nothing.
         let tasks = state
             .store
-            .claim_in(reach, caller.key.as_deref(), request, now_unix_nano())
+            .claim(reach, caller.key.as_deref(), request, now_unix_nano())
             .await?;
         let now = Instant::now();
         if !tasks.is_empty() || now >= deadline || *shutdown.borrow() {
@@ -109,7 +109,7 @@ async fn claim_waiting(
                 identifiers: request.identifiers.clone(),
                 deployed: request.deployed,
             };
-            if !state.store.outlook_in(reach, &outlook).await?.has_work() {
+            if !state.store.outlook(reach, &outlook).await?.has_work() {
                 return Ok(tasks);
             }
         }
@@ -168,7 +168,7 @@ pub async fn report(
     // The store wakes what the reports made claimable, once they are committed.
     let results = state
         .store
-        .report_in(
+        .report(
             caller.claims(true),
             &caller.runner_id(&runner_id),
             &reports,
@@ -215,7 +215,7 @@ pub async fn extend(
     let runner = caller.runner_id(&request.runner_id);
     let leases = state
         .store
-        .extend_in(
+        .extend(
             caller.claims(true),
             &runner,
             &request.leases,
@@ -235,7 +235,7 @@ pub async fn outlook(
 ) -> Result<Json<Outlook>, ApiError> {
     check_name("cluster", &request.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let reach = caller.claims(request.deployed);
-    Ok(Json(state.store.outlook_in(reach, &request).await?))
+    Ok(Json(state.store.outlook(reach, &request).await?))
 }
 
 /// The runners seen in the last five minutes (each recorded by its claims, at most every 10 s),
@@ -247,9 +247,6 @@ pub async fn runners(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<tessera_api::RunnerList>, ApiError> {
     Ok(Json(
-        state
-            .store
-            .runners_in(caller.reach(), now_unix_nano())
-            .await?,
+        state.store.runners(caller.reach(), now_unix_nano()).await?,
     ))
 }

@@ -608,12 +608,7 @@ impl<D: Driver> Core<D> {
 
 #[async_trait]
 impl<D: Driver> Store for Core<D> {
-    async fn submit_as(
-        &self,
-        tenant: TenantId,
-        job: &SubmitJob,
-        now: u64,
-    ) -> Result<Job, StoreError> {
+    async fn submit(&self, tenant: TenantId, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
         check_name("job name", &job.name)?;
         if let Some(cluster) = &job.cluster {
             check_name("cluster", cluster)?;
@@ -663,7 +658,7 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError> {
+    async fn jobs(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let limit = page_size(filter.limit, 50, 500)?;
         if let Some(cursor) = filter.cursor.as_deref().filter(|c| !c.is_empty()) {
             // A job listing's cursor is the last job id of the page before.
@@ -784,7 +779,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn claim_in(
+    async fn claim(
         &self,
         reach: Reach,
         key: Option<&str>,
@@ -800,7 +795,7 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    async fn report_in(
+    async fn report(
         &self,
         reach: Reach,
         runner_id: &str,
@@ -815,7 +810,7 @@ impl<D: Driver> Store for Core<D> {
             .await
     }
 
-    async fn extend_in(
+    async fn extend(
         &self,
         reach: Reach,
         runner_id: &str,
@@ -850,11 +845,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn outlook_in(
-        &self,
-        reach: Reach,
-        request: &OutlookRequest,
-    ) -> Result<Outlook, StoreError> {
+    async fn outlook(&self, reach: Reach, request: &OutlookRequest) -> Result<Outlook, StoreError> {
         if request.identifiers.is_empty() && !request.deployed {
             return Ok(Outlook::default());
         }
@@ -1042,7 +1033,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn runners_in(&self, reach: Reach, now: u64) -> Result<RunnerList, StoreError> {
+    async fn runners(&self, reach: Reach, now: u64) -> Result<RunnerList, StoreError> {
         self.run(move |me| async move {
             let since = now.saturating_sub(nanos(decide::RUNNER_WINDOW));
             let mut runners = transact!(me, Mode::Read, |tx| {
@@ -1083,7 +1074,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn deploy_as(
+    async fn deploy(
         &self,
         tenant: TenantId,
         component: &Component,
@@ -1156,7 +1147,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn components_in(&self, reach: Reach, all: bool) -> Result<ComponentList, StoreError> {
+    async fn components(&self, reach: Reach, all: bool) -> Result<ComponentList, StoreError> {
         self.run(move |me| async move {
             let which = if all { Which::All } else { Which::Deployed };
             let components = transact!(me, Mode::Read, |tx| tx.components(reach, &which).await)?;
@@ -1165,7 +1156,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn component_in(&self, reach: Reach, reference: &str) -> Result<Component, StoreError> {
+    async fn component(&self, reach: Reach, reference: &str) -> Result<Component, StoreError> {
         let reference = reference.to_string();
         self.run(move |me| async move {
             let which = component_ref(&reference);
@@ -1341,7 +1332,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn component_bytes_in(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError> {
+    async fn component_bytes(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError> {
         let digest = digest.to_string();
         self.run(move |me| async move {
             transact!(me, Mode::Read, |tx| tx
@@ -1355,7 +1346,7 @@ impl<D: Driver> Store for Core<D> {
         .await
     }
 
-    async fn undeploy_in(
+    async fn undeploy(
         &self,
         reach: Reach,
         reference: &str,

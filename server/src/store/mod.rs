@@ -13,6 +13,8 @@ mod postgres;
 mod query;
 pub mod scope;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 
@@ -250,26 +252,13 @@ pub struct TaskOutput {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records a job of `tenant` and its root task (queued).
-    async fn submit_as(
-        &self,
-        tenant: TenantId,
-        job: &SubmitJob,
-        now: u64,
-    ) -> Result<Job, StoreError>;
-    /// Records a job of the default tenant.
-    async fn submit(&self, job: &SubmitJob, now: u64) -> Result<Job, StoreError> {
-        self.submit_as(DEFAULT_TENANT, job, now).await
-    }
+    async fn submit(&self, tenant: TenantId, job: &SubmitJob, now: u64) -> Result<Job, StoreError>;
     /// Whether the database answers (a readiness check).
     async fn ping(&self) -> Result<(), StoreError>;
     /// One job, with counts, progress and times.
     async fn job(&self, id: &str) -> Result<Job, StoreError>;
     /// Jobs within reach, newest first, filtered, one page.
-    async fn jobs_in(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError>;
-    /// Every tenant's jobs, newest first, filtered, one page.
-    async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
-        self.jobs_in(Reach::All, filter).await
-    }
+    async fn jobs(&self, reach: Reach, filter: &JobFilter) -> Result<JobPage, StoreError>;
     /// The tenant that owns a job or task; `None` if it does not exist.
     async fn owner(&self, of: Owned<'_>) -> Result<Option<TenantId>, StoreError>;
     /// A task's job, state and lease; `None` if it does not exist.
@@ -290,70 +279,34 @@ pub trait Store: Send + Sync + 'static {
     /// is made with), the transaction that leases checks the key first and hands out nothing
     /// ([`StoreError::Revoked`]) if it was revoked: a revocation that has committed is never
     /// followed by a hand-out to its key.
-    async fn claim_in(
+    async fn claim(
         &self,
         reach: Reach,
         key: Option<&str>,
         request: &ClaimRequest,
         now: u64,
     ) -> Result<Vec<ClaimedTask>, StoreError>;
-    /// Hands out tasks of the default tenant.
-    async fn claim(
-        &self,
-        request: &ClaimRequest,
-        now: u64,
-    ) -> Result<Vec<ClaimedTask>, StoreError> {
-        self.claim_in(Reach::Tenant(DEFAULT_TENANT), None, request, now)
-            .await
-    }
     /// Records attempt reports; each is accepted or refused on its own (fencing). A task out
     /// of `reach` is as unknown as one that does not exist.
-    async fn report_in(
+    async fn report(
         &self,
         reach: Reach,
         runner_id: &str,
         reports: &[TaskReport],
         now: u64,
     ) -> Result<Vec<ReportResult>, StoreError>;
-    /// [`Store::report_in`] on every tenant.
-    async fn report(
-        &self,
-        runner_id: &str,
-        reports: &[TaskReport],
-        now: u64,
-    ) -> Result<Vec<ReportResult>, StoreError> {
-        self.report_in(Reach::All, runner_id, reports, now).await
-    }
     /// Extends leases that are still held; a task out of `reach` is as unknown as one that
     /// does not exist.
-    async fn extend_in(
+    async fn extend(
         &self,
         reach: Reach,
         runner_id: &str,
         leases: &[LeaseRef],
         now: u64,
     ) -> Result<Vec<LeaseStatus>, StoreError>;
-    /// [`Store::extend_in`] on every tenant.
-    async fn extend(
-        &self,
-        runner_id: &str,
-        leases: &[LeaseRef],
-        now: u64,
-    ) -> Result<Vec<LeaseStatus>, StoreError> {
-        self.extend_in(Reach::All, runner_id, leases, now).await
-    }
     /// Work a runner could still do within reach: queued tasks it serves, running tasks of
     /// its cluster.
-    async fn outlook_in(
-        &self,
-        reach: Reach,
-        request: &OutlookRequest,
-    ) -> Result<Outlook, StoreError>;
-    /// [`Store::outlook_in`] the default tenant.
-    async fn outlook(&self, request: &OutlookRequest) -> Result<Outlook, StoreError> {
-        self.outlook_in(Reach::Tenant(DEFAULT_TENANT), request)
-            .await
-    }
+    async fn outlook(&self, reach: Reach, request: &OutlookRequest) -> Result<Outlook, StoreError>;
     /// Requeues tasks whose lease expired (no retry spent); returns how many.
     async fn reap(&self, now: u64) -> Result<u64, StoreError>;
     /// Stores log lines; refuses the batch if a line names an unknown task.
@@ -369,77 +322,41 @@ pub trait Store: Send + Sync + 'static {
     async fn audit(&self, job: &str) -> Result<Vec<String>, StoreError>;
     /// The runners within reach seen in the last five minutes (by their claims), most recent
     /// first; a tenant's reach includes the runners that serve every tenant.
-    async fn runners_in(
-        &self,
-        reach: Reach,
-        now: u64,
-    ) -> Result<tessera_api::RunnerList, StoreError>;
-    /// Every runner seen in the last five minutes.
-    async fn runners(&self, now: u64) -> Result<tessera_api::RunnerList, StoreError> {
-        self.runners_in(Reach::All, now).await
-    }
+    async fn runners(&self, reach: Reach, now: u64) -> Result<tessera_api::RunnerList, StoreError>;
     /// A job's ready queued tasks that no runner seen in the last five minutes could run, by
     /// kind, each with why.
     async fn unserved(&self, job: &str, now: u64) -> Result<tessera_api::UnservedList, StoreError>;
     /// Deploys a component (already checked): stores its bytes under their digest, or deploys
     /// stored bytes again; deploying what is deployed changes nothing (`created` false).
-    async fn deploy_as(
+    async fn deploy(
         &self,
         tenant: TenantId,
         component: &tessera_api::Component,
         bytes: std::sync::Arc<[u8]>,
     ) -> Result<tessera_api::Deployed, StoreError>;
-    /// Deploys a component for the default tenant.
-    async fn deploy(
-        &self,
-        component: &tessera_api::Component,
-        bytes: std::sync::Arc<[u8]>,
-    ) -> Result<tessera_api::Deployed, StoreError> {
-        self.deploy_as(DEFAULT_TENANT, component, bytes).await
-    }
     /// Components within reach, most recently deployed first: those deployed now, or
     /// (`all`) ever.
-    async fn components_in(
+    async fn components(
         &self,
         reach: Reach,
         all: bool,
     ) -> Result<tessera_api::ComponentList, StoreError>;
-    /// Every tenant's components.
-    async fn components(&self, all: bool) -> Result<tessera_api::ComponentList, StoreError> {
-        self.components_in(Reach::All, all).await
-    }
     /// One component within reach by digest, or the one most recently deployed under a name.
-    async fn component_in(
+    async fn component(
         &self,
         reach: Reach,
         reference: &str,
     ) -> Result<tessera_api::Component, StoreError>;
-    /// One component of any tenant.
-    async fn component(&self, reference: &str) -> Result<tessera_api::Component, StoreError> {
-        self.component_in(Reach::All, reference).await
-    }
     /// A component's bytes within reach, by digest.
-    async fn component_bytes_in(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError>;
-    /// A component's bytes, whoever deployed them.
-    async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
-        self.component_bytes_in(Reach::All, digest).await
-    }
+    async fn component_bytes(&self, reach: Reach, digest: &str) -> Result<Vec<u8>, StoreError>;
     /// Undeploys a component within reach by digest, or every component deployed under a
     /// name; returns them. Jobs that pinned them keep running them.
-    async fn undeploy_in(
+    async fn undeploy(
         &self,
         reach: Reach,
         reference: &str,
         now: u64,
     ) -> Result<tessera_api::ComponentList, StoreError>;
-    /// Undeploys a component of any tenant.
-    async fn undeploy(
-        &self,
-        reference: &str,
-        now: u64,
-    ) -> Result<tessera_api::ComponentList, StoreError> {
-        self.undeploy_in(Reach::All, reference, now).await
-    }
 
     // ---- tenants and keys
     /// Creates a tenant.

@@ -3,7 +3,7 @@
 use super::*;
 
 pub async fn version_rule(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut j = job("v", "Root", 0);
     j.root.identifier = id("Root", "v1.2");
     s.submit(&j, T0).await.unwrap();
@@ -36,7 +36,7 @@ pub async fn version_rule(store: Arc<dyn Store>) {
 }
 
 pub async fn cluster_rule(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut j = job("gpu-job", "Root", 0);
     j.cluster = Some("gpu".into());
     let j = s.submit(&j, T0).await.unwrap();
@@ -64,7 +64,7 @@ pub async fn cluster_rule(store: Arc<dyn Store>) {
 }
 
 pub async fn depends_on_waits_for_the_whole_subtree(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("d", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     let subs = vec![sub("A", vec![]), sub("B", vec![0]), sub("C", vec![0, 1])];
@@ -93,7 +93,7 @@ pub async fn depends_on_waits_for_the_whole_subtree(store: Arc<dyn Store>) {
 }
 
 pub async fn oldest_job_first_and_depth_first_within_a_job(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let first = job_with_a_and_b(s, "first").await;
     let second = s.submit(&job("second", "Root", 0), T0 + 2).await.unwrap();
     let a = s
@@ -118,7 +118,7 @@ pub async fn oldest_job_first_and_depth_first_within_a_job(store: Arc<dyn Store>
 }
 
 pub async fn outlook_counts_work_a_runner_could_do(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let req = OutlookRequest {
         cluster: "default".into(),
         identifiers: vec![id("Leaf", "v0.0")],
@@ -144,7 +144,7 @@ pub async fn outlook_counts_work_a_runner_could_do(store: Arc<dyn Store>) {
 }
 
 pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("many", "Root", 0), T0).await.unwrap();
     let mut ids: Vec<TaskIdentifier> = (0..999).map(|n| id(&format!("T{n}"), "v0.0")).collect();
     ids.push(id("Root", "v0.0"));
@@ -159,7 +159,7 @@ pub async fn a_runner_may_serve_a_thousand_identifiers(store: Arc<dyn Store>) {
 }
 
 pub async fn claims_make_runners_visible_and_unserved_tasks_say_why(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut newer = job("newer", "Root", 0);
     newer.root.identifier = id("Root", "v0.3");
     let j = s.submit(&newer, T0).await.unwrap();

@@ -40,7 +40,7 @@ fn leaf_sub(name: &str) -> SubtaskSpec {
 }
 
 pub async fn deploy_is_content_addressed_and_undeploy_keeps_the_bytes(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = component('a', "tasks", &[("Root", "v0.0")], T0);
     let first = s.deploy(&a, Arc::from(&b"one"[..])).await.unwrap();
     assert!(first.created);
@@ -101,7 +101,7 @@ pub async fn deploy_is_content_addressed_and_undeploy_keeps_the_bytes(store: Arc
 }
 
 pub async fn a_job_pins_the_components_deployed_when_it_was_submitted(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     // Nothing deployed: no pins, and a fleet runner has nothing to claim.
     let plain = s.submit(&job("plain", "Root", 0), T0).await.unwrap();
     assert!(s.claim(&fleet("f", 10), T0).await.unwrap().is_empty());
@@ -203,7 +203,7 @@ pub async fn a_job_pins_the_components_deployed_when_it_was_submitted(store: Arc
 }
 
 pub async fn fleet_runners_are_listed_and_serve_what_was_pinned(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let c = component('a', "tasks", &[("Root", "v0.0")], T0);
     s.deploy(&c, Arc::from(&b"x"[..])).await.unwrap();
     let j = s.submit(&job("j", "Root", 0), T0).await.unwrap();
@@ -229,7 +229,7 @@ pub async fn fleet_runners_are_listed_and_serve_what_was_pinned(store: Arc<dyn S
 }
 
 pub async fn the_deployed_task_types_are_bounded(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let many = |c: char, n: usize| {
         let names: Vec<String> = (0..n).map(|i| format!("T{c}{i}")).collect();
         Component {
@@ -252,7 +252,7 @@ pub async fn the_deployed_task_types_are_bounded(store: Arc<dyn Store>) {
 }
 
 pub async fn a_retried_job_runs_the_code_it_pinned(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let old = component('a', "tasks", &[("Root", "v0.0")], T0);
     s.deploy(&old, Arc::from(&b"old"[..])).await.unwrap();
     let j = s.submit(&job("j", "Root", 0), T0).await.unwrap();
@@ -275,7 +275,7 @@ pub async fn a_retried_job_runs_the_code_it_pinned(store: Arc<dyn Store>) {
 }
 
 pub async fn a_file_runner_names_the_file_that_ran(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
     let mut j = job("j", "Root", 0);
     j.root.identifier = id("Root", "v0.1");
@@ -299,7 +299,7 @@ pub async fn a_file_runner_names_the_file_that_ran(store: Arc<dyn Store>) {
 }
 
 pub async fn digests_that_do_not_pair_with_the_identifiers_label_nothing(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("j", "Root", 0), T0).await.unwrap();
     let mut files = claim_req("files", &[id("Root", "v0.0"), id("Leaf", "v0.0")], 10);
     files.digests = vec![format!("sha256:{}", "a".repeat(64))];

@@ -37,7 +37,8 @@ fn computed_with(
     }
 }
 
-async fn keys(s: &dyn Store, job: &str, prefix: Option<&str>) -> Vec<String> {
+async fn keys(s: &(impl StoreRef + ?Sized), job: &str, prefix: Option<&str>) -> Vec<String> {
+    let s = &s.as_default();
     let query = CacheQuery {
         prefix: prefix.map(str::to_string),
         ..CacheQuery::default()
@@ -48,7 +49,7 @@ async fn keys(s: &dyn Store, job: &str, prefix: Option<&str>) -> Vec<String> {
 
 /// A root submits A, B and C (after A and B) and takes C's output as its own; A and B compute.
 pub async fn outputs_are_kept_with_success_and_read_through_dependencies(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let j = s.submit(&job("outputs", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await.remove(0);
     let subs = vec![sub("A", vec![]), sub("B", vec![]), sub("C", vec![0, 1])];
@@ -147,7 +148,7 @@ pub async fn outputs_are_kept_with_success_and_read_through_dependencies(s: Arc<
 /// Writes land only with an accepted success: not from a report refused by its lease, not from
 /// one whose data the store refuses, not from one whose subtasks fail the attempt.
 pub async fn cache_writes_commit_with_success_only(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let (job_id, _root, leaves) = fanned_out(s, 4, 1).await;
     let big = vec![0u8; (64 << 10) + 1];
     let bad = [
@@ -227,7 +228,7 @@ pub async fn cache_writes_commit_with_success_only(s: Arc<dyn Store>) {
 
 /// Within one batch the last write to a key wins, deletes included; the cache is per job.
 pub async fn batch_last_write_wins_and_deletes(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let (job_id, _root, leaves) = fanned_out(s, 3, 0).await;
     let batch = [
         (
@@ -286,7 +287,7 @@ pub async fn batch_last_write_wins_and_deletes(s: Arc<dyn Store>) {
 /// later commit (its own writes the host lays over); the latest is for everyone else. When
 /// the job completes, only the latest versions stay.
 pub async fn an_attempt_reads_the_cache_as_of_its_claim(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let j = s.submit(&job("snapshots", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await.remove(0);
     assert_eq!(root.cache_seq, 0, "nothing written yet");
@@ -378,7 +379,7 @@ pub async fn an_attempt_reads_the_cache_as_of_its_claim(s: Arc<dyn Store>) {
 
 /// Keys list in byte order, by prefix, a page at a time, with their sizes.
 pub async fn cache_keys_page_in_byte_order_by_prefix(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let (job_id, _root, leaves) = fanned_out(s, 1, 0).await;
     let names = [
         "a/2",
@@ -466,7 +467,7 @@ pub async fn cache_keys_page_in_byte_order_by_prefix(s: Arc<dyn Store>) {
 /// Deleting a job takes everything of it along — tasks, logs, spans, outputs, cache — and
 /// touches no other job; a job that is not over, or still has attempts running, stays.
 pub async fn a_deleted_job_takes_its_outputs_and_cache_with_it(s: Arc<dyn Store>) {
-    let s = &*s;
+    let s = &AsDefault(&*s);
     let (job_id, _root, leaves) = fanned_out(s, 2, 0).await;
     let e = s.delete_job(&job_id).await.unwrap_err();
     assert!(

@@ -5,7 +5,7 @@ use tessera_server::store::StoreError;
 use super::*;
 
 pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     job_with_a_and_b(s, "f").await;
     let a = s
         .claim(&claim_req("r1", &[id("A", "v0.0")], 1), T0 + 2)
@@ -31,7 +31,7 @@ pub async fn a_failed_job_hands_out_no_more_tasks(store: Arc<dyn Store>) {
 }
 
 pub async fn retry_job_requeues_failed_tasks(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("r", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     assert!(
@@ -67,7 +67,7 @@ pub async fn retry_job_requeues_failed_tasks(store: Arc<dyn Store>) {
 }
 
 pub async fn cancel_stops_handing_out_and_running_attempts_learn_it(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = job_with_a_and_b(s, "c").await;
     let a = s
         .claim(&claim_req("r1", &[id("A", "v0.0")], 1), T0 + 2)
@@ -101,7 +101,7 @@ pub async fn cancel_stops_handing_out_and_running_attempts_learn_it(store: Arc<d
 }
 
 pub async fn job_listing_filters_and_paginates(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut ids = Vec::new();
     for i in 0..7 {
         let name = if i % 2 == 0 {
@@ -184,7 +184,7 @@ pub async fn job_listing_filters_and_paginates(store: Arc<dyn Store>) {
 /// Ids are found as the store spelled them and no other way (SQLite keeps their bytes, not
 /// their text), and a job listing's cursor must be one of them.
 pub async fn an_id_is_found_only_as_it_was_spelled(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("spelled", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     assert!(report(s, &root[0], computed(vec![sub("Leaf", vec![])]), T0 + 1).await);
@@ -238,7 +238,7 @@ pub async fn an_id_is_found_only_as_it_was_spelled(store: Arc<dyn Store>) {
 }
 
 pub async fn tasks_paginate_depth_first_and_by_parent(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("t", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     let subs: Vec<SubtaskSpec> = (0..25).map(|_| sub("Leaf", vec![])).collect();
@@ -285,7 +285,7 @@ pub async fn tasks_paginate_depth_first_and_by_parent(store: Arc<dyn Store>) {
 }
 
 pub async fn job_state_derivation(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("states", "Root", 0), T0).await.unwrap();
     assert_eq!(j.state, JobState::Queued);
     assert_eq!(j.finished_at, None);
@@ -316,7 +316,7 @@ pub async fn job_state_derivation(store: Arc<dyn Store>) {
 }
 
 pub async fn invalid_submissions_are_refused(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut bad = job("", "Root", 0);
     assert!(
         s.submit(&bad, T0)
@@ -338,7 +338,7 @@ pub async fn invalid_submissions_are_refused(store: Arc<dyn Store>) {
 }
 
 pub async fn progress_saturates_instead_of_poisoning_the_job(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, _, leaves) = fanned_out(s, 2, 0).await;
     let huge = || Report::Computed {
         subtasks: vec![],
@@ -361,7 +361,7 @@ pub async fn progress_saturates_instead_of_poisoning_the_job(store: Arc<dyn Stor
 }
 
 pub async fn a_job_may_not_grow_past_its_task_limit(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     // The limit is 1,000 tasks: the root and 998 subtasks fit, one more does not.
     let j = s.submit(&job("big", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
@@ -390,7 +390,7 @@ pub async fn a_job_may_not_grow_past_its_task_limit(store: Arc<dyn Store>) {
 
 pub async fn a_planted_job_in_every_state_counts_and_pages(store: Arc<dyn Store>) {
     use tessera_testkit::factory::JobPlan;
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("every state", T0);
     let root = plan.root("Root", TaskState::Computed);
     let done = plan.child(root, "A", TaskState::Computed);
@@ -400,7 +400,7 @@ pub async fn a_planted_job_in_every_state_counts_and_pages(store: Arc<dyn Store>
     let waiting = plan.child(root, "A", TaskState::Queued);
     plan.depends(waiting, queued);
     plan.child(root, "C", TaskState::Canceled);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     let job = s.job(&planted.job_id).await.unwrap();
     let c = &job.task_counts;
     assert_eq!(
@@ -451,12 +451,13 @@ pub async fn each_commit_is_told_once(store: Arc<dyn Store>) {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), listening).await;
+    let store = &AsDefault(&*store);
     let mut submit = job("told", "Root", 0);
     submit.cluster = Some("gpu".into());
     let j = store.submit(&submit, T0).await.unwrap();
     store.job(&j.id).await.unwrap();
     assert!(
-        claim(&*store, 1, T0).await.is_empty(),
+        claim(store, 1, T0).await.is_empty(),
         "another cluster's work"
     );
     let mut on_gpu = claim_req("r1", &all(), 1);

@@ -11,7 +11,8 @@ use super::*;
 const FLEET_KEY: &str = "0123456789abcdef";
 const OTHER_KEY: &str = "fedcba9876543210";
 
-async fn tenant(s: &dyn Store, name: &str) -> TenantId {
+async fn tenant(s: &(impl StoreRef + ?Sized), name: &str) -> TenantId {
+    let s = &s.as_default();
     crate::tenants::tenant(s, name, Default::default()).await
 }
 
@@ -30,26 +31,26 @@ fn key_record(id: &str, tenant: Option<TenantId>) -> KeyRecord {
 }
 
 pub async fn a_revoked_key_is_handed_nothing_and_created_keys_keep_counting(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = tenant(s, "a").await;
     assert_eq!(s.keys_created().await.unwrap(), 0);
     s.create_key(&key_record(FLEET_KEY, Some(a))).await.unwrap();
-    s.submit_as(a, &job("j", "Root", 0), T0).await.unwrap();
+    s.0.submit(a, &job("j", "Root", 0), T0).await.unwrap();
     let request = claim_req(&format!("{FLEET_KEY}/r"), &all(), 10);
 
     s.revoke_key(Reach::All, FLEET_KEY, T0 + 1).await.unwrap();
     // Revoked keys still count: a database that has had a key never opens again.
     assert_eq!(s.keys_created().await.unwrap(), 1);
-    let refused = s
-        .claim_in(Reach::Tenant(a), Some(FLEET_KEY), &request, T0 + 2)
-        .await;
+    let refused =
+        s.0.claim(Reach::Tenant(a), Some(FLEET_KEY), &request, T0 + 2)
+            .await;
     assert!(matches!(refused, Err(StoreError::Revoked)), "{refused:?}");
     // A key the store never had is refused the same way.
-    let unknown = s
-        .claim_in(Reach::Tenant(a), Some(OTHER_KEY), &request, T0 + 2)
-        .await;
+    let unknown =
+        s.0.claim(Reach::Tenant(a), Some(OTHER_KEY), &request, T0 + 2)
+            .await;
     assert!(matches!(unknown, Err(StoreError::Revoked)), "{unknown:?}");
-    let jobs = s.jobs_in(Reach::Tenant(a), &JobFilter::default()).await;
+    let jobs = s.0.jobs(Reach::Tenant(a), &JobFilter::default()).await;
     assert_eq!(
         jobs.unwrap().jobs[0].task_counts.queued,
         1,
@@ -58,27 +59,27 @@ pub async fn a_revoked_key_is_handed_nothing_and_created_keys_keep_counting(stor
 
     // A good key gets the task.
     s.create_key(&key_record(OTHER_KEY, Some(a))).await.unwrap();
-    let got = s
-        .claim_in(Reach::Tenant(a), Some(OTHER_KEY), &request, T0 + 3)
-        .await
-        .unwrap();
+    let got =
+        s.0.claim(Reach::Tenant(a), Some(OTHER_KEY), &request, T0 + 3)
+            .await
+            .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(s.keys_created().await.unwrap(), 2);
 }
 
 pub async fn a_fleet_key_reaches_only_the_leases_it_holds(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = tenant(s, "a").await;
     let b = tenant(s, "b").await;
     let fleet_runner = format!("{FLEET_KEY}/f1");
     let theirs_runner = format!("{OTHER_KEY}/b1");
-    s.submit_as(a, &job("of a", "Root", 0), T0).await.unwrap();
-    s.submit_as(b, &job("of b", "Root", 0), T0 + 1)
+    s.0.submit(a, &job("of a", "Root", 0), T0).await.unwrap();
+    s.0.submit(b, &job("of b", "Root", 0), T0 + 1)
         .await
         .unwrap();
     // The fleet runner holds a's root; b's own runner holds b's.
-    let mine = s
-        .claim_in(
+    let mine =
+        s.0.claim(
             Reach::All,
             None,
             &claim_req(&fleet_runner, &all(), 1),
@@ -87,8 +88,8 @@ pub async fn a_fleet_key_reaches_only_the_leases_it_holds(store: Arc<dyn Store>)
         .await
         .unwrap()
         .remove(0);
-    let theirs = s
-        .claim_in(
+    let theirs =
+        s.0.claim(
             Reach::Tenant(b),
             None,
             &claim_req(&theirs_runner, &all(), 1),
@@ -119,18 +120,18 @@ pub async fn a_fleet_key_reaches_only_the_leases_it_holds(store: Arc<dyn Store>)
         lease: task.lease,
         report: Report::Abandoned,
     };
-    let results = s
-        .report_in(Reach::All, &fleet_runner, &[report(&theirs)], T0 + 4)
-        .await
-        .unwrap();
+    let results =
+        s.0.report(Reach::All, &fleet_runner, &[report(&theirs)], T0 + 4)
+            .await
+            .unwrap();
     let why = results[0].error.clone().unwrap();
     assert!(!results[0].accepted);
     assert_eq!(why, format!("task {} does not exist", theirs.task_id));
     // A tenant's own runner still hears why its report was refused.
-    let results = s
-        .report_in(Reach::Tenant(b), &fleet_runner, &[report(&theirs)], T0 + 4)
-        .await
-        .unwrap();
+    let results =
+        s.0.report(Reach::Tenant(b), &fleet_runner, &[report(&theirs)], T0 + 4)
+            .await
+            .unwrap();
     assert!(
         results[0]
             .error
@@ -147,9 +148,9 @@ pub async fn a_fleet_key_reaches_only_the_leases_it_holds(store: Arc<dyn Store>)
             .find(|r| r.id == id)
             .map(|r| r.running)
     };
-    let seen_by_a = s.runners_in(Reach::Tenant(a), T0 + 5).await.unwrap();
-    let seen_by_b = s.runners_in(Reach::Tenant(b), T0 + 5).await.unwrap();
-    let seen_by_all = s.runners_in(Reach::All, T0 + 5).await.unwrap();
+    let seen_by_a = s.0.runners(Reach::Tenant(a), T0 + 5).await.unwrap();
+    let seen_by_b = s.0.runners(Reach::Tenant(b), T0 + 5).await.unwrap();
+    let seen_by_all = s.0.runners(Reach::All, T0 + 5).await.unwrap();
     assert_eq!(running(seen_by_a, &fleet_runner), Some(1));
     assert_eq!(running(seen_by_b, &fleet_runner), Some(0));
     assert_eq!(running(seen_by_all, &fleet_runner), Some(1));

@@ -3,7 +3,7 @@
 use super::*;
 
 pub async fn abandon_requeues_without_spending_a_retry(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("a", "Root", 0), T0).await.unwrap();
     let first = claim(s, 1, T0).await;
     assert!(report(s, &first[0], Report::Abandoned, T0 + 1).await);
@@ -15,7 +15,7 @@ pub async fn abandon_requeues_without_spending_a_retry(store: Arc<dyn Store>) {
 }
 
 pub async fn expired_leases_requeue_without_spending_a_retry(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("l", "Root", 0), T0).await.unwrap();
     let first = claim(s, 1, T0).await;
     assert_eq!(s.reap(T0 + 5 * SEC).await.unwrap(), 0, "not yet expired");
@@ -40,7 +40,7 @@ pub async fn expired_leases_requeue_without_spending_a_retry(store: Arc<dyn Stor
 }
 
 pub async fn a_task_lost_three_times_in_a_row_fails(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("lost", "Root", 0), T0).await.unwrap();
     let mut now = T0;
     let mut last = Vec::new();
@@ -74,7 +74,7 @@ pub async fn a_task_lost_three_times_in_a_row_fails(store: Arc<dyn Store>) {
 }
 
 pub async fn a_report_after_expiry_is_refused_even_before_the_reaper(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("late", "Root", 0), T0).await.unwrap();
     let got = claim(s, 1, T0).await;
     let results = s
@@ -97,7 +97,7 @@ pub async fn a_report_after_expiry_is_refused_even_before_the_reaper(store: Arc<
 }
 
 pub async fn extending_keeps_the_lease(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("e", "Root", 0), T0).await.unwrap();
     let got = claim(s, 1, T0).await;
     let lease = LeaseRef {
@@ -118,7 +118,7 @@ pub async fn extending_keeps_the_lease(store: Arc<dyn Store>) {
 
 pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>) {
     use tessera_testkit::factory::JobPlan;
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("planted", T0);
     let root = plan.root("Root", TaskState::Computed);
     let gone = plan.child(root, "Leaf", TaskState::Running);
@@ -128,7 +128,7 @@ pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>
     plan.task(lost).lease_expires_at = Some(T0 - 1);
     plan.task(lost).lost = 2;
     let live = plan.child(root, "Leaf", TaskState::Running);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     // A report on an expired lease is refused even before the reaper ran.
     let late = s
         .report(
@@ -164,7 +164,7 @@ pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>
 /// can neither report, extend nor write log lines for the attempt, and no answer tells it the
 /// token or the holder.
 pub async fn only_the_holder_reports_extends_and_logs(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("bound", "Root", 1), T0).await.unwrap();
     let t = claim(s, 1, T0).await.remove(0);
     assert!(

@@ -3,7 +3,7 @@
 use super::*;
 
 pub async fn logs_filter_paginate_and_refuse_unknown_tasks(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("logs", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     let task = root[0].task_id.clone();

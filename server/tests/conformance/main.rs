@@ -13,6 +13,7 @@ use tessera_api::{
     OutlookRequest, ProgressUpdate, Report, RootTask, SpanOutcome, SpanQuery, SubmitJob,
     SubtaskSpec, TaskIdentifier, TaskQuery, TaskReport, TaskState,
 };
+use tessera_server::store::testing::{AsDefault, StoreRef};
 use tessera_server::{PostgresStore, SqliteStore, Store, StoreConfig};
 
 mod claims;
@@ -103,26 +104,34 @@ fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
     }
 }
 
-async fn claim(store: &dyn Store, max: u32, now: u64) -> Vec<ClaimedTask> {
+async fn claim(store: &(impl StoreRef + ?Sized), max: u32, now: u64) -> Vec<ClaimedTask> {
+    let store = &store.as_default();
     store
         .claim(&claim_req("r1", &all(), max), now)
         .await
         .unwrap()
 }
 
-async fn report(store: &dyn Store, task: &ClaimedTask, report: Report, now: u64) -> bool {
+async fn report(
+    store: &(impl StoreRef + ?Sized),
+    task: &ClaimedTask,
+    report: Report,
+    now: u64,
+) -> bool {
+    let store = &store.as_default();
     report_by(store, "r1", task, report, now).await
 }
 
 /// Reports one attempt as `runner` (the runner that claimed it, or not); whether it was
 /// accepted.
 async fn report_by(
-    store: &dyn Store,
+    store: &(impl StoreRef + ?Sized),
     runner: &str,
     task: &ClaimedTask,
     report: Report,
     now: u64,
 ) -> bool {
+    let store = &store.as_default();
     let results = store
         .report(
             runner,
@@ -140,7 +149,8 @@ async fn report_by(
 
 /// Reports a batch at once; returns whether each was accepted.
 /// Submits job `name` at T0 and runs its root, which submits subtasks A and B (at T0 + 1).
-async fn job_with_a_and_b(store: &dyn Store, name: &str) -> tessera_api::Job {
+async fn job_with_a_and_b(store: &(impl StoreRef + ?Sized), name: &str) -> tessera_api::Job {
+    let store = &store.as_default();
     let j = store.submit(&job(name, "Root", 0), T0).await.unwrap();
     let root = claim(store, 1, T0).await;
     assert_eq!(root[0].job_id, j.id);
@@ -149,7 +159,12 @@ async fn job_with_a_and_b(store: &dyn Store, name: &str) -> tessera_api::Job {
     j
 }
 
-async fn report_batch(store: &dyn Store, batch: &[(&ClaimedTask, Report)], now: u64) -> Vec<bool> {
+async fn report_batch(
+    store: &(impl StoreRef + ?Sized),
+    batch: &[(&ClaimedTask, Report)],
+    now: u64,
+) -> Vec<bool> {
+    let store = &store.as_default();
     let reports: Vec<TaskReport> = batch
         .iter()
         .map(|(t, r)| TaskReport {
@@ -165,10 +180,11 @@ async fn report_batch(store: &dyn Store, batch: &[(&ClaimedTask, Report)], now: 
 
 /// A root with `n` leaves, all claimed: (job id, root, leaves).
 async fn fanned_out(
-    s: &dyn Store,
+    s: &(impl StoreRef + ?Sized),
     n: usize,
     max_retries: u32,
 ) -> (String, ClaimedTask, Vec<ClaimedTask>) {
+    let s = &s.as_default();
     let j = s.submit(&job("batch", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await.remove(0);
     let leaves = (0..n)
@@ -185,7 +201,8 @@ async fn fanned_out(
 
 /// After a test: every job's kept counts (tasks by state, task time, last end) agree with a
 /// count of its rows, whatever the test did to it.
-async fn audit_every_job(store: &dyn Store, backend: &str) {
+async fn audit_every_job(store: &(impl StoreRef + ?Sized), backend: &str) {
+    let store = &store.as_default();
     let mut filter = JobFilter {
         limit: Some(500),
         ..JobFilter::default()
@@ -350,6 +367,7 @@ async fn postgres_servers_reap_and_claim_without_doubles() {
         ));
     }
     let s = &*stores[0];
+    let s = &AsDefault(s);
     s.submit(&job("many", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     let leaves: Vec<SubtaskSpec> = (0..400).map(|_| sub("Leaf", vec![])).collect();
@@ -360,7 +378,10 @@ async fn postgres_servers_reap_and_claim_without_doubles() {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = st.claim(&claim_req("r", &all(), 7), T0 + 2).await.unwrap();
+                let got = AsDefault(&*st)
+                    .claim(&claim_req("r", &all(), 7), T0 + 2)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     return mine;
                 }
@@ -407,7 +428,7 @@ async fn postgres_servers_wake_only_the_cluster_that_got_work() {
     cpu.changed().await;
     let mut submit = job("gpu work", "Root", 0);
     submit.cluster = Some("gpu".into());
-    here.submit(&submit, T0).await.unwrap();
+    AsDefault(&here).submit(&submit, T0).await.unwrap();
     assert!(
         woke(&mut gpu).await,
         "the gpu claims slept through gpu work"

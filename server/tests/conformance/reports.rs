@@ -3,7 +3,7 @@
 use super::*;
 
 pub async fn claim_complete_and_subtasks(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("fan", "Root", 0), T0).await.unwrap();
     assert_eq!(j.state, JobState::Queued);
     assert_eq!(j.task_counts.queued, 1);
@@ -83,7 +83,7 @@ pub async fn claim_complete_and_subtasks(store: Arc<dyn Store>) {
 }
 
 pub async fn fail_retries_with_backoff_then_fails_the_job(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("retry", "Root", 2), T0).await.unwrap();
     let mut now = T0;
     for attempt in 1..=3u32 {
@@ -129,7 +129,7 @@ pub async fn fail_retries_with_backoff_then_fails_the_job(store: Arc<dyn Store>)
 }
 
 pub async fn invalid_subtasks_fail_the_attempt(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("bad-subs", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     assert!(report(s, &root[0], computed(vec![sub("A", vec![3])]), T0 + 1).await);
@@ -139,7 +139,7 @@ pub async fn invalid_subtasks_fail_the_attempt(store: Arc<dyn Store>) {
 }
 
 pub async fn batch_the_same_task_twice_counts_once(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, _, leaves) = fanned_out(s, 1, 3).await;
     let failed = Report::Failed {
         permanent: false,
@@ -161,7 +161,7 @@ pub async fn batch_the_same_task_twice_counts_once(store: Arc<dyn Store>) {
 }
 
 pub async fn batch_a_computed_and_a_failed_sibling(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, root, leaves) = fanned_out(s, 2, 0).await;
     let failed = Report::Failed {
         permanent: false,
@@ -194,7 +194,7 @@ pub async fn batch_a_computed_and_a_failed_sibling(store: Arc<dyn Store>) {
 }
 
 pub async fn batch_siblings_complete_their_parent_and_job(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, root, leaves) = fanned_out(s, 3, 0).await;
     let batch: Vec<(&ClaimedTask, Report)> = leaves.iter().map(|l| (l, computed(vec![]))).collect();
     assert_eq!(report_batch(s, &batch, T0 + 3).await, [true, true, true]);
@@ -205,7 +205,7 @@ pub async fn batch_siblings_complete_their_parent_and_job(store: Arc<dyn Store>)
 }
 
 pub async fn batch_completion_walks_up_several_levels(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, root, mid) = fanned_out(s, 2, 0).await;
     // One middle task fans out one leaf; the other is a leaf itself. Then the leaf and the
     // other middle task report in one batch: the first middle task, then the root, complete.
@@ -224,7 +224,7 @@ pub async fn batch_completion_walks_up_several_levels(store: Arc<dyn Store>) {
 }
 
 pub async fn batch_a_refused_report_does_not_spoil_its_neighbours(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (_, _, leaves) = fanned_out(s, 3, 0).await;
     let mut stale = leaves[1].clone();
     stale.lease += 7;
@@ -253,7 +253,7 @@ pub async fn batch_a_refused_report_does_not_spoil_its_neighbours(store: Arc<dyn
 }
 
 pub async fn an_unrequested_canceled_report_gives_the_task_back(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let (job_id, _, leaves) = fanned_out(s, 1, 0).await;
     assert!(report(s, &leaves[0], Report::Canceled, T0 + 3).await);
     let t = s.task(&leaves[0].task_id).await.unwrap();
@@ -266,7 +266,7 @@ pub async fn an_unrequested_canceled_report_gives_the_task_back(store: Arc<dyn S
 }
 
 pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     s.submit(&job("dup", "Root", 0), T0).await.unwrap();
     let root = claim(s, 1, T0).await;
     let subs = vec![sub("A", vec![]), sub("B", vec![0, 0])];
@@ -278,7 +278,7 @@ pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
 
 pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Arc<dyn Store>) {
     use tessera_testkit::factory::JobPlan;
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("follow-through", T0);
     let root = plan.root("Root", TaskState::Computed);
     let flaky = plan.child(root, "Leaf", TaskState::Running);
@@ -286,7 +286,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
     let fatal = plan.child(root, "Leaf", TaskState::Running);
     let waiting = plan.child(root, "Leaf", TaskState::Queued);
     let busy = plan.child(root, "A", TaskState::Running);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     let held = |t| ClaimedTask {
         task_id: planted.id(t).to_string(),
         job_id: planted.job_id.clone(),
@@ -374,7 +374,7 @@ pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Ar
 }
 
 pub async fn a_permanent_failure_fails_at_once_whatever_the_retries(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let j = s.submit(&job("permanent", "Root", 5), T0).await.unwrap();
     let got = claim(s, 1, T0).await;
     let permanent = Report::Failed {

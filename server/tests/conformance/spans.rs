@@ -5,7 +5,13 @@ use super::*;
 use tessera_testkit::factory::{JobPlan, TaskRef};
 
 /// Reports attempt 1 (lease 1, as the factory plants a running task) of `task`.
-async fn report_planted(store: &dyn Store, task: &str, report: Report, now: u64) -> bool {
+async fn report_planted(
+    store: &(impl StoreRef + ?Sized),
+    task: &str,
+    report: Report,
+    now: u64,
+) -> bool {
+    let store = &store.as_default();
     let results = store
         .report(
             "factory",
@@ -22,13 +28,13 @@ async fn report_planted(store: &dyn Store, task: &str, report: Report, now: u64)
 }
 
 pub async fn a_report_ends_the_attempts_span_and_adds_to_the_task_time(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("spans", T0);
     let root = plan.root("Root", TaskState::Computed);
     let a = plan.child(root, "Leaf", TaskState::Running);
     let b = plan.child(root, "Leaf", TaskState::Running);
     plan.task(b).started_at = Some(T0 + SEC);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     let open = s
         .spans(&planted.job_id, &SpanQuery::default())
         .await
@@ -80,12 +86,12 @@ pub async fn a_report_ends_the_attempts_span_and_adds_to_the_task_time(store: Ar
 }
 
 pub async fn an_expired_attempt_ends_its_span_as_expired(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("expiry", T0);
     let root = plan.root("Root", TaskState::Computed);
     let a = plan.child(root, "Leaf", TaskState::Running);
     plan.task(a).lease_expires_at = Some(T0 + SEC);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     assert_eq!(s.reap(T0 + 2 * SEC).await.unwrap(), 1);
     let spans = s
         .spans(
@@ -115,7 +121,7 @@ pub async fn an_expired_attempt_ends_its_span_as_expired(store: Arc<dyn Store>) 
 }
 
 pub async fn spans_page_in_start_order(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("pages", T0);
     let root = plan.root("Root", TaskState::Computed);
     let mut leaves = Vec::new();
@@ -125,7 +131,7 @@ pub async fn spans_page_in_start_order(store: Arc<dyn Store>) {
         plan.task(leaf).started_at = Some(T0 + (5 - i) * SEC);
         leaves.push(leaf);
     }
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     let mut query = SpanQuery {
         limit: Some(2),
         ..SpanQuery::default()
@@ -152,14 +158,14 @@ pub async fn spans_page_in_start_order(store: Arc<dyn Store>) {
 /// ones moved aside by the claim of the next. Pages of any size see each span once, in start
 /// order with ties in key order, whichever of the two places a span is in.
 pub async fn every_attempt_keeps_its_span_and_pages_once(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("attempts", T0);
     let root = plan.root("Root", TaskState::Computed);
     let a = plan.child(root, "Leaf", TaskState::Running);
     let b = plan.child(root, "Leaf", TaskState::Running);
     let c = plan.child(root, "Leaf", TaskState::Queued);
     plan.task(a).lease_expires_at = Some(T0 + SEC);
-    let planted = plan.plant(s).await;
+    let planted = plan.plant(&**s).await;
     let (ia, ib, ic) = (planted.id(a), planted.id(b), planted.id(c));
     // a's first attempt expires; its second (and c's first) start together, and a computes.
     assert_eq!(s.reap(T0 + 2 * SEC).await.unwrap(), 1);

@@ -5,7 +5,12 @@ use tessera_api::{NewTenant, TenantUpdate};
 use tessera_server::store::{Owned, Reach, TenantId};
 
 /// Creates tenant `name` with `update` applied; its number.
-pub(crate) async fn tenant(s: &dyn Store, name: &str, update: TenantUpdate) -> TenantId {
+pub(crate) async fn tenant(
+    s: &(impl StoreRef + ?Sized),
+    name: &str,
+    update: TenantUpdate,
+) -> TenantId {
+    let s = &s.as_default();
     s.create_tenant(
         &NewTenant {
             name: name.into(),
@@ -19,22 +24,28 @@ pub(crate) async fn tenant(s: &dyn Store, name: &str, update: TenantUpdate) -> T
     s.tenant_named(name).await.unwrap().unwrap().0
 }
 
-async fn claim_in(s: &dyn Store, reach: Reach, runner: &str, max: u32) -> Vec<ClaimedTask> {
-    s.claim_in(reach, None, &claim_req(runner, &all(), max), T0 + 5)
+async fn claim_in(
+    s: &(impl StoreRef + ?Sized),
+    reach: Reach,
+    runner: &str,
+    max: u32,
+) -> Vec<ClaimedTask> {
+    let s = &s.as_default();
+    s.0.claim(reach, None, &claim_req(runner, &all(), max), T0 + 5)
         .await
         .unwrap()
 }
 
 pub async fn each_tenant_sees_only_its_own_jobs_and_claims(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = tenant(s, "a", TenantUpdate::default()).await;
     let b = tenant(s, "b", TenantUpdate::default()).await;
-    let ja = s.submit_as(a, &job("ja", "Root", 0), T0).await.unwrap();
-    let jb = s.submit_as(b, &job("jb", "Root", 0), T0).await.unwrap();
-    let listed = s
-        .jobs_in(Reach::Tenant(a), &JobFilter::default())
-        .await
-        .unwrap();
+    let ja = s.0.submit(a, &job("ja", "Root", 0), T0).await.unwrap();
+    let jb = s.0.submit(b, &job("jb", "Root", 0), T0).await.unwrap();
+    let listed =
+        s.0.jobs(Reach::Tenant(a), &JobFilter::default())
+            .await
+            .unwrap();
     assert_eq!(
         listed.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(),
         [&ja.id]
@@ -51,8 +62,8 @@ pub async fn each_tenant_sees_only_its_own_jobs_and_claims(store: Arc<dyn Store>
         Some(a)
     );
     let theirs = claim_in(s, Reach::Tenant(b), "rb", 10).await.remove(0);
-    let results = s
-        .report_in(
+    let results =
+        s.0.report(
             Reach::Tenant(a),
             "rb",
             &[TaskReport {
@@ -77,13 +88,13 @@ pub async fn each_tenant_sees_only_its_own_jobs_and_claims(store: Arc<dyn Store>
         lease: theirs.lease,
     }];
     assert!(
-        !s.extend_in(Reach::Tenant(a), "rb", &leases, T0 + 6)
+        !s.0.extend(Reach::Tenant(a), "rb", &leases, T0 + 6)
             .await
             .unwrap()[0]
             .held
     );
     assert!(
-        s.extend_in(Reach::Tenant(b), "rb", &leases, T0 + 6)
+        s.0.extend(Reach::Tenant(b), "rb", &leases, T0 + 6)
             .await
             .unwrap()[0]
             .held
@@ -97,7 +108,7 @@ pub async fn each_tenant_sees_only_its_own_jobs_and_claims(store: Arc<dyn Store>
 }
 
 pub async fn a_tenant_may_not_queue_past_its_quota(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let quota = TenantUpdate {
         queued_tasks: Some(3),
         ..TenantUpdate::default()
@@ -105,11 +116,11 @@ pub async fn a_tenant_may_not_queue_past_its_quota(store: Arc<dyn Store>) {
     let a = tenant(s, "a", quota).await;
     let other = tenant(s, "other", TenantUpdate::default()).await;
     for i in 0..3 {
-        s.submit_as(a, &job(&format!("j{i}"), "Root", 0), T0)
+        s.0.submit(a, &job(&format!("j{i}"), "Root", 0), T0)
             .await
             .unwrap();
     }
-    let refused = s.submit_as(a, &job("j3", "Root", 0), T0).await.unwrap_err();
+    let refused = s.0.submit(a, &job("j3", "Root", 0), T0).await.unwrap_err();
     let message = refused.to_string();
     assert!(
         matches!(refused, tessera_server::StoreError::Quota(_)),
@@ -120,7 +131,7 @@ pub async fn a_tenant_may_not_queue_past_its_quota(store: Arc<dyn Store>) {
         "{message}"
     );
     // Another tenant is not held back by it.
-    s.submit_as(other, &job("free", "Root", 0), T0)
+    s.0.submit(other, &job("free", "Root", 0), T0)
         .await
         .unwrap();
     // A root that would queue two subtasks when one more fits fails its attempt, with why;
@@ -135,10 +146,10 @@ pub async fn a_tenant_may_not_queue_past_its_quota(store: Arc<dyn Store>) {
     assert_eq!(task.state, TaskState::Failed);
     let why = task.error.unwrap();
     assert!(why.contains("quota of 3 queued tasks"), "{why}");
-    let mine = s
-        .jobs_in(Reach::Tenant(a), &JobFilter::default())
-        .await
-        .unwrap();
+    let mine =
+        s.0.jobs(Reach::Tenant(a), &JobFilter::default())
+            .await
+            .unwrap();
     assert_eq!(mine.jobs.len(), 3, "the refused submit stored nothing");
     // One subtask fits (2 queued + 1).
     let roots = claim_in(s, Reach::Tenant(a), "ra", 1).await;
@@ -156,7 +167,7 @@ pub async fn a_tenant_may_not_queue_past_its_quota(store: Arc<dyn Store>) {
 }
 
 pub async fn running_attempts_stop_at_the_quota_and_ceilings_ride_the_claim(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let quota = TenantUpdate {
         running: Some(2),
         memory_mib: Some(64),
@@ -165,7 +176,7 @@ pub async fn running_attempts_stop_at_the_quota_and_ceilings_ride_the_claim(stor
     };
     let a = tenant(s, "a", quota).await;
     for i in 0..5 {
-        s.submit_as(a, &job(&format!("j{i}"), "Root", 0), T0)
+        s.0.submit(a, &job(&format!("j{i}"), "Root", 0), T0)
             .await
             .unwrap();
     }
@@ -187,7 +198,7 @@ pub async fn running_attempts_stop_at_the_quota_and_ceilings_ride_the_claim(stor
 }
 
 pub async fn a_shared_fleet_levels_running_slots_by_weight(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = tenant(s, "a", TenantUpdate::default()).await;
     let b = tenant(s, "b", TenantUpdate::default()).await;
     let heavy = tenant(
@@ -200,7 +211,7 @@ pub async fn a_shared_fleet_levels_running_slots_by_weight(store: Arc<dyn Store>
     )
     .await;
     for i in 0..12 {
-        s.submit_as(a, &job(&format!("a{i}"), "Root", 0), T0)
+        s.0.submit(a, &job(&format!("a{i}"), "Root", 0), T0)
             .await
             .unwrap();
     }
@@ -208,7 +219,7 @@ pub async fn a_shared_fleet_levels_running_slots_by_weight(store: Arc<dyn Store>
     let first = claim_in(s, Reach::All, "fleet", 4).await;
     assert_eq!(first.len(), 4);
     for i in 0..12 {
-        s.submit_as(b, &job(&format!("b{i}"), "Root", 0), T0 + 1)
+        s.0.submit(b, &job(&format!("b{i}"), "Root", 0), T0 + 1)
             .await
             .unwrap();
     }
@@ -231,7 +242,7 @@ pub async fn a_shared_fleet_levels_running_slots_by_weight(store: Arc<dyn Store>
     assert_eq!(owners, [a, b], "level tenants share a claim");
     // Weight 3: of the next eight slots, heavy gets six.
     for i in 0..12 {
-        s.submit_as(heavy, &job(&format!("h{i}"), "Root", 0), T0 + 2)
+        s.0.submit(heavy, &job(&format!("h{i}"), "Root", 0), T0 + 2)
             .await
             .unwrap();
     }
@@ -248,7 +259,7 @@ pub async fn a_shared_fleet_levels_running_slots_by_weight(store: Arc<dyn Store>
 }
 
 pub async fn log_lines_and_component_bytes_stay_within_their_quotas(store: Arc<dyn Store>) {
-    let s = &*store;
+    let s = &AsDefault(&*store);
     let a = tenant(
         s,
         "a",
@@ -259,7 +270,7 @@ pub async fn log_lines_and_component_bytes_stay_within_their_quotas(store: Arc<d
         },
     )
     .await;
-    let j = s.submit_as(a, &job("logs", "Root", 0), T0).await.unwrap();
+    let j = s.0.submit(a, &job("logs", "Root", 0), T0).await.unwrap();
     let t = claim_in(s, Reach::Tenant(a), "r1", 1).await.remove(0);
     let line = |i: u64| LogLine {
         time_unix_nano: T0 + i,
@@ -286,7 +297,7 @@ pub async fn log_lines_and_component_bytes_stay_within_their_quotas(store: Arc<d
         stored[3]
     );
     // Another job of the tenant has its own allowance.
-    let j2 = s.submit_as(a, &job("logs2", "Root", 0), T0).await.unwrap();
+    let j2 = s.0.submit(a, &job("logs2", "Root", 0), T0).await.unwrap();
     let t2 = claim_in(s, Reach::Tenant(a), "r1", 1).await.remove(0);
     assert_eq!(t2.job_id, j2.id);
     let mut l = line(1);
@@ -302,17 +313,17 @@ pub async fn log_lines_and_component_bytes_stay_within_their_quotas(store: Arc<d
         deployed_at: T0,
         undeployed_at: None,
     };
-    s.deploy_as(a, &component('a', 100), vec![0u8; 100].into())
+    s.0.deploy(a, &component('a', 100), vec![0u8; 100].into())
         .await
         .unwrap();
-    let e = s
-        .deploy_as(a, &component('b', 100), vec![0u8; 100].into())
-        .await
-        .unwrap_err()
-        .to_string();
+    let e =
+        s.0.deploy(a, &component('b', 100), vec![0u8; 100].into())
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(e.contains("component_bytes: 150"), "{e}");
     // The same bytes again are no new bytes; another tenant has its own allowance.
-    s.deploy_as(a, &component('a', 100), vec![0u8; 100].into())
+    s.0.deploy(a, &component('a', 100), vec![0u8; 100].into())
         .await
         .unwrap();
     s.deploy(&component('b', 100), vec![0u8; 100].into())

@@ -8,7 +8,7 @@ use support::{ServerProc, until};
 use tessera_api::{
     JobState, Level, LogBatch, LogLine, LogQuery, ReportRequest, RootTask, SubmitJob,
 };
-use tessera_testkit::protocol::{claim, done, ident, leaf, root_job};
+use tessera_server::testing::protocol::{claim, done, ident, leaf, root_job};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_job_loses_no_job_and_no_computed_task() {

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::{ServerProc, databases, new_key, output, tessera};
 use tessera_api::{Client, NewTenant, Role};
-use tessera_testkit::protocol::root_job;
+use tessera_server::testing::protocol::root_job;
 
 const OPERATOR: &str = "operator-token-for-key-tests";
 
@@ -180,7 +180,7 @@ async fn a_revoked_key_s_waiting_requests_end_at_once_and_are_handed_nothing() {
 /// waiting on the other server end with 401, and the key is handed nothing there either.
 #[tokio::test(flavor = "multi_thread")]
 async fn on_two_postgres_servers_a_revocation_ends_the_other_server_s_waits_within_2_s() {
-    let Some(db) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(db) = tessera_server::testing::postgres::fresh_database().await else {
         eprintln!("SKIPPED: set TESSERA_TEST_POSTGRES to run the two-server revocation test");
         return;
     };

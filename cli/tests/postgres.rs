@@ -59,7 +59,7 @@ async fn computed_once(c: &Client, job: &str, tasks: usize) -> HashMap<String, S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_servers_share_a_job_and_wake_each_others_runners() {
-    let Some(db) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(db) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +108,7 @@ async fn two_servers_share_a_job_and_wake_each_others_runners() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_one_server_mid_job_loses_nothing() {
-    let Some(db) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(db) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +167,7 @@ async fn killing_one_server_mid_job_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_component_deployed_through_one_server_runs_from_the_other() {
-    let Some(db) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(db) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

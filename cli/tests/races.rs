@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::ServerProc;
 use tessera_api::{Client, JobState, ReportRequest, SpanOutcome, SpanQuery};
-use tessera_testkit::protocol::{claim, done, fan_out};
+use tessera_server::testing::protocol::{claim, done, fan_out};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_over_ten_thousand_tasks_get_each_exactly_once() {

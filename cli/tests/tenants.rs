@@ -15,7 +15,7 @@ use tessera_api::{
     Blob, CacheWrite, ClaimedTask, Client, DeployQuery, ExtendRequest, LeaseRef, LogBatch, LogLine,
     NewTenant, Report, ReportRequest, Role, TaskReport,
 };
-use tessera_testkit::protocol::{claim, done, leaf, root_job};
+use tessera_server::testing::protocol::{claim, done, leaf, root_job};
 
 const OPERATOR: &str = "operator-token-for-tests";
 

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use tessera_api::{Client, ReportRequest};
+use tessera_server::testing::protocol::{bench_runtime, claim, done, fan_out};
 use tessera_server::{Database, ServerConfig, StoreConfig};
-use tessera_testkit::protocol::{bench_runtime, claim, done, fan_out};
 
 /// One client: claim, then report each batch with the next claim riding along.
 async fn drain(c: Client, runner: String, batch: u32) -> usize {

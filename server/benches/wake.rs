@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use tessera_api::{ClaimRequest, Client, RootTask, SubmitJob, TaskIdentifier};
+use tessera_server::testing::protocol::bench_runtime;
 use tessera_server::{Database, ServerConfig};
-use tessera_testkit::protocol::bench_runtime;
 
 const IDLE: usize = 2_000;
 const SUBMITS: usize = 200;

@@ -8,6 +8,8 @@ pub mod component;
 mod console;
 pub mod http;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wake;
 
 use std::net::SocketAddr;

@@ -116,7 +116,7 @@ async fn sqlite_and_postgres_schemas_have_the_same_tables_columns_and_indexes() 
         sqlite.contains("logs index logs_task_time(task_id, time, id)"),
         "{sqlite:#?}"
     );
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let postgres = postgres_schema(&url).await;
@@ -442,7 +442,7 @@ async fn upgrading_fills_in_the_kept_job_counts() {
     assert_eq!(store.audit(&id).await.unwrap(), Vec::<String>::new());
     check(store.job(&id).await.unwrap());
 
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let store = PostgresStore::connect(&url, StoreConfig::default())
@@ -520,7 +520,7 @@ async fn upgrading_keeps_the_component_each_span_named() {
     assert_eq!(lease_runner(&store, &job).await.as_deref(), Some("r"));
     in_the_default_tenant(&store, &job).await;
 
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let store = PostgresStore::connect(&url, StoreConfig::default())
@@ -680,7 +680,7 @@ async fn upgrading_moves_each_tasks_latest_attempt_onto_its_row() {
         .unwrap();
     assert_eq!(n, 1, "only A's first attempt is not its task's latest");
 
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let store = PostgresStore::connect(&url, StoreConfig::default())

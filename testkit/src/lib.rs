@@ -1,9 +1,7 @@
 //! Test support shared by the crates' tests and benchmarks: builds guest components from
-//! source with cargo, once per process; plants store rows in any state (`factory`).
-
-pub mod factory;
-pub mod postgres;
-pub mod protocol;
+//! source with cargo, once per process. It depends on no Tessera crate, so the host's tests
+//! do not compile the server; the server's test support is its feature `testing`
+//! (`tessera_server::testing`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

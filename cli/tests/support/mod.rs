@@ -163,7 +163,7 @@ impl Drop for ServerProc {
 /// database when `TESSERA_TEST_POSTGRES` names a server (CI always does).
 pub async fn databases(dir: &Path) -> Vec<String> {
     let mut dbs = vec![format!("sqlite://{}", dir.join("t.db").display())];
-    if let Some(url) = tessera_testkit::postgres::fresh_database().await {
+    if let Some(url) = tessera_server::testing::postgres::fresh_database().await {
         dbs.push(url);
     }
     dbs

@@ -1,7 +1,7 @@
 //! Rows put in any state directly, for tests (River's `testfactory`): a test gets a task where it
 //! needs it — running under a lease that expired, failed with its retries spent, computed with
 //! open children — without walking submit → claim → report. Behind the `testing` feature;
-//! `tessera_testkit::factory` builds these. The job's kept counts are added as for any change,
+//! `tessera_server::testing::factory` builds these. The job's kept counts are added as for any change,
 //! so a planted job passes [`super::Store::audit`].
 
 use tessera_api::{TaskIdentifier, TaskState};

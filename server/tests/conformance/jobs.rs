@@ -389,7 +389,7 @@ pub async fn a_job_may_not_grow_past_its_task_limit(store: Arc<dyn Store>) {
 }
 
 pub async fn a_planted_job_in_every_state_counts_and_pages(store: Arc<dyn Store>) {
-    use tessera_testkit::factory::JobPlan;
+    use tessera_server::testing::factory::JobPlan;
     let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("every state", T0);
     let root = plan.root("Root", TaskState::Computed);

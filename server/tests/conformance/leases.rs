@@ -117,7 +117,7 @@ pub async fn extending_keeps_the_lease(store: Arc<dyn Store>) {
 }
 
 pub async fn planted_expired_leases_are_reaped_and_refused(store: Arc<dyn Store>) {
-    use tessera_testkit::factory::JobPlan;
+    use tessera_server::testing::factory::JobPlan;
     let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("planted", T0);
     let root = plan.root("Root", TaskState::Computed);

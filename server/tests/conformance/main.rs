@@ -255,7 +255,7 @@ async fn sqlite() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
 /// A fresh database on the server `TESSERA_TEST_POSTGRES` names (see
 /// scripts/postgres-for-tests.sh); CI sets it, elsewhere the PostgreSQL runs say they skipped.
 async fn postgres() -> Option<(Arc<dyn Store>, ())> {
-    let url = tessera_testkit::postgres::fresh_database().await?;
+    let url = tessera_server::testing::postgres::fresh_database().await?;
     let store = PostgresStore::connect(&url, config()).await.unwrap();
     Some((Arc::new(store), ()))
 }
@@ -357,7 +357,7 @@ suite!(postgres, crate::postgres);
 /// concurrent claimers never share a task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_servers_reap_and_claim_without_doubles() {
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let mut stores: Vec<Arc<dyn Store>> = Vec::new();
@@ -412,7 +412,7 @@ async fn postgres_servers_reap_and_claim_without_doubles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_servers_wake_only_the_cluster_that_got_work() {
     use tessera_server::Wake;
-    let Some(url) = tessera_testkit::postgres::fresh_database().await else {
+    let Some(url) = tessera_server::testing::postgres::fresh_database().await else {
         return;
     };
     let here = PostgresStore::connect(&url, config()).await.unwrap();

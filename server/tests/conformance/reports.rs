@@ -277,7 +277,7 @@ pub async fn duplicate_dependencies_fail_the_attempt(store: Arc<dyn Store>) {
 }
 
 pub async fn a_task_failing_for_good_ends_its_job_visibly_and_logs_why(store: Arc<dyn Store>) {
-    use tessera_testkit::factory::JobPlan;
+    use tessera_server::testing::factory::JobPlan;
     let s = &AsDefault(&*store);
     let mut plan = JobPlan::new("follow-through", T0);
     let root = plan.root("Root", TaskState::Computed);

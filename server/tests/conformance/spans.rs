@@ -1,8 +1,8 @@
 //! Spans: one per attempt, opened by its claim and ended by its report or its expiry; they
-//! add up to the job's task time. Rows planted with the factory (`tessera_testkit::factory`).
+//! add up to the job's task time. Rows planted with the factory (`tessera_server::testing::factory`).
 
 use super::*;
-use tessera_testkit::factory::{JobPlan, TaskRef};
+use tessera_server::testing::factory::{JobPlan, TaskRef};
 
 /// Reports attempt 1 (lease 1, as the factory plants a running task) of `task`.
 async fn report_planted(

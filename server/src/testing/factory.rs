@@ -15,9 +15,9 @@
 //! and fails its job; *canceled* finished at the plan's time. Children, open children, pending
 //! dependencies and the job's completion follow from the tree when it is planted.
 
+use crate::Store;
+use crate::store::plant::{PlantedJob, PlantedTask, child_path};
 use tessera_api::{TaskIdentifier, TaskState};
-use tessera_server::Store;
-use tessera_server::store::plant::{PlantedJob, PlantedTask, child_path};
 
 /// A task of a [`JobPlan`], by position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_CLAIM: u32 = 1000;
 /// Most task identifiers one runner may serve.
 pub const MAX_IDENTIFIERS: usize = 1000;
+/// Most attempts one runner may run at once.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Most tasks a runner claims ahead of its free slots (`--prefetch`).
+pub const MAX_PREFETCH: usize = 1000;
 /// Longest job-cache key, in characters (Unicode scalar values).
 pub const MAX_CACHE_KEY_CHARS: usize = 512;
 /// The default largest task output or job-cache value, in bytes (`tessera server

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tessera_api::limits;
 use tessera_api::{
     ClaimRequest, ClaimResponse, Client, ClientError, Outlook, OutlookRequest, ReportResponse,
 };
@@ -73,7 +74,9 @@ pub struct Config {
 /// prefetch multiplier), at least 16, at most 1,000. How many it really holds adapts to how
 /// long attempts take (see [`dispatch::AHEAD_WAIT`]).
 pub fn default_prefetch(concurrency: u32) -> usize {
-    (concurrency as usize).saturating_mul(4).clamp(16, 1000)
+    (concurrency as usize)
+        .saturating_mul(4)
+        .clamp(16, limits::MAX_PREFETCH)
 }
 
 impl Default for Config {
@@ -135,9 +138,10 @@ pub async fn run(
     events: Arc<dyn Events>,
     control: Control,
 ) -> anyhow::Result<Exit> {
-    if config.concurrency == 0 || config.concurrency > 100_000 {
+    if config.concurrency == 0 || config.concurrency > limits::MAX_CONCURRENCY {
         anyhow::bail!(
-            "--concurrency must be between 1 and 100000, got {}",
+            "concurrency must be between 1 and {}, got {}",
+            limits::MAX_CONCURRENCY,
             config.concurrency
         );
     }
@@ -243,7 +247,7 @@ pub async fn run(
         concurrency: config.concurrency as usize,
         forever: config.forever,
         max_body,
-        prefetch: config.prefetch.min(1000),
+        prefetch: config.prefetch.min(limits::MAX_PREFETCH),
     });
     let driver = Driver {
         client: client.clone(),

@@ -707,3 +707,54 @@ async fn upgrading_moves_each_tasks_latest_attempt_onto_its_row() {
     assert!(finish(&store, &running).await);
     assert_eq!(store.audit(&job).await.unwrap(), Vec::<String>::new());
 }
+
+/// A stored input or dependency list that cannot be read is a corrupt store, said so — never a
+/// silent `null` or `[]` — and a claim leaves such a task out, handing out the rest of its
+/// batch. Both dialects store them as text.
+#[tokio::test]
+async fn an_unreadable_stored_input_is_corrupt_and_spoils_no_claim() {
+    use tessera_server::{Store, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let store = SqliteStore::open(&path, StoreConfig::default()).unwrap();
+    let bad = submit_root(&store, "bad", T0).await;
+    let good = submit_root(&store, "good", T0 + 1).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE tasks SET input = '{not json' WHERE id = (SELECT root_id FROM jobs WHERE name = 'bad')",
+        [],
+    )
+    .unwrap();
+    let bad_root = store
+        .tasks(&bad.id, &Default::default())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&bad_root, StoreError::Corrupt(what) if what.contains("input")),
+        "{bad_root:?}"
+    );
+    let claimed = AsDefault(&store)
+        .claim(&claim_by_r(&["Root"], 10, &[]), T0 + 2)
+        .await
+        .unwrap();
+    let jobs: Vec<&str> = claimed.iter().map(|t| t.job_id.as_str()).collect();
+    assert_eq!(
+        jobs,
+        [good.id.as_str()],
+        "the good job's root is handed out"
+    );
+    conn.execute(
+        "UPDATE tasks SET depends_on = '[1,' WHERE id = (SELECT root_id FROM jobs WHERE name = 'good')",
+        [],
+    )
+    .unwrap();
+    let e = store
+        .tasks(&good.id, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt(what) if what.contains("dependencies")),
+        "{e:?}"
+    );
+}

@@ -254,12 +254,26 @@ impl Keys {
 
     /// Resolves only when the key `caller` presented stops being valid (revoked here, or, read
     /// again every [`WAIT_RECHECK`], revoked through another server); never for a caller
-    /// without a key. A waiting request selects on it and answers 401 when it resolves.
-    pub async fn until_revoked(&self, store: &dyn Store, caller: &Caller) -> ApiError {
-        let Some(id) = caller.key.as_deref() else {
+    /// without a key. A waiting request selects on it and answers 401 when it resolves. It
+    /// listens for this server's revocations from the moment it is called, not first polled.
+    pub fn until_revoked<'a>(
+        &'a self,
+        store: &'a dyn Store,
+        caller: &'a Caller,
+    ) -> impl std::future::Future<Output = ApiError> + Send + 'a {
+        let revocations = self.revocations.subscribe();
+        self.watch_key(store, caller.key.as_deref(), revocations)
+    }
+
+    async fn watch_key(
+        &self,
+        store: &dyn Store,
+        key: Option<&str>,
+        mut revocations: tokio::sync::watch::Receiver<u64>,
+    ) -> ApiError {
+        let Some(id) = key else {
             return std::future::pending().await;
         };
-        let mut revocations = self.revocations.subscribe();
         loop {
             tokio::select! {
                 _ = revocations.changed() => {}

@@ -166,6 +166,9 @@ pub async fn get(
         .map(str::to_string);
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
+    // Watched across the whole wait, so that no revocation slips between two rounds.
+    let revoked = state.keys.until_revoked(&*state.store, &caller);
+    tokio::pin!(revoked);
     loop {
         let mut woken = state.wake.watch();
         let job = state.store.job(&id).await?;
@@ -190,7 +193,7 @@ pub async fn get(
             _ = woken.changed() => tokio::time::sleep(SETTLE).await,
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
-            revoked = state.keys.until_revoked(&*state.store, &caller) => return Err(revoked),
+            revoked = &mut revoked => return Err(revoked),
         }
     }
 }

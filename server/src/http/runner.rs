@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiJson};
 use crate::now_unix_nano;
 use crate::store::check_name;
+use tessera_api::limits;
 
 /// Longest long-poll a claim may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -32,10 +33,11 @@ fn check_runner(runner_id: &str) -> Result<(), ApiError> {
 fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
     check_runner(&c.runner_id)?;
     check_name("cluster", &c.cluster).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if c.identifiers.len() > 1000 {
-        return Err(ApiError::bad_request(
-            "a runner may serve at most 1000 task identifiers",
-        ));
+    if c.identifiers.len() > limits::MAX_IDENTIFIERS {
+        return Err(ApiError::bad_request(format!(
+            "a runner may serve at most {} task identifiers",
+            limits::MAX_IDENTIFIERS
+        )));
     }
     if let Some(host) = &c.host
         && (host.chars().count() > 200 || host.chars().any(char::is_control))
@@ -52,13 +54,19 @@ fn check_claim(c: &ClaimRequest) -> Result<(), ApiError> {
             "wasmtime must be a version: 1 to 50 digits, letters, '.', '+' or '-'",
         ));
     }
-    if c.concurrency.is_some_and(|n| n == 0 || n > 100_000) {
-        return Err(ApiError::bad_request(
-            "concurrency must be between 1 and 100000",
-        ));
+    if c.concurrency
+        .is_some_and(|n| n == 0 || n > limits::MAX_CONCURRENCY)
+    {
+        return Err(ApiError::bad_request(format!(
+            "concurrency must be between 1 and {}",
+            limits::MAX_CONCURRENCY
+        )));
     }
-    if c.max == 0 || c.max > 1000 {
-        return Err(ApiError::bad_request("max must be between 1 and 1000"));
+    if c.max == 0 || c.max > limits::MAX_CLAIM {
+        return Err(ApiError::bad_request(format!(
+            "max must be between 1 and {}",
+            limits::MAX_CLAIM
+        )));
     }
     if c.wait_ms > MAX_WAIT.as_millis() as u64 {
         return Err(ApiError::bad_request(format!(
@@ -88,6 +96,9 @@ async fn claim_waiting(
     };
     let deadline = Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
+    // Watched across the whole wait, so that no revocation slips between two rounds.
+    let revoked = state.keys.until_revoked(&*state.store, caller);
+    tokio::pin!(revoked);
     loop {
         let mut woken = state.wake.subscribe(&match reach {
             crate::store::Reach::Tenant(t) => crate::store::scope::key(t, &request.cluster),
@@ -125,7 +136,7 @@ async fn claim_waiting(
             _ = woken.changed() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = shutdown.changed() => {}
-            revoked = state.keys.until_revoked(&*state.store, caller) => return Err(revoked),
+            revoked = &mut revoked => return Err(revoked),
         }
     }
 }

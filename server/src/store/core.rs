@@ -16,7 +16,7 @@ use tessera_api::{
 
 use super::decide::{self, Tallies};
 use super::driver::{ClaimParams, ClaimedRow, Driver, Mode, NewJob, NewTask, Tx, Which};
-use super::encode::{id_bytes, lease_ms, nanos, new_id, path_index};
+use super::encode::{id_bytes, lease_ms, nanos, new_id, path_index, stored_input};
 use super::pins::{MAX_PINNED_TYPES, Pins};
 use super::{CommitListener, Scope};
 use super::{
@@ -585,14 +585,23 @@ impl<D: Driver> Core<D> {
         let lease_ms = lease_ms(&self.config);
         Ok(rows
             .into_iter()
-            .map(|(tenant, r)| {
+            .filter_map(|(tenant, r)| {
+                // A row whose input cannot be read is not handed out (its lease runs out, and
+                // after --max-lost such expiries it fails, saying so); the rest of the batch is.
+                let input = match stored_input(&r.task_id, &r.input) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        tracing::error!("not handing out task {}: {e}", r.task_id);
+                        return None;
+                    }
+                };
                 let quotas = Self::quotas_of(&table, tenant);
-                ClaimedTask {
+                Some(ClaimedTask {
                     task_id: r.task_id,
                     job_id: r.job_id,
                     identifier: r.identifier,
                     display: r.display,
-                    input: serde_json::from_str(&r.input).unwrap_or(serde_json::Value::Null),
+                    input,
                     attempt: r.attempt,
                     lease: r.lease,
                     lease_ms,
@@ -600,7 +609,7 @@ impl<D: Driver> Core<D> {
                     cache_seq: r.cache_seq,
                     memory_mib: quotas.memory_mib,
                     deadline_ms: quotas.deadline_seconds.map(|s| s.saturating_mul(1000)),
-                }
+                })
             })
             .collect())
     }

@@ -122,6 +122,20 @@ pub(super) const LEASE_SELECT: &str = "SELECT t.job_id, t.state = 'running', t.l
     t.lease_expires_at, (SELECT name FROM runner_names WHERE id = t.lease_runner_ref), \
     t.component FROM tasks t";
 
+/// A task's stored input, read back. Unreadable text is a [`StoreError::Corrupt`], never a
+/// silent `null`: a task must not run, or be shown, with an input it was not given.
+pub(super) fn stored_input(task: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("task {task}'s input ({e})")))
+}
+
+/// A task's stored `depends_on` (the ids of the tasks it waits for), read back; unreadable text
+/// is a [`StoreError::Corrupt`], as for [`stored_input`].
+pub(super) fn stored_depends_on(task: &str, text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("task {task}'s dependencies ({e})")))
+}
+
 /// Reads a `TIME:ID` page cursor.
 pub(super) fn split_cursor(cursor: &str) -> Result<(u64, i64), StoreError> {
     // Digits only; a number past the stored range is past every row (saturate, not refuse).

@@ -284,10 +284,11 @@ impl PgTx {
 fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
     let name: String = r.get(4);
     let display: Option<String> = r.get(8);
-    let input: String = r.get(7);
-    let depends_on: String = r.get(10);
+    let id: String = r.get(0);
+    let input = stored_input(&id, r.get(7))?;
+    let depends_on = stored_depends_on(&id, r.get(10))?;
     let task = Task {
-        id: r.get(0),
+        id,
         job_id: r.get(1),
         parent_id: r.get(2),
         depth: r.get::<_, i32>(3) as u32,
@@ -300,8 +301,8 @@ fn task_from_row(r: &Row) -> Result<(Task, String), StoreError> {
         },
         display: display.unwrap_or(name),
         state: state_of(r.get(9))?,
-        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
-        depends_on: serde_json::from_str(&depends_on).unwrap_or_default(),
+        input,
+        depends_on,
         attempts: r.get::<_, i64>(11) as u32,
         retries_used: r.get::<_, i64>(12) as u32,
         max_retries: r.get::<_, i64>(13) as u32,

@@ -271,11 +271,12 @@ impl Drop for SqliteTx {
     }
 }
 
-fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
+/// A task row as read, before its state, input and dependencies are decoded ([`with_state`]).
+type RawTask = (Task, String, String, (String, String));
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<RawTask> {
     let name: String = r.get(4)?;
-    let input: String = r.get(7)?;
     let display: Option<String> = r.get(8)?;
-    let depends_on: String = r.get(10)?;
     let task = Task {
         id: id_at(r, 0)?,
         job_id: id_at(r, 1)?,
@@ -290,8 +291,8 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
         },
         display: display.unwrap_or(name),
         state: tessera_api::TaskState::Queued,
-        input: serde_json::from_str(&input).unwrap_or(serde_json::Value::Null),
-        depends_on: serde_json::from_str(&depends_on).unwrap_or_default(),
+        input: serde_json::Value::Null,
+        depends_on: Vec::new(),
         attempts: r.get(11)?,
         retries_used: r.get(12)?,
         max_retries: r.get(13)?,
@@ -305,14 +306,16 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<(Task, String, String)> {
         finished_at: r.get(21)?,
         component: r.get(23)?,
     };
-    Ok((task, r.get(9)?, r.get(22)?))
+    Ok((task, r.get(9)?, r.get(22)?, (r.get(7)?, r.get(10)?)))
 }
 
 /// Decodes the state text of [`task_from_row`]'s rows.
 fn with_state(
-    (mut task, state, path): (Task, String, String),
+    (mut task, state, path, (input, depends_on)): RawTask,
 ) -> Result<(Task, String), StoreError> {
     task.state = state_of(&state)?;
+    task.input = stored_input(&task.id, &input)?;
+    task.depends_on = stored_depends_on(&task.id, &depends_on)?;
     Ok((task, path))
 }
 

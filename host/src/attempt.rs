@@ -16,7 +16,7 @@ use crate::limits::{Limits, MemoryLimiter, human_bytes, human_duration};
 use crate::log::{AttemptLog, LogSink};
 use crate::output::{GuestStream, StreamKind};
 use crate::sandbox::Host;
-use crate::state::TaskState;
+use crate::state::{AttemptState, DataState, HostState};
 
 /// One attempt to run: which task, with which input.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ impl Host {
         task_id: Arc<str>,
         attempt: u32,
         data: Arc<dyn JobData>,
-    ) -> (TaskState, Streams) {
+    ) -> (AttemptState, Streams) {
         let log = Arc::new(Mutex::new(AttemptLog::new(
             sink,
             job_id.clone(),
@@ -193,15 +193,28 @@ impl Host {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }));
-        let state = TaskState {
+        let state = AttemptState {
             wasi: wasi.build(),
             table: Default::default(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
-            log,
-            context: TaskContext {
-                job_id: job_id.to_string(),
-                task_id: task_id.to_string(),
-                attempt,
+            host: HostState {
+                log,
+                context: TaskContext {
+                    job_id: job_id.to_string(),
+                    task_id: task_id.to_string(),
+                    attempt,
+                },
+                subtasks: Vec::new(),
+                display: None,
+                progress: BTreeMap::new(),
+                output_from: None,
+            },
+            data: DataState {
+                source: data,
+                dependencies: None,
+                writes: BTreeMap::new(),
+                write_count: 0,
+                value_bytes: limits.value_bytes,
             },
             budget: crate::state::SubmitBudget {
                 // Subtask handles are u32 indexes.
@@ -209,21 +222,12 @@ impl Host {
                 input_bytes: limits.input_bytes,
                 report_bytes: limits.report_bytes,
             },
-            subtasks: Vec::new(),
-            display: None,
-            progress: BTreeMap::new(),
-            data,
-            dependencies: None,
-            writes: BTreeMap::new(),
-            write_count: 0,
-            value_bytes: limits.value_bytes,
-            output_from: None,
         };
         (state, Streams { stdout, stderr })
     }
 
     /// Applies the memory limiter and CPU-fairness yielding to a store.
-    pub(crate) fn configure_store(&self, store: &mut Store<TaskState>, limits: &Limits) {
+    pub(crate) fn configure_store(&self, store: &mut Store<AttemptState>, limits: &Limits) {
         store.limiter(|s| &mut s.limiter);
         let slice = limits.cpu_slice_ticks.max(1);
         store.set_epoch_deadline(slice);
@@ -321,10 +325,10 @@ impl Host {
         streams.stdout.finish();
         streams.stderr.finish();
         let mut state = store.into_data();
-        let display = state.display.clone();
+        let display = state.host.display.clone();
         let result = match result {
             // A forwarded output replaces the returned one.
-            Ok(Ok(Ok(Some(_)))) if state.output_from.is_some() => Ok(Ok(Ok(None))),
+            Ok(Ok(Ok(Some(_)))) if state.host.output_from.is_some() => Ok(Ok(Ok(None))),
             Ok(Ok(Ok(Some(output)))) => match check_output(&mut state, output.len()) {
                 Ok(()) => Ok(Ok(Ok(Some(output)))),
                 Err(failure) => {
@@ -344,13 +348,13 @@ impl Host {
                 ),
             ),
             Ok(Ok(Ok(output))) => Outcome::Computed(Computed {
-                cache: state.cache_writes(),
-                progress: state.progress_updates(),
-                logs_truncated: state.log.lock().unwrap().truncated(),
-                subtasks: state.subtasks,
-                display: state.display,
+                cache: state.data.cache_writes(),
+                progress: state.host.progress_updates(),
+                logs_truncated: state.host.log.lock().unwrap().truncated(),
+                subtasks: state.host.subtasks,
+                display: state.host.display,
                 output,
-                output_from: state.output_from,
+                output_from: state.host.output_from,
             }),
             Ok(Ok(Err(guest))) => failed(
                 FailureKind::Guest {
@@ -378,22 +382,22 @@ impl Host {
 
 /// Whether an output of `len` bytes may be handed back: within the value limit and what is
 /// left of the attempt's report.
-fn check_output(state: &mut TaskState, len: usize) -> Result<(), Failure> {
+fn check_output(state: &mut AttemptState, len: usize) -> Result<(), Failure> {
     let failure = |message: String| Failure {
         kind: FailureKind::OutputTooLarge,
         message,
         display: None,
     };
-    if len > state.value_bytes {
+    if len > state.data.value_bytes {
         return Err(failure(format!(
             "the output of {} exceeds the limit of {}; keep large results elsewhere (an \
              object store) and return a reference to them (a URL or object key)",
             human_bytes(len),
-            human_bytes(state.value_bytes)
+            human_bytes(state.data.value_bytes)
         )));
     }
     let left = state.budget.report_bytes;
-    if !state.spend_report(len.div_ceil(3).saturating_mul(4)) {
+    if !state.budget.spend(len.div_ceil(3).saturating_mul(4)) {
         return Err(failure(format!(
             "the output of {} does not fit in the {} left of what one attempt may hand back \
              after its subtasks and cache writes; write less, or return a reference to the data",
@@ -410,7 +414,7 @@ fn check_output(state: &mut TaskState, len: usize) -> Result<(), Failure> {
 /// the guest's own stderr, for the message a Rust panic writes there (`panic_message`).
 fn classify(
     error: wasmtime::Error,
-    state: &TaskState,
+    state: &AttemptState,
     stderr_tail: &str,
     limits: &Limits,
 ) -> Outcome {

@@ -16,7 +16,7 @@ use crate::sandbox::Host;
 /// A loaded, compiled task component, ready to run attempts.
 pub struct TaskComponent {
     pub(crate) path: PathBuf,
-    pub(crate) pre: WorldPre<crate::state::TaskState>,
+    pub(crate) pre: WorldPre<crate::state::AttemptState>,
     identifiers: Vec<TaskIdentifier>,
     digest: String,
     size: u64,
@@ -267,7 +267,7 @@ impl Host {
     /// Instantiates once in a scratch store to ask for the exported task types.
     async fn task_types(
         &self,
-        pre: &WorldPre<crate::state::TaskState>,
+        pre: &WorldPre<crate::state::AttemptState>,
         limits: &Limits,
     ) -> Result<Vec<TaskIdentifier>, String> {
         let limits = Limits {

@@ -2,12 +2,12 @@
 //! contracts) and the component cache.
 
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
 use crate::bindings::{v1, v2};
 use crate::cache::ComponentCache;
 use crate::engine::{AllocationInUse, EngineError, EpochTicker, HostConfig, build_engine};
-use crate::state::TaskState;
+use crate::state::{AttemptState, CacheInterface, HostInterface};
 
 /// The sandbox host: loads task components and runs task attempts in them.
 ///
@@ -15,7 +15,7 @@ use crate::state::TaskState;
 /// store and instance.
 pub struct Host {
     pub(crate) engine: Engine,
-    pub(crate) linker: Linker<TaskState>,
+    pub(crate) linker: Linker<AttemptState>,
     pub(crate) cache: Option<ComponentCache>,
     allocation: AllocationInUse,
     _ticker: EpochTicker,
@@ -27,10 +27,25 @@ impl Host {
         let (engine, allocation) = build_engine(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(EngineError::Config)?;
-        // Both contracts: a component imports one or the other.
-        v2::TaskComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(EngineError::Config)?;
-        v1::TaskComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        // Both contracts: a component imports one or the other. Each interface is linked to
+        // the attempt's view of it.
+        let host = AttemptState::host_view;
+        v2::tessera::task::types::add_to_linker::<_, HostInterface>(&mut linker, host)
+            .and_then(|()| {
+                v2::tessera::task::host::add_to_linker::<_, HostInterface>(&mut linker, host)
+            })
+            .and_then(|()| {
+                v2::tessera::task::cache::add_to_linker::<_, CacheInterface>(
+                    &mut linker,
+                    AttemptState::cache_view,
+                )
+            })
+            .and_then(|()| {
+                v1::tessera::task::types::add_to_linker::<_, HostInterface>(&mut linker, host)
+            })
+            .and_then(|()| {
+                v1::tessera::task::host::add_to_linker::<_, HostInterface>(&mut linker, host)
+            })
             .map_err(EngineError::Config)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         Ok(Host {

@@ -1,11 +1,14 @@
-//! What a task attempt's store holds, and the host functions the guest calls.
+//! What a task attempt's store holds, and the host functions the guest calls. Each interface
+//! the guest imports sees the attempt through a view of its own, as wasmtime's WASI does
+//! (`WasiCtxView`): `tessera:task/host` through [`HostView`], `tessera:task/cache` through
+//! [`CacheView`], WASI through its own `WasiCtxView`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tessera_api::{Blob, CacheWrite, Level, ProgressUpdate, SubtaskSpec, TaskIdentifier, Version};
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::v1;
@@ -18,18 +21,33 @@ use crate::log::{AttemptLog, FieldValue};
 use tessera_api::limits;
 
 /// The data of one attempt's `Store`: created fresh for every attempt.
-pub(crate) struct TaskState {
+pub(crate) struct AttemptState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// What `tessera:task/host` keeps: the attempt's ids, log, and what it hands back.
+    pub(crate) host: HostState,
+    /// Job data: reads of committed data, the attempt's cache writes.
+    pub(crate) data: DataState,
+    /// Bytes of report left, shared by subtasks, cache writes and the output.
+    pub(crate) budget: SubmitBudget,
+}
+
+/// What `tessera:task/host` keeps of an attempt.
+pub(crate) struct HostState {
     pub(crate) log: Arc<Mutex<AttemptLog>>,
     pub(crate) context: TaskContext,
-    pub(crate) budget: SubmitBudget,
     pub(crate) subtasks: Vec<SubtaskSpec>,
     pub(crate) display: Option<String>,
     pub(crate) progress: BTreeMap<String, (u64, u64)>,
+    /// The submitted subtask whose output becomes this task's, if the guest said so.
+    pub(crate) output_from: Option<u32>,
+}
+
+/// An attempt's job data: where committed data is read from, and what it writes.
+pub(crate) struct DataState {
     /// Where committed job data is read from.
-    pub(crate) data: Arc<dyn JobData>,
+    pub(crate) source: Arc<dyn JobData>,
     /// The task's dependencies, once read.
     pub(crate) dependencies: Option<Vec<DependencyRef>>,
     /// The attempt's cache writes (`None`: deleted), the last per key.
@@ -38,11 +56,59 @@ pub(crate) struct TaskState {
     pub(crate) write_count: usize,
     /// Largest output or cache value.
     pub(crate) value_bytes: usize,
-    /// The submitted subtask whose output becomes this task's, if the guest said so.
-    pub(crate) output_from: Option<u32>,
 }
 
-impl TaskState {
+/// `tessera:task/host`'s view of an attempt (both contracts): its own state, the job data its
+/// dependencies are read through, and the report budget its subtasks spend.
+pub(crate) struct HostView<'a> {
+    host: &'a mut HostState,
+    data: &'a mut DataState,
+    budget: &'a mut SubmitBudget,
+}
+
+/// `tessera:task/cache`'s view of an attempt: its job data, its job's id, and the report budget
+/// its writes spend.
+pub(crate) struct CacheView<'a> {
+    data: &'a mut DataState,
+    job_id: &'a str,
+    budget: &'a mut SubmitBudget,
+}
+
+/// Links `tessera:task/host` (and `types`) to [`HostView`].
+pub(crate) struct HostInterface;
+
+impl HasData for HostInterface {
+    type Data<'a> = HostView<'a>;
+}
+
+/// Links `tessera:task/cache` to [`CacheView`].
+pub(crate) struct CacheInterface;
+
+impl HasData for CacheInterface {
+    type Data<'a> = CacheView<'a>;
+}
+
+impl AttemptState {
+    /// The attempt as `tessera:task/host` sees it.
+    pub(crate) fn host_view(&mut self) -> HostView<'_> {
+        HostView {
+            host: &mut self.host,
+            data: &mut self.data,
+            budget: &mut self.budget,
+        }
+    }
+
+    /// The attempt as `tessera:task/cache` sees it.
+    pub(crate) fn cache_view(&mut self) -> CacheView<'_> {
+        CacheView {
+            data: &mut self.data,
+            job_id: &self.host.context.job_id,
+            budget: &mut self.budget,
+        }
+    }
+}
+
+impl HostState {
     /// Progress indicators in label order, each value at most what the API accepts (2^63 − 1).
     pub(crate) fn progress_updates(&self) -> Vec<ProgressUpdate> {
         let most = i64::MAX as u64;
@@ -57,7 +123,7 @@ impl TaskState {
     }
 }
 
-impl TaskState {
+impl DataState {
     /// The attempt's cache writes, as the report carries them.
     pub(crate) fn cache_writes(&mut self) -> Vec<CacheWrite> {
         std::mem::take(&mut self.writes)
@@ -69,23 +135,12 @@ impl TaskState {
             .collect()
     }
 
-    /// Spends report bytes on data the attempt hands back, or says it cannot.
-    pub(crate) fn spend_report(&mut self, bytes: usize) -> bool {
-        match self.budget.report_bytes.checked_sub(bytes) {
-            Some(left) => {
-                self.budget.report_bytes = left;
-                true
-            }
-            None => false,
-        }
-    }
-
     /// The task's dependencies, read once.
-    async fn dependencies(&mut self) -> Result<&[DependencyRef], DataError> {
+    async fn dependencies(&mut self, context: &TaskContext) -> Result<&[DependencyRef], DataError> {
         if self.dependencies.is_none() {
-            let data = self.data.clone();
-            let deps = data
-                .dependencies(&self.context.job_id, &self.context.task_id)
+            let source = self.source.clone();
+            let deps = source
+                .dependencies(&context.job_id, &context.task_id)
                 .await
                 .map_err(DataError::Unavailable)?;
             self.dependencies = Some(deps);
@@ -98,8 +153,13 @@ impl TaskState {
         limits::check_cache_key(key).map_err(DataError::InvalidKey)
     }
 
-    /// Records one cache write or delete, within the attempt's limits.
-    fn write(&mut self, key: String, value: Option<Vec<u8>>) -> Result<(), DataError> {
+    /// Records one cache write or delete, within the attempt's limits and report budget.
+    fn write(
+        &mut self,
+        budget: &mut SubmitBudget,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), DataError> {
         Self::key(&key)?;
         if let Some(v) = &value
             && v.len() > self.value_bytes
@@ -114,8 +174,8 @@ impl TaskState {
             .len()
             .saturating_add(value.as_ref().map_or(0, |v| v.len().div_ceil(3) * 4))
             .saturating_add(32);
-        if !self.spend_report(bytes) {
-            return Err(DataError::TooManyWrites(self.budget.report_bytes as u64));
+        if !budget.spend(bytes) {
+            return Err(DataError::TooManyWrites(budget.report_bytes as u64));
         }
         self.write_count += 1;
         self.writes.insert(key, value);
@@ -123,7 +183,7 @@ impl TaskState {
     }
 }
 
-impl WasiView for TaskState {
+impl WasiView for AttemptState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
@@ -154,6 +214,19 @@ pub(crate) struct SubmitBudget {
     pub(crate) input_bytes: usize,
     /// Report bytes left for subtasks.
     pub(crate) report_bytes: usize,
+}
+
+impl SubmitBudget {
+    /// Spends report bytes on data the attempt hands back, or says it cannot.
+    pub(crate) fn spend(&mut self, bytes: usize) -> bool {
+        match self.report_bytes.checked_sub(bytes) {
+            Some(left) => {
+                self.report_bytes = left;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Roughly what a subtask adds to a report beyond its input, its name and its display name.
@@ -245,9 +318,9 @@ fn check_submission(
     Ok(out)
 }
 
-impl task::types::Host for TaskState {}
+impl task::types::Host for HostView<'_> {}
 
-impl task::host::Host for TaskState {
+impl task::host::Host for HostView<'_> {
     fn log(
         &mut self,
         level: WitLevel,
@@ -268,7 +341,8 @@ impl task::host::Host for TaskState {
                 (f.key, value)
             })
             .collect();
-        self.log
+        self.host
+            .log
             .lock()
             .unwrap()
             .write(level.into(), message, fields);
@@ -284,11 +358,11 @@ impl task::host::Host for TaskState {
         &mut self,
         subtasks: Vec<Subtask>,
     ) -> wasmtime::Result<Result<Vec<SubtaskHandle>, SubmitError>> {
-        let start = self.subtasks.len();
-        match check_submission(subtasks, start, &mut self.budget) {
+        let start = self.host.subtasks.len();
+        match check_submission(subtasks, start, self.budget) {
             Ok(specs) => {
-                self.subtasks.extend(specs);
-                let handles = (start..self.subtasks.len())
+                self.host.subtasks.extend(specs);
+                let handles = (start..self.host.subtasks.len())
                     .map(|index| SubtaskHandle {
                         index: index as u32,
                     })
@@ -300,82 +374,86 @@ impl task::host::Host for TaskState {
     }
 
     fn set_display(&mut self, display: String) -> wasmtime::Result<()> {
-        self.display = Some(limits::cut(&display, limits::MAX_DISPLAY_BYTES));
+        self.host.display = Some(limits::cut(&display, limits::MAX_DISPLAY_BYTES));
         Ok(())
     }
 
     fn progress(&mut self, label: String, done: u64, total: u64) -> wasmtime::Result<()> {
         let label = limits::cut(&label, limits::MAX_LABEL_BYTES);
-        if !self.progress.contains_key(&label) && self.progress.len() >= limits::MAX_PROGRESS_LABELS
-        {
+        let progress = &mut self.host.progress;
+        if !progress.contains_key(&label) && progress.len() >= limits::MAX_PROGRESS_LABELS {
             return Ok(());
         }
-        let entry = self.progress.entry(label).or_default();
+        let entry = progress.entry(label).or_default();
         entry.0 = entry.0.saturating_add(done);
         entry.1 = entry.1.saturating_add(total);
         Ok(())
     }
 
     fn current(&mut self) -> wasmtime::Result<TaskContext> {
-        Ok(self.context.clone())
+        Ok(self.host.context.clone())
     }
 
     async fn dependencies(&mut self) -> wasmtime::Result<Result<Vec<SubtaskHandle>, DataError>> {
-        Ok(TaskState::dependencies(self).await.map(|deps| {
-            deps.iter()
-                .map(|d| SubtaskHandle { index: d.index })
-                .collect()
-        }))
+        Ok(self
+            .data
+            .dependencies(&self.host.context)
+            .await
+            .map(|deps| {
+                deps.iter()
+                    .map(|d| SubtaskHandle { index: d.index })
+                    .collect()
+            }))
     }
 
     async fn output_of(
         &mut self,
         dependency: SubtaskHandle,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, DataError>> {
-        let task = match TaskState::dependencies(self).await {
+        let task = match self.data.dependencies(&self.host.context).await {
             Ok(deps) => deps.iter().find(|d| d.index == dependency.index).cloned(),
             Err(e) => return Ok(Err(e)),
         };
         let Some(task) = task else {
             return Ok(Err(DataError::NotADependency(dependency.index)));
         };
-        let data = self.data.clone();
-        Ok(data
-            .output(&self.context.job_id, &task.task_id)
+        let source = self.data.source.clone();
+        Ok(source
+            .output(&self.host.context.job_id, &task.task_id)
             .await
             .map_err(DataError::Unavailable))
     }
 
     fn output_from(&mut self, subtask: SubtaskHandle) -> wasmtime::Result<Result<(), SubmitError>> {
-        if (subtask.index as usize) >= self.subtasks.len() {
+        if (subtask.index as usize) >= self.host.subtasks.len() {
             return Ok(Err(SubmitError::BadDependency(subtask.index)));
         }
-        self.output_from = Some(subtask.index);
+        self.host.output_from = Some(subtask.index);
         Ok(Ok(()))
     }
 }
 
-impl task::cache::Host for TaskState {
+impl task::cache::Host for CacheView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, DataError>> {
-        if let Err(e) = Self::key(&key) {
+        if let Err(e) = DataState::key(&key) {
             return Ok(Err(e));
         }
-        if let Some(own) = self.writes.get(&key) {
+        if let Some(own) = self.data.writes.get(&key) {
             return Ok(Ok(own.clone()));
         }
-        let data = self.data.clone();
-        Ok(data
-            .cache_get(&self.context.job_id, &key)
+        let source = self.data.source.clone();
+        Ok(source
+            .cache_get(self.job_id, &key)
             .await
             .map_err(DataError::Unavailable))
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), DataError>> {
-        Ok(self.write(key, Some(value)))
+        Ok(self.data.write(self.budget, key, Some(value)))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), DataError>> {
-        Ok(self.write(key, None))
+        Ok(self.data.write(self.budget, key, None))
     }
 
     async fn list(
@@ -389,9 +467,9 @@ impl task::cache::Host for TaskState {
             return Ok(Err(DataError::InvalidKey(why)));
         }
         let page = limits::MAX_CACHE_LIST;
-        let data = self.data.clone();
-        let committed = match data
-            .cache_list(&self.context.job_id, &prefix, start_after.as_deref(), page)
+        let source = self.data.source.clone();
+        let committed = match source
+            .cache_list(self.job_id, &prefix, start_after.as_deref(), page)
             .await
         {
             Ok(keys) => keys,
@@ -399,7 +477,7 @@ impl task::cache::Host for TaskState {
         };
         Ok(Ok(merge_listing(
             committed,
-            &self.writes,
+            &self.data.writes,
             &prefix,
             start_after.as_deref(),
             page as usize,
@@ -447,10 +525,10 @@ impl From<v1::tessera::task::types::Level> for Level {
     }
 }
 
-impl v1::tessera::task::types::Host for TaskState {}
+impl v1::tessera::task::types::Host for HostView<'_> {}
 
 /// `tessera:task@0.1.0`'s host functions: the 0.2.0 ones, with the old shapes.
-impl v1::tessera::task::host::Host for TaskState {
+impl v1::tessera::task::host::Host for HostView<'_> {
     fn log(
         &mut self,
         level: v1::tessera::task::types::Level,
@@ -462,7 +540,8 @@ impl v1::tessera::task::host::Host for TaskState {
             .into_iter()
             .map(|f| (f.key, FieldValue::Text(f.value)))
             .collect();
-        self.log
+        self.host
+            .log
             .lock()
             .unwrap()
             .write(level.into(), message, fields);
@@ -516,10 +595,11 @@ impl v1::tessera::task::host::Host for TaskState {
     }
 
     fn current(&mut self) -> wasmtime::Result<v1::tessera::task::types::TaskContext> {
+        let context = &self.host.context;
         Ok(v1::tessera::task::types::TaskContext {
-            job_id: self.context.job_id.clone(),
-            task_id: self.context.task_id.clone(),
-            attempt: self.context.attempt,
+            job_id: context.job_id.clone(),
+            task_id: context.task_id.clone(),
+            attempt: context.attempt,
         })
     }
 }

@@ -300,9 +300,14 @@ async fn a_failed_attempts_cache_writes_never_show() {
         cache_keys(&client, &job).await.is_empty(),
         "no attempt's write shows"
     );
+    // No output, and never will be unless retried: exit 1 (as the README says), saying so.
     let (status, _, err) = server.cli(&["jobs", "output", &job]);
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("has no output: it is failed"), "{err}");
+    assert!(
+        err.contains("will not compute unless its job is retried"),
+        "{err}"
+    );
     let _ = run.wait();
 }
 

@@ -294,7 +294,7 @@ async fn sigterm_requeues_running_tasks_without_spending_a_retry() {
         "--grace-seconds",
         "0.2",
     ])
-    .stdout(Stdio::null())
+    .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let a = cmd.spawn().unwrap();
     until(MINUTE, "runner-a running both sleeps", || async {
@@ -310,8 +310,30 @@ async fn sigterm_requeues_running_tasks_without_spending_a_retry() {
     let out = a.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("Stopping: no new claims"), "{err}");
+    assert!(
+        err.contains("Stopping: no new claims; letting 2 running attempts finish"),
+        "{err}"
+    );
+    // Each abandoned attempt is said in words, on the runner's output and in its task's log.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.matches("stopped: abandoned as the runner stops")
+            .count(),
+        2,
+        "{said}"
+    );
+    assert!(!said.contains("Abandon)"), "{said}");
     let c = server.client();
+    let logs = c.logs(&job, &Default::default()).await.unwrap().logs;
+    let abandoned_lines = logs
+        .iter()
+        .filter(|l| {
+            l.level == tessera_api::Level::Warn
+                && l.message
+                    .starts_with("attempt 1 was abandoned by its runner")
+        })
+        .count();
+    assert_eq!(abandoned_lines, 2, "{logs:?}");
     let queued = c
         .tasks(
             &job,

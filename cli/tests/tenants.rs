@@ -552,6 +552,10 @@ fn run_fleet(server: &ServerProc, key: &str) {
         .env("TESSERA_TOKEN", key);
     let (status, _, err) = output(fleet_runner, Duration::from_secs(120));
     assert!(status.success(), "{err}");
+    assert!(
+        err.contains("the deployed components for every tenant"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -582,10 +586,12 @@ async fn tenant_runners_serve_their_tenant_and_fleet_runners_every_tenant() {
         .id;
 
     // A's runner with the component file serves A's job and exits: B's job is not its work.
+    // Its banner says whose tasks it serves.
     let mut runner = support::runner(&server, &[&wasm_path]);
     runner.env("TESSERA_TOKEN", &a.runner);
     let (status, _, err) = output(runner, Duration::from_secs(120));
     assert!(status.success(), "{err}");
+    assert!(err.contains(" for tenant a on cluster default"), "{err}");
     let job_a = client(&server, &a.read).job(&ja).await.unwrap();
     support::assert_completed(&job_a);
     let job_b = client(&server, &b.read).job(&jb).await.unwrap();

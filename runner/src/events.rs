@@ -24,6 +24,8 @@ pub struct Serving {
     pub server: String,
     /// Attempts at once.
     pub concurrency: u32,
+    /// Whose tasks it claims (`tenant acme`, `every tenant`), on a server with keys.
+    pub tenant: Option<String>,
 }
 
 /// What a runner reports as it goes. Every method has a default that does nothing.

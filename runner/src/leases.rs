@@ -18,6 +18,18 @@ pub enum Stop {
     Abandon,
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Canceled => "its job was canceled",
+            Stop::LeaseLost => "its lease was lost (it expired or another runner took the task)",
+            Stop::Abandon => {
+                "abandoned as the runner stops; the task runs again without spending a retry"
+            }
+        })
+    }
+}
+
 struct Held {
     lease: u64,
     stop: watch::Sender<Option<Stop>>,

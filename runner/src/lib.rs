@@ -70,6 +70,15 @@ pub struct Config {
     pub prefetch: usize,
 }
 
+/// `n` of `what`, for people: `1 running attempt`, `2 running attempts`.
+fn attempts(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// The default most tasks a runner claims ahead of its free slots: four per slot (Celery's
 /// prefetch multiplier), at least 16, at most 1,000. How many it really holds adapts to how
 /// long attempts take (see [`dispatch::AHEAD_WAIT`]).
@@ -195,6 +204,15 @@ pub async fn run(
         .runner_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // Whose tasks its key claims, as the server sees the key (none said without keys).
+    let tenant = match client.whoami().await {
+        Ok(me) if me.keys_required => Some(match me.tenant {
+            Some(tenant) => format!("tenant {tenant}"),
+            None if config.deployed => "every tenant".to_string(),
+            None => "tenant default".to_string(),
+        }),
+        _ => None,
+    };
     events.serving(&Serving {
         runner_id: runner_id.clone(),
         deployed: config.deployed,
@@ -202,6 +220,7 @@ pub async fn run(
         cluster: config.cluster.clone(),
         server: client.base().to_string(),
         concurrency: config.concurrency,
+        tenant,
     });
 
     let (shipper, shipping) = logs::start(client.clone(), runner_id.clone(), max_body);
@@ -334,9 +353,9 @@ impl Driver {
                 _ = control.stop.cancelled(), if !stop_seen => {
                     stop_seen = true;
                     self.events.status(&format!(
-                        "Stopping: no new claims; letting {} running attempts finish within {} \
-                         (stop again to abandon them at once)",
-                        dispatcher.running(),
+                        "Stopping: no new claims; letting {} finish within {} (stop again to \
+                         abandon them at once)",
+                        attempts(dispatcher.running(), "running attempt"),
                         tessera_host::human_duration(self.grace)
                     ));
                     pending.grace_at = Some(tokio::time::Instant::now() + self.grace);
@@ -346,9 +365,9 @@ impl Driver {
                     pending.grace_at = None;
                     if dispatcher.running() > 0 {
                         self.events.status(&format!(
-                            "Grace period over: abandoning {} attempts (they requeue without \
+                            "Grace period over: abandoning {} (they run again without \
                              spending a retry)",
-                            dispatcher.running()
+                            attempts(dispatcher.running(), "attempt")
                         ));
                     }
                     self.shared.in_flight.stop_all(Stop::Abandon);

@@ -103,7 +103,15 @@ pub async fn output(
     task: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let output = client.output(job, task, MAX_READ).await?;
+    let output = match client.output(job, task, MAX_READ).await {
+        Ok(output) => output,
+        // Not computed (yet, or ever): no output, said as such, exit 1 (errors exit 2).
+        Err(e) if e.status() == Some(409) => {
+            eprintln!("{}", format::safe(&e.to_string()));
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         format::json(&value(Some(&output.task_id), None, output.value.as_deref()))?;
         return Ok(ExitCode::SUCCESS);

@@ -99,6 +99,14 @@ fn duration(job: &Job) -> String {
     }
 }
 
+/// How many attempts ran at once on average over a job's wall time, for people: nothing when
+/// it would read as 0.0 (a short job's task time against its wait for runners says nothing of
+/// how parallel it ran).
+fn parallelism(task_time_ns: u64, wall_ns: u64) -> Option<String> {
+    let ratio = task_time_ns as f64 / wall_ns.max(1) as f64;
+    (ratio >= 0.1).then(|| format!(" (parallelism {ratio:.1})"))
+}
+
 fn print_job(job: &Job) {
     println!("Job:        {} ({})", job.id, format::safe(&job.name));
     println!("State:      {}", job.state);
@@ -137,8 +145,7 @@ fn print_job(job: &Job) {
             (Some(s), Some(f)) if f > s => Some(f - s),
             _ => None,
         };
-        let parallelism =
-            wall.map(|w| format!(" (parallelism {:.1})", job.task_time_ns as f64 / w as f64));
+        let parallelism = wall.and_then(|w| parallelism(job.task_time_ns, w));
         println!(
             "Task time:  {}{}",
             format::duration_ns(job.task_time_ns),
@@ -305,4 +312,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parallelism;
+
+    #[test]
+    fn parallelism_is_said_only_when_it_says_something() {
+        // 27 ms of tasks over a 10 s job (it waited for a runner): not "parallelism 0.0".
+        assert_eq!(parallelism(27_000_000, 10_000_000_000), None);
+        assert_eq!(
+            parallelism(20_000_000_000, 4_000_000_000).as_deref(),
+            Some(" (parallelism 5.0)")
+        );
+        assert_eq!(
+            parallelism(1_000_000_000, 2_000_000_000).as_deref(),
+            Some(" (parallelism 0.5)")
+        );
+    }
 }

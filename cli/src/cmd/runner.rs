@@ -133,8 +133,13 @@ impl Events for Printer {
         } else {
             names.join(", ")
         };
+        let whose = s
+            .tenant
+            .as_deref()
+            .map(|t| format!(" for {}", format::safe_max(t, 200)))
+            .unwrap_or_default();
         eprintln!(
-            "Runner {} serving {} on cluster {} at {} (concurrency {})",
+            "Runner {} serving {}{whose} on cluster {} at {} (concurrency {})",
             format::safe_max(&s.runner_id, 200),
             serves,
             s.cluster,
@@ -177,7 +182,7 @@ impl Events for Printer {
     fn stopped(&self, task: &ClaimedTask, why: Stop) {
         if !self.quiet {
             println!(
-                "■ {} {}: stopped ({why:?})",
+                "■ {} {}: stopped: {why}",
                 task.identifier.name,
                 format::short(&task.task_id)
             );

@@ -44,6 +44,18 @@ fn component_ref(reference: &str) -> Which<'_> {
     }
 }
 
+/// Why a task in `state` (not computed) has no output, and whether it may still get one.
+fn not_computed(state: TaskState) -> String {
+    match state {
+        TaskState::Queued | TaskState::Running => {
+            format!("{state}: it has not computed yet (a task's output is kept when it computes)")
+        }
+        _ => format!(
+            "{state}: it will not compute unless its job is retried (tessera jobs retry JOB)"
+        ),
+    }
+}
+
 /// How often a transaction that met contention is tried in all.
 const TRIES: u32 = 5;
 
@@ -1213,9 +1225,8 @@ impl<D: Driver> Store for Core<D> {
                 };
                 if !matches!(row.state, TaskState::Computed) {
                     return Err(StoreError::Conflict(format!(
-                        "task {id} has no output: it is {} (a task's output is kept when it \
-                         computes)",
-                        row.state
+                        "task {id} has no output: it is {}",
+                        not_computed(row.state)
                     )));
                 }
                 // Follow outputs taken from subtasks down to a value (each hop goes one level
@@ -1239,7 +1250,7 @@ impl<D: Driver> Store for Core<D> {
                         return Err(StoreError::Conflict(format!(
                             "task {id}'s output is the output of its subtask {source}, which {}",
                             match state {
-                                Some(s) => format!("is {s}: it has not computed yet"),
+                                Some(s) => format!("is {}", not_computed(s)),
                                 None => "does not exist".into(),
                             }
                         )));

@@ -295,6 +295,17 @@ pub(crate) fn reports(
                     plan.claimable_in
                         .insert(crate::store::scope::key(row.tenant, &row.cluster));
                 }
+                // So that the task's log says why attempt N + 1 follows (or why none does).
+                let message = if row.job_canceled {
+                    format!("attempt {} stopped: its job was canceled", row.attempt)
+                } else {
+                    format!(
+                        "attempt {} was abandoned by its runner (it stopped before the attempt \
+                         finished); the task runs again without spending a retry",
+                        row.attempt
+                    )
+                };
+                plan.logs.push(attempt_line(row, Level::Warn, message, now));
                 plan.states.push(SetState {
                     span: span(row, SpanOutcome::Abandoned, None, now),
                     ..requeue(row, now)
@@ -446,16 +457,26 @@ pub(super) fn fail(
         (state, why.to_string())
     };
     plan.states.push(state);
-    plan.logs.push(LogLine {
+    plan.logs.push(attempt_line(
+        row,
+        Level::Error,
+        format!("attempt {} failed: {reason}; {then}", row.attempt),
+        now,
+    ));
+}
+
+/// A log line of `row`'s current attempt, written by the server, that says how it ended.
+pub(super) fn attempt_line(row: &HeldRow, level: Level, message: String, now: u64) -> LogLine {
+    LogLine {
         time_unix_nano: now,
-        level: Level::Error,
-        message: format!("attempt {} failed: {reason}; {then}", row.attempt),
+        level,
+        message,
         task_id: row.id.clone(),
         job_id: row.job_id.clone(),
         runner_id: row.runner.clone().unwrap_or_else(|| "server".into()),
         attempt: row.attempt,
         fields: serde_json::Map::new(),
-    });
+    }
 }
 
 /// Why an attempt's output or cache writes cannot be kept, if they cannot.
@@ -731,10 +752,19 @@ mod tests {
             p.states[0].span.as_ref().unwrap().outcome,
             SpanOutcome::Abandoned
         );
+        // The task's log says why another attempt follows.
+        let line = &p.logs[0];
+        assert_eq!((line.level, line.attempt), (Level::Warn, 3));
+        assert!(
+            line.message
+                .starts_with("attempt 3 was abandoned by its runner"),
+            "{line:?}"
+        );
         let mut r = row("t");
         r.job_canceled = true;
         let p = decide(&[report("t", Report::Abandoned)], &[r]);
         assert_eq!(p.states[0].state, TaskState::Canceled);
+        assert_eq!(p.logs[0].message, "attempt 3 stopped: its job was canceled");
     }
 
     #[test]

@@ -181,6 +181,21 @@ pub enum Report {
     Canceled,
 }
 
+impl Report {
+    /// An attempt that computed with `subtasks` and nothing else: no output, no cache writes,
+    /// no progress, its display name unchanged.
+    pub fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
+        Report::Computed {
+            subtasks,
+            display: None,
+            progress: vec![],
+            output: None,
+            output_from: None,
+            cache: vec![],
+        }
+    }
+}
+
 /// One report about one attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

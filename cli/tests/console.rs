@@ -77,14 +77,7 @@ async fn deep_job(c: &Client) -> String {
             reports: vec![TaskReport {
                 task_id: t.task_id.clone(),
                 lease: t.lease,
-                report: Report::Computed {
-                    subtasks,
-                    display: None,
-                    progress: vec![],
-                    output: None,
-                    output_from: None,
-                    cache: vec![],
-                },
+                report: Report::computed(subtasks),
             }],
             claim: None,
         })

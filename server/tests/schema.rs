@@ -184,14 +184,7 @@ fn leaves(n: usize, max_retries: u32) -> Vec<tessera_api::SubtaskSpec> {
 }
 
 fn computed(subtasks: Vec<tessera_api::SubtaskSpec>) -> tessera_api::Report {
-    tessera_api::Report::Computed {
-        subtasks,
-        display: None,
-        progress: vec![],
-        output: None,
-        output_from: None,
-        cache: vec![],
-    }
+    tessera_api::Report::computed(subtasks)
 }
 
 fn failed(display: Option<&str>) -> tessera_api::Report {

@@ -45,14 +45,7 @@ pub fn done(task: &ClaimedTask, subtasks: Vec<SubtaskSpec>) -> TaskReport {
     TaskReport {
         task_id: task.task_id.clone(),
         lease: task.lease,
-        report: Report::Computed {
-            subtasks,
-            display: None,
-            progress: vec![],
-            output: None,
-            output_from: None,
-            cache: vec![],
-        },
+        report: Report::computed(subtasks),
     }
 }
 

@@ -61,17 +61,8 @@ fn job(name: &str, root: &str, max_retries: u32) -> SubmitJob {
 
 fn claim_req(runner: &str, ids: &[TaskIdentifier], max: u32) -> ClaimRequest {
     ClaimRequest {
-        runner_id: runner.into(),
-        cluster: "default".into(),
         identifiers: ids.to_vec(),
-        max,
-        wait_ms: 0,
-        return_when_idle: false,
-        digests: vec![],
-        deployed: false,
-        host: None,
-        concurrency: None,
-        wasmtime: None,
+        ..tessera_server::testing::protocol::claim(runner, max)
     }
 }
 
@@ -94,14 +85,7 @@ fn sub(name: &str, deps: Vec<u32>) -> SubtaskSpec {
 }
 
 fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
-    Report::Computed {
-        subtasks,
-        display: None,
-        progress: vec![],
-        output: None,
-        output_from: None,
-        cache: vec![],
-    }
+    Report::computed(subtasks)
 }
 
 async fn claim(store: &(impl StoreRef + ?Sized), max: u32, now: u64) -> Vec<ClaimedTask> {

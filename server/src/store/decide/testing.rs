@@ -57,14 +57,7 @@ pub(super) fn report(id: &str, report: Report) -> TaskReport {
 }
 
 pub(super) fn computed(subtasks: Vec<SubtaskSpec>) -> Report {
-    Report::Computed {
-        subtasks,
-        display: None,
-        progress: vec![],
-        output: None,
-        output_from: None,
-        cache: vec![],
-    }
+    Report::computed(subtasks)
 }
 
 pub(super) fn sub(name: &str, deps: Vec<u32>) -> SubtaskSpec {

@@ -31,17 +31,8 @@ fn submit_body(name: &str) -> SubmitJob {
 
 fn claim(max: u32, wait_ms: u64) -> ClaimRequest {
     ClaimRequest {
-        runner_id: "runner-a".into(),
-        cluster: "default".into(),
-        identifiers: vec![ident("Root"), ident("Leaf")],
-        max,
         wait_ms,
-        return_when_idle: false,
-        digests: vec![],
-        deployed: false,
-        host: None,
-        concurrency: None,
-        wasmtime: None,
+        ..tessera_server::testing::protocol::claim("runner-a", max)
     }
 }
 

@@ -56,17 +56,10 @@ async fn deep_job(c: &Client) -> String {
     for (name, subtasks) in levels {
         let claimed = c
             .claim(&ClaimRequest {
-                runner_id: "console-test".into(),
                 cluster: "deep".into(),
                 identifiers: vec![id(name)],
-                max: 1,
                 wait_ms: 5_000,
-                return_when_idle: false,
-                digests: vec![],
-                deployed: false,
-                host: None,
-                concurrency: None,
-                wasmtime: None,
+                ..tessera_server::testing::protocol::claim("console-test", 1)
             })
             .await
             .unwrap()

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use tessera_api::{ClaimRequest, Client, RootTask, SubmitJob, TaskIdentifier};
-use tessera_server::testing::protocol::bench_runtime;
+use tessera_server::testing::protocol::{bench_runtime, claim};
 use tessera_server::{Database, ServerConfig};
 
 const IDLE: usize = 2_000;
@@ -119,17 +119,10 @@ async fn idle(url: &str, key: &str, cluster: &str) -> Vec<tokio::task::JoinHandl
                 loop {
                     let _ = c
                         .claim(&ClaimRequest {
-                            runner_id: format!("idle-{i}"),
                             cluster: cluster.clone(),
                             identifiers: vec![TaskIdentifier::parse("Noop", "v0.0").unwrap()],
-                            max: 1,
                             wait_ms: 60_000,
-                            return_when_idle: false,
-                            digests: vec![],
-                            deployed: false,
-                            host: None,
-                            concurrency: None,
-                            wasmtime: None,
+                            ..claim(&format!("idle-{i}"), 1)
                         })
                         .await;
                 }

@@ -253,22 +253,27 @@ mod tests {
         assert_eq!(audit(&kept, &late).len(), 2);
     }
 
-    #[test]
-    fn only_a_job_that_is_over_with_nothing_running_may_be_deleted() {
-        let mut job = Job {
+    /// Job `j` in `state` with `counts`, canceled or not.
+    fn job_in(state: JobState, counts: TaskCounts, canceled: bool) -> Job {
+        Job {
             id: "j".into(),
             name: "n".into(),
             cluster: "default".into(),
-            state: JobState::Running,
-            canceled: false,
-            task_counts: TaskCounts::default(),
+            state,
+            canceled,
+            task_counts: counts,
             progress: vec![],
             submitted_at: 0,
             started_at: None,
             finished_at: None,
             task_time_ns: 0,
             tenant: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn only_a_job_that_is_over_with_nothing_running_may_be_deleted() {
+        let mut job = job_in(JobState::Running, TaskCounts::default(), false);
         let e = delete(&job).unwrap_err().to_string();
         assert!(e.contains("cancel it first (tessera jobs cancel j)"), "{e}");
         job.state = JobState::Canceled;
@@ -283,20 +288,7 @@ mod tests {
 
     #[test]
     fn cancel_and_retry_guards() {
-        let job = |state, counts: TaskCounts, canceled| Job {
-            id: "j".into(),
-            name: "n".into(),
-            cluster: "default".into(),
-            state,
-            canceled,
-            task_counts: counts,
-            progress: vec![],
-            submitted_at: 0,
-            started_at: None,
-            finished_at: None,
-            task_time_ns: 0,
-            tenant: String::new(),
-        };
+        let job = job_in;
         assert!(cancel(&job(JobState::Completed, TaskCounts::default(), false)).is_err());
         assert!(cancel(&job(JobState::Running, TaskCounts::default(), false)).is_ok());
         assert!(retry(&job(JobState::Running, TaskCounts::default(), false)).is_err());
